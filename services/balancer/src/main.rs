@@ -1,0 +1,14 @@
+use clap::Parser;
+use shoal_balancer::{Config, run};
+use shoal_protocol::ServiceKind;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    let common = cfg.common.clone();
+    let name = format!("shoal-balancer:{}", common.instance_id()?);
+    shoal_runtime::main(&common, ServiceKind::Balancer, &name, |client, shutdown| {
+        run(cfg, client, shutdown)
+    })
+    .await
+}

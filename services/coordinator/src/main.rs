@@ -1,0 +1,17 @@
+use clap::Parser;
+use shoal_coordinator::{Config, run};
+use shoal_protocol::ServiceKind;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    let common = cfg.common.clone();
+    let name = format!("shoal-coordinator:{}", common.instance_id()?);
+    shoal_runtime::main(
+        &common,
+        ServiceKind::Coordinator,
+        &name,
+        |client, shutdown| run(cfg, client, shutdown),
+    )
+    .await
+}

@@ -1,0 +1,293 @@
+//! A small client for Shoal's request/reply endpoints, reused by the CLI, the
+//! loadtest and the tests: request with a timeout, typed replies, error envelopes as
+//! `ShoalError`, and retries while there are no responders or no leader yet.
+
+use std::time::{Duration, Instant};
+
+use async_nats::RequestErrorKind;
+use async_nats::service::NATS_SERVICE_ERROR_CODE;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::subjects::{Endpoint, Subjects};
+use crate::types::{Empty, balancer::*, coordinator::*, node::Node, registry::*};
+use crate::{ErrorCode, ShoalError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The service answered with an error envelope.
+    #[error(transparent)]
+    Service(#[from] ShoalError),
+    #[error("nothing is answering on {subject}: is the service running?")]
+    NoResponders { subject: String },
+    #[error("no reply on {subject} within {timeout:?}")]
+    Timeout { subject: String, timeout: Duration },
+    #[error("reply on {subject} could not be read: {message}")]
+    BadReply { subject: String, message: String },
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+impl ClientError {
+    /// A short name for counting errors by kind (`not_found`, `timeout`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClientError::Service(e) => e.code.as_str(),
+            ClientError::NoResponders { .. } => "no_responders",
+            ClientError::Timeout { .. } => "timeout",
+            ClientError::BadReply { .. } => "bad_reply",
+            ClientError::Nats(_) => "nats",
+        }
+    }
+
+    pub fn service_code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Service(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            ClientError::Service(e) => e.code.is_retryable(),
+            ClientError::NoResponders { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ShoalClient {
+    nats: async_nats::Client,
+    subjects: Subjects,
+    timeout: Duration,
+    retry_for: Duration,
+}
+
+impl ShoalClient {
+    /// Per-request timeout 2 s; retries on no responders / not_leader / unavailable
+    /// for up to 5 s.
+    pub fn new(nats: async_nats::Client, subjects: Subjects) -> ShoalClient {
+        ShoalClient {
+            nats,
+            subjects,
+            timeout: Duration::from_secs(2),
+            retry_for: Duration::from_secs(5),
+        }
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> ShoalClient {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long to keep retrying retryable failures; zero disables retries.
+    pub fn with_retry_for(mut self, retry_for: Duration) -> ShoalClient {
+        self.retry_for = retry_for;
+        self
+    }
+
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// Request on the endpoint's shared subject (one replica answers).
+    pub async fn call<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        request: &Req,
+    ) -> Result<Rep, ClientError> {
+        self.call_subject(&self.subjects.endpoint(endpoint), request)
+            .await
+    }
+
+    /// Request on one named replica.
+    pub async fn call_direct<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        instance_id: &str,
+        request: &Req,
+    ) -> Result<Rep, ClientError> {
+        self.call_subject(&self.subjects.direct(endpoint, instance_id), request)
+            .await
+    }
+
+    pub async fn call_subject<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        subject: &str,
+        request: &Req,
+    ) -> Result<Rep, ClientError> {
+        let payload =
+            bytes::Bytes::from(
+                serde_json::to_vec(request).map_err(|e| ClientError::BadReply {
+                    subject: subject.to_string(),
+                    message: format!("request could not be encoded: {e}"),
+                })?,
+            );
+        let deadline = Instant::now() + self.retry_for;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.once(subject, payload.clone()).await {
+                Err(e) if e.retryable() && Instant::now() + backoff < deadline => {
+                    tracing::debug!(subject, error = %e, "retrying request");
+                    // Backoff between attempts, not synchronisation: the next attempt
+                    // is a fresh request.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(250));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn once<Rep: DeserializeOwned>(
+        &self,
+        subject: &str,
+        payload: bytes::Bytes,
+    ) -> Result<Rep, ClientError> {
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(self.timeout));
+        let message = self
+            .nats
+            .send_request(subject.to_string(), request)
+            .await
+            .map_err(|e| match e.kind() {
+                RequestErrorKind::NoResponders => ClientError::NoResponders {
+                    subject: subject.to_string(),
+                },
+                RequestErrorKind::TimedOut => ClientError::Timeout {
+                    subject: subject.to_string(),
+                    timeout: self.timeout,
+                },
+                _ => ClientError::Nats(e.to_string()),
+            })?;
+        decode_reply(subject, message.headers.as_ref(), &message.payload)
+    }
+
+    pub async fn list_nodes(&self, req: &ListNodesRequest) -> Result<NodeList, ClientError> {
+        self.call(Endpoint::RegistryNodesList, req).await
+    }
+    pub async fn get_node(&self, id: &str) -> Result<Node, ClientError> {
+        self.call(Endpoint::RegistryNodesGet, &NodeIdRequest { id: id.into() })
+            .await
+    }
+    pub async fn register_node(
+        &self,
+        req: &RegisterNodeRequest,
+    ) -> Result<NodeChangeReply, ClientError> {
+        self.call(Endpoint::RegistryNodesRegister, req).await
+    }
+    pub async fn unregister_node(&self, id: &str) -> Result<NodeChangeReply, ClientError> {
+        self.call(
+            Endpoint::RegistryNodesUnregister,
+            &NodeIdRequest { id: id.into() },
+        )
+        .await
+    }
+    pub async fn drain_node(&self, id: &str) -> Result<Node, ClientError> {
+        self.call(
+            Endpoint::RegistryNodesDrain,
+            &NodeIdRequest { id: id.into() },
+        )
+        .await
+    }
+    pub async fn undrain_node(&self, id: &str) -> Result<Node, ClientError> {
+        self.call(
+            Endpoint::RegistryNodesUndrain,
+            &NodeIdRequest { id: id.into() },
+        )
+        .await
+    }
+    pub async fn registry_stats(&self) -> Result<RegistryStats, ClientError> {
+        self.call(Endpoint::RegistryStats, &Empty {}).await
+    }
+    pub async fn select(&self, req: &SelectRequest) -> Result<SelectReply, ClientError> {
+        self.call(Endpoint::BalancerSelect, req).await
+    }
+    pub async fn get_strategy(&self) -> Result<StrategyMessage, ClientError> {
+        self.call(Endpoint::BalancerStrategyGet, &Empty {}).await
+    }
+    pub async fn set_strategy(&self, strategy: Strategy) -> Result<StrategyMessage, ClientError> {
+        self.call(Endpoint::BalancerStrategySet, &StrategyMessage { strategy })
+            .await
+    }
+    pub async fn balancer_stats(&self) -> Result<BalancerStats, ClientError> {
+        self.call(Endpoint::BalancerStats, &Empty {}).await
+    }
+    /// Fills in a `request_id` when there is none, so the retries this client makes
+    /// cannot assign twice.
+    pub async fn assign(&self, req: &AssignRequest) -> Result<Assignment, ClientError> {
+        let mut req = req.clone();
+        req.request_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        self.call(Endpoint::CoordinatorAssign, &req).await
+    }
+    pub async fn unassign(&self, agent_name: &str) -> Result<UnassignReply, ClientError> {
+        self.call(
+            Endpoint::CoordinatorUnassign,
+            &AgentNameRequest {
+                agent_name: agent_name.into(),
+            },
+        )
+        .await
+    }
+    pub async fn get_assignment(&self, agent_name: &str) -> Result<Assignment, ClientError> {
+        self.call(
+            Endpoint::CoordinatorAssignmentsGet,
+            &AgentNameRequest {
+                agent_name: agent_name.into(),
+            },
+        )
+        .await
+    }
+    pub async fn list_assignments(
+        &self,
+        req: &ListAssignmentsRequest,
+    ) -> Result<AssignmentList, ClientError> {
+        self.call(Endpoint::CoordinatorAssignmentsList, req).await
+    }
+    pub async fn leader(&self) -> Result<LeaderReply, ClientError> {
+        self.call(Endpoint::CoordinatorLeaderGet, &Empty {}).await
+    }
+    pub async fn promote(&self, coordinator_id: &str) -> Result<PromoteReply, ClientError> {
+        self.call(
+            Endpoint::CoordinatorLeaderPromote,
+            &PromoteRequest {
+                coordinator_id: coordinator_id.into(),
+            },
+        )
+        .await
+    }
+    pub async fn history(&self, req: &HistoryRequest) -> Result<HistoryReply, ClientError> {
+        self.call(Endpoint::CoordinatorHistory, req).await
+    }
+    pub async fn cluster_stats(&self) -> Result<ClusterStats, ClientError> {
+        self.call(Endpoint::CoordinatorStats, &Empty {}).await
+    }
+}
+
+/// Reads a reply: an error envelope (by its headers, or its shape) or a `Rep`.
+pub fn decode_reply<Rep: DeserializeOwned>(
+    subject: &str,
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+) -> Result<Rep, ClientError> {
+    let flagged = headers.is_some_and(|h| h.get(NATS_SERVICE_ERROR_CODE).is_some());
+    if flagged {
+        if let Some(e) = ShoalError::from_reply(headers, payload) {
+            return Err(ClientError::Service(e));
+        }
+    }
+    serde_json::from_slice(payload).map_err(|e| match ShoalError::from_reply(None, payload) {
+        Some(service_error) => ClientError::Service(service_error),
+        None => ClientError::BadReply {
+            subject: subject.to_string(),
+            message: e.to_string(),
+        },
+    })
+}

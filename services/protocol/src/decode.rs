@@ -1,0 +1,185 @@
+//! The one decode step every handler uses: bytes in, a validated message or a
+//! `bad_request` that names the problem out.
+
+use serde::de::DeserializeOwned;
+
+use crate::{ShoalError, Validate};
+
+/// Largest request payload accepted (bytes). NATS' own default max_payload is 1 MiB;
+/// no Shoal message comes near this.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Decodes and validates `payload`. An empty payload means `{}`, so requests whose
+/// fields are all optional (`stats`, `nodes.list`) can be sent with no body.
+pub fn decode<T: DeserializeOwned + Validate>(payload: &[u8]) -> Result<T, ShoalError> {
+    decode_with_limit(payload, MAX_PAYLOAD_BYTES)
+}
+
+pub fn decode_with_limit<T: DeserializeOwned + Validate>(
+    payload: &[u8],
+    limit: usize,
+) -> Result<T, ShoalError> {
+    if payload.len() > limit {
+        return Err(ShoalError::bad_request(format!(
+            "payload is {} bytes, over the limit of {limit} bytes",
+            payload.len()
+        ))
+        .with_details(serde_json::json!({ "size": payload.len(), "limit": limit })));
+    }
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        payload
+    };
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(describe)?;
+    // Anything after the value (`{"id":"a"} junk`) is malformed too.
+    de.end().map_err(|e| {
+        ShoalError::bad_request(format!(
+            "malformed JSON: trailing characters after the message ({e})"
+        ))
+    })?;
+    value.validate()?;
+    Ok(value)
+}
+
+fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> ShoalError {
+    let path = err.path().to_string();
+    let inner = err.inner();
+    let (line, column) = (inner.line(), inner.column());
+    // serde_json appends " at line L column C"; the position goes in details instead.
+    let text = inner.to_string();
+    let text = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(head, _)| head)
+        .to_string();
+    let message = match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            format!("malformed JSON: {text}")
+        }
+        serde_json::error::Category::Io => format!("unreadable payload: {text}"),
+        serde_json::error::Category::Data if path == "." => text,
+        serde_json::error::Category::Data => format!("field `{path}`: {text}"),
+    };
+    let mut details = serde_json::json!({ "line": line, "column": column });
+    if path != "." {
+        details["field"] = serde_json::Value::String(path);
+    }
+    ShoalError::bad_request(message).with_details(details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorCode;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Colour {
+        Red,
+        Blue,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Msg {
+        id: String,
+        #[serde(default)]
+        count: u32,
+        #[serde(default)]
+        colour: Option<Colour>,
+        #[serde(default)]
+        inner: Option<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Inner {
+        #[allow(dead_code)]
+        ratio: f64,
+    }
+
+    impl Validate for Msg {
+        fn validate(&self) -> Result<(), ShoalError> {
+            crate::validate::id("id", &self.id)
+        }
+    }
+
+    fn err(payload: &str) -> ShoalError {
+        let e = decode::<Msg>(payload.as_bytes()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        e
+    }
+
+    #[test]
+    fn good_payload_decodes() {
+        let m: Msg = decode(br#"{"id":"n1","count":3,"colour":"blue"}"#).unwrap();
+        assert_eq!((m.id.as_str(), m.count), ("n1", 3));
+        assert!(matches!(m.colour, Some(Colour::Blue)));
+        assert!(matches!(
+            decode::<Msg>(br#"{"id":"n1","colour":"red"}"#)
+                .unwrap()
+                .colour,
+            Some(Colour::Red)
+        ));
+        assert!(decode::<Msg>(br#"{"id":"n1"}"#).unwrap().inner.is_none());
+    }
+
+    #[test]
+    fn malformed_json_is_bad_request() {
+        let e = err(r#"{"id": "n1""#);
+        assert!(e.message.starts_with("malformed JSON"), "{}", e.message);
+        let e = err("not json");
+        assert!(e.message.starts_with("malformed JSON"), "{}", e.message);
+        let e = err(r#"{"id":"n1"} trailing"#);
+        assert!(e.message.contains("trailing"), "{}", e.message);
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let e = err(r#"{"id":"n1","count":"three"}"#);
+        assert!(e.message.contains("`count`"), "{}", e.message);
+        assert!(e.message.contains("invalid type"), "{}", e.message);
+        assert_eq!(e.details.unwrap()["field"], "count");
+        let e = err(r#"{"id":"n1","inner":{"ratio":"x"}}"#);
+        assert!(e.message.contains("`inner.ratio`"), "{}", e.message);
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let e = err(r#"{"count":1}"#);
+        assert!(e.message.contains("missing field `id`"), "{}", e.message);
+        // An empty payload is `{}`, so a required field is reported missing too.
+        let e = err("");
+        assert!(e.message.contains("missing field `id`"), "{}", e.message);
+    }
+
+    #[test]
+    fn unknown_enum_value_lists_the_valid_ones() {
+        let e = err(r#"{"id":"n1","colour":"green"}"#);
+        assert!(e.message.contains("`colour`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown variant `green`"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("red") && e.message.contains("blue"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn oversized_payload_is_refused_before_parsing() {
+        let big = format!(r#"{{"id":"{}"}}"#, "x".repeat(MAX_PAYLOAD_BYTES));
+        let e = err(&big);
+        assert!(e.message.contains("over the limit"), "{}", e.message);
+        assert_eq!(e.details.unwrap()["limit"], MAX_PAYLOAD_BYTES);
+    }
+
+    #[test]
+    fn validation_runs_after_decoding() {
+        let e = err(r#"{"id":"a.b"}"#);
+        assert!(e.message.contains("id \"a.b\""), "{}", e.message);
+    }
+}

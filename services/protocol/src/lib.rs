@@ -1,0 +1,33 @@
+//! Shoal's wire contract, shared by every service, client and test:
+//!
+//! - [`Subjects`]: every subject, built in one place under a configurable prefix;
+//! - [`types`]: every message, with the brief's JSON field names;
+//! - [`ShoalError`]: the error envelope and its NATS service error headers;
+//! - [`decode()`]: the one decode step turning bad input into `bad_request`;
+//! - [`ShoalClient`]: request/reply with timeout and retries;
+//! - [`catalogue`]: the subject catalogue from which `schemas/` is generated.
+
+pub mod catalogue;
+pub mod client;
+pub mod decode;
+pub mod error;
+pub mod reply;
+pub mod subjects;
+pub mod types;
+pub mod validate;
+
+pub use client::{ClientError, ShoalClient};
+pub use decode::{MAX_PAYLOAD_BYTES, decode};
+pub use error::{ErrorCode, ErrorEnvelope, ShoalError};
+pub use reply::respond;
+pub use subjects::{Endpoint, NodeSubjectKind, ServiceKind, Subjects};
+pub use types::{Empty, balancer::*, coordinator::*, node::*, registry::*};
+pub use validate::Validate;
+
+/// The KV bucket holding membership (key = node id).
+pub const MEMBERS_BUCKET: &str = "shoal_members";
+/// The KV bucket holding the coordinator's leader lease (key [`LEADER_KEY`]).
+pub const LEADER_BUCKET: &str = "shoal_leader";
+pub const LEADER_KEY: &str = "coordinator";
+/// The KV bucket holding cluster settings such as the balancing strategy.
+pub const CONFIG_BUCKET: &str = "shoal_config";

@@ -1,0 +1,137 @@
+//! Requests and replies of the balancer.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::node::Node;
+use crate::ShoalError;
+use crate::validate::{self, Validate};
+
+/// The five balancing strategies of the Go wrapper's LoadBalancer.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Cycles over eligible nodes.
+    RoundRobin,
+    /// Lowest load score from CPU, memory and agents/max_agents.
+    #[default]
+    LeastLoaded,
+    /// Fewest agents.
+    LeastAgents,
+    /// Uniformly at random.
+    Random,
+    /// Random, with probability proportional to free capacity.
+    Weighted,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 5] = [
+        Strategy::RoundRobin,
+        Strategy::LeastLoaded,
+        Strategy::LeastAgents,
+        Strategy::Random,
+        Strategy::Weighted,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastLoaded => "least_loaded",
+            Strategy::LeastAgents => "least_agents",
+            Strategy::Random => "random",
+            Strategy::Weighted => "weighted",
+        }
+    }
+    pub fn parse(name: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `select`: pick a node for new work.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SelectRequest {
+    /// Only nodes offering this service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Only nodes carrying all these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Overrides the cluster strategy for this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    /// Node ids not to pick.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+impl Validate for SelectRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        if let Some(s) = &self.service {
+            validate::non_empty_text("service", s)?;
+        }
+        validate::labels("labels", &self.labels)?;
+        validate::short_list("exclude", &self.exclude)
+    }
+}
+
+/// One node the balancer considered, with its score under the strategy used
+/// (lower is better for least_* strategies; the weight for weighted).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Candidate {
+    pub node_id: String,
+    pub score: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SelectReply {
+    pub node_id: String,
+    pub node: Node,
+    pub strategy: Strategy,
+    /// The eligible nodes considered and their scores (compact; may be truncated to
+    /// the best few when the cluster is large).
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
+}
+
+/// `strategy.set` request; also the reply of `strategy.get` and `strategy.set`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StrategyMessage {
+    pub strategy: Strategy,
+}
+
+impl Validate for StrategyMessage {}
+
+/// `stats` of the balancer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BalancerStats {
+    pub strategy: Strategy,
+    /// Total selections answered by this replica.
+    pub selections: u64,
+    pub selections_by_strategy: BTreeMap<String, u64>,
+    pub no_capacity: u64,
+    pub round_robin_index: u64,
+    /// Nodes in this replica's view.
+    #[serde(default)]
+    pub nodes: usize,
+}

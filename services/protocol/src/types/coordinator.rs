@@ -1,0 +1,290 @@
+//! Requests, replies and events of the coordinator.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::balancer::BalancerStats;
+use super::registry::RegistryStats;
+use crate::ShoalError;
+use crate::validate::{self, Validate};
+
+/// `assign`: place an agent on a node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AssignRequest {
+    pub agent_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Pin to this node instead of asking the balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Makes retries safe: a repeated request_id returns the first result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Validate for AssignRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("agent_name", &self.agent_name)?;
+        if let Some(s) = &self.service {
+            validate::non_empty_text("service", s)?;
+        }
+        validate::labels("labels", &self.labels)?;
+        validate::optional_id("node_id", self.node_id.as_deref())?;
+        if let Some(r) = &self.request_id {
+            validate::non_empty_text("request_id", r)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AssignmentStatus {
+    /// Placed on a healthy node.
+    Running,
+    /// Its node went offline and it awaits a new one.
+    Orphaned,
+    /// Being moved off a draining node.
+    Migrating,
+}
+
+/// An agent's current placement; the reply of `assign` and `assignments.get`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Assignment {
+    pub agent_name: String,
+    pub node_id: String,
+    pub assigned_at: DateTime<Utc>,
+    pub status: AssignmentStatus,
+    /// The coordinator epoch (lease revision) under which this placement was written.
+    pub epoch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// `unassign`, `assignments.get`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentNameRequest {
+    pub agent_name: String,
+}
+
+impl Validate for AgentNameRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("agent_name", &self.agent_name)
+    }
+}
+
+/// Reply of `unassign`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UnassignReply {
+    pub success: bool,
+    pub agent_name: String,
+    /// The node the agent was removed from.
+    pub node_id: String,
+    pub epoch: u64,
+}
+
+/// `assignments.list` filters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ListAssignmentsRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<AssignmentStatus>,
+}
+
+impl Validate for ListAssignmentsRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::optional_id("node_id", self.node_id.as_deref())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AssignmentList {
+    pub assignments: Vec<Assignment>,
+    pub count: usize,
+}
+
+/// The holder of the coordinator lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaderInfo {
+    pub coordinator_id: String,
+    /// The lease revision at acquisition; strictly increases across leaders.
+    pub epoch: u64,
+    pub since: DateTime<Utc>,
+}
+
+/// Reply of `leader.get` (answered by every coordinator replica).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaderReply {
+    /// Absent while no coordinator holds the lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderInfo>,
+    /// The replica that answered.
+    pub coordinator_id: String,
+    pub is_leader: bool,
+}
+
+/// `leader.promote`: hand leadership to the named coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PromoteRequest {
+    pub coordinator_id: String,
+}
+
+impl Validate for PromoteRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("coordinator_id", &self.coordinator_id)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PromoteReply {
+    pub success: bool,
+    pub leader: LeaderInfo,
+}
+
+/// Why an assignment changed; the `action` column of `assignment_history`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AssignmentAction {
+    Assigned,
+    Unassigned,
+    Orphaned,
+    Reassigned,
+    Migrated,
+}
+
+impl AssignmentAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentAction::Assigned => "assigned",
+            AssignmentAction::Unassigned => "unassigned",
+            AssignmentAction::Orphaned => "orphaned",
+            AssignmentAction::Reassigned => "reassigned",
+            AssignmentAction::Migrated => "migrated",
+        }
+    }
+}
+
+/// `history` filters (rows come from Postgres).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many rows, newest first (default 100, at most 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+pub const MAX_HISTORY_LIMIT: u32 = 10_000;
+
+impl Validate for HistoryRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::optional_id("agent_name", self.agent_name.as_deref())?;
+        validate::optional_id("node_id", self.node_id.as_deref())?;
+        match self.limit {
+            Some(0) => Err(ShoalError::bad_request("limit must be at least 1")),
+            Some(n) if n > MAX_HISTORY_LIMIT => Err(ShoalError::bad_request(format!(
+                "limit must be at most {MAX_HISTORY_LIMIT}, got {n}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One row of `assignment_history`: a permanent "why this node" ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryEntry {
+    pub event_id: String,
+    /// Sequence of the change in the coordinator's assignment log.
+    pub log_seq: u64,
+    pub agent_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_node_id: Option<String>,
+    pub action: AssignmentAction,
+    pub reason: String,
+    pub leader_id: String,
+    pub epoch: u64,
+    pub at: DateTime<Utc>,
+    /// The balancer's candidates and scores for this decision, when it chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryReply {
+    pub history: Vec<HistoryEntry>,
+    pub count: usize,
+}
+
+/// `<prefix>.coordinator.events.<agent_name>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AssignmentEvent {
+    pub event: AssignmentAction,
+    pub agent_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_node_id: Option<String>,
+    pub reason: String,
+    pub epoch: u64,
+    pub at: DateTime<Utc>,
+}
+
+impl Validate for AssignmentEvent {}
+
+/// `<prefix>.coordinator.leader.changed`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LeaderChanged {
+    /// The new leader, absent when the lease was released with no successor yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl Validate for LeaderChanged {}
+
+/// `stats`: the seed's `/api/cluster/stats`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ClusterStats {
+    /// The coordinator that answered.
+    pub local_node: String,
+    pub is_leader: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<LeaderInfo>,
+    pub total_assignments: usize,
+    /// The registry's stats, absent when no registry answered in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryStats>,
+    /// The balancer's stats, absent when no balancer answered in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<BalancerStats>,
+    /// True while the mass-failure guard holds reassignments back.
+    #[serde(default)]
+    pub reassignments_paused: bool,
+    #[serde(default)]
+    pub reassignments: u64,
+}

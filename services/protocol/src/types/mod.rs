@@ -1,0 +1,39 @@
+//! Every message on the wire. Field names follow the brief (which follows the seed's
+//! REST JSON); `schemas/` is generated from these types.
+
+pub mod balancer;
+pub mod coordinator;
+pub mod node;
+pub mod registry;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::validate::Validate;
+
+/// A request with no fields (`stats`, `strategy.get`, `leader.get`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Empty {}
+
+impl Validate for Empty {}
+
+macro_rules! no_validation {
+    ($($t:ty),* $(,)?) => { $(impl Validate for $t {})* };
+}
+
+// Replies are produced by Shoal itself; decoding them needs no range checks.
+no_validation!(
+    node::Node,
+    registry::NodeList,
+    registry::NodeChangeReply,
+    registry::RegistryStats,
+    balancer::SelectReply,
+    balancer::BalancerStats,
+    coordinator::Assignment,
+    coordinator::UnassignReply,
+    coordinator::AssignmentList,
+    coordinator::LeaderReply,
+    coordinator::PromoteReply,
+    coordinator::HistoryReply,
+    coordinator::ClusterStats,
+);

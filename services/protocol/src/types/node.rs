@@ -1,0 +1,286 @@
+//! What nodes publish (announce, heartbeat, leave), what they are told (agents), and
+//! the node record the registry keeps and serves.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ShoalError;
+use crate::validate::{self, Validate};
+
+/// A node's role, as in the Go wrapper's node model.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    Leader,
+    #[default]
+    Worker,
+    Replica,
+    Standby,
+}
+
+impl NodeRole {
+    pub const ALL: [NodeRole; 4] = [
+        NodeRole::Leader,
+        NodeRole::Worker,
+        NodeRole::Replica,
+        NodeRole::Standby,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Leader => "leader",
+            NodeRole::Worker => "worker",
+            NodeRole::Replica => "replica",
+            NodeRole::Standby => "standby",
+        }
+    }
+}
+
+/// Where a node is in the registry's status machine:
+/// online → suspect (2 missed heartbeats) → offline (3) → pruned; draining by request;
+/// left after a graceful goodbye.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    Online,
+    Suspect,
+    Offline,
+    Draining,
+    Left,
+    Unknown,
+}
+
+impl NodeStatus {
+    pub const ALL: [NodeStatus; 6] = [
+        NodeStatus::Online,
+        NodeStatus::Suspect,
+        NodeStatus::Offline,
+        NodeStatus::Draining,
+        NodeStatus::Left,
+        NodeStatus::Unknown,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Online => "online",
+            NodeStatus::Suspect => "suspect",
+            NodeStatus::Offline => "offline",
+            NodeStatus::Draining => "draining",
+            NodeStatus::Left => "left",
+            NodeStatus::Unknown => "unknown",
+        }
+    }
+}
+
+/// `<prefix>.node.<id>.announce`: a node's identity, sent at start, when metadata
+/// changes, and when a registry asks (`<prefix>.registry.sync`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Announce {
+    pub id: String,
+    pub hostname: String,
+    pub ip_address: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub role: NodeRole,
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub max_agents: u32,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub features: Vec<String>,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Validate for Announce {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("id", &self.id)?;
+        validate::non_empty_text("hostname", &self.hostname)?;
+        validate::text("ip_address", &self.ip_address)?;
+        validate::short_list("services", &self.services)?;
+        validate::labels("labels", &self.labels)?;
+        validate::text("version", &self.version)?;
+        validate::short_list("features", &self.features)
+    }
+}
+
+/// `<prefix>.node.<id>.heartbeat`, every interval (default 1 s).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Heartbeat {
+    pub id: String,
+    /// Increases by one per heartbeat from the same process; restarts at 1.
+    pub seq: u64,
+    /// Percent, 0 to 100.
+    pub cpu_usage: f64,
+    /// Percent, 0 to 100.
+    pub memory_usage: f64,
+    /// Percent, 0 to 100.
+    pub disk_usage: f64,
+    /// One-minute load average.
+    pub load_average: f64,
+    pub active_agents: u32,
+    pub uptime_s: u64,
+    pub sent_at: DateTime<Utc>,
+}
+
+impl Validate for Heartbeat {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("id", &self.id)?;
+        validate::percent("cpu_usage", self.cpu_usage)?;
+        validate::percent("memory_usage", self.memory_usage)?;
+        validate::percent("disk_usage", self.disk_usage)?;
+        validate::non_negative("load_average", self.load_average)
+    }
+}
+
+/// `<prefix>.node.<id>.leave`: a graceful goodbye.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Leave {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub sent_at: DateTime<Utc>,
+}
+
+impl Validate for Leave {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("id", &self.id)?;
+        self.reason
+            .as_deref()
+            .map_or(Ok(()), |r| validate::text("reason", r))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentAction {
+    Start,
+    Stop,
+}
+
+/// `<prefix>.node.<id>.agents`: the coordinator tells a node to start or stop an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentNotice {
+    pub action: AgentAction,
+    pub agent_name: String,
+    pub node_id: String,
+    /// The coordinator epoch that made the decision; a node may ignore notices from an
+    /// epoch older than one it has already seen.
+    pub epoch: u64,
+    pub at: DateTime<Utc>,
+}
+
+impl Validate for AgentNotice {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("agent_name", &self.agent_name)?;
+        validate::id("node_id", &self.node_id)
+    }
+}
+
+/// `<prefix>.registry.sync`: a registry asks nodes to announce again. With `ids`, only
+/// those nodes answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+}
+
+impl Validate for SyncRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        self.ids.iter().try_for_each(|id| validate::id("ids", id))
+    }
+}
+
+/// A node as the registry serves it (the seed's `/api/cluster/nodes` JSON and more).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Node {
+    pub id: String,
+    pub hostname: String,
+    pub ip_address: String,
+    pub port: u16,
+    /// `ip_address:port`.
+    pub address: String,
+    pub role: NodeRole,
+    pub status: NodeStatus,
+    /// Online (or draining) and heartbeating on time.
+    pub healthy: bool,
+    pub active_agents: u32,
+    pub max_agents: u32,
+    /// Free share of agent slots, 0.0 (full) to 1.0 (empty).
+    pub capacity: f64,
+    /// Load score, lower is better (see the balancer's `least_loaded`).
+    pub load: f64,
+    pub cpu_usage: f64,
+    pub memory_usage: f64,
+    pub disk_usage: f64,
+    pub load_average: f64,
+    /// Human form, e.g. `2h15m30s`.
+    pub uptime: String,
+    pub uptime_s: u64,
+    pub last_seen: DateTime<Utc>,
+    pub services: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub features: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    /// Set by `nodes.drain`; a draining node takes no new agents.
+    #[serde(default)]
+    pub draining: bool,
+    /// Registered by `nodes.register` rather than by an announcer.
+    #[serde(default)]
+    pub manual: bool,
+}
+
+impl Node {
+    pub fn has_service(&self, service: &str) -> bool {
+        self.services.iter().any(|s| s == service)
+    }
+
+    /// Every `key=value` in `wanted` is among the node's labels.
+    pub fn matches_labels(&self, wanted: &BTreeMap<String, String>) -> bool {
+        wanted.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// Formats seconds the way the seed shows uptime: `2h15m30s`, `45s`.
+pub fn format_uptime(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, (seconds / 60) % 60, seconds % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_reads_like_the_seed() {
+        assert_eq!(format_uptime(8130), "2h15m30s");
+        assert_eq!(format_uptime(45), "45s");
+        assert_eq!(format_uptime(61), "1m1s");
+    }
+}

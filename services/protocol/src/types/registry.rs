@@ -1,0 +1,137 @@
+//! Requests, replies and events of the registry.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::node::{Node, NodeRole, NodeStatus};
+use crate::ShoalError;
+use crate::validate::{self, Validate};
+
+/// `nodes.list` filters; all optional, all must match.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ListNodesRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<NodeRole>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<NodeStatus>,
+    /// `key=value` (or just `key`, matching any value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+}
+
+impl Validate for ListNodesRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        if let Some(s) = &self.service {
+            validate::non_empty_text("service", s)?;
+        }
+        if let Some(l) = &self.label {
+            validate::non_empty_text("label", l)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeList {
+    pub nodes: Vec<Node>,
+    pub count: usize,
+}
+
+/// `nodes.get`, `nodes.unregister`, `nodes.drain`, `nodes.undrain`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeIdRequest {
+    pub id: String,
+}
+
+impl Validate for NodeIdRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("id", &self.id)
+    }
+}
+
+/// `nodes.register`: manual registration, as the seed's `POST /api/cluster/nodes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegisterNodeRequest {
+    pub id: String,
+    pub hostname: String,
+    #[serde(default)]
+    pub ip_address: String,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub role: NodeRole,
+    pub max_agents: u32,
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Validate for RegisterNodeRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("id", &self.id)?;
+        validate::non_empty_text("hostname", &self.hostname)?;
+        validate::text("ip_address", &self.ip_address)?;
+        validate::short_list("services", &self.services)?;
+        validate::labels("labels", &self.labels)
+    }
+}
+
+/// Reply of `nodes.register`, `nodes.unregister`: `{success, node}` as in the seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeChangeReply {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+}
+
+/// `stats`: the seed's registry statistics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RegistryStats {
+    pub total_nodes: usize,
+    pub healthy_nodes: usize,
+    pub online_nodes: usize,
+    pub total_agents: u64,
+    pub max_agents: u64,
+    pub utilization_pct: f64,
+    pub nodes_by_role: BTreeMap<String, usize>,
+    pub nodes_by_status: BTreeMap<String, usize>,
+}
+
+/// What happened to a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeEventKind {
+    Joined,
+    Updated,
+    Suspect,
+    Offline,
+    Recovered,
+    Draining,
+    Undrained,
+    Left,
+    Pruned,
+}
+
+/// `<prefix>.registry.events.<node_id>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeEvent {
+    pub event: NodeEventKind,
+    pub node_id: String,
+    pub status: NodeStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_status: Option<NodeStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The node as it is after the event (absent once pruned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+    pub at: DateTime<Utc>,
+}
+
+impl Validate for NodeEvent {}

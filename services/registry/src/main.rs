@@ -1,0 +1,14 @@
+use clap::Parser;
+use shoal_protocol::ServiceKind;
+use shoal_registry::{Config, run};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    let common = cfg.common.clone();
+    let name = format!("shoal-registry:{}", common.instance_id()?);
+    shoal_runtime::main(&common, ServiceKind::Registry, &name, |client, shutdown| {
+        run(cfg, client, shutdown)
+    })
+    .await
+}

@@ -1,0 +1,80 @@
+//! Flags every service shares. Each has an `SHOAL_…` environment variable and a doc
+//! comment that becomes its `--help`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shoal_protocol::Subjects;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonConfig {
+    /// NATS server URL; several may be given comma-separated (a cluster).
+    #[arg(long, env = "SHOAL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// NATS credentials file (JWT and nkey seed, as made by `nsc`).
+    #[arg(long, env = "SHOAL_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+
+    /// NATS user name (with --nats-password).
+    #[arg(long, env = "SHOAL_NATS_USER")]
+    pub nats_user: Option<String>,
+
+    /// NATS password (with --nats-user).
+    #[arg(long, env = "SHOAL_NATS_PASSWORD", hide_env_values = true)]
+    pub nats_password: Option<String>,
+
+    /// NATS authentication token.
+    #[arg(long, env = "SHOAL_NATS_TOKEN", hide_env_values = true)]
+    pub nats_token: Option<String>,
+
+    /// CA certificate (PEM) to verify the NATS server's TLS certificate; turns TLS on.
+    #[arg(long, env = "SHOAL_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS, with --nats-tls-key.
+    #[arg(long, env = "SHOAL_NATS_TLS_CERT", requires = "nats_tls_key")]
+    pub nats_tls_cert: Option<PathBuf>,
+
+    /// Client private key (PEM) for mutual TLS, with --nats-tls-cert.
+    #[arg(long, env = "SHOAL_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    pub nats_tls_key: Option<PathBuf>,
+
+    /// First token(s) of every Shoal subject, e.g. `shoal` → `shoal.registry.stats`.
+    #[arg(long, env = "SHOAL_PREFIX", default_value = shoal_protocol::subjects::DEFAULT_PREFIX)]
+    pub prefix: String,
+
+    /// Name of this instance among replicas of the same service (default: hostname-pid).
+    /// Each instance also answers `<prefix>.<service>.instance.<instance_id>.<endpoint>`.
+    #[arg(long, env = "SHOAL_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Log filter: a level (`info`, `debug`) or a tracing directive list
+    /// (`shoal_registry=debug,async_nats=warn`). RUST_LOG, when set, wins.
+    #[arg(long, env = "SHOAL_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long, env = "SHOAL_LOG_JSON")]
+    pub log_json: bool,
+
+    /// How long to wait for in-flight work after SIGTERM / ctrl-c before giving up.
+    #[arg(long, env = "SHOAL_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl CommonConfig {
+    pub fn subjects(&self) -> anyhow::Result<Subjects> {
+        Ok(Subjects::new(&self.prefix)?)
+    }
+
+    /// The configured instance id, or `<hostname>-<pid>`.
+    pub fn instance_id(&self) -> anyhow::Result<String> {
+        let id = match &self.instance_id {
+            Some(id) => id.clone(),
+            None => format!("{}-{}", crate::hostname(), std::process::id()),
+        };
+        shoal_protocol::validate::id("instance_id", &id)?;
+        Ok(id)
+    }
+}

@@ -1,0 +1,184 @@
+//! What every Shoal service binary shares, so each `main.rs` stays a few lines:
+//! common flags ([`CommonConfig`]), tracing, the NATS connection, shutdown on ctrl-c
+//! or SIGTERM, registration as a NATS micro service, and the request loop.
+
+mod config;
+mod serve;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use anyhow::Context;
+use async_nats::service::{Service, ServiceExt};
+use async_nats::{Client, ConnectOptions, Event};
+use shoal_protocol::ServiceKind;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+pub use config::CommonConfig;
+pub use serve::{EndpointRequests, add_endpoint, serve};
+
+/// The version every service reports in `$SRV.INFO`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Sets up logging: human text by default, JSON lines with `--log-json`.
+pub fn init_tracing(cfg: &CommonConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    // A second init (tests running a service in-process) is harmless: keep the first.
+    let _ = if cfg.log_json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The machine's host name, or `localhost` when it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Connects to NATS with the configured credentials and TLS. The client reconnects
+/// forever with backoff, and retries the first connection too, so a service started
+/// before its NATS server waits instead of exiting.
+pub async fn connect(cfg: &CommonConfig, connection_name: &str) -> anyhow::Result<Client> {
+    let mut opts = match &cfg.nats_creds {
+        Some(path) => ConnectOptions::with_credentials_file(path)
+            .await
+            .with_context(|| format!("reading NATS credentials file {}", path.display()))?,
+        None => ConnectOptions::new(),
+    };
+    match (&cfg.nats_user, &cfg.nats_password) {
+        (Some(user), Some(password)) => {
+            opts = opts.user_and_password(user.clone(), password.clone())
+        }
+        (None, None) => {}
+        _ => anyhow::bail!("--nats-user and --nats-password go together: give both or neither"),
+    }
+    if let Some(token) = &cfg.nats_token {
+        opts = opts.token(token.clone());
+    }
+    if let Some(ca) = &cfg.nats_tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&cfg.nats_tls_cert, &cfg.nats_tls_key) {
+        opts = opts
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    let urls: Vec<async_nats::ServerAddr> = cfg
+        .nats_url
+        .split(',')
+        .map(|u| u.trim().parse())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--nats-url {:?} is not a valid NATS URL list", cfg.nats_url))?;
+    let client = opts
+        .name(connection_name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                Event::Connected => info!("connected to nats"),
+                Event::Disconnected => warn!("disconnected from nats, reconnecting"),
+                Event::ClientError(e) => warn!(error = %e, "nats client error"),
+                other => info!(event = %other, "nats event"),
+            }
+        })
+        .connect(urls)
+        .await
+        .context("connecting to NATS")?;
+    Ok(client)
+}
+
+/// A token cancelled on ctrl-c or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    warn!(error = %e, "cannot listen for SIGTERM; only ctrl-c stops this process");
+                    let _ = tokio::signal::ctrl_c().await;
+                    cancel.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!(signal = "SIGINT", "shutting down"),
+            _ = term.recv() => info!(signal = "SIGTERM", "shutting down"),
+        }
+        cancel.cancel();
+    });
+    token
+}
+
+/// Registers this process as a NATS micro service (`$SRV.PING/INFO/STATS`), with its
+/// instance id in the metadata so replicas can be told apart.
+pub async fn start_service(
+    client: &Client,
+    kind: ServiceKind,
+    instance_id: &str,
+) -> anyhow::Result<Service> {
+    client
+        .service_builder()
+        .description(kind.description())
+        .metadata(HashMap::from([(
+            "instance_id".to_string(),
+            instance_id.to_string(),
+        )]))
+        .start(kind.service_name(), VERSION)
+        .await
+        .map_err(|e| anyhow::anyhow!("registering {} as a NATS service: {e}", kind.service_name()))
+}
+
+/// The body of every service's `main`: tracing, connection, `run` until a signal,
+/// then a bounded wait for `run` to finish and a NATS drain so nothing published is
+/// dropped. Exits with `run`'s result.
+pub async fn main<F, Fut, E>(
+    cfg: &CommonConfig,
+    kind: ServiceKind,
+    connection_name: &str,
+    run: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Client, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
+{
+    init_tracing(cfg);
+    let client = connect(cfg, connection_name).await?;
+    let shutdown = shutdown_on_signals();
+    info!(service = kind.service_name(), version = VERSION, nats_url = %cfg.nats_url, "starting");
+    let task = run(client.clone(), shutdown.clone());
+    tokio::pin!(task);
+    let result = tokio::select! {
+        result = &mut task => result.map_err(Into::into),
+        _ = shutdown.cancelled() => match tokio::time::timeout(cfg.shutdown_grace, &mut task).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(_) => Err(anyhow::anyhow!("did not stop within the {:?} shutdown grace period", cfg.shutdown_grace)),
+        },
+    };
+    match tokio::time::timeout(cfg.shutdown_grace, client.drain()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "nats drain failed"),
+        Err(_) => warn!("nats drain did not finish within the grace period"),
+    }
+    if result.is_ok() {
+        info!(service = kind.service_name(), "stopped");
+    }
+    result
+}

@@ -1,0 +1,564 @@
+//! Child processes: the plumbing shared by every server the testkit starts, and
+//! [`ServiceProcess`] for Shoal's own binaries.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Gid, Pid, Uid};
+use tempfile::TempDir;
+
+use crate::wait::try_wait_for;
+
+/// How a child is (re)started; kept so the same command can run again after a
+/// kill or stop.
+#[derive(Clone, Debug)]
+pub(crate) struct CommandSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub envs: Vec<(OsString, OsString)>,
+    pub cwd: Option<PathBuf>,
+    pub run_as: Option<(Uid, Gid)>,
+}
+
+impl CommandSpec {
+    pub fn new(program: impl Into<PathBuf>) -> CommandSpec {
+        CommandSpec {
+            program: program.into(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            cwd: None,
+            run_as: None,
+        }
+    }
+
+    pub fn arg(&mut self, arg: impl Into<OsString>) -> &mut CommandSpec {
+        self.args.push(arg.into());
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd);
+        }
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+        cmd
+    }
+}
+
+/// One child process whose stdout and stderr go to a log file. It is SIGKILLed
+/// (with its direct children) and reaped on drop, and if the thread is
+/// panicking the tail of its log is printed, so a failing test shows what its
+/// servers said.
+pub(crate) struct Proc {
+    name: String,
+    spec: CommandSpec,
+    log_path: PathBuf,
+    /// `Some` until the child is reaped: while we have not reaped it its pid
+    /// cannot be reused, so signalling that pid is always safe.
+    child: Option<Child>,
+    last_pid: Option<u32>,
+    last_status: Option<ExitStatus>,
+    starts: u32,
+    panic_tail_lines: usize,
+}
+
+impl Proc {
+    pub fn new(
+        name: impl Into<String>,
+        spec: CommandSpec,
+        log_path: PathBuf,
+        panic_tail_lines: usize,
+    ) -> Proc {
+        Proc {
+            name: name.into(),
+            spec,
+            log_path,
+            child: None,
+            last_pid: None,
+            last_status: None,
+            starts: 0,
+            panic_tail_lines,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        if self.is_running() {
+            bail!(
+                "{} is already running (pid {})",
+                self.name,
+                self.last_pid.unwrap_or_default()
+            );
+        }
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| {
+                format!("opening log {} for {}", self.log_path.display(), self.name)
+            })?;
+        if self.starts > 0 {
+            // Marks where the new run begins in the shared log.
+            writeln!(log, "--- shoal-testkit: starting {} again ---", self.name)?;
+        }
+        let stderr = log.try_clone()?;
+        let child = self
+            .spec
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {} ({})", self.name, self.spec.program.display()))?;
+        tracing::debug!(name = %self.name, pid = child.id(), "started process");
+        self.last_pid = Some(child.id());
+        self.last_status = None;
+        self.child = Some(child);
+        self.starts += 1;
+        Ok(())
+    }
+
+    /// The pid while the child has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The pid of the most recent start, even if it has exited since.
+    pub fn last_pid(&self) -> Option<u32> {
+        self.last_pid
+    }
+
+    /// Reaps the child if it has exited.
+    pub fn is_running(&mut self) -> bool {
+        self.poll_exit().is_none() && self.child.is_some()
+    }
+
+    /// The exit status once the child has exited (reaping it), `None` while it runs.
+    pub fn poll_exit(&mut self) -> Option<ExitStatus> {
+        if let Some(child) = &mut self.child {
+            match child.try_wait() {
+                Ok(Some(status)) => self.reaped(status),
+                Ok(None) => return None,
+                Err(e) => tracing::warn!(name = %self.name, error = %e, "could not poll process"),
+            }
+        }
+        self.last_status
+    }
+
+    fn reaped(&mut self, status: ExitStatus) {
+        tracing::debug!(name = %self.name, %status, "process exited");
+        self.child = None;
+        self.last_status = Some(status);
+    }
+
+    /// Whether the child has exited, without reaping it (so usable from `&self`):
+    /// an exited but unreaped child is a zombie.
+    pub fn has_exited(&self) -> bool {
+        match self.pid() {
+            None => true,
+            Some(pid) => process_state(pid).is_none_or(|state| state == 'Z' || state == 'X'),
+        }
+    }
+
+    pub fn describe_exit(&self) -> String {
+        match self.last_status {
+            Some(status) => format!("{} exited ({status})", self.name),
+            None if self.starts == 0 => format!("{} was never started", self.name),
+            None => format!("{} has exited", self.name),
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("cannot send {signal} to {}: not running", self.name))?;
+        send(pid, signal).with_context(|| format!("sending {signal} to {}", self.name))
+    }
+
+    /// SIGKILLs the child and its direct children (a postmaster's backends, a
+    /// shell's commands) and reaps it; nothing to do if it is not running.
+    pub fn kill(&mut self) -> Result<()> {
+        let Some(pid) = self.pid() else { return Ok(()) };
+        // Stopped, the parent neither forks nor reaps, so the children listed
+        // below keep their pids (as zombies at worst) until we have killed them.
+        let _ = send(pid, Signal::SIGSTOP);
+        for child_pid in children_of(pid) {
+            let _ = send(child_pid, Signal::SIGKILL);
+        }
+        // SIGKILL ends a stopped process too; SIGCONT only tidies the state.
+        let _ = send(pid, Signal::SIGKILL);
+        let _ = send(pid, Signal::SIGCONT);
+        if let Some(child) = &mut self.child {
+            let status = child
+                .wait()
+                .with_context(|| format!("reaping {}", self.name))?;
+            tracing::debug!(name = %self.name, pid, "killed process");
+            self.reaped(status);
+        }
+        Ok(())
+    }
+
+    /// Waits for the child to exit on its own.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus> {
+        if self.starts == 0 {
+            bail!("{} was never started", self.name);
+        }
+        let what = format!("{} to exit", self.name);
+        try_wait_for(&what, deadline, || std::future::ready(Ok(self.poll_exit()))).await
+    }
+
+    /// Sends `signal` (plus SIGCONT, so a paused child can act on it), waits up
+    /// to `deadline` for the exit, then SIGKILLs. Nothing to do if not running.
+    pub async fn stop(&mut self, signal: Signal, deadline: Duration) -> Result<()> {
+        if !self.is_running() {
+            return Ok(());
+        }
+        self.signal(signal)?;
+        let _ = self.signal(Signal::SIGCONT);
+        match self.wait_exit(deadline).await {
+            Ok(status) => {
+                tracing::debug!(name = %self.name, %status, "process stopped");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(name = %self.name, error = %e, "process ignored {signal}, killing it");
+                self.kill()
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.log_path)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log(), lines)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Err(e) = self.kill() {
+            tracing::warn!(name = %self.name, error = %e, "could not kill process on drop");
+        }
+        if std::thread::panicking() && self.starts > 0 {
+            eprintln!(
+                "----- shoal-testkit: last {} lines of the log of {} ({}) -----\n{}\n----- end of {} log -----",
+                self.panic_tail_lines,
+                self.name,
+                self.log_path.display(),
+                self.log_tail(self.panic_tail_lines),
+                self.name,
+            );
+        }
+    }
+}
+
+fn send(pid: u32, signal: Signal) -> Result<()> {
+    let raw = i32::try_from(pid).context("pid out of range")?;
+    kill(Pid::from_raw(raw), signal)?;
+    Ok(())
+}
+
+/// The state letter from `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, ...).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may itself contain spaces and ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().next()?.chars().next()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Direct children, found by scanning `/proc` because `/proc/<pid>/task/*/children`
+/// depends on a kernel option.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&candidate| parent_of(candidate) == Some(pid))
+        .collect()
+}
+
+pub(crate) fn read_log(path: &Path) -> String {
+    std::fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
+/// The last `lines` lines of `text`.
+pub(crate) fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `name` made safe for a file name.
+pub(crate) fn file_stem(name: &str) -> String {
+    let stem: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if stem.is_empty() {
+        "process".to_string()
+    } else {
+        stem
+    }
+}
+
+pub(crate) fn log_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(format!("{}.log", file_stem(name)));
+    File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(path)
+}
+
+/// Folds a log excerpt into the error's own message, so that plain `{}`
+/// formatting (not only `{:?}`) shows both.
+pub(crate) fn with_log(e: anyhow::Error, header: &str, log: &str) -> anyhow::Error {
+    anyhow!("{e:#}\n{header}:\n{log}")
+}
+
+const SERVICE_PANIC_TAIL_LINES: usize = 200;
+const ERROR_TAIL_LINES: usize = 30;
+
+/// A Shoal service binary (or any command) run as a child process, its stdout
+/// and stderr captured in a log file in its own temporary directory.
+pub struct ServiceProcess {
+    proc: Proc,
+    _dir: TempDir,
+}
+
+impl ServiceProcess {
+    /// Starts `bin args...` with the test's environment plus `envs` (which win).
+    pub fn spawn(
+        name: &str,
+        bin: &Path,
+        args: &[String],
+        envs: &[(String, String)],
+    ) -> Result<ServiceProcess> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("shoal-{}-", file_stem(name)))
+            .tempdir()
+            .context("creating a temporary directory")?;
+        let log_path = log_file(dir.path(), name)?;
+        let mut spec = CommandSpec::new(bin);
+        spec.args = args.iter().map(OsString::from).collect();
+        spec.envs = envs.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let mut proc = Proc::new(name, spec, log_path, SERVICE_PANIC_TAIL_LINES);
+        proc.start()?;
+        Ok(ServiceProcess { proc, _dir: dir })
+    }
+
+    /// The pid of the latest run (still reported after it exits).
+    pub fn pid(&self) -> u32 {
+        self.proc.last_pid().unwrap_or_default()
+    }
+
+    pub fn name(&self) -> &str {
+        self.proc.name()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        self.proc.log_path()
+    }
+
+    /// SIGKILL and reap; a process that has already exited is left as it is.
+    pub fn kill(&mut self) -> Result<()> {
+        self.proc.kill()
+    }
+
+    pub fn terminate(&self) -> Result<()> {
+        self.proc.signal(Signal::SIGTERM)
+    }
+
+    pub fn interrupt(&self) -> Result<()> {
+        self.proc.signal(Signal::SIGINT)
+    }
+
+    pub fn pause(&self) -> Result<()> {
+        self.proc.signal(Signal::SIGSTOP)
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        self.proc.signal(Signal::SIGCONT)
+    }
+
+    /// Waits for the process to exit; `Err` if it is still running at the deadline.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus> {
+        let result = self.proc.wait_exit(deadline).await;
+        result.map_err(|e| self.with_log_tail(e))
+    }
+
+    fn with_log_tail(&self, e: anyhow::Error) -> anyhow::Error {
+        let header = format!(
+            "last lines of the log of {} ({})",
+            self.proc.name(),
+            self.proc.log_path().display()
+        );
+        with_log(e, &header, &self.proc.log_tail(ERROR_TAIL_LINES))
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.proc.is_running()
+    }
+
+    /// Everything the process has written so far (all runs, see [`Self::respawn`]).
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// Bytes in the log so far: pass to [`Self::wait_for_log_since`] to wait for
+    /// output newer than now.
+    pub fn log_len(&self) -> usize {
+        self.log().len()
+    }
+
+    /// Waits until the log contains `needle`; fails early if the process exits
+    /// without having written it.
+    pub async fn wait_for_log(&self, needle: &str, deadline: Duration) -> Result<()> {
+        self.wait_for_log_since(0, needle, deadline).await
+    }
+
+    /// Like [`Self::wait_for_log`], looking only at the log after byte `offset`.
+    pub async fn wait_for_log_since(
+        &self,
+        offset: usize,
+        needle: &str,
+        deadline: Duration,
+    ) -> Result<()> {
+        let what = format!("{needle:?} in the log of {}", self.proc.name());
+        let found = || {
+            let log = self.log();
+            log.get(offset..)
+                .is_some_and(|recent| recent.contains(needle))
+        };
+        let result = try_wait_for(&what, deadline, || {
+            let outcome = if found() {
+                Ok(Some(()))
+            } else if self.proc.has_exited() {
+                // It may have written the needle just before exiting.
+                if found() {
+                    Ok(Some(()))
+                } else {
+                    Err(anyhow!(
+                        "{} exited before writing {needle:?}",
+                        self.proc.name()
+                    ))
+                }
+            } else {
+                Ok(None)
+            };
+            std::future::ready(outcome)
+        })
+        .await;
+        result.map_err(|e| self.with_log_tail(e))
+    }
+
+    /// Runs the same command again (after it was killed or exited), appending
+    /// to the same log.
+    pub fn respawn(&mut self) -> Result<()> {
+        self.proc.start()
+    }
+}
+
+/// The path of a workspace binary built by cargo: `CARGO_BIN_EXE_<name>` if set
+/// at run time, else next to the running test executable
+/// (`target/<profile>/deps/test-hash` → `target/<profile>/<name>`).
+pub fn binary(name: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("finding the current executable")?;
+    let dir = exe
+        .parent()
+        .context("current executable has no directory")?;
+    let candidates = [
+        dir.parent().map(|profile| profile.join(name)),
+        Some(dir.join(name)),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|path| path.is_file())
+        .ok_or_else(|| anyhow!("binary {name} not built: run `cargo build --workspace --bins`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+        assert_eq!(tail("", 5), "");
+    }
+
+    #[test]
+    fn file_stems_are_safe() {
+        assert_eq!(file_stem("nats s1/x"), "nats-s1-x");
+        assert_eq!(file_stem(""), "process");
+    }
+
+    #[test]
+    fn missing_binary_names_the_build_command() {
+        let err = binary("shoal-no-such-binary").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "binary shoal-no-such-binary not built: run `cargo build --workspace --bins`"
+        );
+    }
+
+    #[test]
+    fn reads_its_own_state_and_parent() {
+        let me = std::process::id();
+        assert!(matches!(process_state(me), Some('R' | 'S')));
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg("exec sleep 30")
+            .spawn()
+            .unwrap();
+        let mut proc_guard = ChildGuard(child);
+        assert!(children_of(me).contains(&proc_guard.0.id()));
+        proc_guard.0.kill().unwrap();
+        proc_guard.0.wait().unwrap();
+    }
+
+    struct ChildGuard(Child);
+    impl Drop for ChildGuard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
