@@ -5,6 +5,30 @@
 //!
 //! Processes are killed and their directories deleted on drop; when the test
 //! is panicking, the tail of every process's log is printed first.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use shoal_testkit::{NatsCluster, Postgres, ServiceProcess, binary, wait_for};
+//!
+//! let cluster = NatsCluster::start(3).await?;
+//! let pg = Postgres::start().await?;
+//! let db_url = pg.create_database().await?;
+//! let registry = ServiceProcess::spawn(
+//!     "registry",
+//!     &binary("shoal-registry")?,
+//!     &[],
+//!     &[("SHOAL_NATS_URL".into(), cluster.urls()), ("DATABASE_URL".into(), db_url)],
+//! )?;
+//! registry.wait_for_log("ready", Duration::from_secs(10)).await?;
+//! let client = cluster.client().await?;
+//! wait_for("the registry to answer", Duration::from_secs(10), || async {
+//!     client.request("shoal.registry.ping", "".into()).await.ok()
+//! })
+//! .await?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod http;
 mod nats;

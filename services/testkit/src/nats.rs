@@ -221,9 +221,10 @@ impl NatsServer {
         self.proc.kill()
     }
 
-    /// SIGSTOP: the server keeps its sockets but answers nothing.
+    /// SIGSTOP: the server keeps its sockets but answers nothing. Returns once
+    /// the process has actually stopped.
     pub fn pause(&self) -> Result<()> {
-        self.proc.signal(Signal::SIGSTOP)
+        self.proc.pause()
     }
 
     pub fn resume(&self) -> Result<()> {

@@ -82,12 +82,16 @@ impl Postgres {
             }
             spec.cwd = Some(dir.path().to_path_buf());
             spec.run_as = run_as;
-            let proc = Proc::new(
+            let mut proc = Proc::new(
                 format!("postgres :{port}"),
                 spec,
                 log_path.clone(),
                 PANIC_TAIL_LINES,
             );
+            // Immediate shutdown: as quick as SIGKILL, but postgres removes its
+            // SysV shared memory segment, which would otherwise outlive the
+            // test and, a few thousand tests later, exhaust the system's limit.
+            proc.set_drop_signal(Signal::SIGQUIT);
             let mut pg = Postgres {
                 proc,
                 port,
@@ -162,7 +166,12 @@ impl Postgres {
     /// SIGKILLs the postmaster and its backends (a crash); nothing to do if it
     /// is not running.
     pub fn kill(&mut self) -> Result<()> {
-        self.proc.kill()
+        let was_running = self.proc.is_running();
+        self.proc.kill()?;
+        if was_running {
+            remove_shared_memory(&self.data_dir());
+        }
+        Ok(())
     }
 
     /// The server's log so far (all its runs).
@@ -247,6 +256,33 @@ async fn initdb(
         );
     }
     Ok(())
+}
+
+/// Removes the SysV shared memory segment a killed postmaster leaves behind
+/// (nothing is attached any more). Postgres would reuse or remove it on its next
+/// start, but a killed test server may never start again.
+fn remove_shared_memory(data_dir: &Path) {
+    // postmaster.pid's seventh line is "<key> <shmid>".
+    let pid_file = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap_or_default();
+    let Some(shmid) = pid_file
+        .lines()
+        .nth(6)
+        .and_then(|line| line.split_whitespace().nth(1))
+        .filter(|id| id.parse::<u64>().is_ok())
+    else {
+        return;
+    };
+    match Command::new("ipcrm").args(["-m", shmid]).output() {
+        Ok(output) if output.status.success() => {
+            tracing::debug!(shmid, "removed a killed postgres's shared memory")
+        }
+        Ok(output) => tracing::warn!(
+            shmid,
+            stderr = %String::from_utf8_lossy(&output.stderr),
+            "could not remove a killed postgres's shared memory"
+        ),
+        Err(e) => tracing::warn!(shmid, error = %e, "could not run ipcrm"),
+    }
 }
 
 fn postgres_user() -> Result<(Uid, Gid)> {

@@ -16,6 +16,9 @@ use tempfile::TempDir;
 
 use crate::wait::try_wait_for;
 
+const DROP_EXIT_DEADLINE: Duration = Duration::from_secs(5);
+const PAUSE_DEADLINE: Duration = Duration::from_secs(5);
+
 /// How a child is (re)started; kept so the same command can run again after a
 /// kill or stop.
 #[derive(Clone, Debug)]
@@ -57,10 +60,10 @@ impl CommandSpec {
     }
 }
 
-/// One child process whose stdout and stderr go to a log file. It is SIGKILLed
-/// (with its direct children) and reaped on drop, and if the thread is
-/// panicking the tail of its log is printed, so a failing test shows what its
-/// servers said.
+/// One child process whose stdout and stderr go to a log file. On drop it is
+/// SIGKILLed (with its direct children, after its `drop_signal` if it has one)
+/// and reaped, and if the thread is panicking the tail of its log is printed,
+/// so a failing test shows what its servers said.
 pub(crate) struct Proc {
     name: String,
     spec: CommandSpec,
@@ -72,6 +75,9 @@ pub(crate) struct Proc {
     last_status: Option<ExitStatus>,
     starts: u32,
     panic_tail_lines: usize,
+    /// Sent on drop before resorting to SIGKILL, for servers that leave
+    /// system-wide state behind when killed outright.
+    drop_signal: Option<Signal>,
 }
 
 impl Proc {
@@ -90,7 +96,14 @@ impl Proc {
             last_status: None,
             starts: 0,
             panic_tail_lines,
+            drop_signal: None,
         }
+    }
+
+    /// On drop, send `signal` and give the process a few seconds to exit
+    /// before it is SIGKILLed.
+    pub fn set_drop_signal(&mut self, signal: Signal) {
+        self.drop_signal = Some(signal);
     }
 
     pub fn name(&self) -> &str {
@@ -194,6 +207,25 @@ impl Proc {
         send(pid, signal).with_context(|| format!("sending {signal} to {}", self.name))
     }
 
+    /// SIGSTOP, returning once every thread has stopped: the signal is only
+    /// queued when `kill` returns, and a thread already on a CPU can go on
+    /// serving requests for a moment.
+    pub fn pause(&self) -> Result<()> {
+        self.signal(Signal::SIGSTOP)?;
+        let pid = self.pid().context("paused process has a pid")?;
+        let until = std::time::Instant::now() + PAUSE_DEADLINE;
+        while !all_threads_stopped(pid) {
+            if std::time::Instant::now() >= until {
+                bail!(
+                    "{} did not stop within {PAUSE_DEADLINE:?} of SIGSTOP",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     /// SIGKILLs the child and its direct children (a postmaster's backends, a
     /// shell's commands) and reaps it; nothing to do if it is not running.
     pub fn kill(&mut self) -> Result<()> {
@@ -246,6 +278,19 @@ impl Proc {
         }
     }
 
+    /// Blocking version of [`Self::stop`] for `drop`, which cannot await: polls
+    /// for the exit, bounded, and leaves the SIGKILL to the caller.
+    fn exit_on(&mut self, signal: Signal) {
+        if self.signal(signal).is_err() {
+            return;
+        }
+        let _ = self.signal(Signal::SIGCONT);
+        let until = std::time::Instant::now() + DROP_EXIT_DEADLINE;
+        while self.is_running() && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     pub fn log(&self) -> String {
         read_log(&self.log_path)
     }
@@ -257,6 +302,9 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if let Some(signal) = self.drop_signal {
+            self.exit_on(signal);
+        }
         if let Err(e) = self.kill() {
             tracing::warn!(name = %self.name, error = %e, "could not kill process on drop");
         }
@@ -279,18 +327,40 @@ fn send(pid: u32, signal: Signal) -> Result<()> {
     Ok(())
 }
 
-/// The state letter from `/proc/<pid>/stat` (`R`, `S`, `T`, `Z`, ...).
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// The fields of `/proc/<pid>/stat` after the command name: state, ppid, ...
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    stat_fields_at(&format!("/proc/{pid}/stat"))
+}
+
+fn stat_fields_at(path: &str) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name in parentheses may itself contain spaces and ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().next()?.chars().next()
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The state letter (`R`, `S`, `T`, `Z`, ...).
+fn process_state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// Whether every thread of `pid` is stopped (or the process is gone).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks
+        .filter_map(|task| task.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .all(|tid| {
+            // A thread that exited meanwhile has no stat any more.
+            stat_fields_at(&format!("/proc/{pid}/task/{tid}/stat"))
+                .and_then(|fields| fields.first()?.chars().next())
+                .is_none_or(|state| matches!(state, 'T' | 't' | 'Z' | 'X'))
+        })
 }
 
 /// Direct children, found by scanning `/proc` because `/proc/<pid>/task/*/children`
@@ -405,8 +475,9 @@ impl ServiceProcess {
         self.proc.signal(Signal::SIGINT)
     }
 
+    /// SIGSTOP; returns once the process has actually stopped.
     pub fn pause(&self) -> Result<()> {
-        self.proc.signal(Signal::SIGSTOP)
+        self.proc.pause()
     }
 
     pub fn resume(&self) -> Result<()> {

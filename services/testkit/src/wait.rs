@@ -90,7 +90,7 @@ mod tests {
         let err = wait_for(
             "a check that never answers",
             Duration::from_millis(50),
-            || std::future::pending::<Option<()>>(),
+            std::future::pending::<Option<()>>,
         )
         .await;
         assert!(err.is_err());

@@ -137,23 +137,26 @@ async fn pause_and_resume_server() -> Result<()> {
     let ask = |timeout: Duration| {
         let client = client.clone();
         async move {
-            tokio::time::timeout(timeout, client.request("$JS.API.INFO", "".into()))
-                .await
-                .ok()?
-                .ok()
+            match tokio::time::timeout(timeout, client.request("$JS.API.INFO", "".into())).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(e)) => Err(format!("request failed: {e}")),
+                Err(_) => Err(format!("no answer within {timeout:?}")),
+            }
         }
     };
-    assert!(ask(DEADLINE).await.is_some(), "answers while running");
+    if let Err(e) = ask(DEADLINE).await {
+        panic!("a running server answers: {e}");
+    }
 
     server.pause()?;
     assert!(
-        ask(Duration::from_millis(300)).await.is_none(),
+        ask(Duration::from_millis(300)).await.is_err(),
         "a paused server answers nothing"
     );
 
     server.resume()?;
-    wait_for("an answer after resume", DEADLINE, || {
-        ask(Duration::from_millis(500))
+    wait_for("an answer after resume", DEADLINE, || async {
+        ask(Duration::from_millis(500)).await.ok()
     })
     .await?;
     Ok(())

@@ -66,6 +66,28 @@ async fn private_postgres_starts_even_as_root() -> Result<()> {
     Ok(())
 }
 
+/// The SysV shared memory id the running postmaster recorded.
+fn shmid(pg: &Postgres) -> Result<String> {
+    let pid_file = std::fs::read_to_string(pg.data_dir().join("postmaster.pid"))?;
+    let line = pid_file
+        .lines()
+        .nth(6)
+        .context("postmaster.pid has a shared memory line")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("key and id")?
+        .to_string())
+}
+
+fn shm_exists(shmid: &str) -> bool {
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .any(|row| row.split_whitespace().nth(1) == Some(shmid))
+}
+
 #[tokio::test]
 async fn killed_postgres_recovers_and_drop_cleans_up() -> Result<()> {
     let mut pg = Postgres::start().await?;
@@ -73,23 +95,36 @@ async fn killed_postgres_recovers_and_drop_cleans_up() -> Result<()> {
     let db = connect(&url).await?;
     db.batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
         .await?;
+    let first_shm = shmid(&pg)?;
+    assert!(shm_exists(&first_shm));
 
-    // A crash takes the backends down too, so the connection breaks.
+    // A crash takes the backends down too, so the connection breaks; the
+    // shared memory it leaves is removed rather than leaked.
     pg.kill()?;
     assert!(db.simple_query("SELECT 1").await.is_err());
+    assert!(
+        !shm_exists(&first_shm),
+        "segment {first_shm} removed after the kill"
+    );
     pg.start_again().await?;
     let db = connect(&url).await?;
     let v: i32 = db.query_one("SELECT v FROM t", &[]).await?.get(0);
-    assert_eq!(v, 1);
+    assert_eq!(v, 1, "a committed row survives the crash");
 
     let data = pg.data_dir();
+    let second_shm = shmid(&pg)?;
+    assert!(shm_exists(&second_shm));
     drop(db);
     drop(pg);
     assert!(!data.exists(), "temporary directory deleted");
     assert!(
-        tokio::time::timeout(Duration::from_secs(2), connect(&url))
-            .await
-            .map_or(true, |r| r.is_err())
+        !shm_exists(&second_shm),
+        "segment {second_shm} removed on drop"
+    );
+    let reconnect = tokio::time::timeout(Duration::from_secs(2), connect(&url)).await;
+    assert!(
+        reconnect.is_err() || reconnect.is_ok_and(|r| r.is_err()),
+        "nothing listens after drop"
     );
     Ok(())
 }
