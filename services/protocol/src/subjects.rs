@@ -328,6 +328,12 @@ impl Subjects {
     pub fn coordinator_leader_changed(&self) -> String {
         format!("{}.coordinator.leader.changed", self.prefix)
     }
+
+    /// The subject of the coordinator's fenced assignment log (a JetStream stream):
+    /// only coordinators append to it and read it.
+    pub fn coordinator_log(&self) -> String {
+        format!("{}.coordinator.log", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{TimeZone, Utc};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 use shoal_protocol::catalogue::{check_schemas, message_schemas, write_schemas};
 use shoal_protocol::*;
 
@@ -79,6 +79,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
         utilization_pct: 26.7,
         nodes_by_role: BTreeMap::from([("leader".into(), 1), ("worker".into(), 2)]),
         nodes_by_status: BTreeMap::from([("online".into(), 3)]),
+        rejected_messages: 0,
     };
     let balancer_stats = BalancerStats {
         strategy: Strategy::LeastLoaded,
@@ -94,153 +95,274 @@ fn samples() -> BTreeMap<&'static str, Value> {
             out.insert(stringify!($t), round_trip::<$t>($v));
         };
     }
-    sample!(Announce, Announce {
-        id: "node-1".into(),
-        hostname: "server1".into(),
-        ip_address: "10.0.0.1".into(),
-        port: 8151,
-        role: NodeRole::Worker,
-        services: vec!["wrapper".into()],
-        labels: BTreeMap::from([("zone".into(), "a".into())]),
-        max_agents: 20,
-        version: "0.1.0".into(),
-        features: vec![],
-        started_at: at,
-    });
-    sample!(Heartbeat, Heartbeat {
-        id: "node-1".into(),
-        seq: 42,
-        cpu_usage: 45.3,
-        memory_usage: 62.1,
-        disk_usage: 55.0,
-        load_average: 2.5,
-        active_agents: 3,
-        uptime_s: 100,
-        sent_at: at,
-    });
-    sample!(Leave, Leave { id: "node-1".into(), reason: Some("shutdown".into()), sent_at: at });
-    sample!(AgentNotice, AgentNotice {
-        action: AgentAction::Start,
-        agent_name: "codex".into(),
-        node_id: "node-1".into(),
-        epoch: 7,
-        at,
-    });
-    sample!(SyncRequest, SyncRequest { ids: vec!["node-1".into()] });
+    sample!(
+        Announce,
+        Announce {
+            id: "node-1".into(),
+            hostname: "server1".into(),
+            ip_address: "10.0.0.1".into(),
+            port: 8151,
+            role: NodeRole::Worker,
+            services: vec!["wrapper".into()],
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+            max_agents: 20,
+            version: "0.1.0".into(),
+            features: vec![],
+            started_at: at,
+        }
+    );
+    sample!(
+        Heartbeat,
+        Heartbeat {
+            id: "node-1".into(),
+            seq: 42,
+            cpu_usage: 45.3,
+            memory_usage: 62.1,
+            disk_usage: 55.0,
+            load_average: 2.5,
+            active_agents: 3,
+            uptime_s: 100,
+            sent_at: at,
+        }
+    );
+    sample!(
+        Leave,
+        Leave {
+            id: "node-1".into(),
+            reason: Some("shutdown".into()),
+            sent_at: at
+        }
+    );
+    sample!(
+        AgentNotice,
+        AgentNotice {
+            action: AgentAction::Start,
+            agent_name: "codex".into(),
+            node_id: "node-1".into(),
+            epoch: 7,
+            at,
+        }
+    );
+    sample!(
+        SyncRequest,
+        SyncRequest {
+            ids: vec!["node-1".into()]
+        }
+    );
     sample!(Node, node());
-    sample!(ListNodesRequest, ListNodesRequest {
-        role: Some(NodeRole::Worker),
-        service: Some("wrapper".into()),
-        status: Some(NodeStatus::Online),
-        label: Some("zone=a".into()),
-    });
-    sample!(NodeList, NodeList { nodes: vec![node()], count: 1 });
-    sample!(NodeIdRequest, NodeIdRequest { id: "node-1".into() });
-    sample!(RegisterNodeRequest, RegisterNodeRequest {
-        id: "node-2".into(),
-        hostname: "server2".into(),
-        ip_address: "10.0.0.2".into(),
-        port: 8151,
-        role: NodeRole::Worker,
-        max_agents: 20,
-        services: vec!["wrapper".into(), "database".into()],
-        labels: BTreeMap::new(),
-    });
-    sample!(NodeChangeReply, NodeChangeReply { success: true, node: Some(node()) });
+    sample!(
+        ListNodesRequest,
+        ListNodesRequest {
+            role: Some(NodeRole::Worker),
+            service: Some("wrapper".into()),
+            status: Some(NodeStatus::Online),
+            label: Some("zone=a".into()),
+        }
+    );
+    sample!(
+        NodeList,
+        NodeList {
+            nodes: vec![node()],
+            count: 1
+        }
+    );
+    sample!(
+        NodeIdRequest,
+        NodeIdRequest {
+            id: "node-1".into()
+        }
+    );
+    sample!(
+        RegisterNodeRequest,
+        RegisterNodeRequest {
+            id: "node-2".into(),
+            hostname: "server2".into(),
+            ip_address: "10.0.0.2".into(),
+            port: 8151,
+            role: NodeRole::Worker,
+            max_agents: 20,
+            services: vec!["wrapper".into(), "database".into()],
+            labels: BTreeMap::new(),
+        }
+    );
+    sample!(
+        NodeChangeReply,
+        NodeChangeReply {
+            success: true,
+            node: Some(node())
+        }
+    );
     sample!(RegistryStats, registry_stats.clone());
-    sample!(NodeEvent, NodeEvent {
-        event: NodeEventKind::Offline,
-        node_id: "node-1".into(),
-        status: NodeStatus::Offline,
-        previous_status: Some(NodeStatus::Suspect),
-        reason: Some("3 heartbeats missed".into()),
-        node: Some(node()),
-        at,
-    });
-    sample!(SelectRequest, SelectRequest {
-        service: Some("wrapper".into()),
-        labels: BTreeMap::from([("zone".into(), "a".into())]),
-        strategy: Some(Strategy::Weighted),
-        exclude: vec!["node-3".into()],
-    });
-    sample!(SelectReply, SelectReply {
-        node_id: "node-1".into(),
-        node: node(),
-        strategy: Strategy::LeastAgents,
-        candidates: vec![Candidate { node_id: "node-1".into(), score: 5.0 }],
-    });
-    sample!(StrategyMessage, StrategyMessage { strategy: Strategy::RoundRobin });
+    sample!(
+        NodeEvent,
+        NodeEvent {
+            event: NodeEventKind::Offline,
+            node_id: "node-1".into(),
+            status: NodeStatus::Offline,
+            previous_status: Some(NodeStatus::Suspect),
+            reason: Some("3 heartbeats missed".into()),
+            node: Some(node()),
+            at,
+        }
+    );
+    sample!(
+        SelectRequest,
+        SelectRequest {
+            service: Some("wrapper".into()),
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+            strategy: Some(Strategy::Weighted),
+            exclude: vec!["node-3".into()],
+        }
+    );
+    sample!(
+        SelectReply,
+        SelectReply {
+            node_id: "node-1".into(),
+            node: node(),
+            strategy: Strategy::LeastAgents,
+            candidates: vec![Candidate {
+                node_id: "node-1".into(),
+                score: 5.0
+            }],
+        }
+    );
+    sample!(
+        StrategyMessage,
+        StrategyMessage {
+            strategy: Strategy::RoundRobin
+        }
+    );
     sample!(BalancerStats, balancer_stats.clone());
-    sample!(AssignRequest, AssignRequest {
-        agent_name: "codex".into(),
-        service: Some("wrapper".into()),
-        labels: BTreeMap::new(),
-        node_id: None,
-        request_id: Some("r-1".into()),
-    });
+    sample!(
+        AssignRequest,
+        AssignRequest {
+            agent_name: "codex".into(),
+            service: Some("wrapper".into()),
+            labels: BTreeMap::new(),
+            node_id: None,
+            request_id: Some("r-1".into()),
+        }
+    );
     sample!(Assignment, assignment());
-    sample!(AgentNameRequest, AgentNameRequest { agent_name: "codex".into() });
-    sample!(UnassignReply, UnassignReply {
-        success: true,
-        agent_name: "codex".into(),
-        node_id: "node-1".into(),
-        epoch: 7,
-    });
-    sample!(ListAssignmentsRequest, ListAssignmentsRequest {
-        node_id: Some("node-1".into()),
-        status: Some(AssignmentStatus::Orphaned),
-    });
-    sample!(AssignmentList, AssignmentList { assignments: vec![assignment()], count: 1 });
-    sample!(LeaderReply, LeaderReply { leader: Some(leader()), coordinator_id: "coord-b".into(), is_leader: false });
-    sample!(PromoteRequest, PromoteRequest { coordinator_id: "coord-b".into() });
-    sample!(PromoteReply, PromoteReply { success: true, leader: leader() });
-    sample!(HistoryRequest, HistoryRequest {
-        agent_name: Some("codex".into()),
-        node_id: None,
-        since: Some(at),
-        until: None,
-        limit: Some(50),
-    });
-    sample!(HistoryReply, HistoryReply {
-        history: vec![HistoryEntry {
-            event_id: "e-1".into(),
-            log_seq: 12,
+    sample!(
+        AgentNameRequest,
+        AgentNameRequest {
+            agent_name: "codex".into()
+        }
+    );
+    sample!(
+        UnassignReply,
+        UnassignReply {
+            success: true,
+            agent_name: "codex".into(),
+            node_id: "node-1".into(),
+            epoch: 7,
+        }
+    );
+    sample!(
+        ListAssignmentsRequest,
+        ListAssignmentsRequest {
+            node_id: Some("node-1".into()),
+            status: Some(AssignmentStatus::Orphaned),
+        }
+    );
+    sample!(
+        AssignmentList,
+        AssignmentList {
+            assignments: vec![assignment()],
+            count: 1
+        }
+    );
+    sample!(
+        LeaderReply,
+        LeaderReply {
+            leader: Some(leader()),
+            coordinator_id: "coord-b".into(),
+            is_leader: false
+        }
+    );
+    sample!(
+        PromoteRequest,
+        PromoteRequest {
+            coordinator_id: "coord-b".into()
+        }
+    );
+    sample!(
+        PromoteReply,
+        PromoteReply {
+            success: true,
+            leader: leader()
+        }
+    );
+    sample!(
+        HistoryRequest,
+        HistoryRequest {
+            agent_name: Some("codex".into()),
+            node_id: None,
+            since: Some(at),
+            until: None,
+            limit: Some(50),
+        }
+    );
+    sample!(
+        HistoryReply,
+        HistoryReply {
+            history: vec![HistoryEntry {
+                event_id: "e-1".into(),
+                log_seq: 12,
+                agent_name: "codex".into(),
+                node_id: Some("node-2".into()),
+                previous_node_id: Some("node-1".into()),
+                action: AssignmentAction::Orphaned,
+                reason: "node node-1 offline".into(),
+                leader_id: "coord-a".into(),
+                epoch: 7,
+                at,
+                candidates: Some(json!([{"node_id": "node-2", "score": 1.0}])),
+            }],
+            count: 1,
+        }
+    );
+    sample!(
+        AssignmentEvent,
+        AssignmentEvent {
+            event: AssignmentAction::Migrated,
             agent_name: "codex".into(),
             node_id: Some("node-2".into()),
             previous_node_id: Some("node-1".into()),
-            action: AssignmentAction::Orphaned,
-            reason: "node node-1 offline".into(),
-            leader_id: "coord-a".into(),
+            reason: "drained".into(),
             epoch: 7,
             at,
-            candidates: Some(json!([{"node_id": "node-2", "score": 1.0}])),
-        }],
-        count: 1,
-    });
-    sample!(AssignmentEvent, AssignmentEvent {
-        event: AssignmentAction::Migrated,
-        agent_name: "codex".into(),
-        node_id: Some("node-2".into()),
-        previous_node_id: Some("node-1".into()),
-        reason: "drained".into(),
-        epoch: 7,
-        at,
-    });
-    sample!(LeaderChanged, LeaderChanged { leader: Some(leader()), previous: Some("coord-b".into()), at });
-    sample!(ClusterStats, ClusterStats {
-        local_node: "coord-a".into(),
-        is_leader: true,
-        leader: Some(leader()),
-        total_assignments: 8,
-        registry: Some(registry_stats),
-        balancer: Some(balancer_stats),
-        reassignments_paused: false,
-        reassignments: 0,
-    });
+        }
+    );
+    sample!(
+        LeaderChanged,
+        LeaderChanged {
+            leader: Some(leader()),
+            previous: Some("coord-b".into()),
+            at
+        }
+    );
+    sample!(
+        ClusterStats,
+        ClusterStats {
+            local_node: "coord-a".into(),
+            is_leader: true,
+            leader: Some(leader()),
+            total_assignments: 8,
+            registry: Some(registry_stats),
+            balancer: Some(balancer_stats),
+            reassignments_paused: false,
+            reassignments: 0,
+        }
+    );
     sample!(Empty, Empty {});
-    sample!(ErrorEnvelope, ShoalError::no_capacity("no online node offers service \"gpu\"")
-        .with_details(json!({"service": "gpu"}))
-        .envelope());
+    sample!(
+        ErrorEnvelope,
+        ShoalError::no_capacity("no online node offers service \"gpu\"")
+            .with_details(json!({"service": "gpu"}))
+            .envelope()
+    );
     out
 }
 
@@ -262,16 +384,24 @@ fn every_message_round_trips_and_validates_against_its_committed_schema() {
         let path = committed_dir().join(format!("{name}.json"));
         let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let validator = jsonschema::validator_for(&schema).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{name} sample does not match {}: {errors:?}", path.display());
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{name} sample does not match {}: {errors:?}",
+            path.display()
+        );
     }
 }
 
 #[test]
 fn schemas_reject_what_the_types_reject() {
-    let schema: Value =
-        serde_json::from_str(&std::fs::read_to_string(committed_dir().join("StrategyMessage.json")).unwrap())
-            .unwrap();
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(committed_dir().join("StrategyMessage.json")).unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     assert!(validator.is_valid(&json!({"strategy": "weighted"})));
     assert!(!validator.is_valid(&json!({"strategy": "fastest"})));
@@ -294,7 +424,9 @@ fn drift_check_fails_on_a_changed_missing_or_stale_schema() {
     assert_eq!(check_schemas(dir.path()).unwrap(), Vec::<String>::new());
 
     let heartbeat = dir.path().join("Heartbeat.json");
-    let edited = std::fs::read_to_string(&heartbeat).unwrap().replace("\"seq\"", "\"sequence\"");
+    let edited = std::fs::read_to_string(&heartbeat)
+        .unwrap()
+        .replace("\"seq\"", "\"sequence\"");
     std::fs::write(&heartbeat, edited).unwrap();
     std::fs::remove_file(dir.path().join("Node.json")).unwrap();
     std::fs::write(dir.path().join("Retired.json"), "{}").unwrap();
@@ -311,11 +443,19 @@ fn drift_check_fails_on_a_changed_missing_or_stale_schema() {
 
     // The command CI runs exits non-zero on that drift, and zero once rewritten.
     let bin = env!("CARGO_BIN_EXE_shoal-schemas");
-    let status = std::process::Command::new(bin).arg("check").arg(dir.path()).output().unwrap();
+    let status = std::process::Command::new(bin)
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!status.status.success());
     assert!(String::from_utf8_lossy(&status.stderr).contains("Heartbeat.json"));
     write_schemas(dir.path()).unwrap();
-    let status = std::process::Command::new(bin).arg("check").arg(dir.path()).status().unwrap();
+    let status = std::process::Command::new(bin)
+        .arg("check")
+        .arg(dir.path())
+        .status()
+        .unwrap();
     assert!(status.success());
 }
 
@@ -334,8 +474,15 @@ fn asyncapi_lists_every_subject_with_publishers_and_subscribers() {
             .unwrap_or_else(|| panic!("{subject} missing from asyncapi.yaml"));
         assert!(!channel["x-subscribers"].as_array().unwrap().is_empty());
     }
-    for subject in ["shoal.node.{node_id}.heartbeat", "shoal.registry.events.{node_id}", "shoal.coordinator.events.{agent_name}"] {
-        assert!(channels.values().any(|c| c["address"] == subject), "{subject}");
+    for subject in [
+        "shoal.node.{node_id}.heartbeat",
+        "shoal.registry.events.{node_id}",
+        "shoal.coordinator.events.{agent_name}",
+    ] {
+        assert!(
+            channels.values().any(|c| c["address"] == subject),
+            "{subject}"
+        );
     }
     // Every operation's reply may be the error envelope.
     for (id, op) in doc["operations"].as_object().unwrap() {

@@ -1,4 +1,4 @@
-//! Flags every service shares. Each has an `SHOAL_…` environment variable and a doc
+//! Flags every service (and the CLI) shares. Each has an `SHOAL_…` environment variable and a doc
 //! comment that becomes its `--help`.
 
 use std::path::PathBuf;
@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use shoal_protocol::Subjects;
 
+/// How to reach NATS: shared by the services and the `shoal` CLI.
 #[derive(clap::Args, Debug, Clone)]
-pub struct CommonConfig {
+pub struct NatsArgs {
     /// NATS server URL; several may be given comma-separated (a cluster).
     #[arg(long, env = "SHOAL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -43,6 +44,19 @@ pub struct CommonConfig {
     /// First token(s) of every Shoal subject, e.g. `shoal` → `shoal.registry.stats`.
     #[arg(long, env = "SHOAL_PREFIX", default_value = shoal_protocol::subjects::DEFAULT_PREFIX)]
     pub prefix: String,
+}
+
+impl NatsArgs {
+    pub fn subjects(&self) -> anyhow::Result<Subjects> {
+        Ok(Subjects::new(&self.prefix)?)
+    }
+}
+
+/// Flags every service shares.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonConfig {
+    #[command(flatten)]
+    pub nats: NatsArgs,
 
     /// Name of this instance among replicas of the same service (default: hostname-pid).
     /// Each instance also answers `<prefix>.<service>.instance.<instance_id>.<endpoint>`.
@@ -65,7 +79,7 @@ pub struct CommonConfig {
 
 impl CommonConfig {
     pub fn subjects(&self) -> anyhow::Result<Subjects> {
-        Ok(Subjects::new(&self.prefix)?)
+        self.nats.subjects()
     }
 
     /// The configured instance id, or `<hostname>-<pid>`.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-pub use config::CommonConfig;
+pub use config::{CommonConfig, NatsArgs};
 pub use serve::{EndpointRequests, add_endpoint, serve};
 
 /// The version every service reports in `$SRV.INFO`.
@@ -50,10 +50,12 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_string())
 }
 
-/// Connects to NATS with the configured credentials and TLS. The client reconnects
-/// forever with backoff, and retries the first connection too, so a service started
-/// before its NATS server waits instead of exiting.
-pub async fn connect(cfg: &CommonConfig, connection_name: &str) -> anyhow::Result<Client> {
+/// Connection options and server list from the flags: credentials, user/password,
+/// token, TLS. Shared by the services and the CLI.
+pub async fn connect_options(
+    cfg: &NatsArgs,
+    connection_name: &str,
+) -> anyhow::Result<(ConnectOptions, Vec<async_nats::ServerAddr>)> {
     let mut opts = match &cfg.nats_creds {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
@@ -84,8 +86,15 @@ pub async fn connect(cfg: &CommonConfig, connection_name: &str) -> anyhow::Resul
         .map(|u| u.trim().parse())
         .collect::<Result<_, _>>()
         .with_context(|| format!("--nats-url {:?} is not a valid NATS URL list", cfg.nats_url))?;
+    Ok((opts.name(connection_name), urls))
+}
+
+/// Connects a service to NATS. The client reconnects forever with backoff, and
+/// retries the first connection too, so a service started before its NATS server
+/// waits instead of exiting.
+pub async fn connect(cfg: &NatsArgs, connection_name: &str) -> anyhow::Result<Client> {
+    let (opts, urls) = connect_options(cfg, connection_name).await?;
     let client = opts
-        .name(connection_name)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .event_callback(|event| async move {
@@ -160,9 +169,9 @@ where
     E: Into<anyhow::Error>,
 {
     init_tracing(cfg);
-    let client = connect(cfg, connection_name).await?;
+    let client = connect(&cfg.nats, connection_name).await?;
     let shutdown = shutdown_on_signals();
-    info!(service = kind.service_name(), version = VERSION, nats_url = %cfg.nats_url, "starting");
+    info!(service = kind.service_name(), version = VERSION, nats_url = %cfg.nats.nats_url, "starting");
     let task = run(client.clone(), shutdown.clone());
     tokio::pin!(task);
     let result = tokio::select! {

@@ -101,6 +101,10 @@ pub struct RegistryStats {
     pub utilization_pct: f64,
     pub nodes_by_role: BTreeMap<String, usize>,
     pub nodes_by_status: BTreeMap<String, usize>,
+    /// Node messages (announce, heartbeat, leave) this replica refused as malformed,
+    /// out of range or inconsistent with their subject since it started.
+    #[serde(default)]
+    pub rejected_messages: u64,
 }
 
 /// What happened to a node.

@@ -1,0 +1,223 @@
+//! `shoal`: operate a Shoal cluster over NATS.
+//!
+//! Operator commands (`nodes`, `assign`, `drain`, …) are NATS requests through the
+//! shared client helper; output is a table for people or JSON with `--json`; every
+//! error says what to do next.
+
+mod hints;
+mod ops;
+mod output;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shoal_protocol::{AssignmentStatus, NodeRole, NodeStatus, ShoalClient, Strategy};
+use shoal_runtime::NatsArgs;
+
+pub use hints::explain;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shoal",
+    version,
+    about = "Operate a Shoal control plane over NATS"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// Print JSON instead of tables (for scripts).
+    #[arg(long, global = true, env = "SHOAL_JSON")]
+    pub json: bool,
+
+    /// How long to wait for each reply.
+    #[arg(long, global = true, env = "SHOAL_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List nodes, optionally filtered.
+    Nodes {
+        #[arg(long, value_parser = parse_role)]
+        role: Option<NodeRole>,
+        /// Only nodes offering this service.
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, value_parser = parse_status)]
+        status: Option<NodeStatus>,
+        /// `key=value` (or `key`).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Show one node.
+    Node { id: String },
+    /// Drain a node: its agents move off and it takes no new ones.
+    Drain { id: String },
+    /// End a drain.
+    Undrain { id: String },
+    /// Cluster statistics (coordinator, registry, balancer).
+    Stats,
+    /// The current coordinator leader.
+    Leader,
+    /// Hand coordinator leadership to the named coordinator.
+    Promote { coordinator: String },
+    /// Assign an agent to a node (the balancer picks unless --node pins one).
+    Assign {
+        agent: String,
+        #[arg(long)]
+        service: Option<String>,
+        /// `key=value`; repeat for several. The node must carry all of them.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Pin to this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Remove an agent's assignment.
+    Unassign { agent: String },
+    /// Current assignments.
+    Assignments {
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long, value_parser = parse_assignment_status)]
+        status: Option<AssignmentStatus>,
+    },
+    /// Assignment history (from Postgres), newest first.
+    History {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        node: Option<String>,
+        /// Only rows at or after this time (RFC 3339, e.g. 2026-02-10T08:00:00Z) or
+        /// this long ago (e.g. 10m, 2h).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show the balancing strategy, or `strategy set <name>` to change it.
+    Strategy {
+        #[command(subcommand)]
+        action: Option<StrategyAction>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StrategyAction {
+    /// Switch every balancer to this strategy.
+    Set {
+        #[arg(value_parser = parse_strategy)]
+        name: Strategy,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let subjects = cli.nats.subjects()?;
+    let nats = connect(&cli.nats, cli.timeout).await?;
+    let client = ShoalClient::new(nats.clone(), subjects).with_timeout(cli.timeout);
+    let result = ops::run(&client, &cli.command, cli.json).await;
+    // Flush anything published before exiting.
+    let _ = nats.flush().await;
+    result.map_err(|e| anyhow::anyhow!(explain(&cli.command, &e)))
+}
+
+async fn connect(args: &NatsArgs, timeout: Duration) -> anyhow::Result<async_nats::Client> {
+    let (opts, urls) = shoal_runtime::connect_options(args, "shoal-cli").await?;
+    opts.connection_timeout(timeout).connect(urls).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach NATS at {} ({e}) — start a local control plane with `shoal up`, or pass --nats-url",
+            args.nats_url
+        )
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration such as 500ms, 3s or 1m ({e})"))
+}
+
+fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let ago = humantime::parse_duration(s)
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a duration like 10m"))?;
+    Ok(chrono::Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("label {s:?} must be key=value"))
+}
+
+fn one_of<T: Copy>(s: &str, all: &[T], name: impl Fn(T) -> &'static str) -> Result<T, String> {
+    all.iter().copied().find(|v| name(*v) == s).ok_or_else(|| {
+        let valid: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+        format!("{s:?} is not one of: {}", valid.join(", "))
+    })
+}
+
+fn parse_role(s: &str) -> Result<NodeRole, String> {
+    one_of(s, &NodeRole::ALL, NodeRole::as_str)
+}
+fn parse_status(s: &str) -> Result<NodeStatus, String> {
+    one_of(s, &NodeStatus::ALL, NodeStatus::as_str)
+}
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    one_of(s, &Strategy::ALL, Strategy::as_str)
+}
+fn parse_assignment_status(s: &str) -> Result<AssignmentStatus, String> {
+    let all = [
+        AssignmentStatus::Running,
+        AssignmentStatus::Orphaned,
+        AssignmentStatus::Migrating,
+    ];
+    one_of(s, &all, |v| match v {
+        AssignmentStatus::Running => "running",
+        AssignmentStatus::Orphaned => "orphaned",
+        AssignmentStatus::Migrating => "migrating",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_with_clear_errors() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("soon").unwrap_err().contains("500ms"));
+        assert_eq!(parse_label("zone=a").unwrap(), ("zone".into(), "a".into()));
+        assert!(parse_label("zone").is_err());
+        assert_eq!(parse_strategy("weighted").unwrap(), Strategy::Weighted);
+        assert!(parse_strategy("fast").unwrap_err().contains("round_robin"));
+        assert!(parse_since("10m").unwrap() < chrono::Utc::now());
+    }
+
+    #[test]
+    fn help_mentions_every_operator_command() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for cmd in [
+            "nodes",
+            "node",
+            "drain",
+            "undrain",
+            "stats",
+            "leader",
+            "promote",
+            "assign",
+            "unassign",
+            "assignments",
+            "history",
+            "strategy",
+        ] {
+            assert!(help.contains(cmd), "{cmd} missing from --help");
+        }
+    }
+}

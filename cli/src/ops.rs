@@ -1,0 +1,290 @@
+//! Operator commands: one request each, rendered as a table or JSON.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use shoal_protocol::*;
+
+use crate::output::{Table, fields, json, opt};
+use crate::{Command, StrategyAction};
+
+pub async fn run(
+    client: &ShoalClient,
+    command: &Command,
+    as_json: bool,
+) -> Result<(), ClientError> {
+    let text = match command {
+        Command::Nodes {
+            role,
+            service,
+            status,
+            label,
+        } => {
+            let list = client
+                .list_nodes(&ListNodesRequest {
+                    role: *role,
+                    service: service.clone(),
+                    status: *status,
+                    label: label.clone(),
+                })
+                .await?;
+            render(as_json, &list, || nodes_table(&list.nodes))
+        }
+        Command::Node { id } => {
+            let node = client.get_node(id).await?;
+            render(as_json, &node, || node_fields(&node))
+        }
+        Command::Drain { id } => {
+            let node = client.drain_node(id).await?;
+            render(as_json, &node, || {
+                format!("node {} is draining; its agents are moving off", node.id)
+            })
+        }
+        Command::Undrain { id } => {
+            let node = client.undrain_node(id).await?;
+            render(as_json, &node, || {
+                format!(
+                    "node {} takes new agents again ({})",
+                    node.id,
+                    node.status.as_str()
+                )
+            })
+        }
+        Command::Stats => {
+            let stats = client.cluster_stats().await?;
+            render(as_json, &stats, || stats_text(&stats))
+        }
+        Command::Leader => {
+            let reply = client.leader().await?;
+            render(as_json, &reply, || match &reply.leader {
+                Some(l) => fields(&[
+                    ("leader", l.coordinator_id.clone()),
+                    ("epoch", l.epoch.to_string()),
+                    ("since", l.since.to_rfc3339()),
+                ]),
+                None => "no coordinator holds the lease right now".to_string(),
+            })
+        }
+        Command::Promote { coordinator } => {
+            let reply = client.promote(coordinator).await?;
+            render(as_json, &reply, || {
+                format!(
+                    "{} is the leader (epoch {})",
+                    reply.leader.coordinator_id, reply.leader.epoch
+                )
+            })
+        }
+        Command::Assign {
+            agent,
+            service,
+            labels,
+            node,
+        } => {
+            let assignment = client
+                .assign(&AssignRequest {
+                    agent_name: agent.clone(),
+                    service: service.clone(),
+                    labels: labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+                    node_id: node.clone(),
+                    request_id: None,
+                })
+                .await?;
+            render(as_json, &assignment, || {
+                format!(
+                    "{} → {} (epoch {})",
+                    assignment.agent_name, assignment.node_id, assignment.epoch
+                )
+            })
+        }
+        Command::Unassign { agent } => {
+            let reply = client.unassign(agent).await?;
+            render(as_json, &reply, || {
+                format!("{} removed from {}", reply.agent_name, reply.node_id)
+            })
+        }
+        Command::Assignments { node, status } => {
+            let list = client
+                .list_assignments(&ListAssignmentsRequest {
+                    node_id: node.clone(),
+                    status: *status,
+                })
+                .await?;
+            render(as_json, &list, || {
+                let mut t = Table::new(vec!["AGENT", "NODE", "STATUS", "EPOCH", "ASSIGNED"]);
+                for a in &list.assignments {
+                    t.row(vec![
+                        a.agent_name.clone(),
+                        a.node_id.clone(),
+                        json_word(&a.status),
+                        a.epoch.to_string(),
+                        a.assigned_at.to_rfc3339(),
+                    ]);
+                }
+                format!("{}\n{} assignment(s)", t.render(), list.count)
+            })
+        }
+        Command::History {
+            agent,
+            node,
+            since,
+            limit,
+        } => {
+            let reply = client
+                .history(&HistoryRequest {
+                    agent_name: agent.clone(),
+                    node_id: node.clone(),
+                    since: *since,
+                    until: None,
+                    limit: Some(*limit),
+                })
+                .await?;
+            render(as_json, &reply, || {
+                let mut t = Table::new(vec![
+                    "AT", "AGENT", "ACTION", "FROM", "TO", "REASON", "LEADER", "EPOCH",
+                ]);
+                for h in &reply.history {
+                    t.row(vec![
+                        h.at.to_rfc3339(),
+                        h.agent_name.clone(),
+                        h.action.as_str().to_string(),
+                        opt(&h.previous_node_id),
+                        opt(&h.node_id),
+                        h.reason.clone(),
+                        h.leader_id.clone(),
+                        h.epoch.to_string(),
+                    ]);
+                }
+                format!("{}\n{} row(s)", t.render(), reply.count)
+            })
+        }
+        Command::Strategy { action } => {
+            let reply = match action {
+                None => client.get_strategy().await?,
+                Some(StrategyAction::Set { name }) => client.set_strategy(*name).await?,
+            };
+            render(as_json, &reply, || format!("strategy: {}", reply.strategy))
+        }
+    };
+    println!("{text}");
+    Ok(())
+}
+
+fn render<T: Serialize>(as_json: bool, value: &T, human: impl FnOnce() -> String) -> String {
+    if as_json { json(value) } else { human() }
+}
+
+/// A serde enum's JSON word (`running`), for table cells.
+fn json_word<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn nodes_table(nodes: &[Node]) -> String {
+    let mut t = Table::new(vec![
+        "ID",
+        "ROLE",
+        "STATUS",
+        "AGENTS",
+        "CPU%",
+        "MEM%",
+        "ADDRESS",
+        "SERVICES",
+        "LAST SEEN",
+    ]);
+    for n in nodes {
+        t.row(vec![
+            n.id.clone(),
+            n.role.as_str().to_string(),
+            n.status.as_str().to_string(),
+            format!("{}/{}", n.active_agents, n.max_agents),
+            format!("{:.1}", n.cpu_usage),
+            format!("{:.1}", n.memory_usage),
+            n.address.clone(),
+            n.services.join(","),
+            n.last_seen.to_rfc3339(),
+        ]);
+    }
+    format!("{}\n{} node(s)", t.render(), nodes.len())
+}
+
+fn node_fields(n: &Node) -> String {
+    let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    fields(&[
+        ("id", n.id.clone()),
+        ("hostname", n.hostname.clone()),
+        ("address", n.address.clone()),
+        ("role", n.role.as_str().to_string()),
+        ("status", n.status.as_str().to_string()),
+        ("healthy", n.healthy.to_string()),
+        ("draining", n.draining.to_string()),
+        ("agents", format!("{}/{}", n.active_agents, n.max_agents)),
+        ("capacity", format!("{:.2}", n.capacity)),
+        ("load", format!("{:.1}", n.load)),
+        (
+            "cpu/mem/disk %",
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                n.cpu_usage, n.memory_usage, n.disk_usage
+            ),
+        ),
+        ("load average", format!("{:.2}", n.load_average)),
+        ("uptime", n.uptime.clone()),
+        ("last seen", n.last_seen.to_rfc3339()),
+        ("services", n.services.join(", ")),
+        ("labels", labels.join(", ")),
+        ("version", n.version.clone()),
+    ])
+}
+
+fn stats_text(s: &ClusterStats) -> String {
+    let mut pairs = vec![
+        ("answered by", s.local_node.clone()),
+        (
+            "leader",
+            s.leader.as_ref().map_or("none".to_string(), |l| {
+                format!("{} (epoch {})", l.coordinator_id, l.epoch)
+            }),
+        ),
+        ("assignments", s.total_assignments.to_string()),
+        (
+            "reassignments",
+            format!(
+                "{}{}",
+                s.reassignments,
+                if s.reassignments_paused {
+                    " (paused)"
+                } else {
+                    ""
+                }
+            ),
+        ),
+    ];
+    if let Some(r) = &s.registry {
+        pairs.push((
+            "nodes",
+            format!(
+                "{} total, {} online, {} healthy",
+                r.total_nodes, r.online_nodes, r.healthy_nodes
+            ),
+        ));
+        pairs.push((
+            "agents",
+            format!(
+                "{}/{} ({:.1}% used)",
+                r.total_agents, r.max_agents, r.utilization_pct
+            ),
+        ));
+        pairs.push(("by role", format!("{:?}", r.nodes_by_role)));
+        pairs.push(("by status", format!("{:?}", r.nodes_by_status)));
+    }
+    if let Some(b) = &s.balancer {
+        pairs.push(("strategy", b.strategy.to_string()));
+        pairs.push((
+            "selections",
+            format!("{} ({} no capacity)", b.selections, b.no_capacity),
+        ));
+    }
+    fields(&pairs)
+}

@@ -1,0 +1,141 @@
+//! The request loop over a real nats-server: replies are encoded once, errors reach
+//! the client as the envelope with the NATS service error headers set, and every
+//! endpoint answers on both its shared and its per-instance subject.
+
+use std::time::Duration;
+
+use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use shoal_protocol::{
+    ClientError, Endpoint, ErrorCode, NodeIdRequest, ServiceKind, ShoalClient, ShoalError,
+    Subjects, decode,
+};
+use shoal_testkit::NatsServer;
+use tokio_util::sync::CancellationToken;
+
+/// A registry-shaped service whose `nodes.get` knows one node, "n1".
+/// Dropping the returned service unregisters it.
+async fn start_test_service(
+    client: &async_nats::Client,
+    instance: &str,
+) -> (async_nats::service::Service, CancellationToken) {
+    let subjects = Subjects::default();
+    let service = shoal_runtime::start_service(client, ServiceKind::Registry, instance)
+        .await
+        .unwrap();
+    let requests =
+        shoal_runtime::add_endpoint(&service, &subjects, Endpoint::RegistryNodesGet, instance)
+            .await
+            .unwrap();
+    let shutdown = CancellationToken::new();
+    let instance = instance.to_string();
+    tokio::spawn(shoal_runtime::serve(
+        requests,
+        shutdown.clone(),
+        move |message| {
+            let instance = instance.clone();
+            async move {
+                let request: NodeIdRequest = decode(&message.payload)?;
+                match request.id.as_str() {
+                    "n1" => Ok(serde_json::json!({ "id": "n1", "answered_by": instance })),
+                    other => Err(ShoalError::not_found(format!("no node with id {other:?}"))),
+                }
+            }
+        },
+    ));
+    (service, shutdown)
+}
+
+#[tokio::test]
+async fn error_envelope_reaches_the_client_with_service_error_headers() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let _shutdown = start_test_service(&client, "r1").await;
+    let subject = Subjects::default().endpoint(Endpoint::RegistryNodesGet);
+
+    // Malformed JSON: raw NATS view of the reply.
+    let reply = client
+        .request(subject.clone(), "{\"id\": ".into())
+        .await
+        .unwrap();
+    let headers = reply.headers.clone().expect("error replies carry headers");
+    assert_eq!(
+        headers.get(NATS_SERVICE_ERROR_CODE).unwrap().as_str(),
+        "400"
+    );
+    assert!(
+        headers
+            .get(NATS_SERVICE_ERROR)
+            .unwrap()
+            .as_str()
+            .starts_with("malformed JSON")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON")
+    );
+
+    // Wrong type, through the shared client helper.
+    let shoal = ShoalClient::new(client.clone(), Subjects::default());
+    let err = shoal
+        .call::<_, serde_json::Value>(Endpoint::RegistryNodesGet, &serde_json::json!({ "id": 7 }))
+        .await
+        .unwrap_err();
+    match err {
+        ClientError::Service(e) => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("`id`"), "{}", e.message);
+        }
+        other => panic!("expected a service error, got {other:?}"),
+    }
+
+    // Not found is its own code; a good request gets the value.
+    let err = shoal.get_node("n2").await.unwrap_err();
+    assert_eq!(err.service_code(), Some(ErrorCode::NotFound));
+    let ok: serde_json::Value = shoal
+        .call(
+            Endpoint::RegistryNodesGet,
+            &serde_json::json!({ "id": "n1" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok["id"], "n1");
+}
+
+#[tokio::test]
+async fn each_replica_answers_its_direct_subject() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let _a = start_test_service(&client, "ra").await;
+    let _b = start_test_service(&client, "rb").await;
+    let shoal = ShoalClient::new(client.clone(), Subjects::default());
+    for instance in ["ra", "rb"] {
+        let reply: serde_json::Value = shoal
+            .call_direct(
+                Endpoint::RegistryNodesGet,
+                instance,
+                &NodeIdRequest { id: "n1".into() },
+            )
+            .await
+            .unwrap();
+        assert_eq!(reply["answered_by"], instance);
+    }
+}
+
+#[tokio::test]
+async fn client_reports_no_responders_after_retrying() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let shoal =
+        ShoalClient::new(client, Subjects::default()).with_retry_for(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let err = shoal.registry_stats().await.unwrap_err();
+    assert!(matches!(err, ClientError::NoResponders { .. }), "{err:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(100),
+        "it retried before giving up"
+    );
+}
