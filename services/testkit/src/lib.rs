@@ -18,12 +18,12 @@
 //!     "registry",
 //!     &binary("shoal-registry")?,
 //!     &[],
-//!     &[("SHOAL_NATS_URL".into(), cluster.urls()), ("DATABASE_URL".into(), db_url)],
+//!     &[("SHOAL_NATS_URL".into(), cluster.urls()), ("SHOAL_DATABASE_URL".into(), db_url)],
 //! )?;
 //! registry.wait_for_log("ready", Duration::from_secs(10)).await?;
 //! let client = cluster.client().await?;
 //! wait_for("the registry to answer", Duration::from_secs(10), || async {
-//!     client.request("shoal.registry.ping", "".into()).await.ok()
+//!     client.request("$SRV.PING.shoal-registry", "".into()).await.ok()
 //! })
 //! .await?;
 //! # Ok(())
@@ -31,7 +31,9 @@
 //! ```
 
 pub mod http;
+pub mod micro;
 mod nats;
+mod pgdata;
 pub mod ports;
 mod postgres;
 mod process;

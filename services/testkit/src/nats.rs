@@ -507,6 +507,18 @@ mod tests {
     }
 
     #[test]
+    fn async_nats_does_not_split_comma_separated_urls() {
+        // Why NatsCluster has server_addrs() and client() besides urls().
+        let joined = "nats://127.0.0.1:4222,nats://127.0.0.1:4223";
+        assert!(joined.parse::<async_nats::ServerAddr>().is_err());
+        assert!(
+            "nats://127.0.0.1:4222"
+                .parse::<async_nats::ServerAddr>()
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn workspace_root_has_the_deps_script() {
         assert!(workspace_root().join("scripts/deps.sh").is_file());
     }

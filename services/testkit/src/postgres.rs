@@ -11,6 +11,7 @@ use nix::unistd::{Gid, Uid, User, chown, geteuid};
 use tempfile::TempDir;
 use tokio_postgres::NoTls;
 
+use crate::pgdata::{make_data_dir, scratch_dir};
 use crate::ports::free_port;
 use crate::process::{CommandSpec, Proc, log_file, with_log};
 use crate::wait::try_wait_for;
@@ -23,9 +24,9 @@ const PANIC_TAIL_LINES: usize = 50;
 const ERROR_TAIL_LINES: usize = 30;
 
 /// A Postgres server of its own: data directory, unix socket directory and log
-/// in one temporary directory, listening on a free port of 127.0.0.1 only,
-/// `trust` authentication for user `postgres`. Dropping it kills the server
-/// and its backends and deletes the directory.
+/// in one temporary directory (on tmpfs when there is room), listening on a
+/// free port of 127.0.0.1 only, `trust` authentication for user `postgres`.
+/// Dropping it shuts the server down at once and deletes the directory.
 pub struct Postgres {
     // Declared before `dir` so the server dies before its directory goes.
     proc: Proc,
@@ -43,10 +44,7 @@ impl Postgres {
         } else {
             None
         };
-        let mut dir = tempfile::Builder::new()
-            .prefix("shoal-pg-")
-            .tempdir()
-            .context("creating a temporary directory for postgres")?;
+        let mut dir = scratch_dir("shoal-pg-")?;
         let data_dir = dir.path().join("data");
         let socket_dir = dir.path().join("sock");
         std::fs::create_dir(&socket_dir)?;
@@ -56,7 +54,7 @@ impl Postgres {
                     .with_context(|| format!("chown {} to postgres", path.display()))?;
             }
         }
-        initdb(&bindir, dir.path(), &data_dir, run_as).await?;
+        make_data_dir(&bindir, dir.path(), &data_dir, run_as).await?;
         let log_path = log_file(dir.path(), "postgres")?;
 
         let mut attempt = 1;
@@ -222,40 +220,6 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client> {
         }
     });
     Ok(client)
-}
-
-async fn initdb(
-    bindir: &Path,
-    dir: &Path,
-    data_dir: &Path,
-    run_as: Option<(Uid, Gid)>,
-) -> Result<()> {
-    let mut cmd = tokio::process::Command::new(bindir.join("initdb"));
-    cmd.arg("-D")
-        .arg(data_dir)
-        .args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-locale",
-            "--no-sync",
-        ])
-        .current_dir(dir);
-    if let Some((uid, gid)) = run_as {
-        cmd.uid(uid.as_raw()).gid(gid.as_raw());
-    }
-    let output = cmd.output().await.context("running initdb")?;
-    if !output.status.success() {
-        bail!(
-            "initdb failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// Removes the SysV shared memory segment a killed postmaster leaves behind

@@ -18,6 +18,7 @@ use crate::wait::try_wait_for;
 
 const DROP_EXIT_DEADLINE: Duration = Duration::from_secs(5);
 const PAUSE_DEADLINE: Duration = Duration::from_secs(5);
+const KILL_CHILDREN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How a child is (re)started; kept so the same command can run again after a
 /// kill or stop.
@@ -188,7 +189,7 @@ impl Proc {
     pub fn has_exited(&self) -> bool {
         match self.pid() {
             None => true,
-            Some(pid) => process_state(pid).is_none_or(|state| state == 'Z' || state == 'X'),
+            Some(pid) => has_ended(pid),
         }
     }
 
@@ -233,8 +234,16 @@ impl Proc {
         // Stopped, the parent neither forks nor reaps, so the children listed
         // below keep their pids (as zombies at worst) until we have killed them.
         let _ = send(pid, Signal::SIGSTOP);
-        for child_pid in children_of(pid) {
+        let children = children_of(pid);
+        for &child_pid in &children {
             let _ = send(child_pid, Signal::SIGKILL);
+        }
+        // Dead means zombie (the stopped parent cannot reap them): by then they
+        // have released their memory, which matters for shared memory that a
+        // crashed server's cleanup removes next.
+        let until = std::time::Instant::now() + KILL_CHILDREN_DEADLINE;
+        while !children.iter().all(|&child| has_ended(child)) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
         }
         // SIGKILL ends a stopped process too; SIGCONT only tidies the state.
         let _ = send(pid, Signal::SIGKILL);
@@ -346,6 +355,10 @@ fn process_state(pid: u32) -> Option<char> {
 
 fn parent_of(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+fn has_ended(pid: u32) -> bool {
+    process_state(pid).is_none_or(|state| matches!(state, 'Z' | 'X'))
 }
 
 /// Whether every thread of `pid` is stopped (or the process is gone).
@@ -511,7 +524,7 @@ impl ServiceProcess {
     /// Bytes in the log so far: pass to [`Self::wait_for_log_since`] to wait for
     /// output newer than now.
     pub fn log_len(&self) -> usize {
-        self.log().len()
+        std::fs::read(self.proc.log_path()).map_or(0, |bytes| bytes.len())
     }
 
     /// Waits until the log contains `needle`; fails early if the process exits
@@ -528,10 +541,12 @@ impl ServiceProcess {
         deadline: Duration,
     ) -> Result<()> {
         let what = format!("{needle:?} in the log of {}", self.proc.name());
+        // Bytes, not text: an offset need not fall on a character boundary.
         let found = || {
-            let log = self.log();
-            log.get(offset..)
-                .is_some_and(|recent| recent.contains(needle))
+            let log = std::fs::read(self.proc.log_path()).unwrap_or_default();
+            log.get(offset..).is_some_and(|recent| {
+                needle.is_empty() || recent.windows(needle.len()).any(|w| w == needle.as_bytes())
+            })
         };
         let result = try_wait_for(&what, deadline, || {
             let outcome = if found() {
