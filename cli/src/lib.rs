@@ -4,9 +4,13 @@
 //! shared client helper; output is a table for people or JSON with `--json`; every
 //! error says what to do next.
 
+mod control;
 mod hints;
+mod local;
 mod ops;
 mod output;
+mod up;
+mod watch;
 
 use std::time::Duration;
 
@@ -34,12 +38,59 @@ pub struct Cli {
     #[arg(long, global = true, env = "SHOAL_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// Where `shoal up` keeps its data, logs and state.
+    #[arg(long, global = true, env = "SHOAL_DIR", default_value = ".shoal")]
+    pub dir: std::path::PathBuf,
+
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Start the whole control plane locally (nats-server, Postgres, registry,
+    /// balancer, two coordinators, N announcers) and keep it running until Ctrl-C.
+    Up {
+        /// Announcer processes (one per simulated machine).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Coordinators (two, so failover can be seen).
+        #[arg(long, default_value_t = 2)]
+        coordinators: usize,
+        /// Use this Postgres instead of starting one.
+        #[arg(long, env = "SHOAL_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Port of the local nats-server.
+        #[arg(long, default_value_t = 4222)]
+        nats_port: u16,
+        /// Monitoring port of the local nats-server.
+        #[arg(long, default_value_t = 8222)]
+        monitor_port: u16,
+        /// Port of the local Postgres.
+        #[arg(long, default_value_t = 55432)]
+        pg_port: u16,
+        /// Use the running NATS given by --nats-url instead of starting one.
+        #[arg(long)]
+        external_nats: bool,
+    },
+    /// The processes `shoal up` runs: status, pid, health.
+    Status,
+    /// Stop the control plane `shoal up` started.
+    Down,
+    /// Show the logs of one instance (e.g. `registry`, `coordinator-2`), a kind
+    /// (`coordinator`, `announcer`), or all.
+    Logs {
+        service: Option<String>,
+        /// Lines from the end of each log.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: usize,
+    },
+    /// A live view of nodes, the leader and recent events (Ctrl-C to leave).
+    Watch {
+        /// Redraw this many times, then exit (default: until Ctrl-C).
+        #[arg(long)]
+        refreshes: Option<u64>,
+    },
     /// List nodes, optionally filtered.
     Nodes {
         #[arg(long, value_parser = parse_role)]
@@ -116,9 +167,42 @@ pub enum StrategyAction {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let paths = local::Paths::new(&cli.dir);
+    match &cli.command {
+        Command::Up {
+            nodes,
+            coordinators,
+            database_url,
+            nats_port,
+            monitor_port,
+            pg_port,
+            external_nats,
+        } => {
+            return up::up(up::UpArgs {
+                dir: cli.dir.clone(),
+                nodes: *nodes,
+                coordinators: *coordinators,
+                nats_url: external_nats.then(|| cli.nats.nats_url.clone()),
+                database_url: database_url.clone(),
+                nats_port: *nats_port,
+                monitor_port: *monitor_port,
+                pg_port: *pg_port,
+            })
+            .await;
+        }
+        Command::Status => return control::status(&paths, cli.json).await,
+        Command::Down => return control::down(&paths).await,
+        Command::Logs { service, lines } => {
+            return control::logs(&paths, service.as_deref(), *lines);
+        }
+        _ => {}
+    }
     let subjects = cli.nats.subjects()?;
     let nats = connect(&cli.nats, cli.timeout).await?;
     let client = ShoalClient::new(nats.clone(), subjects).with_timeout(cli.timeout);
+    if let Command::Watch { refreshes } = &cli.command {
+        return watch::watch(&client, *refreshes).await;
+    }
     let result = ops::run(&client, &cli.command, cli.json).await;
     // Flush anything published before exiting.
     let _ = nats.flush().await;

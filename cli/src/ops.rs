@@ -164,6 +164,15 @@ pub async fn run(
             };
             render(as_json, &reply, || format!("strategy: {}", reply.strategy))
         }
+        // Local control-plane commands and `watch` are dispatched before any request
+        // is made (see `crate::run`).
+        Command::Up { .. }
+        | Command::Status
+        | Command::Down
+        | Command::Logs { .. }
+        | Command::Watch { .. } => {
+            return Ok(());
+        }
     };
     println!("{text}");
     Ok(())

@@ -2,9 +2,13 @@
 
 #[tokio::test]
 async fn answers_ping_and_info_and_exits_zero_on_sigterm() {
-    let seen = shoal_testkit::micro::check_lifecycle("shoal-announcer", "shoal-announcer", &["--node-id".to_string(), "lifecycle-node".to_string()])
-        .await
-        .unwrap();
+    let seen = shoal_testkit::micro::check_lifecycle(
+        "shoal-announcer",
+        "shoal-announcer",
+        &["--node-id".to_string(), "lifecycle-node".to_string()],
+    )
+    .await
+    .unwrap();
     assert_eq!(seen.info["version"], env!("CARGO_PKG_VERSION"));
     println!("shoal-announcer stopped {:?} after SIGTERM", seen.stop_time);
 }

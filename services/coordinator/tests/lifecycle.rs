@@ -6,5 +6,8 @@ async fn answers_ping_and_info_and_exits_zero_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(seen.info["version"], env!("CARGO_PKG_VERSION"));
-    println!("shoal-coordinator stopped {:?} after SIGTERM", seen.stop_time);
+    println!(
+        "shoal-coordinator stopped {:?} after SIGTERM",
+        seen.stop_time
+    );
 }

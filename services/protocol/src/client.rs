@@ -278,10 +278,8 @@ pub fn decode_reply<Rep: DeserializeOwned>(
     payload: &[u8],
 ) -> Result<Rep, ClientError> {
     let flagged = headers.is_some_and(|h| h.get(NATS_SERVICE_ERROR_CODE).is_some());
-    if flagged {
-        if let Some(e) = ShoalError::from_reply(headers, payload) {
-            return Err(ClientError::Service(e));
-        }
+    if flagged && let Some(e) = ShoalError::from_reply(headers, payload) {
+        return Err(ClientError::Service(e));
     }
     serde_json::from_slice(payload).map_err(|e| match ShoalError::from_reply(None, payload) {
         Some(service_error) => ClientError::Service(service_error),

@@ -1,0 +1,169 @@
+//! `shoal status`, `shoal down`, `shoal logs`: the local control plane `shoal up`
+//! started, found again through its state file.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use crate::local::{Kind, Paths, State, alive, tail};
+use crate::output::Table;
+
+fn require_state(paths: &Paths) -> anyhow::Result<State> {
+    paths.load()?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no local control plane found in {} — start one with `shoal up`",
+            paths.root.display()
+        )
+    })
+}
+
+/// A table like the Tasker seed's cluster-status: instance, status, pid, health.
+pub async fn status(paths: &Paths, as_json: bool) -> anyhow::Result<()> {
+    let state = require_state(paths)?;
+    let health = service_health(&state).await;
+    let mut rows = Vec::new();
+    for i in &state.instances {
+        let running = alive(i.pid);
+        let healthy = match i.kind.service_name() {
+            Some(_) => health.get(&i.name).copied().unwrap_or(false),
+            None => running,
+        };
+        rows.push(serde_json::json!({
+            "instance": i.name,
+            "status": if running { "running" } else { "stopped" },
+            "pid": i.pid,
+            "health": if healthy { "healthy" } else { "unhealthy" },
+            "address": i.address,
+            "log": i.log,
+        }));
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "nats_url": state.nats_url, "instances": rows })
+            )?
+        );
+        return Ok(());
+    }
+    let mut t = Table::new(vec!["INSTANCE", "STATUS", "PID", "HEALTH", "ADDRESS"]);
+    for r in &rows {
+        let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+        t.row(vec![
+            s("instance"),
+            s("status"),
+            r["pid"].to_string(),
+            s("health"),
+            s("address"),
+        ]);
+    }
+    println!("{}", t.render());
+    Ok(())
+}
+
+/// Services answering `$SRV.PING`, by the instance id in their metadata.
+async fn service_health(state: &State) -> HashMap<String, bool> {
+    let mut healthy = HashMap::new();
+    let Ok(client) = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_secs(2))
+        .connect(state.nats_url.as_str())
+        .await
+    else {
+        return healthy;
+    };
+    let inbox = client.new_inbox();
+    let Ok(mut replies) = client.subscribe(inbox.clone()).await else {
+        return healthy;
+    };
+    for kind in [
+        Kind::Registry,
+        Kind::Balancer,
+        Kind::Coordinator,
+        Kind::Announcer,
+    ] {
+        if let Some(name) = kind.service_name() {
+            let _ = client
+                .publish_with_reply(format!("$SRV.PING.{name}"), inbox.clone(), "".into())
+                .await;
+        }
+    }
+    let _ = client.flush().await;
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline.into(), replies.next()).await {
+        if let Ok(pong) = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+            && let Some(id) = pong["metadata"]["instance_id"].as_str()
+        {
+            healthy.insert(id.to_string(), true);
+        }
+    }
+    healthy
+}
+
+/// Stops the control plane `shoal up` runs: asks `shoal up` to stop everything in
+/// order; if it is gone, stops what is left directly.
+pub async fn down(paths: &Paths) -> anyhow::Result<()> {
+    let state = require_state(paths)?;
+    let signal = |pid: u32, sig| {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        }
+    };
+    if alive(state.up_pid) {
+        signal(state.up_pid, nix::sys::signal::Signal::SIGTERM);
+        let started = Instant::now();
+        while alive(state.up_pid) {
+            if started.elapsed() > Duration::from_secs(60) {
+                anyhow::bail!("shoal up (pid {}) did not stop within 60 s", state.up_pid);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    } else {
+        for i in state.instances.iter().rev().filter(|i| alive(i.pid)) {
+            let sig = if i.kind == Kind::Postgres {
+                nix::sys::signal::Signal::SIGINT
+            } else {
+                nix::sys::signal::Signal::SIGTERM
+            };
+            signal(i.pid, sig);
+        }
+        paths.clear();
+    }
+    println!("stopped");
+    Ok(())
+}
+
+/// Prints the logs of one instance (by name, or every instance of a service kind:
+/// `coordinator` shows coordinator-1 and coordinator-2), or of all.
+pub fn logs(paths: &Paths, which: Option<&str>, lines: usize) -> anyhow::Result<()> {
+    let state = require_state(paths)?;
+    let chosen: Vec<_> = state
+        .instances
+        .iter()
+        .filter(|i| match which {
+            None => true,
+            Some(w) => {
+                i.name == w
+                    || i.name.starts_with(&format!("{w}-"))
+                    || (w == "announcer" && i.kind == Kind::Announcer)
+            }
+        })
+        .collect();
+    if chosen.is_empty() {
+        let names: Vec<_> = state.instances.iter().map(|i| i.name.as_str()).collect();
+        anyhow::bail!(
+            "no instance called {:?} — one of: {}",
+            which.unwrap_or_default(),
+            names.join(", ")
+        );
+    }
+    for i in chosen {
+        println!(
+            "==> {} ({}) <==\n{}\n",
+            i.name,
+            i.log.display(),
+            tail(&i.log, lines)
+        );
+    }
+    Ok(())
+}

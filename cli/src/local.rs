@@ -1,0 +1,130 @@
+//! The local control plane `shoal up` runs: where its state lives, how its
+//! processes are found again by `status`, `down` and `logs`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// One process `shoal up` started.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Instance {
+    /// e.g. `registry`, `coordinator-2`, `node-1`, `nats-server`, `postgres`.
+    pub name: String,
+    pub kind: Kind,
+    pub pid: u32,
+    pub log: PathBuf,
+    /// Where it listens, for servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    NatsServer,
+    Postgres,
+    Registry,
+    Balancer,
+    Coordinator,
+    Announcer,
+}
+
+impl Kind {
+    /// The NATS micro service name, for services.
+    pub fn service_name(self) -> Option<&'static str> {
+        match self {
+            Kind::Registry => Some("shoal-registry"),
+            Kind::Balancer => Some("shoal-balancer"),
+            Kind::Coordinator => Some("shoal-coordinator"),
+            Kind::Announcer => Some("shoal-announcer"),
+            Kind::NatsServer | Kind::Postgres => None,
+        }
+    }
+}
+
+/// What `shoal up` wrote down about the running control plane.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub up_pid: u32,
+    pub nats_url: String,
+    pub monitor_port: Option<u16>,
+    pub database_url: Option<String>,
+    pub instances: Vec<Instance>,
+}
+
+pub struct Paths {
+    pub root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(root: &Path) -> Paths {
+        Paths {
+            root: root.to_path_buf(),
+        }
+    }
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    pub fn logs(&self) -> PathBuf {
+        self.run().join("logs")
+    }
+    pub fn nats_store(&self) -> PathBuf {
+        self.run().join("nats")
+    }
+    pub fn pg_data(&self) -> PathBuf {
+        self.run().join("pg")
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.run().join("state.json")
+    }
+
+    pub fn load(&self) -> anyhow::Result<Option<State>> {
+        match std::fs::read_to_string(self.state_file()) {
+            Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} is not a shoal state file; remove it if nothing runs",
+                    self.state_file().display()
+                )
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", self.state_file().display())),
+        }
+    }
+
+    pub fn save(&self, state: &State) -> anyhow::Result<()> {
+        let tmp = self.state_file().with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(state)?)?;
+        std::fs::rename(&tmp, self.state_file())?;
+        Ok(())
+    }
+
+    pub fn clear(&self) {
+        let _ = std::fs::remove_file(self.state_file());
+    }
+}
+
+/// Whether a process with this pid exists (signal 0 checks without sending).
+pub fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() && !zombie(pid)
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// The last `lines` lines of a file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

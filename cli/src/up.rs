@@ -1,0 +1,464 @@
+//! `shoal up`: the whole control plane on this machine, in the foreground. Starts
+//! what is not given by URL (nats-server with JetStream, Postgres), then registry,
+//! balancer, two coordinators and N announcers; Ctrl-C (or `shoal down`) stops them
+//! in order: nodes, services, then the servers.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use tokio::process::{Child, Command};
+
+use crate::local::{Instance, Kind, Paths, State, alive, tail};
+
+pub struct UpArgs {
+    pub dir: PathBuf,
+    pub nodes: usize,
+    pub nats_url: Option<String>,
+    pub database_url: Option<String>,
+    pub nats_port: u16,
+    pub monitor_port: u16,
+    pub pg_port: u16,
+    pub coordinators: usize,
+}
+
+struct Running {
+    instance: Instance,
+    child: Child,
+}
+
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let paths = Paths::new(&args.dir);
+    if let Some(state) = paths.load()? {
+        if alive(state.up_pid) {
+            bail!(
+                "a control plane is already running here (shoal up, pid {}) — see `shoal status`, stop it with `shoal down`",
+                state.up_pid
+            );
+        }
+        paths.clear();
+    }
+    std::fs::create_dir_all(paths.logs())?;
+    let mut running: Vec<Running> = Vec::new();
+    let result = start_all(&args, &paths, &mut running).await;
+    let state = State {
+        up_pid: std::process::id(),
+        nats_url: result.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+        monitor_port: result.as_ref().ok().and_then(|r| r.2),
+        database_url: result.as_ref().ok().and_then(|r| r.1.clone()),
+        instances: running.iter().map(|r| r.instance.clone()).collect(),
+    };
+    if let Err(e) = result {
+        stop_all(&mut running).await;
+        return Err(e);
+    }
+    paths.save(&state)?;
+    print_summary(&state);
+    println!("running; Ctrl-C (or `shoal down`) stops everything");
+    supervise(&mut running).await;
+    println!("stopping…");
+    stop_all(&mut running).await;
+    paths.clear();
+    println!("stopped; data kept in {}", paths.run().display());
+    Ok(())
+}
+
+/// Returns (nats url, database url, monitoring port).
+async fn start_all(
+    args: &UpArgs,
+    paths: &Paths,
+    running: &mut Vec<Running>,
+) -> anyhow::Result<(String, Option<String>, Option<u16>)> {
+    let (nats_url, monitor) = match &args.nats_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let url = start_nats(args, paths, running).await?;
+            (url, Some(args.monitor_port))
+        }
+    };
+    let database_url = match &args.database_url {
+        Some(url) => Some(url.clone()),
+        None => Some(start_postgres(args, paths, running).await?),
+    };
+    let env = |instance: &str| {
+        let mut env = vec![
+            ("SHOAL_NATS_URL".to_string(), nats_url.clone()),
+            ("SHOAL_INSTANCE_ID".to_string(), instance.to_string()),
+        ];
+        if let Some(db) = &database_url {
+            env.push(("SHOAL_DATABASE_URL".to_string(), db.clone()));
+        }
+        env
+    };
+    let mut services = vec![
+        ("registry".to_string(), Kind::Registry, vec![]),
+        ("balancer".to_string(), Kind::Balancer, vec![]),
+    ];
+    for i in 1..=args.coordinators {
+        services.push((format!("coordinator-{i}"), Kind::Coordinator, vec![]));
+    }
+    for i in 1..=args.nodes {
+        let id = format!("node-{i}");
+        services.push((
+            id.clone(),
+            Kind::Announcer,
+            vec!["--node-id".to_string(), id],
+        ));
+    }
+    for (name, kind, extra) in services {
+        let bin = sibling_binary(kind.service_name().unwrap_or_default())?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(&extra).envs(env(&name));
+        running.push(spawn(cmd, &name, kind, paths, None)?);
+    }
+    Ok((nats_url, database_url, monitor))
+}
+
+fn spawn(
+    mut cmd: Command,
+    name: &str,
+    kind: Kind,
+    paths: &Paths,
+    address: Option<String>,
+) -> anyhow::Result<Running> {
+    let log = paths.logs().join(format!("{name}.log"));
+    let file =
+        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    // Own process group: the terminal's Ctrl-C reaches `shoal up` alone, which then
+    // stops everything in order.
+    cmd.stdout(file.try_clone()?)
+        .stderr(file)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    let pid = child.id().unwrap_or_default();
+    Ok(Running {
+        instance: Instance {
+            name: name.to_string(),
+            kind,
+            pid,
+            log,
+            address,
+        },
+        child,
+    })
+}
+
+/// A Shoal binary built next to this one (`target/<profile>/`).
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        bail!(
+            "{} not found next to {} — build everything with `cargo build --bins`",
+            name,
+            exe.display()
+        )
+    }
+}
+
+fn nats_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SHOAL_NATS_SERVER") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut candidates = vec![PathBuf::from(".shoal/tools/nats-server")];
+    if let Ok(exe) = std::env::current_exe() {
+        // target/<profile>/shoal → <workspace>/.shoal/tools/nats-server
+        if let Some(ws) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
+            candidates.push(ws.join(".shoal/tools/nats-server"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("nats-server not found — run scripts/deps.sh (or set SHOAL_NATS_SERVER, or pass --nats-url)"))
+}
+
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+async fn start_nats(
+    args: &UpArgs,
+    paths: &Paths,
+    running: &mut Vec<Running>,
+) -> anyhow::Result<String> {
+    for port in [args.nats_port, args.monitor_port] {
+        if !port_free(port) {
+            bail!(
+                "port {port} is in use — is another nats-server or `shoal up` running? try `shoal down` or --nats-port/--monitor-port"
+            );
+        }
+    }
+    std::fs::create_dir_all(paths.nats_store())?;
+    let mut cmd = Command::new(nats_binary()?);
+    cmd.args(["-a", "127.0.0.1", "-n", "shoal-local", "-js"])
+        .arg("-p")
+        .arg(args.nats_port.to_string())
+        .arg("-m")
+        .arg(args.monitor_port.to_string())
+        .arg("-sd")
+        .arg(paths.nats_store());
+    let url = format!("nats://127.0.0.1:{}", args.nats_port);
+    let r = spawn(
+        cmd,
+        "nats-server",
+        Kind::NatsServer,
+        paths,
+        Some(url.clone()),
+    )?;
+    let log = r.instance.log.clone();
+    running.push(r);
+    let port = args.monitor_port;
+    wait_until(
+        "nats-server",
+        Duration::from_secs(20),
+        &log,
+        || async move { http_ok(port, "/healthz?js-enabled-only=true").await },
+    )
+    .await?;
+    Ok(url)
+}
+
+async fn start_postgres(
+    args: &UpArgs,
+    paths: &Paths,
+    running: &mut Vec<Running>,
+) -> anyhow::Result<String> {
+    if !port_free(args.pg_port) {
+        bail!(
+            "port {} is in use — is another Postgres or `shoal up` running? try `shoal down` or --pg-port",
+            args.pg_port
+        );
+    }
+    let bindir = pg_bindir()?;
+    let data = paths.pg_data();
+    let run_as = postgres_user()?;
+    if !data.join("PG_VERSION").is_file() {
+        std::fs::create_dir_all(&data)?;
+        chown(&data, run_as)?;
+        let log = paths.logs().join("initdb.log");
+        let mut cmd = Command::new(bindir.join("initdb"));
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"]);
+        as_user(&mut cmd, run_as);
+        let out = cmd.output().await.context("running initdb")?;
+        std::fs::write(&log, [out.stdout, out.stderr].concat())?;
+        if !out.status.success() {
+            bail!("initdb failed:\n{}", tail(&log, 20));
+        }
+    }
+    chown(&data, run_as)?;
+    let mut cmd = Command::new(bindir.join("postgres"));
+    cmd.arg("-D")
+        .arg(&data)
+        .arg("-p")
+        .arg(args.pg_port.to_string())
+        .arg("-k")
+        .arg(&data);
+    cmd.args(["-c", "listen_addresses=127.0.0.1"]);
+    as_user(&mut cmd, run_as);
+    let base = format!("postgres://postgres@127.0.0.1:{}", args.pg_port);
+    let r = spawn(cmd, "postgres", Kind::Postgres, paths, Some(base.clone()))?;
+    let log = r.instance.log.clone();
+    running.push(r);
+    let (isready, port) = (bindir.join("pg_isready"), args.pg_port);
+    wait_until("postgres", Duration::from_secs(30), &log, || {
+        let isready = isready.clone();
+        async move {
+            Command::new(isready)
+                .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .await
+                .is_ok_and(|s| s.success())
+        }
+    })
+    .await?;
+    // "already exists" on later runs is fine.
+    let _ = Command::new(bindir.join("createdb"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &args.pg_port.to_string(),
+            "-U",
+            "postgres",
+            "shoal",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .await;
+    Ok(format!("{base}/shoal"))
+}
+
+fn pg_bindir() -> anyhow::Result<PathBuf> {
+    let out = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output();
+    let dir = match out {
+        Ok(o) if o.status.success() => PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()),
+        _ => PathBuf::from("/usr/lib/postgresql/15/bin"),
+    };
+    if dir.join("postgres").is_file() {
+        Ok(dir)
+    } else {
+        bail!("Postgres server binaries not found — run scripts/deps.sh (or pass --database-url)")
+    }
+}
+
+/// initdb and postgres refuse to run as root: as root, run them as `postgres`.
+fn postgres_user() -> anyhow::Result<Option<(u32, u32)>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name("postgres")?.ok_or_else(|| {
+        anyhow::anyhow!("running as root needs a `postgres` system user — run scripts/deps.sh")
+    })?;
+    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}
+
+fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+}
+
+fn chown(dir: &Path, user: Option<(u32, u32)>) -> anyhow::Result<()> {
+    if let Some((uid, gid)) = user {
+        for entry in walk(dir) {
+            nix::unistd::chown(&entry, Some(uid.into()), Some(gid.into()))
+                .with_context(|| format!("chown {}", entry.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+async fn wait_until<F, Fut>(
+    what: &str,
+    deadline: Duration,
+    log: &Path,
+    mut check: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        if start.elapsed() > deadline {
+            bail!(
+                "{what} did not come up within {deadline:?}; its log ends:\n{}",
+                tail(log, 20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn http_ok(port: u16, path: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200")
+        || String::from_utf8_lossy(&buf).starts_with("HTTP/1.0 200")
+}
+
+fn print_summary(state: &State) {
+    println!("control plane:");
+    for i in &state.instances {
+        println!(
+            "  {:<16} pid {:<8} {:<34} log {}",
+            i.name,
+            i.pid,
+            i.address.clone().unwrap_or_default(),
+            i.log.display()
+        );
+    }
+    println!("  SHOAL_NATS_URL={}", state.nats_url);
+    if let Some(db) = &state.database_url {
+        println!("  SHOAL_DATABASE_URL={db}");
+    }
+}
+
+/// Until Ctrl-C or SIGTERM; reports children that exit on their own.
+async fn supervise(running: &mut [Running]) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("warning: cannot listen for SIGTERM ({e}); Ctrl-C still works");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    let mut reported = vec![false; running.len()];
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = tick.tick() => {
+                for (r, seen) in running.iter_mut().zip(reported.iter_mut()) {
+                    if !*seen && let Ok(Some(status)) = r.child.try_wait() {
+                        *seen = true;
+                        eprintln!(
+                            "{} exited ({status}); its log ends:\n{}",
+                            r.instance.name,
+                            tail(&r.instance.log, 10)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stops in reverse start order (nodes, services, Postgres, nats-server): each gets
+/// SIGTERM (SIGINT for Postgres: fast shutdown) and 10 s before SIGKILL.
+async fn stop_all(running: &mut Vec<Running>) {
+    while let Some(mut r) = running.pop() {
+        let signal = if r.instance.kind == Kind::Postgres {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
+        if let Ok(pid) = i32::try_from(r.instance.pid) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), r.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("{} did not stop within 10 s; killing it", r.instance.name);
+            let _ = r.child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `shoal watch`: nodes, leader and recent events, redrawn every second.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::StreamExt;
+use shoal_protocol::{AssignmentEvent, LeaderChanged, ListNodesRequest, NodeEvent, ShoalClient};
+
+use crate::output::Table;
+
+const KEEP: usize = 15;
+
+pub async fn watch(client: &ShoalClient, refreshes: Option<u64>) -> anyhow::Result<()> {
+    let nats = client.nats();
+    let s = client.subjects();
+    let mut events = futures::stream::select_all([
+        nats.subscribe(s.registry_events_all()).await?,
+        nats.subscribe(s.coordinator_events_all()).await?,
+        nats.subscribe(s.coordinator_leader_changed()).await?,
+    ]);
+    let mut recent: VecDeque<String> = VecDeque::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut drawn = 0u64;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            Some(msg) = events.next() => {
+                recent.push_front(describe(&msg.payload));
+                recent.truncate(KEEP);
+            }
+            _ = tick.tick() => {
+                println!("{}", screen(client, &recent).await);
+                drawn += 1;
+                if refreshes.is_some_and(|n| drawn >= n) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn describe(payload: &[u8]) -> String {
+    if let Ok(e) = serde_json::from_slice::<NodeEvent>(payload) {
+        let reason = e.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+        return format!(
+            "{}  node {} {}{reason}",
+            e.at.format("%H:%M:%S%.3f"),
+            e.node_id,
+            word(&e.event)
+        );
+    }
+    if let Ok(e) = serde_json::from_slice::<AssignmentEvent>(payload) {
+        let from = e
+            .previous_node_id
+            .map(|p| format!("{p} → "))
+            .unwrap_or_default();
+        let to = e.node_id.unwrap_or_else(|| "-".into());
+        return format!(
+            "{}  agent {} {} {from}{to} ({})",
+            e.at.format("%H:%M:%S%.3f"),
+            e.agent_name,
+            e.event.as_str(),
+            e.reason
+        );
+    }
+    if let Ok(e) = serde_json::from_slice::<LeaderChanged>(payload) {
+        let who = e
+            .leader
+            .map(|l| format!("{} (epoch {})", l.coordinator_id, l.epoch))
+            .unwrap_or_else(|| "nobody".into());
+        return format!("{}  leader is now {who}", e.at.format("%H:%M:%S%.3f"));
+    }
+    String::from_utf8_lossy(payload).into_owned()
+}
+
+fn word<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+async fn screen(client: &ShoalClient, recent: &VecDeque<String>) -> String {
+    let leader = match client.leader().await {
+        Ok(r) => r.leader.map_or("none yet".to_string(), |l| {
+            format!("{} (epoch {})", l.coordinator_id, l.epoch)
+        }),
+        Err(e) => format!("unknown ({})", e.code()),
+    };
+    let nodes = match client.list_nodes(&ListNodesRequest::default()).await {
+        Ok(list) => {
+            let mut t = Table::new(vec!["NODE", "STATUS", "AGENTS", "CPU%", "LAST SEEN"]);
+            for n in &list.nodes {
+                t.row(vec![
+                    n.id.clone(),
+                    n.status.as_str().to_string(),
+                    format!("{}/{}", n.active_agents, n.max_agents),
+                    format!("{:.1}", n.cpu_usage),
+                    n.last_seen.format("%H:%M:%S").to_string(),
+                ]);
+            }
+            t.render()
+        }
+        Err(e) => format!("nodes unavailable: {e}"),
+    };
+    let events: Vec<&str> = recent.iter().map(String::as_str).collect();
+    // Clear the screen and home the cursor, then draw.
+    format!(
+        "\x1b[2J\x1b[H{}  leader: {leader}\n\n{nodes}\n\nrecent events\n{}",
+        chrono::Utc::now().format("%H:%M:%S"),
+        if events.is_empty() {
+            "  (none yet)".to_string()
+        } else {
+            events.join("\n")
+        }
+    )
+}
