@@ -41,8 +41,14 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         paths.clear();
     }
     std::fs::create_dir_all(paths.logs())?;
+    // Listen before starting anything: a Ctrl-C during startup must still stop what
+    // was started (the children are in their own process group and do not see it).
+    let mut signals = Signals::new()?;
     let mut running: Vec<Running> = Vec::new();
-    let result = start_all(&args, &paths, &mut running).await;
+    let result = tokio::select! {
+        result = start_all(&args, &paths, &mut running) => result,
+        _ = signals.recv() => Err(anyhow::anyhow!("interrupted while starting")),
+    };
     let state = State {
         up_pid: std::process::id(),
         nats_url: result.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
@@ -57,7 +63,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     paths.save(&state)?;
     print_summary(&state);
     println!("running; Ctrl-C (or `shoal down`) stops everything");
-    supervise(&mut running).await;
+    supervise(&mut running, &mut signals).await;
     println!("stopping…");
     stop_all(&mut running).await;
     paths.clear();
@@ -409,22 +415,36 @@ fn print_summary(state: &State) {
     }
 }
 
-/// Until Ctrl-C or SIGTERM; reports children that exit on their own.
-async fn supervise(running: &mut [Running]) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("warning: cannot listen for SIGTERM ({e}); Ctrl-C still works");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM as one stream.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-    };
+    }
+}
+
+/// Until Ctrl-C or SIGTERM; reports children that exit on their own.
+async fn supervise(running: &mut [Running], signals: &mut Signals) {
     let mut reported = vec![false; running.len()];
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
+            _ = signals.recv() => return,
             _ = tick.tick() => {
                 for (r, seen) in running.iter_mut().zip(reported.iter_mut()) {
                     if !*seen && let Ok(Some(status)) = r.child.try_wait() {

@@ -32,7 +32,7 @@ pub fn decode_with_limit<T: DeserializeOwned + Validate>(
         payload
     };
     let mut de = serde_json::Deserializer::from_slice(payload);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(describe)?;
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| describe(e, payload))?;
     // Anything after the value (`{"id":"a"} junk`) is malformed too.
     de.end().map_err(|e| {
         ShoalError::bad_request(format!(
@@ -43,7 +43,7 @@ pub fn decode_with_limit<T: DeserializeOwned + Validate>(
     Ok(value)
 }
 
-fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> ShoalError {
+fn describe(err: serde_path_to_error::Error<serde_json::Error>, payload: &[u8]) -> ShoalError {
     let path = err.path().to_string();
     let inner = err.inner();
     let (line, column) = (inner.line(), inner.column());
@@ -53,7 +53,13 @@ fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> ShoalError {
         .rsplit_once(" at line ")
         .map_or(text.as_str(), |(head, _)| head)
         .to_string();
+    // serde_json reports some shape mismatches (an enum given as an array) as syntax
+    // errors; if the payload is valid JSON, it is the field that is wrong.
+    let well_formed = || serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok();
     let message = match inner.classify() {
+        serde_json::error::Category::Syntax if path != "." && well_formed() => {
+            format!("field `{path}` has the wrong type or shape ({text})")
+        }
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
             format!("malformed JSON: {text}")
         }
@@ -142,6 +148,12 @@ mod tests {
         assert_eq!(e.details.unwrap()["field"], "count");
         let e = err(r#"{"id":"n1","inner":{"ratio":"x"}}"#);
         assert!(e.message.contains("`inner.ratio`"), "{}", e.message);
+    }
+
+    #[test]
+    fn enum_given_as_array_names_the_field() {
+        let e = err(r#"{"id":"n1","colour":["red"]}"#);
+        assert!(e.message.starts_with("field `colour`"), "{}", e.message);
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! In-process selection benchmark: a synthetic cluster in a [`View`], timed
+//! selections, no I/O. The loadtest binary calls [`select_throughput`]; the ignored
+//! test `bench_select_10k_nodes` prints it for every strategy.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shoal_protocol::{Node, NodeRole, NodeStatus, SelectRequest, Strategy};
+
+use crate::view::{Settings, View};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchReport {
+    pub strategy: Strategy,
+    pub nodes: usize,
+    pub selections: usize,
+    /// Selections per second over the whole run.
+    pub per_sec: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<13} nodes={} selections={} per_sec={:.0} p50={:?} p99={:?} max={:?}",
+            self.strategy.as_str(),
+            self.nodes,
+            self.selections,
+            self.per_sec,
+            self.p50,
+            self.p99,
+            self.max
+        )
+    }
+}
+
+/// A node for tests and benchmarks: online, with the given load.
+pub fn synthetic_node(
+    id: &str,
+    max_agents: u32,
+    active_agents: u32,
+    cpu: f64,
+    memory: f64,
+) -> Node {
+    let now = Utc::now();
+    Node {
+        id: id.to_string(),
+        hostname: format!("host-{id}"),
+        ip_address: "10.0.0.1".to_string(),
+        port: 8150,
+        address: "10.0.0.1:8150".to_string(),
+        role: NodeRole::Worker,
+        status: NodeStatus::Online,
+        healthy: true,
+        active_agents,
+        max_agents,
+        capacity: 0.0,
+        load: 0.0,
+        cpu_usage: cpu,
+        memory_usage: memory,
+        disk_usage: 10.0,
+        load_average: 0.5,
+        uptime: "1m0s".to_string(),
+        uptime_s: 60,
+        last_seen: now,
+        services: vec!["agents".to_string()],
+        labels: BTreeMap::from([("zone".to_string(), "z1".to_string())]),
+        version: "bench".to_string(),
+        features: Vec::new(),
+        started_at: now,
+        draining: false,
+        manual: false,
+    }
+}
+
+/// A view of `nodes` online nodes with random load (0–80 % CPU and memory, 0–50 of
+/// 100 agent slots), seeded so runs are comparable.
+pub fn synthetic_view(nodes: usize, strategy: Strategy, seed: u64) -> View {
+    let settings = Settings {
+        strategy,
+        ..Settings::default()
+    };
+    let mut view = View::with_seed(settings, seed);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let now = Instant::now();
+    for n in 0..nodes {
+        let node = synthetic_node(
+            &format!("node-{n:06}"),
+            100,
+            rng.random_range(0..50),
+            rng.random_range(0.0..80.0),
+            rng.random_range(0.0..80.0),
+        );
+        view.upsert(node, now);
+    }
+    view
+}
+
+/// Times `selections` selections under `strategy` on a view of `nodes` nodes. Every
+/// pick is recorded as in flight, as in the service, so the indexes move as they do
+/// under a real burst. Panics if a selection fails (the cluster has room for
+/// `nodes × 50` picks).
+pub fn select_throughput(nodes: usize, selections: usize, strategy: Strategy) -> BenchReport {
+    let mut view = synthetic_view(nodes, strategy, 7);
+    let request = SelectRequest::default();
+    let mut latencies = Vec::with_capacity(selections);
+    let started = Instant::now();
+    for _ in 0..selections {
+        let t = Instant::now();
+        let reply = view.select(&request, t);
+        latencies.push(t.elapsed());
+        assert!(reply.is_ok(), "selection failed: {:?}", reply.err());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    BenchReport {
+        strategy,
+        nodes,
+        selections,
+        per_sec: selections as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE),
+        p50: at(0.50),
+        p99: at(0.99),
+        max: latencies.last().copied().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,433 @@
+//! The NATS side: feeds the [`View`] from the KV watches, heartbeats and assignment
+//! events, and answers the four endpoints. Handlers return `Result<T, ShoalError>`;
+//! `shoal_runtime::serve` encodes the reply once.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use async_nats::{Client, Message};
+use futures::StreamExt;
+use shoal_protocol::{
+    AssignmentEvent, AssignmentStatus, BalancerStats, CONFIG_BUCKET, Empty, Endpoint, Heartbeat,
+    ListAssignmentsRequest, MEMBERS_BUCKET, Node, SelectReply, SelectRequest, ServiceKind,
+    ShoalClient, ShoalError, Strategy, StrategyMessage, Subjects, decode,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::kv::{STRATEGY_KEY, open_or_create};
+use crate::view::{Settings, View};
+use crate::{Config, Error};
+
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+struct Shared {
+    view: Mutex<View>,
+    /// Set once the first membership snapshot is in; until then `select` answers
+    /// `unavailable` (retryable) rather than a misleading `no_capacity`.
+    synced: AtomicBool,
+    default_strategy: Strategy,
+}
+
+impl Shared {
+    fn view(&self) -> MutexGuard<'_, View> {
+        self.view
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_strategy(&self, strategy: Strategy, why: &str) {
+        if self.view().set_strategy(strategy) {
+            info!(strategy = %strategy, source = why, "strategy changed");
+        }
+    }
+}
+
+pub(crate) async fn run(
+    cfg: Config,
+    client: Client,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let instance_id = cfg
+        .common
+        .instance_id()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let subjects = cfg
+        .common
+        .subjects()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        view: Mutex::new(View::new(Settings {
+            strategy: cfg.default_strategy,
+            pick_ttl: cfg.pick_ttl,
+            max_candidates: cfg.max_candidates,
+        })),
+        synced: AtomicBool::new(false),
+        default_strategy: cfg.default_strategy,
+    });
+
+    let js = jetstream::new(client.clone());
+    let Some(members) = retry(&shutdown, "opening the members bucket", || {
+        open_or_create(&js, MEMBERS_BUCKET, cfg.kv_replicas)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let Some(config) = retry(&shutdown, "opening the config bucket", || {
+        open_or_create(&js, CONFIG_BUCKET, cfg.kv_replicas)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    // Read the strategy before answering anything, so a restarted replica never
+    // serves the default in place of the cluster's choice.
+    match config.get(STRATEGY_KEY).await {
+        Ok(Some(value)) => match decode::<StrategyMessage>(&value) {
+            Ok(m) => shared.set_strategy(m.strategy, "config"),
+            Err(e) => {
+                warn!(error = %e.message, "stored strategy is not valid; keeping the default")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "strategy not read at start; the watch will deliver it"),
+    }
+
+    let heartbeats = client
+        .subscribe(subjects.node_heartbeat_all())
+        .await
+        .map_err(|e| Error::Nats(e.to_string()))?;
+    let events = client
+        .subscribe(subjects.coordinator_events_all())
+        .await
+        .map_err(|e| Error::Nats(e.to_string()))?;
+
+    let tasks = tokio_util::task::TaskTracker::new();
+    tasks.spawn(watch_members(members, shared.clone(), shutdown.clone()));
+    tasks.spawn(watch_strategy(
+        config.clone(),
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(follow_heartbeats(
+        heartbeats,
+        subjects.clone(),
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(follow_assignments(events, shared.clone(), shutdown.clone()));
+    tasks.spawn(load_assignments(
+        ShoalClient::new(client.clone(), subjects.clone()).with_retry_for(Duration::ZERO),
+        shared.clone(),
+    ));
+    tasks.close();
+
+    let service = shoal_runtime::start_service(&client, ServiceKind::Balancer, &instance_id)
+        .await
+        .map_err(|e| Error::Nats(e.to_string()))?;
+    let endpoint = |e| shoal_runtime::add_endpoint(&service, &subjects, e, &instance_id);
+    let (select, get, set, stats) = (
+        endpoint(Endpoint::BalancerSelect).await,
+        endpoint(Endpoint::BalancerStrategyGet).await,
+        endpoint(Endpoint::BalancerStrategySet).await,
+        endpoint(Endpoint::BalancerStats).await,
+    );
+    let nats = |e: anyhow::Error| Error::Nats(format!("{e:#}"));
+    let (select, get, set, stats) = (
+        select.map_err(nats)?,
+        get.map_err(nats)?,
+        set.map_err(nats)?,
+        stats.map_err(nats)?,
+    );
+    info!(instance_id = %instance_id, strategy = %shared.view().strategy(), "balancer ready");
+
+    let s = &shared;
+    tokio::join!(
+        shoal_runtime::serve(
+            select,
+            shutdown.clone(),
+            |m| async move { handle_select(s, &m) }
+        ),
+        shoal_runtime::serve(get, shutdown.clone(), |m| async move { handle_get(s, &m) }),
+        shoal_runtime::serve(set, shutdown.clone(), |m| {
+            let config = &config;
+            async move { handle_set(s, config, &m).await }
+        }),
+        shoal_runtime::serve(
+            stats,
+            shutdown.clone(),
+            |m| async move { handle_stats(s, &m) }
+        ),
+    );
+    shutdown.cancel();
+    tasks.wait().await;
+    service
+        .stop()
+        .await
+        .map_err(|e| Error::Nats(e.to_string()))?;
+    Ok(())
+}
+
+fn handle_select(shared: &Shared, msg: &Message) -> Result<SelectReply, ShoalError> {
+    let req: SelectRequest = decode(&msg.payload)?;
+    if !shared.synced.load(Ordering::Acquire) {
+        return Err(ShoalError::unavailable(
+            "the balancer is still loading membership: retry shortly",
+        ));
+    }
+    shared.view().select(&req, Instant::now())
+}
+
+fn handle_get(shared: &Shared, msg: &Message) -> Result<StrategyMessage, ShoalError> {
+    decode::<Empty>(&msg.payload)?;
+    Ok(StrategyMessage {
+        strategy: shared.view().strategy(),
+    })
+}
+
+async fn handle_set(
+    shared: &Shared,
+    config: &kv::Store,
+    msg: &Message,
+) -> Result<StrategyMessage, ShoalError> {
+    let req: StrategyMessage = decode(&msg.payload)?;
+    let value = serde_json::to_vec(&req)
+        .map_err(|e| ShoalError::internal(format!("strategy could not be encoded: {e}")))?;
+    // Persist first: the watch then carries the choice to every replica, and it
+    // survives restarts of the balancers and of nats-server.
+    config.put(STRATEGY_KEY, value.into()).await.map_err(|e| {
+        ShoalError::unavailable(format!("strategy not saved to {CONFIG_BUCKET}: {e}"))
+    })?;
+    shared.set_strategy(req.strategy, "strategy.set");
+    Ok(req)
+}
+
+fn handle_stats(shared: &Shared, msg: &Message) -> Result<BalancerStats, ShoalError> {
+    decode::<Empty>(&msg.payload)?;
+    Ok(shared.view().stats())
+}
+
+/// Runs `attempt` until it succeeds or `shutdown`; `None` on shutdown.
+async fn retry<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut attempt: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    loop {
+        match attempt().await {
+            Ok(value) => return Some(value),
+            Err(e) => warn!(error = %e, "{what} failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(RETRY_DELAY) => {}
+        }
+    }
+}
+
+/// Keeps the view in line with `shoal_members`: snapshot, then updates. If the watch
+/// breaks it is opened again, and the fresh snapshot also drops nodes deleted
+/// meanwhile.
+async fn watch_members(members: kv::Store, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        match watch_members_once(&members, &shared, &shutdown).await {
+            Ok(()) => return,
+            Err(e) => warn!(error = %e, "membership watch failed; watching again"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETRY_DELAY) => {}
+        }
+    }
+}
+
+async fn watch_members_once(
+    members: &kv::Store,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
+    let js = |e: &dyn std::fmt::Display| Error::JetStream(e.to_string());
+    let mut watch = members.watch_with_history(">").await.map_err(|e| js(&e))?;
+    // Keys seen during the snapshot; `None` once it is complete.
+    let mut snapshot: Option<HashSet<String>> = Some(HashSet::new());
+    let empty = members.status().await.map_err(|e| js(&e))?.values() == 0;
+    if empty {
+        finish_snapshot(shared, snapshot.take());
+    }
+    loop {
+        let entry = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            entry = watch.next() => entry,
+        };
+        let entry = match entry {
+            Some(Ok(entry)) => entry,
+            Some(Err(e)) => return Err(js(&e)),
+            None => return Err(Error::JetStream("membership watch ended".to_string())),
+        };
+        apply_member(shared, &entry);
+        if let Some(keys) = snapshot.as_mut() {
+            keys.insert(entry.key.clone());
+            if entry.seen_current || entry.delta == 0 {
+                finish_snapshot(shared, snapshot.take());
+            }
+        }
+    }
+}
+
+fn apply_member(shared: &Shared, entry: &kv::Entry) {
+    match entry.operation {
+        kv::Operation::Put => match serde_json::from_slice::<Node>(&entry.value) {
+            Ok(node) if node.id == entry.key => shared.view().upsert(node, Instant::now()),
+            Ok(node) => {
+                warn!(key = %entry.key, node_id = %node.id, "membership record under another node's key; ignored")
+            }
+            Err(e) => {
+                warn!(key = %entry.key, error = %e, "membership record is not a node; ignored")
+            }
+        },
+        kv::Operation::Delete | kv::Operation::Purge => {
+            if shared.view().remove(&entry.key) {
+                debug!(node_id = %entry.key, "node removed");
+            }
+        }
+    }
+}
+
+fn finish_snapshot(shared: &Shared, seen: Option<HashSet<String>>) {
+    let Some(seen) = seen else { return };
+    let mut view = shared.view();
+    let gone: Vec<String> = view
+        .node_ids()
+        .filter(|id| !seen.contains(*id))
+        .map(str::to_string)
+        .collect();
+    for id in &gone {
+        view.remove(id);
+    }
+    let (nodes, eligible) = (view.len(), view.eligible());
+    drop(view);
+    if !shared.synced.swap(true, Ordering::AcqRel) {
+        info!(nodes, eligible, "membership loaded");
+    } else {
+        info!(nodes, eligible, removed = gone.len(), "membership reloaded");
+    }
+}
+
+/// Follows the cluster strategy in `shoal_config`.
+async fn watch_strategy(config: kv::Store, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let result: Result<(), Error> = async {
+            let mut watch = config
+                .watch_with_history(STRATEGY_KEY)
+                .await
+                .map_err(|e| Error::JetStream(e.to_string()))?;
+            loop {
+                let entry = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    entry = watch.next() => entry,
+                };
+                let entry = match entry {
+                    Some(Ok(entry)) => entry,
+                    Some(Err(e)) => return Err(Error::JetStream(e.to_string())),
+                    None => return Err(Error::JetStream("strategy watch ended".to_string())),
+                };
+                match entry.operation {
+                    kv::Operation::Put => match decode::<StrategyMessage>(&entry.value) {
+                        Ok(m) => shared.set_strategy(m.strategy, "config"),
+                        Err(e) => {
+                            warn!(error = %e.message, "stored strategy is not valid; ignored")
+                        }
+                    },
+                    kv::Operation::Delete | kv::Operation::Purge => {
+                        shared.set_strategy(shared.default_strategy, "config deleted")
+                    }
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => warn!(error = %e, "strategy watch failed; watching again"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(RETRY_DELAY) => {}
+        }
+    }
+}
+
+async fn follow_heartbeats(
+    mut heartbeats: async_nats::Subscriber,
+    subjects: Subjects,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            msg = heartbeats.next() => match msg { Some(msg) => msg, None => return },
+        };
+        let Some((id, _)) = subjects.parse_node_subject(&msg.subject) else {
+            continue;
+        };
+        match decode::<Heartbeat>(&msg.payload) {
+            // A node speaks only for itself: its subject names it.
+            Ok(hb) if hb.id == id => {
+                shared.view().apply_heartbeat(&hb, Instant::now());
+            }
+            Ok(hb) => {
+                debug!(subject = %msg.subject, node_id = %hb.id, "heartbeat for another node; ignored")
+            }
+            Err(e) => debug!(subject = %msg.subject, error = %e.message, "bad heartbeat; ignored"),
+        }
+    }
+}
+
+async fn follow_assignments(
+    mut events: async_nats::Subscriber,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            msg = events.next() => match msg { Some(msg) => msg, None => return },
+        };
+        match decode::<AssignmentEvent>(&msg.payload) {
+            Ok(ev) => shared.view().apply_assignment(&ev),
+            Err(e) => {
+                debug!(subject = %msg.subject, error = %e.message, "bad assignment event; ignored")
+            }
+        }
+    }
+}
+
+/// Seeds placements from the coordinator, if one answers; events keep them current
+/// afterwards. Without a coordinator, heartbeats carry the agent counts.
+async fn load_assignments(client: ShoalClient, shared: Arc<Shared>) {
+    match client
+        .list_assignments(&ListAssignmentsRequest::default())
+        .await
+    {
+        Ok(list) => {
+            let placed = list
+                .assignments
+                .iter()
+                .filter(|a| a.status != AssignmentStatus::Orphaned)
+                .map(|a| (a.agent_name.as_str(), a.node_id.as_str()));
+            shared.view().load_assignments(placed);
+            info!(
+                assignments = list.count,
+                "placements loaded from the coordinator"
+            );
+        }
+        Err(e) => {
+            debug!(error = %e, "no placements from the coordinator; counting from heartbeats")
+        }
+    }
+}
