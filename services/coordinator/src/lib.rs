@@ -1,46 +1,168 @@
 //! shoal-coordinator: leader-elected assignment of agents to nodes.
+//!
+//! - [`lease`]: the leader lease (KV `shoal_leader`, CAS renewals, handoff);
+//! - [`log`], [`pipeline`]: the fenced assignment log every replica tails and only
+//!   the leader appends to;
+//! - [`state`], [`members`], [`failover`], [`guard`]: pure decisions;
+//! - [`leader`]: a leader's term; [`handlers`]: the endpoints;
+//! - [`history`], [`history_consumer`]: the Postgres ledger.
+
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod failover;
+pub mod guard;
+pub mod handlers;
+pub mod history;
+pub mod history_consumer;
+pub mod leader;
+pub mod lease;
+pub mod log;
+pub mod members;
+pub mod membership;
+pub mod pipeline;
+pub mod record;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_nats::Client;
-use shoal_protocol::ServiceKind;
-use shoal_runtime::CommonConfig;
+use shoal_protocol::{ServiceKind, ShoalClient};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
-/// Configuration of a coordinator instance.
-#[derive(clap::Parser, Debug, Clone)]
-#[command(
-    name = "shoal-coordinator",
-    version,
-    about = "Shoal coordinator: leader-elected assignment of agents to nodes"
-)]
-pub struct Config {
-    #[command(flatten)]
-    pub common: CommonConfig,
-}
+pub use config::Config;
+pub use error::Error;
 
-/// Errors that stop the coordinator.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("nats: {0}")]
-    Nats(String),
-}
+use context::Ctx;
+use history::HistoryStore;
 
 /// Runs the coordinator until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
-    let instance_id = cfg
+    cfg.validate().map_err(Error::Config)?;
+    let me = cfg
         .common
         .instance_id()
         .map_err(|e| Error::Config(e.to_string()))?;
-    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, &instance_id)
+    let subjects = cfg
+        .common
+        .subjects()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let js = async_nats::jetstream::new(client.clone());
+
+    // JetStream may still be starting (or recovering): keep trying.
+    let Some(stream) = until_ok(&shutdown, "opening the assignment log", || {
+        log::open_stream(&js, &subjects, cfg.kv_replicas)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+    let Some(lease_kv) = until_ok(&shutdown, "opening the lease bucket", || {
+        lease::open_bucket(&js, cfg.lease_ttl, cfg.kv_replicas)
+    })
+    .await
+    else {
+        return Ok(());
+    };
+
+    let background = shutdown.child_token();
+    let history = match &cfg.database_url {
+        Some(url) => {
+            let store = Arc::new(HistoryStore::new(url)?);
+            history_consumer::spawn(
+                store.clone(),
+                stream.clone(),
+                subjects.clone(),
+                cfg.history_batch,
+                background.clone(),
+            );
+            Some(store)
+        }
+        None => {
+            info!("no --database-url: assignment history is not written");
+            None
+        }
+    };
+    let replica = log::spawn_tail(stream.clone(), subjects.clone(), background.clone());
+    let members = membership::spawn(
+        js.clone(),
+        client.clone(),
+        subjects.clone(),
+        background.clone(),
+    );
+    let (lease, lease_task) = lease::spawn(
+        lease_kv,
+        client.clone(),
+        subjects.clone(),
+        me.clone(),
+        cfg.lease_ttl,
+    );
+    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, &me)
         .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
-    info!(instance_id = %instance_id, "coordinator ready");
+        .map_err(Error::nats)?;
+    let peers = ShoalClient::new(client.clone(), subjects.clone())
+        .with_timeout(cfg.peer_timeout)
+        .with_retry_for(cfg.peer_timeout);
+    let ctx = Arc::new(Ctx {
+        cfg,
+        me: me.clone(),
+        client,
+        js,
+        subjects,
+        peers,
+        stream,
+        replica,
+        members,
+        lease: lease.clone(),
+        history,
+        service,
+    });
+    let reads = handlers::serve_reads(ctx.clone(), shutdown.clone()).await?;
+    let terms = tokio::spawn(leader::run_terms(ctx.clone(), shutdown.clone()));
+    info!(instance_id = %me, "coordinator ready");
+
     shutdown.cancelled().await;
-    service
-        .stop()
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    // The term finishes its pending appends first; then the lease is released so
+    // a follower takes over without waiting for it to age out.
+    let _ = terms.await;
+    lease.resign("coordinator stopping").await;
+    drop(lease);
+    for task in reads {
+        let _ = task.await;
+    }
+    background.cancel();
+    let Ok(ctx) = Arc::try_unwrap(ctx) else {
+        warn!("coordinator state still shared at shutdown");
+        return Ok(());
+    };
+    drop(ctx.lease);
+    let _ = tokio::time::timeout(Duration::from_secs(1), lease_task).await;
+    ctx.service.stop().await.map_err(Error::nats)?;
     Ok(())
+}
+
+/// Retries `op` every 500 ms until it succeeds; `None` on shutdown.
+async fn until_ok<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut logged = false;
+    loop {
+        match op().await {
+            Ok(value) => return Some(value),
+            Err(e) if !logged => {
+                warn!(what, error = %e, "not ready yet, retrying");
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
 }

@@ -1,0 +1,93 @@
+//! The coordinator's flags. Every one has an `SHOAL_…` environment variable.
+
+use std::time::Duration;
+
+use shoal_runtime::CommonConfig;
+
+/// Name of the JetStream stream holding the fenced assignment log.
+pub const LOG_STREAM: &str = "SHOAL_ASSIGNMENTS";
+/// Durable consumer that copies the log into Postgres.
+pub const HISTORY_CONSUMER: &str = "shoal_history";
+
+/// Configuration of a coordinator instance.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "shoal-coordinator",
+    version,
+    about = "Shoal coordinator: leader-elected assignment of agents to nodes"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonConfig,
+
+    /// Leader lease time to live: the lease bucket's max_age. The leader renews every
+    /// third of it; a crashed leader is replaced about this long after its last renewal.
+    #[arg(long, env = "SHOAL_LEASE_TTL", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// Postgres URL for the assignment history (`postgres://user@host/db`). Without it,
+    /// assignments work and `history` answers `unavailable`.
+    #[arg(long, env = "SHOAL_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Replicas of the lease bucket and the assignment log stream (3 in a 3-server
+    /// NATS cluster).
+    #[arg(long, env = "SHOAL_KV_REPLICAS", default_value_t = 1)]
+    pub kv_replicas: usize,
+
+    /// After winning the lease, judge no node dead for this long (one heartbeat
+    /// detection window), as the registry's view may predate the failover.
+    #[arg(long, env = "SHOAL_DETECTION_WINDOW", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub detection_window: Duration,
+
+    /// How often the leader sweeps for agents on offline or draining nodes, as a
+    /// backstop to the registry's events.
+    #[arg(long, env = "SHOAL_SWEEP_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// At most this many agents are moved (orphaned or drained) per second.
+    #[arg(long, env = "SHOAL_MAX_REASSIGNMENTS_PER_SEC", default_value_t = 200)]
+    pub max_reassignments_per_sec: u32,
+
+    /// Pause reassignments while more than this share (0 to 1) of the nodes is offline:
+    /// a mass failure is more likely a partition than dead machines.
+    #[arg(long, env = "SHOAL_MASS_FAILURE_SHARE", default_value_t = 0.5)]
+    pub mass_failure_share: f64,
+
+    /// How long to wait for the balancer, registry and other replicas to answer.
+    #[arg(long, env = "SHOAL_PEER_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub peer_timeout: Duration,
+
+    /// Most history rows written to Postgres in one statement.
+    #[arg(long, env = "SHOAL_HISTORY_BATCH", default_value_t = 500)]
+    pub history_batch: usize,
+}
+
+impl Config {
+    /// The checks clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_ttl < Duration::from_secs(1) {
+            return Err(
+                "--lease-ttl must be at least 1s (JetStream ages keys out in whole seconds)".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.mass_failure_share) {
+            return Err("--mass-failure-share must be between 0 and 1".into());
+        }
+        if self.max_reassignments_per_sec == 0 {
+            return Err("--max-reassignments-per-sec must be at least 1".into());
+        }
+        if self.history_batch == 0 || self.history_batch > 5000 {
+            return Err("--history-batch must be from 1 to 5000".into());
+        }
+        if self.kv_replicas == 0 || self.kv_replicas > 5 {
+            return Err("--kv-replicas must be from 1 to 5".into());
+        }
+        Ok(())
+    }
+
+    /// Interval between lease renewals.
+    pub fn renew_interval(&self) -> Duration {
+        self.lease_ttl / 3
+    }
+}

@@ -1,0 +1,29 @@
+//! What every part of a running coordinator shares.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, stream};
+use shoal_protocol::{ShoalClient, Subjects};
+
+use crate::config::Config;
+use crate::history::HistoryStore;
+use crate::lease::LeaseHandle;
+use crate::log::Replica;
+use crate::membership::Membership;
+
+pub struct Ctx {
+    pub cfg: Config,
+    /// This replica's instance id (its `coordinator_id`).
+    pub me: String,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub subjects: Subjects,
+    /// Requests to the balancer, the registry and other coordinators.
+    pub peers: ShoalClient,
+    pub stream: stream::Stream,
+    pub replica: Replica,
+    pub members: Membership,
+    pub lease: LeaseHandle,
+    pub history: Option<Arc<HistoryStore>>,
+    pub service: async_nats::service::Service,
+}

@@ -1,0 +1,277 @@
+//! The coordinator's endpoints. Reads (`assignments.get/list`, `leader.get`, `stats`,
+//! `history`) are answered by every replica from its tail of the log; writes
+//! (`assign`, `unassign`, `leader.promote`) are subscribed by the leader alone, for
+//! the length of its term, and passed to the term's single decision loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::endpoint::Endpoint as ServiceEndpoint;
+use futures::StreamExt;
+use serde::Serialize;
+use shoal_protocol::{
+    AgentNameRequest, AssignRequest, Assignment, AssignmentList, ClusterStats, Empty, Endpoint,
+    HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, PromoteReply,
+    PromoteRequest, ShoalError, UnassignReply, decode, respond,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::context::Ctx;
+use crate::error::Error;
+use crate::guard::Guard;
+use crate::leader::Command;
+
+/// Serves the read endpoints on this replica until `shutdown`.
+pub async fn serve_reads(
+    ctx: Arc<Ctx>,
+    shutdown: CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, Error> {
+    let mut tasks = Vec::new();
+    macro_rules! read_endpoint {
+        ($endpoint:expr, $handler:ident) => {{
+            let requests =
+                shoal_runtime::add_endpoint(&ctx.service, &ctx.subjects, $endpoint, &ctx.me)
+                    .await
+                    .map_err(Error::nats)?;
+            tasks.push(spawn_serve(
+                requests,
+                shutdown.clone(),
+                ctx.clone(),
+                $handler,
+            ));
+        }};
+    }
+    read_endpoint!(Endpoint::CoordinatorAssignmentsGet, get);
+    read_endpoint!(Endpoint::CoordinatorAssignmentsList, list);
+    read_endpoint!(Endpoint::CoordinatorLeaderGet, leader);
+    read_endpoint!(Endpoint::CoordinatorStats, stats);
+    read_endpoint!(Endpoint::CoordinatorHistory, history);
+    Ok(tasks)
+}
+
+fn spawn_serve<T, F, Fut>(
+    requests: shoal_runtime::EndpointRequests,
+    shutdown: CancellationToken,
+    ctx: Arc<Ctx>,
+    handler: F,
+) -> JoinHandle<()>
+where
+    F: Fn(Arc<Ctx>, async_nats::Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, ShoalError>> + Send,
+    T: Serialize + Send,
+{
+    tokio::spawn(async move {
+        shoal_runtime::serve(requests, shutdown, |m| handler(ctx.clone(), m)).await;
+    })
+}
+
+async fn get(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<Assignment, ShoalError> {
+    let req: AgentNameRequest = decode(&m.payload)?;
+    ctx.replica
+        .read(|s| s.get(&req.agent_name).cloned())
+        .ok_or_else(|| {
+            ShoalError::not_found(format!("agent {:?} has no assignment", req.agent_name))
+        })
+}
+
+async fn list(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<AssignmentList, ShoalError> {
+    let req: ListAssignmentsRequest = decode(&m.payload)?;
+    let assignments = ctx.replica.read(|s| s.list(&req));
+    Ok(AssignmentList {
+        count: assignments.len(),
+        assignments,
+    })
+}
+
+async fn leader(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<LeaderReply, ShoalError> {
+    let _: Empty = decode(&m.payload)?;
+    let view = ctx.lease.view();
+    Ok(LeaderReply {
+        is_leader: view.is_leader(),
+        leader: view.leader,
+        coordinator_id: ctx.me.clone(),
+    })
+}
+
+async fn stats(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<ClusterStats, ShoalError> {
+    let _: Empty = decode(&m.payload)?;
+    let quick = ctx.peers.clone().with_retry_for(Duration::ZERO);
+    let (registry, balancer) = tokio::join!(quick.registry_stats(), quick.balancer_stats());
+    let view = ctx.lease.view();
+    let (offline, total) = ctx.members.read(|m| m.offline_share());
+    let (total_assignments, reassignments) = ctx.replica.read(|s| (s.len(), s.reassignments()));
+    Ok(ClusterStats {
+        local_node: ctx.me.clone(),
+        is_leader: view.is_leader(),
+        leader: view.leader,
+        total_assignments,
+        registry: registry.ok(),
+        balancer: balancer.ok(),
+        reassignments_paused: Guard::is_mass_failure(ctx.cfg.mass_failure_share, offline, total),
+        reassignments,
+    })
+}
+
+async fn history(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<HistoryReply, ShoalError> {
+    let req: HistoryRequest = decode(&m.payload)?;
+    let store = ctx.history.as_ref().ok_or_else(|| {
+        ShoalError::unavailable("this coordinator has no --database-url: history is not kept")
+    })?;
+    let history = store.query(&req).await?;
+    Ok(HistoryReply {
+        count: history.len(),
+        history,
+    })
+}
+
+/// Subscribes the write endpoints (shared and direct subjects) until `stop`.
+pub async fn serve_writes(
+    ctx: Arc<Ctx>,
+    commands: mpsc::Sender<Command>,
+    stop: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for endpoint in [
+        Endpoint::CoordinatorAssign,
+        Endpoint::CoordinatorUnassign,
+        Endpoint::CoordinatorLeaderPromote,
+    ] {
+        let subjects = [
+            (endpoint.name(), ctx.subjects.endpoint(endpoint)),
+            (
+                format!("{}-direct", endpoint.name()),
+                ctx.subjects.direct(endpoint, &ctx.me),
+            ),
+        ];
+        for (name, subject) in subjects {
+            match ctx
+                .service
+                .endpoint_builder()
+                .name(name)
+                .add(subject.clone())
+                .await
+            {
+                Ok(requests) => tasks.push(tokio::spawn(serve_write(
+                    requests,
+                    endpoint,
+                    ctx.clone(),
+                    commands.clone(),
+                    stop.clone(),
+                ))),
+                Err(e) => warn!(subject, error = %e, "cannot subscribe a write endpoint"),
+            }
+        }
+    }
+    tasks
+}
+
+async fn serve_write(
+    mut requests: ServiceEndpoint,
+    endpoint: Endpoint,
+    ctx: Arc<Ctx>,
+    commands: mpsc::Sender<Command>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            request = requests.next() => match request {
+                // Each request in its own task: the leader pipelines the writes.
+                Some(request) => drop(tokio::spawn(write(request, endpoint, ctx.clone(), commands.clone()))),
+                None => return,
+            },
+        }
+    }
+    let _ = requests.stop().await;
+    // Requests delivered before the unsubscribe: refuse them so their clients retry.
+    while let Ok(Some(request)) =
+        tokio::time::timeout(Duration::from_millis(100), requests.next()).await
+    {
+        let refused: Result<Empty, ShoalError> = Err(ShoalError::not_leader(
+            "this coordinator is no longer the leader: retry",
+        ));
+        let _ = respond(&request, refused).await;
+    }
+}
+
+async fn write(
+    request: async_nats::service::Request,
+    endpoint: Endpoint,
+    ctx: Arc<Ctx>,
+    commands: mpsc::Sender<Command>,
+) {
+    let payload = request.message.payload.clone();
+    let sent = match endpoint {
+        Endpoint::CoordinatorAssign => respond(&request, assign(&payload, &commands).await).await,
+        Endpoint::CoordinatorUnassign => {
+            respond(&request, unassign(&payload, &commands).await).await
+        }
+        _ => respond(&request, promote(&ctx, &payload, &commands).await).await,
+    };
+    if let Err(e) = sent {
+        warn!(subject = %request.message.subject, error = %e, "reply not sent");
+    }
+}
+
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> Command,
+) -> Result<T, ShoalError> {
+    let gone = || ShoalError::not_leader("this coordinator is no longer the leader: retry");
+    let (tx, rx) = oneshot::channel();
+    commands.send(make(tx)).await.map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())?
+}
+
+async fn assign(
+    payload: &[u8],
+    commands: &mpsc::Sender<Command>,
+) -> Result<Assignment, ShoalError> {
+    let req: AssignRequest = decode(payload)?;
+    ask(commands, |tx| Command::Assign(req, tx)).await
+}
+
+async fn unassign(
+    payload: &[u8],
+    commands: &mpsc::Sender<Command>,
+) -> Result<UnassignReply, ShoalError> {
+    let req: AgentNameRequest = decode(payload)?;
+    ask(commands, |tx| Command::Unassign(req.agent_name, tx)).await
+}
+
+async fn promote(
+    ctx: &Ctx,
+    payload: &[u8],
+    commands: &mpsc::Sender<Command>,
+) -> Result<PromoteReply, ShoalError> {
+    let req: PromoteRequest = decode(payload)?;
+    let target = req.coordinator_id;
+    ask(commands, |tx| Command::Promote(target.clone(), tx)).await?;
+    let mut view = ctx.lease.subscribe();
+    let deadline = ctx.cfg.lease_ttl + Duration::from_secs(1);
+    let taken = tokio::time::timeout(
+        deadline,
+        view.wait_for(|v| {
+            v.leader
+                .as_ref()
+                .is_some_and(|l| l.coordinator_id == target)
+        }),
+    )
+    .await;
+    match taken {
+        Ok(Ok(v)) => Ok(PromoteReply {
+            success: true,
+            leader: v
+                .leader
+                .clone()
+                .ok_or_else(|| ShoalError::internal("leader vanished"))?,
+        }),
+        _ => Err(ShoalError::unavailable(format!(
+            "{target:?} did not take the leadership within {deadline:?}"
+        ))),
+    }
+}

@@ -1,0 +1,223 @@
+//! The assignment history in Postgres: embedded migrations, idempotent batched
+//! inserts (unique log sequence and event id), and the `history` query.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};
+use serde_json::Value;
+use shoal_protocol::{AssignmentAction, HistoryEntry, HistoryRequest, ShoalError};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use crate::error::Error;
+use crate::record::Change;
+
+/// Embedded migrations, applied in order, each once.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "assignment_history",
+    include_str!("../migrations/0001_assignment_history.sql"),
+)];
+
+/// Serialises concurrent replicas migrating the same database.
+const MIGRATION_LOCK: i64 = 0x5_40A1_0001;
+
+const DEFAULT_LIMIT: u32 = 100;
+
+/// One history row: a change and its log sequence.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub log_seq: u64,
+    pub change: Change,
+}
+
+pub struct HistoryStore {
+    pool: Pool,
+}
+
+impl HistoryStore {
+    /// A pool for `url`; nothing connects until first use.
+    pub fn new(url: &str) -> Result<HistoryStore, Error> {
+        let mut cfg = deadpool_postgres::Config::new();
+        cfg.url = Some(url.to_string());
+        let wait = Some(Duration::from_secs(2));
+        cfg.pool = Some(PoolConfig {
+            max_size: 8,
+            timeouts: Timeouts {
+                wait,
+                create: wait,
+                recycle: wait,
+            },
+            ..PoolConfig::default()
+        });
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(|e| Error::Postgres(format!("--database-url: {e}")))?;
+        Ok(HistoryStore { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, String> {
+        self.pool.get().await.map_err(|e| e.to_string())
+    }
+
+    /// Applies the migrations not applied yet.
+    pub async fn migrate(&self) -> Result<(), String> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS shoal_schema_migrations (
+                version INTEGER PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let applied: i32 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM shoal_schema_migrations",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > applied) {
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| format!("migration {version} ({name}): {e}"))?;
+            tx.execute(
+                "INSERT INTO shoal_schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            tracing::info!(version, name, "applied history migration");
+        }
+        tx.commit().await.map_err(|e| e.to_string())
+    }
+
+    /// Inserts `rows` in one statement; rows already present are skipped. Returns
+    /// how many were new.
+    pub async fn insert(&self, rows: &[Row]) -> Result<u64, String> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let values: Vec<RowValues> = rows.iter().map(RowValues::from).collect();
+        let mut sql = String::from(
+            "INSERT INTO assignment_history (log_seq, event_id, agent_name, node_id, \
+             previous_node_id, action, reason, leader_id, epoch, at, candidates) VALUES ",
+        );
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(values.len() * 11);
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let base = i * 11;
+            let placeholders: Vec<String> = (1..=11).map(|k| format!("${}", base + k)).collect();
+            sql.push('(');
+            sql.push_str(&placeholders.join(","));
+            sql.push(')');
+            params.extend([
+                &v.log_seq as &(dyn ToSql + Sync),
+                &v.event_id,
+                &v.agent_name,
+                &v.node_id,
+                &v.previous_node_id,
+                &v.action,
+                &v.reason,
+                &v.leader_id,
+                &v.epoch,
+                &v.at,
+                &v.candidates,
+            ]);
+        }
+        sql.push_str(" ON CONFLICT DO NOTHING");
+        let client = self.client().await?;
+        client
+            .execute(&sql, &params)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Rows matching `req`, newest first.
+    pub async fn query(&self, req: &HistoryRequest) -> Result<Vec<HistoryEntry>, ShoalError> {
+        let unavailable = |e: String| ShoalError::unavailable(format!("history database: {e}"));
+        let client = self.client().await.map_err(unavailable)?;
+        let limit = i64::from(req.limit.unwrap_or(DEFAULT_LIMIT));
+        let rows = client
+            .query(
+                "SELECT log_seq, event_id, agent_name, node_id, previous_node_id, action, reason, \
+                 leader_id, epoch, at, candidates FROM assignment_history \
+                 WHERE ($1::text IS NULL OR agent_name = $1) \
+                 AND ($2::text IS NULL OR node_id = $2 OR previous_node_id = $2) \
+                 AND ($3::timestamptz IS NULL OR at >= $3) \
+                 AND ($4::timestamptz IS NULL OR at < $4) \
+                 ORDER BY log_seq DESC LIMIT $5",
+                &[
+                    &req.agent_name,
+                    &req.node_id,
+                    &req.since,
+                    &req.until,
+                    &limit,
+                ],
+            )
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        rows.iter()
+            .map(|row| {
+                let action: String = row.get(5);
+                let action: AssignmentAction = serde_json::from_value(Value::String(action))
+                    .map_err(|e| ShoalError::internal(format!("history row: {e}")))?;
+                Ok(HistoryEntry {
+                    log_seq: row.get::<_, i64>(0) as u64,
+                    event_id: row.get(1),
+                    agent_name: row.get(2),
+                    node_id: row.get(3),
+                    previous_node_id: row.get(4),
+                    action,
+                    reason: row.get(6),
+                    leader_id: row.get(7),
+                    epoch: row.get::<_, i64>(8) as u64,
+                    at: row.get(9),
+                    candidates: row.get(10),
+                })
+            })
+            .collect()
+    }
+}
+
+struct RowValues {
+    log_seq: i64,
+    event_id: String,
+    agent_name: String,
+    node_id: Option<String>,
+    previous_node_id: Option<String>,
+    action: String,
+    reason: String,
+    leader_id: String,
+    epoch: i64,
+    at: DateTime<Utc>,
+    candidates: Option<Value>,
+}
+
+impl From<&Row> for RowValues {
+    fn from(r: &Row) -> RowValues {
+        let c = &r.change;
+        RowValues {
+            log_seq: r.log_seq as i64,
+            event_id: c.event_id.clone(),
+            agent_name: c.agent_name.clone(),
+            node_id: c.node_id.clone(),
+            previous_node_id: c.previous_node_id.clone(),
+            action: c.action.as_str().to_string(),
+            reason: c.reason.clone(),
+            leader_id: c.leader_id.clone(),
+            epoch: c.epoch as i64,
+            at: c.at,
+            candidates: c.candidates.clone(),
+        }
+    }
+}

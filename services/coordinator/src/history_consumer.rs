@@ -1,0 +1,136 @@
+//! Copies the assignment log into Postgres with a durable JetStream consumer: a
+//! batch is inserted (idempotently) before its messages are acknowledged, so a
+//! Postgres outage only delays history, and what arrives twice is written once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, stream};
+use futures::StreamExt;
+use shoal_protocol::Subjects;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::HISTORY_CONSUMER;
+use crate::history::{HistoryStore, Row};
+use crate::record::LogRecord;
+
+pub fn spawn(
+    store: Arc<HistoryStore>,
+    stream: stream::Stream,
+    subjects: Subjects,
+    batch: usize,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !retry(&shutdown, "migrating the history database", || {
+            store.migrate()
+        })
+        .await
+        {
+            return;
+        }
+        while !shutdown.is_cancelled() {
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = consume(&store, &stream, &subjects, batch, &shutdown) => r,
+            };
+            if let Err(e) = result {
+                warn!(error = %e, "history consumer interrupted, resuming");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    })
+}
+
+/// Retries `op` with backoff until it succeeds (true) or shutdown (false).
+async fn retry<F, Fut>(shutdown: &CancellationToken, what: &str, mut op: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut backoff = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match op().await {
+            Ok(()) => {
+                if failures > 0 {
+                    info!(what, failures, "postgres is back");
+                }
+                return true;
+            }
+            Err(e) => {
+                if failures == 0 {
+                    warn!(what, error = %e, "postgres unavailable, retrying");
+                }
+                failures += 1;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+async fn consume(
+    store: &HistoryStore,
+    stream: &stream::Stream,
+    subjects: &Subjects,
+    batch: usize,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let config = consumer::pull::Config {
+        durable_name: Some(HISTORY_CONSUMER.to_string()),
+        description: Some("copies the assignment log into postgres".to_string()),
+        filter_subject: subjects.coordinator_log(),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 20_000,
+        ..Default::default()
+    };
+    let consumer = stream
+        .get_or_create_consumer(HISTORY_CONSUMER, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut chunks = messages.ready_chunks(batch);
+    while let Some(chunk) = chunks.next().await {
+        let mut messages = Vec::with_capacity(chunk.len());
+        for message in chunk {
+            messages.push(message.map_err(|e| e.to_string())?);
+        }
+        let rows: Vec<Row> = messages
+            .iter()
+            .filter_map(|m| {
+                let log_seq = m.info().ok()?.stream_sequence;
+                match LogRecord::decode(&m.payload) {
+                    Ok(LogRecord::Change(change)) => Some(Row { log_seq, change }),
+                    Ok(LogRecord::EpochStart(_)) => None,
+                    Err(e) => {
+                        warn!(log_seq, error = %e, "unreadable log record not recorded");
+                        None
+                    }
+                }
+            })
+            .collect();
+        if !retry(shutdown, "writing history", || async {
+            store.insert(&rows).await.map(|_| ())
+        })
+        .await
+        {
+            return Ok(());
+        }
+        for m in &messages {
+            // A lost ack means a redelivery, which inserts nothing.
+            if let Err(e) = m.ack().await {
+                warn!(error = %e, "history ack not sent");
+            }
+        }
+    }
+    Ok(())
+}

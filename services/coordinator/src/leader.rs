@@ -1,0 +1,438 @@
+//! A leader's term: rebuild the state from the log, append an epoch-start record,
+//! serve the write endpoints, move agents off failed and draining nodes, and stop at
+//! once when the lease is lost or an append is refused.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::{Value, json};
+use shoal_protocol::{
+    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply, SelectRequest,
+    ShoalError, UnassignReply,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::context::Ctx;
+use crate::failover::plan_moves;
+use crate::guard::Guard;
+use crate::lease::Held;
+use crate::log::Appender;
+use crate::pipeline::{Notifier, Pipeline, Reply};
+use crate::record::{EpochStart, LogRecord, new_event_id};
+use crate::state::{Author, MoveKind, State};
+
+/// Requests the write endpoints pass to the leader.
+pub enum Command {
+    Assign(
+        AssignRequest,
+        oneshot::Sender<Result<Assignment, ShoalError>>,
+    ),
+    Unassign(String, oneshot::Sender<Result<UnassignReply, ShoalError>>),
+    /// Ok once the lease is marked as handed to the named replica.
+    Promote(String, oneshot::Sender<Result<(), ShoalError>>),
+}
+
+impl Command {
+    fn refuse(self) {
+        let e = || ShoalError::not_leader("this coordinator is no longer the leader: retry");
+        match self {
+            Command::Assign(_, tx) => drop(tx.send(Err(e()))),
+            Command::Unassign(_, tx) => drop(tx.send(Err(e()))),
+            Command::Promote(_, tx) => drop(tx.send(Err(e()))),
+        }
+    }
+}
+
+/// Runs a term each time this replica holds the lease, until `shutdown`.
+pub async fn run_terms(ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    let mut view = ctx.lease.subscribe();
+    loop {
+        let held = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            held = view.wait_for(|v| v.held.as_ref().is_some_and(|h| !h.token.is_cancelled())) => match held {
+                Ok(v) => v.held.clone(),
+                Err(_) => return,
+            },
+        };
+        let Some(held) = held else { continue };
+        let fenced = run_term(&ctx, &held, &shutdown).await;
+        if fenced {
+            ctx.lease.resign("an append to the log was refused").await;
+        }
+        // Wait for this term's lease to be gone before looking for the next one.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = held.token.cancelled() => {}
+        }
+    }
+}
+
+/// One term; true if it ended because an append was refused (fenced).
+async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> bool {
+    let term = held.token.clone();
+    let author = Author {
+        leader_id: ctx.me.clone(),
+        epoch: held.epoch,
+    };
+    let started = Instant::now();
+    let Some((state, pipeline)) = start(ctx, &author, &term).await else {
+        return !term.is_cancelled();
+    };
+    info!(
+        epoch = author.epoch,
+        assignments = state.len(),
+        log_seq = state.last_seq(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "leading: state rebuilt, serving writes"
+    );
+    let failed = pipeline.failed();
+    let (tx, mut rx) = mpsc::channel(4096);
+    let stop_endpoints = term.child_token();
+    let endpoints = crate::handlers::serve_writes(ctx.clone(), tx, stop_endpoints.clone()).await;
+    let mut guard = Guard::new(
+        ctx.cfg.max_reassignments_per_sec,
+        ctx.cfg.mass_failure_share,
+        Instant::now(),
+    );
+    guard.start_term(Instant::now(), ctx.cfg.detection_window);
+    let mut leader = Leader {
+        ctx: ctx.clone(),
+        author,
+        state,
+        pipeline,
+        guard,
+        next_sweep: Instant::now(),
+        grace_logged: false,
+    };
+    let mut changes = ctx.members.changes();
+    let fenced = loop {
+        let next_sweep = tokio::time::Instant::from_std(leader.next_sweep);
+        tokio::select! {
+            biased;
+            _ = term.cancelled() => break false,
+            _ = shutdown.cancelled() => break false,
+            _ = failed.cancelled() => break true,
+            command = rx.recv() => match command {
+                Some(c) => leader.handle(c).await,
+                None => break false,
+            },
+            _ = changes.changed() => leader.reconcile().await,
+            _ = tokio::time::sleep_until(next_sweep) => leader.reconcile().await,
+        }
+    };
+    stop_endpoints.cancel();
+    for task in endpoints {
+        let _ = task.await;
+    }
+    rx.close();
+    while let Ok(command) = rx.try_recv() {
+        command.refuse();
+    }
+    leader.pipeline.finish().await;
+    info!(epoch = leader.author.epoch, fenced, "term ended");
+    fenced
+}
+
+/// Rebuilds the state up to the log's end and appends the epoch-start record; a
+/// deposed leader's append landing in between makes it retry from the new end.
+async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(State, Pipeline)> {
+    let notifier = Notifier {
+        client: ctx.client.clone(),
+        subjects: ctx.subjects.clone(),
+    };
+    for attempt in 1..=10u32 {
+        if term.is_cancelled() {
+            return None;
+        }
+        let last = match ctx.stream.get_info().await {
+            Ok(info) => info.state.last_sequence,
+            Err(e) => {
+                warn!(attempt, error = %e, "cannot read the log's end");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(mut state) = ctx.replica.snapshot_at(last, ctx.cfg.lease_ttl).await else {
+            warn!(attempt, last, "log tail did not catch up in time");
+            continue;
+        };
+        let mut appender = Appender::new(ctx.js.clone(), &ctx.subjects, state.last_seq());
+        let record = LogRecord::EpochStart(EpochStart {
+            event_id: new_event_id(),
+            leader_id: author.leader_id.clone(),
+            epoch: author.epoch,
+            at: Utc::now(),
+        });
+        match appender.append_now(&record).await {
+            Ok(seq) => {
+                state.apply(seq, &record);
+                let appender = Appender::new(ctx.js.clone(), &ctx.subjects, seq);
+                return Some((state, Pipeline::new(appender, notifier)));
+            }
+            Err(e) => warn!(attempt, error = %e, "epoch-start append refused, catching up"),
+        }
+    }
+    None
+}
+
+struct Leader {
+    ctx: Arc<Ctx>,
+    author: Author,
+    /// The state including changes sent but not yet acknowledged.
+    state: State,
+    pipeline: Pipeline,
+    guard: Guard,
+    next_sweep: Instant,
+    grace_logged: bool,
+}
+
+impl Leader {
+    async fn handle(&mut self, command: Command) {
+        if !self.ctx.lease.is_leader() {
+            return command.refuse();
+        }
+        match command {
+            Command::Assign(req, tx) => self.assign(req, tx).await,
+            Command::Unassign(agent, tx) => self.unassign(&agent, tx).await,
+            Command::Promote(target, tx) => {
+                let _ = tx.send(self.promote(&target).await);
+            }
+        }
+    }
+
+    async fn assign(
+        &mut self,
+        req: AssignRequest,
+        tx: oneshot::Sender<Result<Assignment, ShoalError>>,
+    ) {
+        if let Some(existing) = self.state.existing(&req) {
+            // Answer only once whatever produced it is in the log.
+            return self.pipeline.after_pending(Reply::Assign(tx, existing));
+        }
+        let placement = match &req.node_id {
+            Some(pin) => {
+                let count = self.state.count_on(pin);
+                self.ctx
+                    .members
+                    .read(|m| m.check_pin(pin, count))
+                    .map(|()| (pin.clone(), "pinned", None))
+            }
+            None => self
+                .select(req.service.clone(), req.labels.clone(), Vec::new())
+                .await
+                .map(|(node, why)| (node, "balanced", Some(why))),
+        };
+        let (node, reason, candidates) = match placement {
+            Ok(p) => p,
+            Err(e) => return drop(tx.send(Err(e))),
+        };
+        let change =
+            State::assign_change(&self.author, &req, &node, reason, candidates, Utc::now());
+        self.state.apply_change(&change);
+        match self.state.get(&req.agent_name).cloned() {
+            Some(assignment) => {
+                self.pipeline
+                    .append(change, Reply::Assign(tx, assignment))
+                    .await
+            }
+            None => drop(tx.send(Err(ShoalError::internal("assignment vanished")))),
+        }
+    }
+
+    async fn unassign(
+        &mut self,
+        agent: &str,
+        tx: oneshot::Sender<Result<UnassignReply, ShoalError>>,
+    ) {
+        match self.state.unassign_change(&self.author, agent, Utc::now()) {
+            Ok(change) => {
+                self.state.apply_change(&change);
+                let reply = UnassignReply {
+                    success: true,
+                    agent_name: agent.to_string(),
+                    node_id: change.previous_node_id.clone().unwrap_or_default(),
+                    epoch: change.epoch,
+                };
+                self.pipeline
+                    .append(change, Reply::Unassign(tx, reply))
+                    .await;
+            }
+            Err(e) => drop(tx.send(Err(e))),
+        }
+    }
+
+    async fn promote(&mut self, target: &str) -> Result<(), ShoalError> {
+        if target == self.ctx.me {
+            return Ok(());
+        }
+        let alive = self
+            .ctx
+            .peers
+            .clone()
+            .with_retry_for(Duration::ZERO)
+            .call_direct::<_, LeaderReply>(Endpoint::CoordinatorLeaderGet, target, &Empty {})
+            .await;
+        match alive {
+            Ok(_) => {}
+            Err(ClientError::NoResponders { .. } | ClientError::Timeout { .. }) => {
+                return Err(ShoalError::not_found(format!(
+                    "no coordinator named {target:?} is answering"
+                ))
+                .with_details(json!({ "coordinator_id": target })));
+            }
+            Err(e) => return Err(ShoalError::unavailable(format!("asking {target:?}: {e}"))),
+        }
+        if !self.pipeline.idle().await {
+            return Err(ShoalError::not_leader(
+                "this coordinator lost the leadership",
+            ));
+        }
+        self.ctx.lease.handoff(target).await
+    }
+
+    /// Asks the balancer for a node, skipping picks this replica knows cannot take
+    /// the agent. Waits for pending changes first, so the balancer has seen their
+    /// events and counts agents right.
+    async fn select(
+        &mut self,
+        service: Option<String>,
+        labels: BTreeMap<String, String>,
+        mut exclude: Vec<String>,
+    ) -> Result<(String, Value), ShoalError> {
+        if !self.pipeline.idle().await {
+            return Err(ShoalError::not_leader(
+                "this coordinator lost the leadership",
+            ));
+        }
+        for _ in 0..4 {
+            let request = SelectRequest {
+                service: service.clone(),
+                labels: labels.clone(),
+                strategy: None,
+                exclude: exclude.clone(),
+            };
+            let reply = match self.ctx.peers.select(&request).await {
+                Ok(reply) => reply,
+                Err(ClientError::Service(e)) => return Err(e),
+                Err(ClientError::NoResponders { .. }) => {
+                    return Err(ShoalError::unavailable("no balancer is answering"));
+                }
+                Err(e) => return Err(ShoalError::unavailable(format!("balancer: {e}"))),
+            };
+            let count = self.state.count_on(&reply.node_id);
+            if self.ctx.members.read(|m| m.refuses(&reply.node_id, count)) {
+                exclude.push(reply.node_id);
+                continue;
+            }
+            let why = json!({
+                "strategy": reply.strategy,
+                "chosen": reply.node_id,
+                "candidates": reply.candidates,
+            });
+            return Ok((reply.node_id, why));
+        }
+        Err(ShoalError::no_capacity(
+            "the balancer's picks are all full, offline or draining",
+        ))
+    }
+
+    /// Moves agents off offline/gone nodes (orphans) and draining nodes.
+    async fn reconcile(&mut self) {
+        let now = Instant::now();
+        self.next_sweep = now + self.ctx.cfg.sweep_interval;
+        if !self.ctx.lease.is_leader() {
+            return;
+        }
+        let (offline, total) = self.ctx.members.read(|m| m.offline_share());
+        match self.guard.update_pause(offline, total) {
+            Some(true) => warn!(offline, total, "mass failure: pausing reassignments"),
+            Some(false) => info!(offline, total, "mass failure over: resuming reassignments"),
+            None => {}
+        }
+        let judge_dead = !self.guard.in_grace(now);
+        let moves = self
+            .ctx
+            .members
+            .read(|m| plan_moves(&self.state, m, judge_dead));
+        if !judge_dead && !self.grace_logged {
+            info!(window = ?self.ctx.cfg.detection_window, "new term: judging no node dead for one detection window");
+            self.grace_logged = true;
+        }
+        if moves.is_empty() || self.guard.paused() {
+            return;
+        }
+        for mv in moves {
+            if !self.ctx.lease.is_leader() {
+                return;
+            }
+            if !self.guard.take(Instant::now()) {
+                self.next_sweep = Instant::now() + Duration::from_millis(100);
+                return;
+            }
+            let Some(current) = self.state.get(&mv.agent_name).cloned() else {
+                continue;
+            };
+            if current.node_id != mv.from {
+                continue;
+            }
+            // An orphan is first recorded as such (the balancer stops counting it on
+            // its dead node), then reassigned once a node is found.
+            if mv.kind == MoveKind::Orphan {
+                let waiting = self.state.move_change(
+                    &self.author,
+                    &mv.agent_name,
+                    None,
+                    mv.kind,
+                    None,
+                    Utc::now(),
+                );
+                if let Some(waiting) = waiting {
+                    self.state.apply_change(&waiting);
+                    self.pipeline.append(waiting, Reply::None).await;
+                }
+            }
+            let placed = self
+                .select(
+                    current.service.clone(),
+                    current.labels.clone(),
+                    vec![mv.from.clone()],
+                )
+                .await;
+            let change = match placed {
+                Ok((node, why)) => self.state.move_change(
+                    &self.author,
+                    &mv.agent_name,
+                    Some(&node),
+                    mv.kind,
+                    Some(why),
+                    Utc::now(),
+                ),
+                Err(e) if e.code == ErrorCode::NoCapacity => {
+                    debug!(agent_name = %mv.agent_name, error = %e, "no node for agent yet");
+                    self.next_sweep = Instant::now() + Duration::from_millis(500);
+                    continue;
+                }
+                Err(e) => {
+                    warn!(agent_name = %mv.agent_name, from = %mv.from, error = %e, "cannot move agent yet");
+                    self.next_sweep = Instant::now() + Duration::from_millis(500);
+                    return;
+                }
+            };
+            if let Some(change) = change {
+                info!(
+                    agent_name = %change.agent_name,
+                    from = %mv.from,
+                    to = change.node_id.as_deref().unwrap_or("-"),
+                    reason = %change.reason,
+                    "moving agent"
+                );
+                self.state.apply_change(&change);
+                self.pipeline.append(change, Reply::None).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The fenced assignment log: one JetStream stream. Every replica tails it into its
+//! [`State`]; the leader appends with `Nats-Expected-Last-Sequence`, so a deposed
+//! leader's appends are refused once a newer leader has written its epoch-start.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use futures::StreamExt;
+use shoal_protocol::Subjects;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::LOG_STREAM;
+use crate::error::Error;
+use crate::record::LogRecord;
+use crate::state::State;
+
+/// How long the tail may be quiet before it checks that it is not stuck.
+const STALL_CHECK: Duration = Duration::from_secs(2);
+
+/// Opens (creating if needed) the log stream.
+pub async fn open_stream(
+    js: &jetstream::Context,
+    subjects: &Subjects,
+    replicas: usize,
+) -> Result<stream::Stream, Error> {
+    let config = stream::Config {
+        name: LOG_STREAM.to_string(),
+        description: Some("shoal coordinator assignment log (fenced appends)".to_string()),
+        subjects: vec![subjects.coordinator_log()],
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        retention: stream::RetentionPolicy::Limits,
+        deny_delete: true,
+        deny_purge: true,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await.map_err(Error::js)
+}
+
+/// A replica's copy of the current assignments, fed by the tail.
+#[derive(Clone)]
+pub struct Replica {
+    state: Arc<RwLock<State>>,
+    applied: watch::Receiver<u64>,
+}
+
+impl Replica {
+    /// Reads the state (never across an await).
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the tail has applied `seq`, then returns a copy of the state.
+    pub async fn snapshot_at(&self, seq: u64, deadline: Duration) -> Option<State> {
+        let mut applied = self.applied.clone();
+        tokio::time::timeout(deadline, applied.wait_for(|a| *a >= seq))
+            .await
+            .ok()?
+            .ok()?;
+        Some(self.read(State::clone))
+    }
+}
+
+/// Starts tailing the log into a fresh state; runs until `shutdown`.
+pub fn spawn_tail(
+    stream: stream::Stream,
+    subjects: Subjects,
+    shutdown: CancellationToken,
+) -> Replica {
+    let state = Arc::new(RwLock::new(State::default()));
+    let (applied_tx, applied_rx) = watch::channel(0);
+    let replica = Replica {
+        state: state.clone(),
+        applied: applied_rx,
+    };
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(50);
+        while !shutdown.is_cancelled() {
+            let from = *applied_tx.borrow() + 1;
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tail_from(&stream, &subjects, from, &state, &applied_tx) => r,
+            };
+            if let Err(e) = result {
+                warn!(error = %e, from, "log tail interrupted, resuming");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    });
+    replica
+}
+
+async fn tail_from(
+    stream: &stream::Stream,
+    subjects: &Subjects,
+    from: u64,
+    state: &RwLock<State>,
+    applied: &watch::Sender<u64>,
+) -> Result<(), Error> {
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: subjects.coordinator_log(),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(Error::js)?;
+    let mut messages = consumer.messages().await.map_err(Error::js)?;
+    loop {
+        let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(message)) => message.map_err(Error::js)?,
+            Ok(None) => return Ok(()),
+            Err(_) => {
+                // Quiet: fine if there is nothing new. A consumer lost with a
+                // restarted server would otherwise go unnoticed for 15-30 s.
+                let last = stream
+                    .get_info()
+                    .await
+                    .map_err(Error::js)?
+                    .state
+                    .last_sequence;
+                if last > *applied.borrow() {
+                    return Err(Error::JetStream(format!(
+                        "tail stalled at {} while the log ends at {last}",
+                        *applied.borrow()
+                    )));
+                }
+                continue;
+            }
+        };
+        let seq = message.info().map_err(Error::js)?.stream_sequence;
+        match LogRecord::decode(&message.payload) {
+            Ok(record) => state
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(seq, &record),
+            Err(e) => warn!(seq, error = %e, "unreadable log record skipped"),
+        }
+        applied.send_replace(seq);
+    }
+}
+
+/// Appends records with the expected last sequence, pipelined: each append expects
+/// the sequence the previous one will get, so throughput is not one round trip per
+/// record. The first failure fences the writer for good.
+pub struct Appender {
+    js: jetstream::Context,
+    subject: String,
+    /// The sequence the stream's last message must have for the next append.
+    expected: u64,
+    failed: CancellationToken,
+}
+
+impl Appender {
+    pub fn new(js: jetstream::Context, subjects: &Subjects, last_seq: u64) -> Appender {
+        Appender {
+            js,
+            subject: subjects.coordinator_log(),
+            expected: last_seq,
+            failed: CancellationToken::new(),
+        }
+    }
+
+    /// Cancelled once an append has been refused or lost.
+    pub fn failed(&self) -> CancellationToken {
+        self.failed.clone()
+    }
+
+    /// Sends one record; returns the sequence it must get and the ack to await.
+    pub async fn send(
+        &mut self,
+        record: &LogRecord,
+    ) -> Result<(u64, jetstream::context::PublishAckFuture), jetstream::context::PublishError> {
+        let publish = PublishMessage::build()
+            .payload(record.encode())
+            .expected_last_sequence(self.expected);
+        match self.js.send_publish(self.subject.clone(), publish).await {
+            Ok(ack) => {
+                self.expected += 1;
+                Ok((self.expected, ack))
+            }
+            Err(e) => {
+                self.failed.cancel();
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends and waits for the ack (the epoch-start record).
+    pub async fn append_now(&mut self, record: &LogRecord) -> Result<u64, String> {
+        let (want, ack) = self.send(record).await.map_err(|e| e.to_string())?;
+        match ack.await {
+            Ok(ack) if ack.sequence == want => Ok(want),
+            Ok(ack) => {
+                self.failed.cancel();
+                Err(format!("appended at {} instead of {want}", ack.sequence))
+            }
+            Err(e) => {
+                self.failed.cancel();
+                debug!(error = %e, "fenced append refused");
+                Err(e.to_string())
+            }
+        }
+    }
+}

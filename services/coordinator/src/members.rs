@@ -1,0 +1,207 @@
+//! The coordinator's view of membership (the registry's `shoal_members` records) and
+//! what it decides from it: may a node take an agent, must its agents move. Pure.
+
+use std::collections::HashMap;
+
+use shoal_protocol::{Node, NodeStatus, ShoalError};
+
+#[derive(Clone, Debug, Default)]
+pub struct Members {
+    nodes: HashMap<String, Node>,
+    /// The initial contents of the bucket have been read: until then an absent
+    /// node is unknown, not gone.
+    loaded: bool,
+}
+
+/// What should happen to the agents of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Keep them (online, or only suspect).
+    Stay,
+    /// Move them: the node is offline, left, or no longer known.
+    Gone,
+    /// Move them: the node is draining.
+    Draining,
+}
+
+impl Members {
+    pub fn upsert(&mut self, node: Node) {
+        self.nodes.insert(node.id.clone(), node);
+    }
+    pub fn remove(&mut self, id: &str) {
+        self.nodes.remove(id);
+    }
+    pub fn mark_loaded(&mut self) {
+        self.loaded = true;
+    }
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+    pub fn get(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Why `node` cannot take one more agent when it holds `assigned` already.
+    fn refusal(node: &Node, assigned: usize) -> Option<ShoalError> {
+        let id = &node.id;
+        if node.draining || node.status == NodeStatus::Draining {
+            return Some(ShoalError::conflict(format!(
+                "node {id:?} is draining and takes no new agents"
+            )));
+        }
+        if node.status != NodeStatus::Online {
+            return Some(ShoalError::conflict(format!(
+                "node {id:?} is {} and cannot take agents",
+                node.status.as_str()
+            )));
+        }
+        if assigned >= node.max_agents as usize {
+            return Some(ShoalError::no_capacity(format!(
+                "node {id:?} is full ({assigned} of {} agents)",
+                node.max_agents
+            )));
+        }
+        None
+    }
+
+    /// Checks a pinned placement: the node must exist, be online, not draining,
+    /// and have a free slot (counting the coordinator's own assignments).
+    pub fn check_pin(&self, id: &str, assigned: usize) -> Result<(), ShoalError> {
+        let node = self.nodes.get(id).ok_or_else(|| {
+            ShoalError::not_found(format!("no node with id {id:?}"))
+                .with_details(serde_json::json!({ "node_id": id }))
+        })?;
+        match Members::refusal(node, assigned) {
+            Some(e) => Err(e.with_details(serde_json::json!({ "node_id": id }))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a node the balancer picked is known here to be unable to take the
+    /// agent (a node unknown here is trusted: the balancer may have seen it first).
+    pub fn refuses(&self, id: &str, assigned: usize) -> bool {
+        self.nodes
+            .get(id)
+            .is_some_and(|n| Members::refusal(n, assigned).is_some())
+    }
+
+    pub fn fate(&self, id: &str) -> Fate {
+        match self.nodes.get(id) {
+            None if self.loaded => Fate::Gone,
+            None => Fate::Stay,
+            Some(n) if matches!(n.status, NodeStatus::Offline | NodeStatus::Left) => Fate::Gone,
+            Some(n) if n.draining || n.status == NodeStatus::Draining => Fate::Draining,
+            Some(_) => Fate::Stay,
+        }
+    }
+
+    /// (offline nodes, nodes that have not left).
+    pub fn offline_share(&self) -> (usize, usize) {
+        let present = self.nodes.values().filter(|n| n.status != NodeStatus::Left);
+        let (mut offline, mut total) = (0, 0);
+        for n in present {
+            total += 1;
+            if n.status == NodeStatus::Offline {
+                offline += 1;
+            }
+        }
+        (offline, total)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use chrono::Utc;
+    use shoal_protocol::{ErrorCode, NodeRole};
+
+    pub(crate) fn node(id: &str, status: NodeStatus, max_agents: u32) -> Node {
+        Node {
+            id: id.into(),
+            hostname: "h".into(),
+            ip_address: "127.0.0.1".into(),
+            port: 0,
+            address: "127.0.0.1:0".into(),
+            role: NodeRole::Worker,
+            status,
+            healthy: status == NodeStatus::Online,
+            active_agents: 0,
+            max_agents,
+            capacity: 1.0,
+            load: 0.0,
+            cpu_usage: 0.0,
+            memory_usage: 0.0,
+            disk_usage: 0.0,
+            load_average: 0.0,
+            uptime: "0s".into(),
+            uptime_s: 0,
+            last_seen: Utc::now(),
+            services: vec![],
+            labels: Default::default(),
+            version: String::new(),
+            features: vec![],
+            started_at: Utc::now(),
+            draining: false,
+            manual: false,
+        }
+    }
+
+    fn members() -> Members {
+        let mut m = Members::default();
+        m.upsert(node("up", NodeStatus::Online, 2));
+        m.upsert(node("down", NodeStatus::Offline, 2));
+        m.upsert(node("shaky", NodeStatus::Suspect, 2));
+        let mut d = node("drain", NodeStatus::Online, 2);
+        d.draining = true;
+        m.upsert(d);
+        m
+    }
+
+    #[test]
+    fn pins_name_the_problem() {
+        let m = members();
+        assert!(m.check_pin("up", 1).is_ok());
+        assert_eq!(
+            m.check_pin("nope", 0).unwrap_err().code,
+            ErrorCode::NotFound
+        );
+        let e = m.check_pin("down", 0).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict);
+        assert!(e.message.contains("offline"), "{}", e.message);
+        let e = m.check_pin("drain", 0).unwrap_err();
+        assert!(e.message.contains("draining"), "{}", e.message);
+        assert_eq!(
+            m.check_pin("up", 2).unwrap_err().code,
+            ErrorCode::NoCapacity
+        );
+    }
+
+    #[test]
+    fn fates_follow_status() {
+        let mut m = members();
+        // Before the bucket is read, an unknown node is not judged.
+        assert_eq!(m.fate("ghost"), Fate::Stay);
+        m.mark_loaded();
+        assert_eq!(m.fate("ghost"), Fate::Gone);
+        assert_eq!(m.fate("down"), Fate::Gone);
+        assert_eq!(m.fate("drain"), Fate::Draining);
+        assert_eq!(m.fate("shaky"), Fate::Stay);
+        assert_eq!(m.fate("up"), Fate::Stay);
+        assert_eq!(m.offline_share(), (1, 4));
+    }
+
+    #[test]
+    fn balancer_picks_are_trusted_unless_known_bad() {
+        let m = members();
+        assert!(!m.refuses("unknown-yet", 0));
+        assert!(m.refuses("down", 0));
+        assert!(m.refuses("up", 2));
+        assert!(!m.refuses("up", 1));
+    }
+}

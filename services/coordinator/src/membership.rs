@@ -1,0 +1,136 @@
+//! Keeps [`Members`] up to date from the registry's KV bucket, and signals changes
+//! (KV updates and the registry's node events) so the leader reconciles at once.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use shoal_protocol::{MEMBERS_BUCKET, Node, Subjects};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::members::Members;
+
+#[derive(Clone)]
+pub struct Membership {
+    view: Arc<RwLock<Members>>,
+    changed: watch::Receiver<u64>,
+}
+
+impl Membership {
+    pub fn read<T>(&self, f: impl FnOnce(&Members) -> T) -> T {
+        f(&self.view.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Bumped on every membership change or node event.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.clone()
+    }
+}
+
+pub fn spawn(
+    js: jetstream::Context,
+    client: async_nats::Client,
+    subjects: Subjects,
+    shutdown: CancellationToken,
+) -> Membership {
+    let view = Arc::new(RwLock::new(Members::default()));
+    let (tx, rx) = watch::channel(0u64);
+    let tx = Arc::new(tx);
+    tokio::spawn(watch_bucket(js, view.clone(), tx.clone(), shutdown.clone()));
+    tokio::spawn(watch_events(client, subjects, tx, shutdown));
+    Membership { view, changed: rx }
+}
+
+async fn watch_bucket(
+    js: jetstream::Context,
+    view: Arc<RwLock<Members>>,
+    changed: Arc<watch::Sender<u64>>,
+    shutdown: CancellationToken,
+) {
+    let mut waiting_logged = false;
+    while !shutdown.is_cancelled() {
+        match js.get_key_value(MEMBERS_BUCKET).await {
+            Ok(store) => {
+                waiting_logged = false;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = follow(&store, &view, &changed) => if let Err(e) = r {
+                        warn!(error = %e, "membership watch interrupted, watching again");
+                    },
+                }
+            }
+            Err(e) if !waiting_logged => {
+                info!(bucket = MEMBERS_BUCKET, error = %e, "waiting for the membership bucket");
+                waiting_logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+async fn follow(
+    store: &kv::Store,
+    view: &RwLock<Members>,
+    changed: &watch::Sender<u64>,
+) -> Result<(), String> {
+    let info = store.stream.get_info().await.map_err(|e| e.to_string())?;
+    let mut watch = store
+        .watch_with_history(">")
+        .await
+        .map_err(|e| e.to_string())?;
+    if info.state.messages == 0 {
+        view.write()
+            .unwrap_or_else(|p| p.into_inner())
+            .mark_loaded();
+    }
+    while let Some(entry) = watch.next().await {
+        let entry = entry.map_err(|e| e.to_string())?;
+        {
+            let mut members = view.write().unwrap_or_else(|p| p.into_inner());
+            match entry.operation {
+                kv::Operation::Put => match serde_json::from_slice::<Node>(&entry.value) {
+                    Ok(node) => members.upsert(node),
+                    Err(e) => warn!(key = %entry.key, error = %e, "unreadable membership record"),
+                },
+                kv::Operation::Delete | kv::Operation::Purge => members.remove(&entry.key),
+            }
+            if entry.delta == 0 && !members.is_loaded() {
+                debug!(nodes = members.len(), "membership loaded");
+                members.mark_loaded();
+            }
+        }
+        changed.send_modify(|n| *n += 1);
+    }
+    Ok(())
+}
+
+async fn watch_events(
+    client: async_nats::Client,
+    subjects: Subjects,
+    changed: Arc<watch::Sender<u64>>,
+    shutdown: CancellationToken,
+) {
+    let mut events = match client.subscribe(subjects.registry_events_all()).await {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot subscribe to registry events; relying on the membership bucket");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            event = events.next() => match event {
+                Some(_) => changed.send_modify(|n| *n += 1),
+                None => return,
+            },
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! The assignment state machine: current assignments rebuilt from the log, and the
+//! changes a leader may append. Plain data and pure methods, no I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use shoal_protocol::{
+    AssignRequest, Assignment, AssignmentAction, AssignmentStatus, ListAssignmentsRequest,
+    ShoalError,
+};
+
+use crate::record::{Change, LogRecord, new_event_id};
+
+/// How many `request_id`s are remembered for idempotent retries.
+const REMEMBERED_REQUESTS: usize = 100_000;
+
+/// Who is writing, for the records a leader makes.
+#[derive(Clone, Debug)]
+pub struct Author {
+    pub leader_id: String,
+    pub epoch: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    assignments: BTreeMap<String, Assignment>,
+    by_node: HashMap<String, BTreeSet<String>>,
+    /// request_id → the assignment that request produced.
+    requests: HashMap<String, Assignment>,
+    request_order: VecDeque<String>,
+    /// Sequence of the last log record applied.
+    last_seq: u64,
+    /// Epoch and leader of the last epoch-start record.
+    epoch: u64,
+    leader_id: Option<String>,
+    /// Changes that moved an agent off a failed or draining node.
+    reassignments: u64,
+}
+
+impl State {
+    /// Applies the log record with sequence `seq`.
+    pub fn apply(&mut self, seq: u64, record: &LogRecord) {
+        match record {
+            LogRecord::EpochStart(e) => {
+                self.epoch = self.epoch.max(e.epoch);
+                self.leader_id = Some(e.leader_id.clone());
+            }
+            LogRecord::Change(c) => self.apply_change(c),
+        }
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// Applies a change (the leader applies its own changes as it decides them).
+    pub fn apply_change(&mut self, c: &Change) {
+        if matches!(
+            c.action,
+            AssignmentAction::Orphaned | AssignmentAction::Reassigned | AssignmentAction::Migrated
+        ) && c.node_id.is_some()
+        {
+            self.reassignments += 1;
+        }
+        match (&c.action, &c.node_id) {
+            (AssignmentAction::Unassigned, _) => self.remove(&c.agent_name),
+            (_, Some(node_id)) => {
+                let assignment = Assignment {
+                    agent_name: c.agent_name.clone(),
+                    node_id: node_id.clone(),
+                    assigned_at: c.at,
+                    status: c.status,
+                    epoch: c.epoch,
+                    service: c.service.clone(),
+                    labels: c.labels.clone(),
+                    request_id: c.request_id.clone(),
+                };
+                self.remove(&c.agent_name);
+                self.by_node
+                    .entry(node_id.clone())
+                    .or_default()
+                    .insert(c.agent_name.clone());
+                if let Some(request_id) = &c.request_id
+                    && c.action == AssignmentAction::Assigned
+                {
+                    self.remember(request_id, &assignment);
+                }
+                self.assignments.insert(c.agent_name.clone(), assignment);
+            }
+            // Still where it was, but waiting for a new node.
+            (_, None) => {
+                if let Some(a) = self.assignments.get_mut(&c.agent_name) {
+                    a.status = c.status;
+                    a.epoch = c.epoch;
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, agent_name: &str) {
+        if let Some(old) = self.assignments.remove(agent_name)
+            && let Some(agents) = self.by_node.get_mut(&old.node_id)
+        {
+            agents.remove(agent_name);
+            if agents.is_empty() {
+                self.by_node.remove(&old.node_id);
+            }
+        }
+    }
+
+    fn remember(&mut self, request_id: &str, assignment: &Assignment) {
+        if self
+            .requests
+            .insert(request_id.to_string(), assignment.clone())
+            .is_none()
+        {
+            self.request_order.push_back(request_id.to_string());
+        }
+        while self.request_order.len() > REMEMBERED_REQUESTS {
+            if let Some(old) = self.request_order.pop_front() {
+                self.requests.remove(&old);
+            }
+        }
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+    pub fn len(&self) -> usize {
+        self.assignments.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.assignments.is_empty()
+    }
+    pub fn reassignments(&self) -> u64 {
+        self.reassignments
+    }
+
+    pub fn get(&self, agent_name: &str) -> Option<&Assignment> {
+        self.assignments.get(agent_name)
+    }
+
+    pub fn list(&self, filter: &ListAssignmentsRequest) -> Vec<Assignment> {
+        self.assignments
+            .values()
+            .filter(|a| filter.node_id.as_ref().is_none_or(|n| &a.node_id == n))
+            .filter(|a| filter.status.is_none_or(|s| a.status == s))
+            .cloned()
+            .collect()
+    }
+
+    pub fn count_on(&self, node_id: &str) -> usize {
+        self.by_node.get(node_id).map_or(0, BTreeSet::len)
+    }
+
+    /// Agents on `node_id`, by name.
+    pub fn agents_on(&self, node_id: &str) -> Vec<&Assignment> {
+        self.by_node
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|a| self.assignments.get(a))
+            .collect()
+    }
+
+    /// Nodes holding at least one agent.
+    pub fn nodes(&self) -> impl Iterator<Item = &String> {
+        self.by_node.keys()
+    }
+
+    /// The answer an assign request already has: the result of the same
+    /// `request_id`, or the agent's current assignment.
+    pub fn existing(&self, req: &AssignRequest) -> Option<Assignment> {
+        req.request_id
+            .as_ref()
+            .and_then(|r| self.requests.get(r))
+            .or_else(|| self.assignments.get(&req.agent_name))
+            .cloned()
+    }
+
+    /// The change placing a new agent on `node_id`.
+    pub fn assign_change(
+        author: &Author,
+        req: &AssignRequest,
+        node_id: &str,
+        reason: &str,
+        candidates: Option<Value>,
+        at: DateTime<Utc>,
+    ) -> Change {
+        Change {
+            event_id: new_event_id(),
+            action: AssignmentAction::Assigned,
+            agent_name: req.agent_name.clone(),
+            node_id: Some(node_id.to_string()),
+            previous_node_id: None,
+            status: AssignmentStatus::Running,
+            reason: reason.to_string(),
+            leader_id: author.leader_id.clone(),
+            epoch: author.epoch,
+            at,
+            service: req.service.clone(),
+            labels: req.labels.clone(),
+            request_id: req.request_id.clone(),
+            candidates,
+        }
+    }
+
+    /// The change removing `agent_name`; `not_found` if it has no assignment.
+    pub fn unassign_change(
+        &self,
+        author: &Author,
+        agent_name: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Change, ShoalError> {
+        let current = self.assignments.get(agent_name).ok_or_else(|| {
+            ShoalError::not_found(format!("agent {agent_name:?} has no assignment"))
+                .with_details(serde_json::json!({ "agent_name": agent_name }))
+        })?;
+        Ok(Change {
+            event_id: new_event_id(),
+            action: AssignmentAction::Unassigned,
+            agent_name: agent_name.to_string(),
+            node_id: None,
+            previous_node_id: Some(current.node_id.clone()),
+            status: current.status,
+            reason: "requested".to_string(),
+            leader_id: author.leader_id.clone(),
+            epoch: author.epoch,
+            at,
+            service: current.service.clone(),
+            labels: current.labels.clone(),
+            request_id: None,
+            candidates: None,
+        })
+    }
+
+    /// The change moving `agent_name` off its node: to `to`, or, with `to` `None`,
+    /// marking it as waiting for one. `None` if there is nothing to record (no such
+    /// agent, or already marked waiting).
+    #[allow(clippy::too_many_arguments)]
+    pub fn move_change(
+        &self,
+        author: &Author,
+        agent_name: &str,
+        to: Option<&str>,
+        kind: MoveKind,
+        candidates: Option<Value>,
+        at: DateTime<Utc>,
+    ) -> Option<Change> {
+        let current = self.assignments.get(agent_name)?;
+        let waiting = kind.waiting_status();
+        if to.is_none() && current.status == waiting {
+            return None;
+        }
+        // An agent that already waited and is now placed is "reassigned".
+        let action = match (to, current.status) {
+            (Some(_), AssignmentStatus::Orphaned | AssignmentStatus::Migrating) => {
+                AssignmentAction::Reassigned
+            }
+            _ => kind.action(),
+        };
+        Some(Change {
+            event_id: new_event_id(),
+            action,
+            agent_name: agent_name.to_string(),
+            node_id: to.map(str::to_string),
+            previous_node_id: Some(current.node_id.clone()),
+            status: if to.is_some() {
+                AssignmentStatus::Running
+            } else {
+                waiting
+            },
+            reason: kind.reason().to_string(),
+            leader_id: author.leader_id.clone(),
+            epoch: author.epoch,
+            at,
+            service: current.service.clone(),
+            labels: current.labels.clone(),
+            request_id: current.request_id.clone(),
+            candidates,
+        })
+    }
+}
+
+/// Why an agent is moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveKind {
+    /// Its node is offline or gone.
+    Orphan,
+    /// Its node is draining.
+    Drain,
+}
+
+impl MoveKind {
+    pub fn action(self) -> AssignmentAction {
+        match self {
+            MoveKind::Orphan => AssignmentAction::Orphaned,
+            MoveKind::Drain => AssignmentAction::Migrated,
+        }
+    }
+    pub fn reason(self) -> &'static str {
+        match self {
+            MoveKind::Orphan => "orphaned",
+            MoveKind::Drain => "drained",
+        }
+    }
+    fn waiting_status(self) -> AssignmentStatus {
+        match self {
+            MoveKind::Orphan => AssignmentStatus::Orphaned,
+            MoveKind::Drain => AssignmentStatus::Migrating,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_protocol::ErrorCode;
+
+    fn author() -> Author {
+        Author {
+            leader_id: "c1".into(),
+            epoch: 5,
+        }
+    }
+
+    fn req(agent: &str, request_id: Option<&str>) -> AssignRequest {
+        AssignRequest {
+            agent_name: agent.into(),
+            request_id: request_id.map(str::to_string),
+            ..AssignRequest::default()
+        }
+    }
+
+    fn assigned(state: &mut State, agent: &str, node: &str, request_id: Option<&str>) {
+        let c = State::assign_change(
+            &author(),
+            &req(agent, request_id),
+            node,
+            "requested",
+            None,
+            Utc::now(),
+        );
+        state.apply_change(&c);
+    }
+
+    #[test]
+    fn assign_and_unassign_track_nodes() {
+        let mut s = State::default();
+        assigned(&mut s, "a1", "n1", None);
+        assigned(&mut s, "a2", "n1", None);
+        assigned(&mut s, "a3", "n2", None);
+        assert_eq!((s.len(), s.count_on("n1"), s.count_on("n2")), (3, 2, 1));
+        let c = s.unassign_change(&author(), "a1", Utc::now()).unwrap();
+        assert_eq!(c.previous_node_id.as_deref(), Some("n1"));
+        s.apply_change(&c);
+        assert_eq!((s.len(), s.count_on("n1")), (2, 1));
+        assert!(s.get("a1").is_none());
+    }
+
+    #[test]
+    fn unassigning_an_unknown_agent_is_not_found() {
+        let e = State::default()
+            .unassign_change(&author(), "ghost", Utc::now())
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+    }
+
+    #[test]
+    fn an_agent_is_on_one_node_only() {
+        let mut s = State::default();
+        assigned(&mut s, "a1", "n1", None);
+        let moved = s
+            .move_change(
+                &author(),
+                "a1",
+                Some("n2"),
+                MoveKind::Orphan,
+                None,
+                Utc::now(),
+            )
+            .unwrap();
+        s.apply_change(&moved);
+        assert_eq!(s.count_on("n1"), 0);
+        assert_eq!(s.count_on("n2"), 1);
+        assert_eq!(s.get("a1").unwrap().node_id, "n2");
+        assert_eq!(s.nodes().count(), 1);
+        assert_eq!(moved.action, AssignmentAction::Orphaned);
+        assert_eq!(moved.reason, "orphaned");
+        assert_eq!(s.reassignments(), 1);
+    }
+
+    #[test]
+    fn repeated_request_ids_and_agents_return_the_first_result() {
+        let mut s = State::default();
+        assigned(&mut s, "a1", "n1", Some("r1"));
+        assert_eq!(s.existing(&req("a1", None)).unwrap().node_id, "n1");
+        assert_eq!(
+            s.existing(&req("other", Some("r1"))).unwrap().agent_name,
+            "a1"
+        );
+        assert!(s.existing(&req("a2", Some("r2"))).is_none());
+    }
+
+    #[test]
+    fn an_orphan_without_capacity_waits_then_is_reassigned() {
+        let mut s = State::default();
+        assigned(&mut s, "a1", "n1", None);
+        let wait = s
+            .move_change(&author(), "a1", None, MoveKind::Orphan, None, Utc::now())
+            .unwrap();
+        s.apply_change(&wait);
+        assert_eq!(s.get("a1").unwrap().status, AssignmentStatus::Orphaned);
+        assert_eq!(s.get("a1").unwrap().node_id, "n1");
+        // Marking it waiting again records nothing new.
+        assert!(
+            s.move_change(&author(), "a1", None, MoveKind::Orphan, None, Utc::now())
+                .is_none()
+        );
+        let placed = s
+            .move_change(
+                &author(),
+                "a1",
+                Some("n3"),
+                MoveKind::Orphan,
+                None,
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!(placed.action, AssignmentAction::Reassigned);
+        s.apply_change(&placed);
+        assert_eq!(s.get("a1").unwrap().status, AssignmentStatus::Running);
+        let orphaned = ListAssignmentsRequest {
+            status: Some(AssignmentStatus::Orphaned),
+            ..Default::default()
+        };
+        assert!(s.list(&orphaned).is_empty());
+    }
+
+    #[test]
+    fn list_filters_by_node_and_status() {
+        let mut s = State::default();
+        assigned(&mut s, "a1", "n1", None);
+        assigned(&mut s, "a2", "n2", None);
+        let by_node = ListAssignmentsRequest {
+            node_id: Some("n2".into()),
+            ..Default::default()
+        };
+        let names: Vec<_> = s.list(&by_node).into_iter().map(|a| a.agent_name).collect();
+        assert_eq!(names, ["a2"]);
+        assert_eq!(s.list(&ListAssignmentsRequest::default()).len(), 2);
+    }
+
+    #[test]
+    fn epoch_start_records_move_the_epoch_and_sequence() {
+        let mut s = State::default();
+        s.apply(
+            3,
+            &LogRecord::EpochStart(crate::record::EpochStart {
+                event_id: "e".into(),
+                leader_id: "c2".into(),
+                epoch: 42,
+                at: Utc::now(),
+            }),
+        );
+        assert_eq!((s.epoch(), s.last_seq()), (42, 3));
+    }
+}

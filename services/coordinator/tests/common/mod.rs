@@ -1,0 +1,229 @@
+//! Shared setup for the coordinator's integration tests: real nats-server, real
+//! coordinator processes, and membership records written in the registry's wire
+//! format into `shoal_members` (or a real registry, where a test needs one).
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream::{self, kv};
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_protocol::{
+    AssignRequest, Assignment, ClientError, Empty, Endpoint, LeaderReply, MEMBERS_BUCKET, Node,
+    NodeRole, NodeStatus, ShoalClient, Subjects,
+};
+use shoal_testkit::{ServiceProcess, binary, wait_for};
+
+pub const LONG: Duration = Duration::from_secs(30);
+
+/// A coordinator process with its instance id.
+pub struct Coordinator {
+    pub id: String,
+    pub process: ServiceProcess,
+}
+
+/// Spawns a coordinator named `id` against `nats_url`.
+pub fn coordinator(nats_url: &str, id: &str, extra: &[(&str, &str)]) -> Result<Coordinator> {
+    let mut envs = vec![
+        ("SHOAL_NATS_URL".to_string(), nats_url.to_string()),
+        ("SHOAL_INSTANCE_ID".to_string(), id.to_string()),
+        ("SHOAL_LOG_LEVEL".to_string(), "info".to_string()),
+    ];
+    envs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let process = ServiceProcess::spawn(id, &binary("shoal-coordinator")?, &[], &envs)?;
+    Ok(Coordinator {
+        id: id.to_string(),
+        process,
+    })
+}
+
+pub fn service(
+    nats_url: &str,
+    bin: &str,
+    name: &str,
+    extra: &[(&str, &str)],
+) -> Result<ServiceProcess> {
+    let mut envs = vec![
+        ("SHOAL_NATS_URL".to_string(), nats_url.to_string()),
+        ("SHOAL_INSTANCE_ID".to_string(), name.to_string()),
+    ];
+    envs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    ServiceProcess::spawn(name, &binary(bin)?, &[], &envs)
+}
+
+/// An online node as the registry would write it.
+pub fn node(id: &str, max_agents: u32) -> Node {
+    Node {
+        id: id.into(),
+        hostname: format!("host-{id}"),
+        ip_address: "127.0.0.1".into(),
+        port: 0,
+        address: "127.0.0.1:0".into(),
+        role: NodeRole::Worker,
+        status: NodeStatus::Online,
+        healthy: true,
+        active_agents: 0,
+        max_agents,
+        capacity: 1.0,
+        load: 0.0,
+        cpu_usage: 1.0,
+        memory_usage: 1.0,
+        disk_usage: 1.0,
+        load_average: 0.1,
+        uptime: "1s".into(),
+        uptime_s: 1,
+        last_seen: Utc::now(),
+        services: vec![],
+        labels: BTreeMap::new(),
+        version: String::new(),
+        features: vec![],
+        started_at: Utc::now(),
+        draining: false,
+        manual: true,
+    }
+}
+
+/// The membership bucket, created as the registry creates it.
+pub async fn members(client: &async_nats::Client) -> Result<kv::Store> {
+    let js = jetstream::new(client.clone());
+    if let Ok(store) = js.get_key_value(MEMBERS_BUCKET).await {
+        return Ok(store);
+    }
+    Ok(js
+        .create_key_value(kv::Config {
+            bucket: MEMBERS_BUCKET.to_string(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?)
+}
+
+pub async fn put_node(store: &kv::Store, node: &Node) -> Result<()> {
+    store
+        .put(&node.id, serde_json::to_vec(node)?.into())
+        .await
+        .context("writing a membership record")?;
+    Ok(())
+}
+
+pub fn shoal(client: &async_nats::Client) -> ShoalClient {
+    ShoalClient::new(client.clone(), Subjects::default())
+        .with_timeout(Duration::from_secs(2))
+        .with_retry_for(Duration::from_secs(10))
+}
+
+/// `leader.get` asked of one replica directly.
+pub async fn leader_of(shoal: &ShoalClient, id: &str) -> Result<LeaderReply, ClientError> {
+    shoal
+        .clone()
+        .with_retry_for(Duration::ZERO)
+        .with_timeout(Duration::from_millis(500))
+        .call_direct(Endpoint::CoordinatorLeaderGet, id, &Empty {})
+        .await
+}
+
+/// Waits until exactly one of `ids` says it is leader and every answering replica
+/// names it; returns its id.
+pub async fn wait_leader(shoal: &ShoalClient, ids: &[&str], deadline: Duration) -> Result<String> {
+    wait_for("exactly one coordinator to lead", deadline, || async {
+        let mut leaders = Vec::new();
+        let mut named = Vec::new();
+        for id in ids {
+            if let Ok(reply) = leader_of(shoal, id).await {
+                if reply.is_leader {
+                    leaders.push(id.to_string());
+                }
+                named.push(reply.leader.map(|l| l.coordinator_id));
+            }
+        }
+        (leaders.len() == 1
+            && named
+                .iter()
+                .all(|n| n.as_deref() == Some(leaders[0].as_str())))
+        .then(|| leaders.remove(0))
+    })
+    .await
+}
+
+/// Assigns, retrying with the same request_id through timeouts and leader
+/// changes (as a careful client does), until acknowledged or `deadline`.
+pub async fn assign_acked(
+    shoal: &ShoalClient,
+    req: &AssignRequest,
+    deadline: Duration,
+) -> Result<Assignment> {
+    let mut req = req.clone();
+    req.request_id
+        .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+    let until = Instant::now() + deadline;
+    loop {
+        match shoal.assign(&req).await {
+            Ok(a) => return Ok(a),
+            Err(e @ ClientError::Service(_))
+                if !matches!(e.code(), "not_leader" | "unavailable") =>
+            {
+                bail!("assign {} refused: {e}", req.agent_name)
+            }
+            Err(e) if Instant::now() >= until => {
+                bail!("assign {} not acknowledged: {e}", req.agent_name)
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+pub fn pinned(agent: &str, node: &str) -> AssignRequest {
+    AssignRequest {
+        agent_name: agent.into(),
+        node_id: Some(node.into()),
+        request_id: Some(uuid::Uuid::new_v4().to_string()),
+        ..AssignRequest::default()
+    }
+}
+
+/// Every record in the assignment log, as JSON, with its sequence.
+pub async fn log_records(client: &async_nats::Client) -> Result<Vec<(u64, serde_json::Value)>> {
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream("SHOAL_ASSIGNMENTS").await?;
+    let last = stream.get_info().await?.state.last_sequence;
+    let mut out = Vec::new();
+    if last == 0 {
+        return Ok(out);
+    }
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig::default())
+        .await?;
+    let mut messages = consumer.messages().await?;
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .context("reading the log")?
+    {
+        let m = m?;
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
+        out.push((seq, serde_json::from_slice(&m.payload)?));
+        if seq >= last {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// How many `assigned` records each agent has in the log.
+pub fn assigned_counts(records: &[(u64, serde_json::Value)]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for (_, r) in records {
+        if r["type"] == "change" && r["action"] == "assigned" {
+            *counts
+                .entry(r["agent_name"].as_str().unwrap_or_default().to_string())
+                .or_default() += 1;
+        }
+    }
+    counts
+}

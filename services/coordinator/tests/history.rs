@@ -1,0 +1,106 @@
+//! The Postgres ledger: every acknowledged change reaches `assignment_history`
+//! exactly once, even across a Postgres outage in the middle of assignments.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use shoal_protocol::{AssignmentAction, HistoryRequest};
+use shoal_testkit::{NatsServer, Postgres, wait_for};
+
+#[tokio::test]
+async fn history_catches_up_exactly_once_after_a_postgres_outage() {
+    let nats = NatsServer::start().await.unwrap();
+    let mut pg = Postgres::start().await.unwrap();
+    let db = pg.create_database().await.unwrap();
+    let db_name = db.rsplit('/').next().unwrap().to_string();
+    let client = nats.client().await.unwrap();
+    let kv = members(&client).await.unwrap();
+    put_node(&kv, &node("n1", 100_000)).await.unwrap();
+    let _c = coordinator(&nats.url(), "c1", &[("SHOAL_DATABASE_URL", &db)]).unwrap();
+    let shoal = shoal(&client);
+    wait_leader(&shoal, &["c1"], LONG).await.unwrap();
+
+    let mut acknowledged = 0usize;
+    let mut next = 0usize;
+    let mut assign_some = async |n: usize, acked: &mut usize| {
+        for _ in 0..n {
+            shoal
+                .assign(&pinned(&format!("agent-{next}"), "n1"))
+                .await
+                .unwrap();
+            next += 1;
+            *acked += 1;
+        }
+    };
+    assign_some(20, &mut acknowledged).await;
+
+    pg.stop().await.unwrap();
+    let down_at = Instant::now();
+    // Assignments go on while Postgres is down.
+    while down_at.elapsed() < Duration::from_secs(10) {
+        assign_some(5, &mut acknowledged).await;
+    }
+    shoal.unassign("agent-0").await.unwrap();
+    acknowledged += 1;
+    println!("{acknowledged} changes acknowledged, the last 10 s with postgres down");
+    pg.start_again().await.unwrap();
+    let back_at = Instant::now();
+    assign_some(10, &mut acknowledged).await;
+
+    let pg_client = pg.connect(&db_name).await.unwrap();
+    let rows = wait_for("history to catch up", LONG, || async {
+        let row = pg_client
+            .query_one("SELECT count(*) FROM assignment_history", &[])
+            .await
+            .ok()?;
+        let n: i64 = row.get(0);
+        (n as usize >= acknowledged).then_some(n as usize)
+    })
+    .await
+    .unwrap();
+    println!(
+        "MEASURED history caught up {:?} after postgres came back",
+        back_at.elapsed()
+    );
+    assert_eq!(rows, acknowledged, "one row per acknowledged change");
+    let distinct = pg_client
+        .query_one(
+            "SELECT count(DISTINCT event_id), count(DISTINCT log_seq) FROM assignment_history",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(distinct.get::<_, i64>(0) as usize, acknowledged);
+    assert_eq!(distinct.get::<_, i64>(1) as usize, acknowledged);
+
+    let agent0 = shoal
+        .history(&HistoryRequest {
+            agent_name: Some("agent-0".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<AssignmentAction> = agent0.history.iter().map(|h| h.action).collect();
+    assert_eq!(
+        actions,
+        [AssignmentAction::Unassigned, AssignmentAction::Assigned]
+    );
+    assert_eq!(agent0.history[1].node_id.as_deref(), Some("n1"));
+    assert_eq!(agent0.history[1].reason, "pinned");
+    assert_eq!(agent0.history[1].leader_id, "c1");
+    let limited = shoal
+        .history(&HistoryRequest {
+            node_id: Some("n1".into()),
+            limit: Some(3),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited.count, 3);
+    assert!(
+        limited.history[0].log_seq > limited.history[2].log_seq,
+        "newest first"
+    );
+}
