@@ -1,22 +1,42 @@
 //! shoal-registry: keeps cluster membership and node health.
+//!
+//! Every replica hears every node message (plain subscriptions) and keeps last-seen
+//! times in memory; membership lives in the KV bucket `shoal_members` (key = node id,
+//! value = `shoal_protocol::Node`), written only on change — join, status change,
+//! metadata or capacity change, and a metrics snapshot every `--metrics-snapshot` —
+//! with compare-and-set on the revision, so when replicas detect the same transition
+//! exactly one write wins and only its replica publishes the event. Requests are
+//! answered from memory, loaded from the bucket before serving and kept equal to it
+//! by a watch. See [`member`] for the status machine.
+
+mod advisory;
+mod config;
+mod engine;
+mod handlers;
+mod ingest;
+pub mod member;
+pub mod membership;
+pub mod model;
+mod store;
+
+#[cfg(test)]
+mod machine_tests;
+
+use std::future::Future;
+use std::sync::Arc;
 
 use async_nats::Client;
-use shoal_protocol::ServiceKind;
-use shoal_runtime::CommonConfig;
+use async_nats::jetstream;
+use serde::Serialize;
+use shoal_protocol::{Endpoint, ServiceKind, ShoalError};
+use shoal_runtime::EndpointRequests;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::info;
 
-/// Configuration of a registry instance.
-#[derive(clap::Parser, Debug, Clone)]
-#[command(
-    name = "shoal-registry",
-    version,
-    about = "Shoal registry: keeps cluster membership and node health"
-)]
-pub struct Config {
-    #[command(flatten)]
-    pub common: CommonConfig,
-}
+pub use config::Config;
+use engine::Engine;
+use membership::Membership;
 
 /// Errors that stop the registry.
 #[derive(Debug, thiserror::Error)]
@@ -25,22 +45,203 @@ pub enum Error {
     Config(String),
     #[error("nats: {0}")]
     Nats(String),
+    #[error("membership bucket: {0}")]
+    Store(String),
 }
 
 /// Runs the registry until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
+    let th = cfg.thresholds().map_err(Error::Config)?;
     let instance_id = cfg
         .common
         .instance_id()
         .map_err(|e| Error::Config(e.to_string()))?;
+    let subjects = cfg
+        .common
+        .subjects()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let js = jetstream::new(client.clone());
+    let store = store::open_with_retry(&js, cfg.kv_replicas, &shutdown).await?;
+
+    // Subscribed before the bucket is read, so nothing said meanwhile is lost.
+    let nats = |e: async_nats::SubscribeError| Error::Nats(e.to_string());
+    let heartbeats = client
+        .subscribe(subjects.node_heartbeat_all())
+        .await
+        .map_err(nats)?;
+    let announces = client
+        .subscribe(subjects.node_announce_all())
+        .await
+        .map_err(nats)?;
+    let leaves = client
+        .subscribe(subjects.node_leave_all())
+        .await
+        .map_err(nats)?;
+
+    let engine = Arc::new(Engine::new(
+        Membership::new(th),
+        store,
+        client.clone(),
+        subjects.clone(),
+    ));
+    let (watch, last_revision) = engine.load().await?;
+    let loaded = engine.lock().count();
+    info!(nodes = loaded, "membership loaded");
+
+    let sys = match system_client(&cfg, &instance_id).await? {
+        Some(sys) => Some(sys),
+        None => {
+            info!(
+                "no system account credentials: node failures are detected from missed heartbeats alone"
+            );
+            None
+        }
+    };
+
     let service = shoal_runtime::start_service(&client, ServiceKind::Registry, &instance_id)
         .await
         .map_err(|e| Error::Nats(e.to_string()))?;
-    info!(instance_id = %instance_id, "registry ready");
+    let tasks = TaskTracker::new();
+    let endpoint = |e: Endpoint| {
+        let service = &service;
+        let subjects = &subjects;
+        let instance_id = &instance_id;
+        async move {
+            shoal_runtime::add_endpoint(service, subjects, e, instance_id)
+                .await
+                .map_err(|e| Error::Nats(e.to_string()))
+        }
+    };
+    spawn_sync(
+        &tasks,
+        endpoint(Endpoint::RegistryNodesList).await?,
+        &engine,
+        &shutdown,
+        handlers::list,
+    );
+    spawn_sync(
+        &tasks,
+        endpoint(Endpoint::RegistryNodesGet).await?,
+        &engine,
+        &shutdown,
+        handlers::get,
+    );
+    spawn_sync(
+        &tasks,
+        endpoint(Endpoint::RegistryStats).await?,
+        &engine,
+        &shutdown,
+        handlers::stats,
+    );
+    spawn_async(
+        &tasks,
+        endpoint(Endpoint::RegistryNodesRegister).await?,
+        &engine,
+        &shutdown,
+        |e, m| async move { handlers::register(&e, &m).await },
+    );
+    spawn_async(
+        &tasks,
+        endpoint(Endpoint::RegistryNodesUnregister).await?,
+        &engine,
+        &shutdown,
+        |e, m| async move { handlers::unregister(&e, &m).await },
+    );
+    spawn_async(
+        &tasks,
+        endpoint(Endpoint::RegistryNodesDrain).await?,
+        &engine,
+        &shutdown,
+        |e, m| async move { handlers::drain(&e, &m).await },
+    );
+    spawn_async(
+        &tasks,
+        endpoint(Endpoint::RegistryNodesUndrain).await?,
+        &engine,
+        &shutdown,
+        |e, m| async move { handlers::undrain(&e, &m).await },
+    );
+
+    tasks.spawn(ingest::heartbeats(
+        engine.clone(),
+        heartbeats,
+        shutdown.clone(),
+    ));
+    tasks.spawn(ingest::lifecycle(
+        engine.clone(),
+        announces,
+        leaves,
+        shutdown.clone(),
+    ));
+    tasks.spawn(
+        engine
+            .clone()
+            .follow(watch, last_revision, shutdown.clone()),
+    );
+    tasks.spawn(engine.clone().tick(shutdown.clone()));
+    if let Some(sys) = sys {
+        tasks.spawn(advisory::follow(engine.clone(), sys, shutdown.clone()));
+    }
+    // A registry with a fresh view must not wait for nodes' next metadata change.
+    engine.ask_to_announce(Vec::new()).await;
+    info!(instance_id = %instance_id, nodes = loaded, "registry ready");
+
     shutdown.cancelled().await;
+    tasks.close();
+    tasks.wait().await;
     service
         .stop()
         .await
         .map_err(|e| Error::Nats(e.to_string()))?;
     Ok(())
+}
+
+/// Serves an endpoint answered from memory.
+fn spawn_sync<T>(
+    tasks: &TaskTracker,
+    requests: EndpointRequests,
+    engine: &Arc<Engine>,
+    shutdown: &CancellationToken,
+    handler: fn(&Engine, &async_nats::Message) -> Result<T, ShoalError>,
+) where
+    T: Serialize + Send + 'static,
+{
+    let engine = engine.clone();
+    tasks.spawn(shoal_runtime::serve(requests, shutdown.clone(), move |m| {
+        std::future::ready(handler(&engine, &m))
+    }));
+}
+
+/// Serves an endpoint that writes to the bucket.
+fn spawn_async<H, Fut, T>(
+    tasks: &TaskTracker,
+    requests: EndpointRequests,
+    engine: &Arc<Engine>,
+    shutdown: &CancellationToken,
+    handler: H,
+) where
+    H: Fn(Arc<Engine>, async_nats::Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, ShoalError>> + Send + 'static,
+    T: Serialize + Send + 'static,
+{
+    let engine = engine.clone();
+    tasks.spawn(shoal_runtime::serve(requests, shutdown.clone(), move |m| {
+        handler(engine.clone(), m)
+    }));
+}
+
+/// A second connection in the system account, if credentials were given.
+async fn system_client(cfg: &Config, instance_id: &str) -> Result<Option<Client>, Error> {
+    if !cfg.has_system_account() {
+        return Ok(None);
+    }
+    let mut nats = cfg.common.nats.clone();
+    nats.nats_creds = cfg.sys_nats_creds.clone();
+    nats.nats_user = cfg.sys_nats_user.clone();
+    nats.nats_password = cfg.sys_nats_password.clone();
+    nats.nats_token = None;
+    let client = shoal_runtime::connect(&nats, &format!("shoal-registry-sys:{instance_id}"))
+        .await
+        .map_err(|e| Error::Nats(format!("system account connection: {e:#}")))?;
+    Ok(Some(client))
 }

@@ -1,0 +1,205 @@
+//! The announcer of one real node: announce, heartbeats, agents, goodbye.
+
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use async_nats::connection::State;
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_protocol::{AgentNotice, Heartbeat, ServiceKind, Subjects, SyncRequest, Validate};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::agents::AgentSet;
+use crate::metrics::{Sample, Sampler};
+use crate::{Config, Error, Identity, identity, wire};
+
+/// Host name and address are checked for changes this often.
+const IDENTITY_CHECK: Duration = Duration::from_secs(30);
+/// At most one warning per this period about failed publishes.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+struct Node {
+    client: Client,
+    subjects: Subjects,
+    identity: Identity,
+    seq: u64,
+    agents: AgentSet,
+    last_sample: Sample,
+    last_warning: Option<Instant>,
+}
+
+impl Node {
+    async fn announce(&mut self, why: &str) {
+        match wire::announce(&self.client, &self.subjects, &self.identity.announce()).await {
+            Ok(()) => info!(node_id = %self.identity.id, reason = why, "node announced"),
+            Err(e) => self.warn_publish(&e),
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        self.seq += 1;
+        let s = self.last_sample;
+        let hb = Heartbeat {
+            id: self.identity.id.clone(),
+            seq: self.seq,
+            cpu_usage: s.cpu_usage,
+            memory_usage: s.memory_usage,
+            disk_usage: s.disk_usage,
+            load_average: s.load_average,
+            active_agents: self.agents.count(),
+            uptime_s: s.uptime_s,
+            sent_at: Utc::now(),
+        };
+        if let Err(e) = wire::heartbeat(&self.client, &self.subjects, &hb).await {
+            self.warn_publish(&e);
+        }
+    }
+
+    fn warn_publish(&mut self, e: &Error) {
+        if self
+            .last_warning
+            .is_none_or(|at| at.elapsed() >= WARN_EVERY)
+        {
+            self.last_warning = Some(Instant::now());
+            warn!(node_id = %self.identity.id, error = %e, "publish failed");
+        }
+    }
+
+    fn on_agent_notice(&mut self, payload: &[u8]) -> bool {
+        let notice = match shoal_protocol::decode::<AgentNotice>(payload) {
+            Ok(notice) => notice,
+            Err(e) => {
+                warn!(node_id = %self.identity.id, error = %e, "agent notice refused");
+                return false;
+            }
+        };
+        match self.agents.apply(&self.identity.id, &notice) {
+            Ok(changed) => {
+                info!(
+                    node_id = %self.identity.id,
+                    agent_name = %notice.agent_name,
+                    action = ?notice.action,
+                    active_agents = self.agents.count(),
+                    "agent notice applied"
+                );
+                changed
+            }
+            Err(ignored) => {
+                warn!(node_id = %self.identity.id, agent_name = %notice.agent_name, reason = %ignored, "agent notice ignored");
+                false
+            }
+        }
+    }
+
+    /// Host name or address changed since the last announce (only those not fixed by
+    /// configuration are re-detected).
+    fn refresh_identity(&mut self, cfg: &Config) -> bool {
+        let hostname = cfg.hostname.clone().unwrap_or_else(shoal_runtime::hostname);
+        let ip_address = cfg.ip_address.clone().unwrap_or_else(identity::detect_ip);
+        let changed = hostname != self.identity.hostname || ip_address != self.identity.ip_address;
+        self.identity.hostname = hostname;
+        self.identity.ip_address = ip_address;
+        changed
+    }
+}
+
+pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
+    let subjects = cfg
+        .common
+        .subjects()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let identity = cfg.identity();
+    identity
+        .announce()
+        .validate()
+        .map_err(|e| Error::Config(e.message))?;
+    if cfg.heartbeat_interval.is_zero() {
+        return Err(Error::Config(
+            "--heartbeat-interval must be more than zero".into(),
+        ));
+    }
+    let id = identity.id.clone();
+    let service = shoal_runtime::start_service(&client, ServiceKind::Announcer, &id)
+        .await
+        .map_err(|e| Error::Nats(e.to_string()))?;
+    let nats = |e: async_nats::SubscribeError| Error::Nats(e.to_string());
+    let mut sync = client
+        .subscribe(subjects.registry_sync())
+        .await
+        .map_err(nats)?;
+    let mut agent_notices = client
+        .subscribe(subjects.node_agents(&id))
+        .await
+        .map_err(nats)?;
+
+    let mut sampler = Sampler::new(cfg.disk_path.clone());
+    let mut node = Node {
+        client: client.clone(),
+        subjects,
+        identity,
+        seq: 0,
+        agents: AgentSet::default(),
+        last_sample: Sample::default(),
+        last_warning: None,
+    };
+    node.announce("start").await;
+    info!(node_id = %id, interval = ?cfg.heartbeat_interval, "announcer ready");
+
+    let mut ticker = tokio::time::interval(cfg.heartbeat_interval);
+    // After a pause (SIGSTOP, a stalled host) resume the rhythm instead of bursting.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut identity_checked = Instant::now();
+    let mut was_connected = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                if client.connection_state() != State::Connected {
+                    // Buffered heartbeats would arrive late in a burst: skip them.
+                    if was_connected {
+                        warn!(node_id = %id, "nats unreachable, heartbeats paused");
+                    }
+                    was_connected = false;
+                    continue;
+                }
+                if !was_connected {
+                    was_connected = true;
+                    node.announce("reconnected").await;
+                }
+                if identity_checked.elapsed() >= IDENTITY_CHECK {
+                    identity_checked = Instant::now();
+                    if node.refresh_identity(&cfg) {
+                        node.announce("identity changed").await;
+                    }
+                }
+                node.last_sample = sampler.sample().await;
+                node.heartbeat().await;
+            }
+            Some(message) = sync.next() => {
+                match shoal_protocol::decode::<SyncRequest>(&message.payload) {
+                    Ok(request) if wire::sync_wants(&request, &id) => node.announce("registry sync").await,
+                    Ok(_) => {}
+                    Err(e) => debug!(error = %e, "sync request refused"),
+                }
+            }
+            Some(message) = agent_notices.next() => {
+                // A changed agent count goes out at once: the balancer and coordinator
+                // judge capacity from it.
+                if node.on_agent_notice(&message.payload) {
+                    node.heartbeat().await;
+                }
+            }
+        }
+    }
+
+    if let Err(e) = wire::leave(&client, &node.subjects, &id, "shutdown").await {
+        warn!(node_id = %id, error = %e, "goodbye not sent");
+    }
+    if let Err(e) = client.flush().await {
+        warn!(node_id = %id, error = %e, "goodbye not flushed");
+    }
+    info!(node_id = %id, "node left");
+    service.stop().await.map_err(|e| Error::Nats(e.to_string()))
+}

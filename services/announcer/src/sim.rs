@@ -1,0 +1,471 @@
+//! Many simulated nodes in one process, with the wire behaviour of the announcer:
+//! announce at start and on a registry's sync request, a heartbeat per node every
+//! interval with a sequence number, leave on a graceful stop, agent counts from
+//! `<prefix>.node.<id>.agents`.
+//!
+//! One task ticks over all nodes: the nodes are spread over slots of about 10 ms, so
+//! 10,000 nodes at 1 s cost 100 timer wake-ups a second, not 10,000 timers, and their
+//! heartbeats arrive evenly rather than in one burst. Metrics are synthetic but valid.
+//!
+//! ```no_run
+//! # async fn demo(client: async_nats::Client) -> Result<(), shoal_announcer::Error> {
+//! use shoal_announcer::sim::{SimConfig, SimulatedCluster};
+//! let cluster = SimulatedCluster::start(
+//!     client,
+//!     shoal_protocol::Subjects::default(),
+//!     SimConfig { count: 10_000, ..SimConfig::default() },
+//! )
+//! .await?;
+//! cluster.kill(3); // stops heartbeating without a goodbye
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_nats::{Client, Subject};
+use chrono::Utc;
+use futures::StreamExt;
+use rand::Rng;
+use shoal_protocol::{AgentNotice, Heartbeat, NodeRole, Subjects, SyncRequest};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::agents::AgentSet;
+use crate::{Error, Identity, wire};
+
+/// Heartbeats of all nodes are spread over slots this long.
+const SLOT: Duration = Duration::from_millis(10);
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub count: usize,
+    /// Node ids are `<id_prefix>-<index>`, index from `first_index`.
+    pub id_prefix: String,
+    pub first_index: usize,
+    pub interval: Duration,
+    pub role: NodeRole,
+    pub services: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub max_agents: u32,
+    pub version: String,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            count: 10,
+            id_prefix: "sim".into(),
+            first_index: 0,
+            interval: Duration::from_secs(1),
+            role: NodeRole::Worker,
+            services: vec!["wrapper".into()],
+            labels: BTreeMap::new(),
+            max_agents: 10,
+            version: shoal_runtime::VERSION.into(),
+        }
+    }
+}
+
+/// Where a simulated node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimState {
+    /// Heartbeating and answering sync requests.
+    Running,
+    /// Silent, as a SIGSTOPped process: resumes with the next sequence number.
+    Paused,
+    /// Silent with no goodbye, as after kill -9.
+    Killed,
+    /// Said goodbye.
+    Left,
+}
+
+/// A random walk inside a range: synthetic but plausible metrics.
+#[derive(Debug, Clone, Copy)]
+struct Walk {
+    value: f64,
+}
+
+impl Walk {
+    fn new(rng: &mut impl Rng, low: f64, high: f64) -> Walk {
+        Walk {
+            value: rng.random_range(low..high),
+        }
+    }
+    fn step(&mut self, rng: &mut impl Rng, step: f64, max: f64) -> f64 {
+        self.value = (self.value + rng.random_range(-step..=step)).clamp(0.0, max);
+        self.value
+    }
+}
+
+struct SimNode {
+    identity: Identity,
+    heartbeat_subject: Subject,
+    state: SimState,
+    seq: u64,
+    agents: AgentSet,
+    cpu: Walk,
+    memory: Walk,
+    disk: Walk,
+    load: Walk,
+}
+
+impl SimNode {
+    fn heartbeat(&mut self, rng: &mut impl Rng) -> Heartbeat {
+        self.seq += 1;
+        let uptime = Utc::now() - self.identity.started_at;
+        Heartbeat {
+            id: self.identity.id.clone(),
+            seq: self.seq,
+            cpu_usage: self.cpu.step(rng, 2.0, 100.0),
+            memory_usage: self.memory.step(rng, 0.5, 100.0),
+            disk_usage: self.disk.step(rng, 0.01, 100.0),
+            load_average: self.load.step(rng, 0.1, 64.0),
+            active_agents: self.agents.count(),
+            uptime_s: u64::try_from(uptime.num_seconds()).unwrap_or(0),
+            sent_at: Utc::now(),
+        }
+    }
+}
+
+struct Shared {
+    client: Client,
+    subjects: Subjects,
+    nodes: Mutex<Vec<SimNode>>,
+    index: HashMap<String, usize>,
+}
+
+impl Shared {
+    fn nodes(&self) -> MutexGuard<'_, Vec<SimNode>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn announce_where(&self, wanted: impl Fn(usize, &SimNode) -> bool) {
+        let announces: Vec<_> = self
+            .nodes()
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| n.state == SimState::Running && wanted(*i, n))
+            .map(|(_, n)| n.identity.announce())
+            .collect();
+        for a in announces {
+            if let Err(e) = wire::announce(&self.client, &self.subjects, &a).await {
+                warn!(node_id = %a.id, error = %e, "simulated announce failed");
+            }
+        }
+    }
+}
+
+/// Simulated nodes sharing one NATS connection and one ticking task.
+pub struct SimulatedCluster {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SimulatedCluster {
+    /// Subscribes to sync requests and agent notices, announces every node, and
+    /// starts heartbeating.
+    pub async fn start(
+        client: Client,
+        subjects: Subjects,
+        cfg: SimConfig,
+    ) -> Result<SimulatedCluster, Error> {
+        if cfg.interval.is_zero() {
+            return Err(Error::Config(
+                "simulated heartbeat interval must be more than zero".into(),
+            ));
+        }
+        let started_at = Utc::now();
+        let mut rng = rand::rng();
+        let nodes: Vec<SimNode> = (0..cfg.count)
+            .map(|i| {
+                let id = format!("{}-{}", cfg.id_prefix, cfg.first_index + i);
+                SimNode {
+                    heartbeat_subject: Subject::from(subjects.node_heartbeat(&id)),
+                    identity: Identity {
+                        hostname: format!("{id}.sim"),
+                        ip_address: format!(
+                            "10.{}.{}.{}",
+                            (i >> 16) & 255,
+                            (i >> 8) & 255,
+                            i & 255
+                        ),
+                        id,
+                        port: 8151,
+                        role: cfg.role,
+                        services: cfg.services.clone(),
+                        labels: cfg.labels.clone(),
+                        max_agents: cfg.max_agents,
+                        version: cfg.version.clone(),
+                        features: Vec::new(),
+                        started_at,
+                    },
+                    state: SimState::Running,
+                    seq: 0,
+                    agents: AgentSet::default(),
+                    cpu: Walk::new(&mut rng, 5.0, 60.0),
+                    memory: Walk::new(&mut rng, 20.0, 70.0),
+                    disk: Walk::new(&mut rng, 10.0, 80.0),
+                    load: Walk::new(&mut rng, 0.1, 4.0),
+                }
+            })
+            .collect();
+        for n in &nodes {
+            use shoal_protocol::Validate;
+            n.identity
+                .announce()
+                .validate()
+                .map_err(|e| Error::Config(e.message))?;
+        }
+        let index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.identity.id.clone(), i))
+            .collect();
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            subjects: subjects.clone(),
+            nodes: Mutex::new(nodes),
+            index,
+        });
+        let nats = |e: async_nats::SubscribeError| Error::Nats(e.to_string());
+        let sync = client
+            .subscribe(subjects.registry_sync())
+            .await
+            .map_err(nats)?;
+        let notices = client
+            .subscribe(subjects.node_agents("*"))
+            .await
+            .map_err(nats)?;
+        let cancel = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(sync_loop(shared.clone(), sync, cancel.clone())),
+            tokio::spawn(agents_loop(shared.clone(), notices, cancel.clone())),
+        ];
+        shared.announce_where(|_, _| true).await;
+        let mut cluster = SimulatedCluster {
+            shared,
+            cancel,
+            tasks,
+        };
+        cluster.tasks.push(tokio::spawn(heartbeat_loop(
+            cluster.shared.clone(),
+            cfg.interval,
+            cluster.cancel.clone(),
+        )));
+        Ok(cluster)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shared.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The id of node `i`.
+    pub fn id(&self, i: usize) -> String {
+        self.shared.nodes()[i].identity.id.clone()
+    }
+
+    pub fn ids(&self) -> Vec<String> {
+        self.shared
+            .nodes()
+            .iter()
+            .map(|n| n.identity.id.clone())
+            .collect()
+    }
+
+    pub fn state(&self, i: usize) -> SimState {
+        self.shared.nodes()[i].state
+    }
+
+    /// Agents node `i` has been told to run.
+    pub fn active_agents(&self, i: usize) -> u32 {
+        self.shared.nodes()[i].agents.count()
+    }
+
+    /// Node `i` stops heartbeating without a goodbye (kill -9).
+    pub fn kill(&self, i: usize) {
+        self.shared.nodes()[i].state = SimState::Killed;
+    }
+
+    /// Node `i` goes silent (SIGSTOP) until [`Self::resume`].
+    pub fn pause(&self, i: usize) {
+        let mut nodes = self.shared.nodes();
+        if nodes[i].state == SimState::Running {
+            nodes[i].state = SimState::Paused;
+        }
+    }
+
+    pub fn resume(&self, i: usize) {
+        let mut nodes = self.shared.nodes();
+        if nodes[i].state == SimState::Paused {
+            nodes[i].state = SimState::Running;
+        }
+    }
+
+    /// Node `i` says goodbye and goes silent (a graceful stop).
+    pub async fn stop(&self, i: usize) -> Result<(), Error> {
+        let id = {
+            let mut nodes = self.shared.nodes();
+            nodes[i].state = SimState::Left;
+            nodes[i].identity.id.clone()
+        };
+        wire::leave(&self.shared.client, &self.shared.subjects, &id, "shutdown").await
+    }
+
+    /// Node `i` starts again as a new process would: new start time, sequence from 1,
+    /// no agents, announced at once.
+    pub async fn restart(&self, i: usize) -> Result<(), Error> {
+        let announce = {
+            let mut nodes = self.shared.nodes();
+            let node = &mut nodes[i];
+            node.state = SimState::Running;
+            node.seq = 0;
+            node.agents = AgentSet::default();
+            node.identity.started_at = Utc::now();
+            node.identity.announce()
+        };
+        wire::announce(&self.shared.client, &self.shared.subjects, &announce).await
+    }
+
+    /// Every running node says goodbye; the cluster stops.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.cancel.cancel();
+        let running: Vec<String> = self
+            .shared
+            .nodes()
+            .iter()
+            .filter(|n| n.state == SimState::Running)
+            .map(|n| n.identity.id.clone())
+            .collect();
+        for id in running {
+            wire::leave(&self.shared.client, &self.shared.subjects, &id, "shutdown").await?;
+        }
+        self.shared
+            .client
+            .flush()
+            .await
+            .map_err(|e| Error::Nats(e.to_string()))
+    }
+}
+
+impl Drop for SimulatedCluster {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration, cancel: CancellationToken) {
+    let count = shared.index.len().max(1);
+    let slots =
+        u32::try_from((interval.as_nanos() / SLOT.as_nanos()).clamp(1, count as u128)).unwrap_or(1);
+    let mut ticker = tokio::time::interval(interval / slots);
+    let mut slot: u32 = 0;
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        {
+            let mut rng = rand::rng();
+            let mut nodes = shared.nodes();
+            for node in nodes
+                .iter_mut()
+                .skip(slot as usize)
+                .step_by(slots as usize)
+                .filter(|n| n.state == SimState::Running)
+            {
+                let hb = node.heartbeat(&mut rng);
+                batch.push((node.heartbeat_subject.clone(), wire::encode_heartbeat(&hb)));
+            }
+        }
+        for (subject, payload) in batch.drain(..) {
+            if let Err(e) = shared.client.publish(subject, payload).await {
+                debug!(error = %e, "simulated heartbeat not published");
+            }
+        }
+        slot = (slot + 1) % slots;
+    }
+}
+
+async fn sync_loop(
+    shared: Arc<Shared>,
+    mut sync: async_nats::Subscriber,
+    cancel: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = cancel.cancelled() => return,
+            message = sync.next() => match message { Some(m) => m, None => return },
+        };
+        match shoal_protocol::decode::<SyncRequest>(&message.payload) {
+            Ok(request) => {
+                shared
+                    .announce_where(|_, n| wire::sync_wants(&request, &n.identity.id))
+                    .await
+            }
+            Err(e) => debug!(error = %e, "sync request refused"),
+        }
+    }
+}
+
+async fn agents_loop(
+    shared: Arc<Shared>,
+    mut notices: async_nats::Subscriber,
+    cancel: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            _ = cancel.cancelled() => return,
+            message = notices.next() => match message { Some(m) => m, None => return },
+        };
+        let Some((id, _)) = shared.subjects.parse_node_subject(&message.subject) else {
+            continue;
+        };
+        let Some(&i) = shared.index.get(id) else {
+            continue;
+        };
+        let notice = match shoal_protocol::decode::<AgentNotice>(&message.payload) {
+            Ok(notice) => notice,
+            Err(e) => {
+                warn!(node_id = %id, error = %e, "agent notice refused");
+                continue;
+            }
+        };
+        // As the announcer does, a changed agent count goes out in a heartbeat at once.
+        let heartbeat = {
+            let mut nodes = shared.nodes();
+            let node = &mut nodes[i];
+            if matches!(node.state, SimState::Killed | SimState::Left) {
+                continue;
+            }
+            match node.agents.apply(id, &notice) {
+                Ok(true) if node.state == SimState::Running => Some((
+                    node.heartbeat_subject.clone(),
+                    wire::encode_heartbeat(&node.heartbeat(&mut rand::rng())),
+                )),
+                Ok(_) => None,
+                Err(ignored) => {
+                    warn!(node_id = %id, reason = %ignored, "agent notice ignored");
+                    None
+                }
+            }
+        };
+        if let Some((subject, payload)) = heartbeat
+            && let Err(e) = shared.client.publish(subject, payload).await
+        {
+            debug!(error = %e, "simulated heartbeat not published");
+        }
+    }
+}

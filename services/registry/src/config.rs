@@ -1,0 +1,93 @@
+//! The registry's flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shoal_runtime::CommonConfig;
+
+use crate::member::Thresholds;
+
+/// Configuration of a registry instance.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "shoal-registry",
+    version,
+    about = "Shoal registry: keeps cluster membership and node health"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonConfig,
+
+    /// Time between a node's heartbeats; must match the announcers' --heartbeat-interval.
+    #[arg(long, env = "SHOAL_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Missed heartbeat intervals after which a node is suspect.
+    #[arg(long, env = "SHOAL_SUSPECT_AFTER", default_value_t = 2)]
+    pub suspect_after: u32,
+
+    /// Missed heartbeat intervals after which a node is offline.
+    #[arg(long, env = "SHOAL_OFFLINE_AFTER", default_value_t = 3)]
+    pub offline_after: u32,
+
+    /// How long an offline or departed node stays listed before it is pruned.
+    #[arg(long, env = "SHOAL_RETENTION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// How often a node's metrics are written to the membership bucket (status and
+    /// capacity changes are written at once, heartbeats never).
+    #[arg(long, env = "SHOAL_METRICS_SNAPSHOT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub metrics_snapshot: Duration,
+
+    /// Replicas of the membership bucket when this registry creates it (3 in a
+    /// 3-server NATS cluster).
+    #[arg(long, env = "SHOAL_KV_REPLICAS", default_value_t = 1)]
+    pub kv_replicas: usize,
+
+    /// Credentials file of a NATS system-account user: with it (or --sys-nats-user and
+    /// --sys-nats-password) the registry follows connection advisories and suspects a
+    /// node the moment its connection drops.
+    #[arg(long, env = "SHOAL_SYS_NATS_CREDS")]
+    pub sys_nats_creds: Option<PathBuf>,
+
+    /// System-account user name (with --sys-nats-password).
+    #[arg(long, env = "SHOAL_SYS_NATS_USER", requires = "sys_nats_password")]
+    pub sys_nats_user: Option<String>,
+
+    /// System-account password (with --sys-nats-user).
+    #[arg(
+        long,
+        env = "SHOAL_SYS_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "sys_nats_user"
+    )]
+    pub sys_nats_password: Option<String>,
+}
+
+impl Config {
+    pub fn thresholds(&self) -> Result<Thresholds, String> {
+        if self.heartbeat_interval.is_zero() {
+            return Err("--heartbeat-interval must be more than zero".into());
+        }
+        if self.suspect_after == 0 || self.offline_after <= self.suspect_after {
+            return Err(format!(
+                "need 0 < --suspect-after ({}) < --offline-after ({})",
+                self.suspect_after, self.offline_after
+            ));
+        }
+        if self.kv_replicas == 0 || self.kv_replicas > 5 {
+            return Err("--kv-replicas must be from 1 to 5".into());
+        }
+        Ok(Thresholds {
+            interval: self.heartbeat_interval,
+            suspect_after: self.heartbeat_interval * self.suspect_after,
+            offline_after: self.heartbeat_interval * self.offline_after,
+            retention: self.retention,
+            metrics_snapshot: self.metrics_snapshot,
+        })
+    }
+
+    pub fn has_system_account(&self) -> bool {
+        self.sys_nats_creds.is_some() || self.sys_nats_user.is_some()
+    }
+}

@@ -1,0 +1,413 @@
+//! The replica's shared state and the I/O around it: carrying out planned writes
+//! (compare-and-set), publishing the events of the writes that won, the tick that
+//! drives time-based transitions, and following the bucket.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use async_nats::connection::State;
+use async_nats::jetstream::kv;
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_protocol::{Node, NodeEvent, NodeStatus, ShoalError, Subjects, SyncRequest};
+use tokio::sync::Semaphore;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::Error;
+use crate::member::{Change, Outcome, Plan};
+use crate::membership::Membership;
+use crate::store::{self, CasError};
+
+/// Bucket writes in flight at once (a burst of joins queues behind these).
+const MAX_WRITES_IN_FLIGHT: usize = 256;
+/// Ids per sync request, well under any payload limit.
+const SYNC_BATCH: usize = 500;
+/// Attempts of a request's compare-and-set before giving up.
+const REQUEST_ATTEMPTS: usize = 8;
+
+/// Logs at most once per period, counting what it held back.
+pub struct RateLog {
+    period: Duration,
+    inner: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLog {
+    pub fn new(period: Duration) -> RateLog {
+        RateLog {
+            period,
+            inner: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(suppressed)` when this occurrence should be logged.
+    pub fn admit(&self) -> Option<u64> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if inner
+            .0
+            .is_some_and(|at| now.duration_since(at) < self.period)
+        {
+            inner.1 += 1;
+            return None;
+        }
+        inner.0 = Some(now);
+        Some(std::mem::take(&mut inner.1))
+    }
+}
+
+pub struct Engine {
+    state: Mutex<Membership>,
+    pub store: kv::Store,
+    pub client: Client,
+    pub subjects: Subjects,
+    permits: Semaphore,
+    rejected: AtomicU64,
+    reject_log: RateLog,
+    write_log: RateLog,
+}
+
+impl Engine {
+    pub fn new(
+        membership: Membership,
+        store: kv::Store,
+        client: Client,
+        subjects: Subjects,
+    ) -> Engine {
+        Engine {
+            state: Mutex::new(membership),
+            store,
+            client,
+            subjects,
+            permits: Semaphore::new(MAX_WRITES_IN_FLIGHT),
+            rejected: AtomicU64::new(0),
+            reject_log: RateLog::new(Duration::from_secs(5)),
+            write_log: RateLog::new(Duration::from_secs(5)),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Membership> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused node message and logs it at a bounded rate.
+    pub fn reject(&self, subject: &str, why: &str) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.reject_log.admit() {
+            warn!(
+                subject,
+                reason = why,
+                suppressed,
+                total = self.rejected(),
+                "node message rejected"
+            );
+        }
+    }
+
+    /// Plans one member now and starts its write if one is due.
+    pub fn kick(self: &Arc<Self>, id: &str) {
+        let plan = self.lock().plan(id, Instant::now(), Utc::now());
+        if let Some(plan) = plan {
+            self.spawn_write(plan);
+        }
+    }
+
+    fn spawn_write(self: &Arc<Self>, plan: Plan) {
+        let engine = self.clone();
+        // Boxed: a write may kick the member again, which spawns another write.
+        let write: Pin<Box<dyn Future<Output = ()> + Send>> =
+            Box::pin(async move { engine.write(plan).await });
+        tokio::spawn(write);
+    }
+
+    async fn write(self: Arc<Self>, plan: Plan) {
+        let (outcome, error) = {
+            let _permit = self.permits.acquire().await;
+            store::execute(&self.store, &plan).await
+        };
+        if let Some(e) = error
+            && let Some(suppressed) = self.write_log.admit()
+        {
+            warn!(node_id = %plan.id, error = %e, suppressed, "membership write failed, will retry");
+        }
+        let won = matches!(outcome, Outcome::Written(_) | Outcome::Deleted);
+        if matches!(outcome, Outcome::Conflict(_)) {
+            debug!(node_id = %plan.id, "another replica wrote first");
+        }
+        let again = self.lock().finish(&plan, outcome, Instant::now());
+        if won && let Some(change) = &plan.change {
+            let node = (change.kind != shoal_protocol::NodeEventKind::Pruned).then_some(&plan.node);
+            self.publish_event(&plan.id, change, plan.node.status, node)
+                .await;
+        }
+        if again {
+            self.kick(&plan.id);
+        }
+    }
+
+    /// Publishes `shoal.registry.events.<id>`; only the replica whose write won does.
+    pub async fn publish_event(
+        &self,
+        id: &str,
+        change: &Change,
+        status: NodeStatus,
+        node: Option<&Node>,
+    ) {
+        let event = NodeEvent {
+            event: change.kind,
+            node_id: id.to_string(),
+            status,
+            previous_status: change.previous,
+            reason: change.reason.clone(),
+            node: node.cloned(),
+            at: Utc::now(),
+        };
+        info!(
+            node_id = %id,
+            event = ?change.kind,
+            status = status.as_str(),
+            previous = change.previous.map(NodeStatus::as_str),
+            reason = change.reason.as_deref().unwrap_or(""),
+            "node event"
+        );
+        let payload = match serde_json::to_vec(&event) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(node_id = %id, error = %e, "event not encoded");
+                return;
+            }
+        };
+        if let Err(e) = self
+            .client
+            .publish(self.subjects.registry_event(id), payload.into())
+            .await
+        {
+            warn!(node_id = %id, error = %e, "event not published");
+        }
+    }
+
+    /// A request's change to one node: `change` computes the new record from the
+    /// current one (`None`: nothing to do), written with compare-and-set and retried
+    /// on the fresh value when another writer got there first.
+    pub async fn mutate<F>(&self, id: &str, change: F) -> Result<Node, ShoalError>
+    where
+        F: Fn(Option<&Node>) -> Result<Option<(Node, Change)>, ShoalError>,
+    {
+        for _ in 0..REQUEST_ATTEMPTS {
+            let current = self.lock().stored(id);
+            let (revision, node) = match current {
+                Some(s) => (Some(s.revision), Some(s.node)),
+                None => (None, None),
+            };
+            let Some((new, what)) = change(node.as_ref())? else {
+                let served = self.lock().served(id);
+                return served.or(node).ok_or_else(|| not_found(id));
+            };
+            match store::put(&self.store, id, &new, revision).await {
+                Ok(rev) => {
+                    self.lock().written(id, new.clone(), rev, Instant::now());
+                    self.publish_event(id, &what, new.status, Some(&new)).await;
+                    return Ok(self.lock().served(id).unwrap_or(new));
+                }
+                Err(CasError::Conflict) => self.reread(id).await?,
+                Err(CasError::Other(e)) => return Err(unavailable(&e)),
+            }
+        }
+        Err(ShoalError::unavailable(format!(
+            "node {id:?} kept changing under this request; retry"
+        )))
+    }
+
+    /// Deletes one node (manual unregistration), publishing `left`.
+    pub async fn remove(&self, id: &str) -> Result<Node, ShoalError> {
+        for _ in 0..REQUEST_ATTEMPTS {
+            let stored = self.lock().stored(id).ok_or_else(|| not_found(id))?;
+            match store::delete(&self.store, id, stored.revision).await {
+                Ok(()) => {
+                    self.lock().deleted(id, Instant::now());
+                    let mut node = stored.node;
+                    let previous = node.status;
+                    crate::model::set_status(&mut node, NodeStatus::Left);
+                    let change = Change {
+                        kind: shoal_protocol::NodeEventKind::Left,
+                        previous: Some(previous),
+                        reason: Some("unregistered".into()),
+                    };
+                    self.publish_event(id, &change, NodeStatus::Left, Some(&node))
+                        .await;
+                    return Ok(node);
+                }
+                Err(CasError::Conflict) => self.reread(id).await?,
+                Err(CasError::Other(e)) => return Err(unavailable(&e)),
+            }
+        }
+        Err(ShoalError::unavailable(format!(
+            "node {id:?} kept changing under this request; retry"
+        )))
+    }
+
+    async fn reread(&self, id: &str) -> Result<(), ShoalError> {
+        match store::read(&self.store, id).await {
+            Ok(Some((revision, node))) => {
+                self.lock().apply_entry(id, revision, node, Instant::now());
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// Reads the whole bucket into memory; returns the watch to keep following it
+    /// and the last revision applied.
+    pub async fn load(&self) -> Result<(kv::Watch, u64), Error> {
+        let mut watch = self
+            .store
+            // Last value of every key, then every change (`watch_all` sees changes only).
+            .watch_with_history(">")
+            .await
+            .map_err(|e| Error::Store(format!("watching the membership bucket: {e}")))?;
+        let mut last = 0;
+        if store::message_count(&self.store)
+            .await
+            .map_err(Error::Store)?
+            > 0
+        {
+            while let Some(entry) = watch.next().await {
+                let entry = entry
+                    .map_err(|e| Error::Store(format!("reading the membership bucket: {e}")))?;
+                last = self.apply(&entry);
+                if entry.delta == 0 {
+                    break;
+                }
+            }
+        }
+        Ok((watch, last))
+    }
+
+    fn apply(&self, entry: &kv::Entry) -> u64 {
+        let node = match entry.operation {
+            kv::Operation::Put => store::decode_node(&entry.key, &entry.value),
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        };
+        self.lock()
+            .apply_entry(&entry.key, entry.revision, node, Instant::now());
+        entry.revision
+    }
+
+    /// Follows the bucket so this replica sees the others' writes; re-creates the
+    /// watch after the last applied revision if it fails (a NATS restart).
+    pub async fn follow(
+        self: Arc<Self>,
+        mut watch: kv::Watch,
+        mut last: u64,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            loop {
+                let entry = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    entry = watch.next() => entry,
+                };
+                match entry {
+                    Some(Ok(entry)) => {
+                        last = self.apply(&entry);
+                        backoff = Duration::from_millis(100);
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "membership watch failed, resuming");
+                        break;
+                    }
+                    None => {
+                        warn!("membership watch ended, resuming");
+                        break;
+                    }
+                }
+            }
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                match self.store.watch_all_from_revision(last + 1).await {
+                    Ok(w) => {
+                        watch = w;
+                        break;
+                    }
+                    Err(e) => debug!(error = %e, "membership watch not re-created yet"),
+                }
+            }
+        }
+    }
+
+    /// Drives time-based transitions, snapshots and retries, and asks unknown
+    /// heartbeating nodes to announce.
+    pub async fn tick(self: Arc<Self>, shutdown: CancellationToken) {
+        let th = *self.lock().thresholds();
+        let mut ticker = tokio::time::interval(th.tick());
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut outage = false;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if self.client.connection_state() != State::Connected {
+                if !outage {
+                    warn!("nats unreachable: liveness judgement paused");
+                }
+                outage = true;
+                continue;
+            }
+            let now = Instant::now();
+            if outage {
+                outage = false;
+                // Nodes need time to reconnect too before their silence means anything.
+                self.lock().grace_all(now + th.suspect_after);
+                info!("nats reachable again: liveness judged afresh");
+            }
+            let (plans, wanted) = {
+                let mut state = self.lock();
+                (state.due(now, Utc::now()), state.wanted_announces(now))
+            };
+            for plan in plans {
+                self.spawn_write(plan);
+            }
+            for ids in wanted.chunks(SYNC_BATCH) {
+                self.ask_to_announce(ids.to_vec()).await;
+            }
+        }
+    }
+
+    /// Publishes a sync request: the named nodes (all, if none) announce again.
+    pub async fn ask_to_announce(&self, ids: Vec<String>) {
+        debug!(count = ids.len(), "asking nodes to announce");
+        let payload = serde_json::to_vec(&SyncRequest { ids }).unwrap_or_default();
+        if let Err(e) = self
+            .client
+            .publish(self.subjects.registry_sync(), payload.into())
+            .await
+        {
+            warn!(error = %e, "sync request not published");
+        }
+    }
+}
+
+fn not_found(id: &str) -> ShoalError {
+    ShoalError::not_found(format!("no node with id {id:?}"))
+        .with_details(serde_json::json!({ "id": id }))
+}
+
+fn unavailable(e: &str) -> ShoalError {
+    ShoalError::unavailable(format!("membership bucket: {e}"))
+}

@@ -1,0 +1,158 @@
+//! The request endpoints. Each handler decodes once and returns
+//! `Result<T, ShoalError>`; `shoal_runtime::serve` encodes the reply.
+
+use async_nats::Message;
+use chrono::Utc;
+use shoal_protocol::{
+    Empty, ListNodesRequest, Node, NodeChangeReply, NodeEventKind, NodeIdRequest, NodeList,
+    NodeStatus, RegisterNodeRequest, RegistryStats, ShoalError, decode,
+};
+
+use crate::engine::Engine;
+use crate::ingest::is_key;
+use crate::member::Change;
+use crate::model;
+
+/// Rough upper bound of one node's JSON, to refuse replies NATS would not carry.
+const NODE_JSON_BYTES: usize = 1200;
+
+pub fn list(engine: &Engine, msg: &Message) -> Result<NodeList, ShoalError> {
+    let filter: ListNodesRequest = decode(&msg.payload)?;
+    let nodes = engine.lock().list(&filter);
+    let max_payload = engine.client.server_info().max_payload;
+    if nodes.len() * NODE_JSON_BYTES > max_payload {
+        let size = serde_json::to_vec(&nodes).map_or(usize::MAX, |v| v.len());
+        if size > max_payload {
+            return Err(ShoalError::bad_request(format!(
+                "{} nodes match: the reply ({size} bytes) exceeds the NATS max payload ({max_payload} bytes); narrow the request with filters (role, service, status, label)",
+                nodes.len()
+            )));
+        }
+    }
+    Ok(NodeList {
+        count: nodes.len(),
+        nodes,
+    })
+}
+
+pub fn get(engine: &Engine, msg: &Message) -> Result<Node, ShoalError> {
+    let req: NodeIdRequest = decode(&msg.payload)?;
+    engine.lock().served(&req.id).ok_or_else(|| {
+        ShoalError::not_found(format!("no node with id {:?}", req.id))
+            .with_details(serde_json::json!({ "id": req.id }))
+    })
+}
+
+pub fn stats(engine: &Engine, msg: &Message) -> Result<RegistryStats, ShoalError> {
+    let _: Empty = decode(&msg.payload)?;
+    Ok(engine.lock().stats(engine.rejected()))
+}
+
+fn key_checked(id: &str) -> Result<(), ShoalError> {
+    if is_key(id) {
+        Ok(())
+    } else {
+        Err(ShoalError::bad_request(format!(
+            "id {id:?} must consist of letters, digits, '-' and '_'"
+        ))
+        .with_details(serde_json::json!({ "field": "id" })))
+    }
+}
+
+pub async fn register(engine: &Engine, msg: &Message) -> Result<NodeChangeReply, ShoalError> {
+    let req: RegisterNodeRequest = decode(&msg.payload)?;
+    key_checked(&req.id)?;
+    let node = engine
+        .mutate(&req.id, |current| {
+            let new = model::from_registration(&req, current, Utc::now());
+            Ok(match current {
+                None => Some((new, change(NodeEventKind::Joined, None, "registered"))),
+                Some(old) if *old == new => None,
+                Some(old) => Some((
+                    new,
+                    change(
+                        NodeEventKind::Updated,
+                        Some(old.status),
+                        "registration updated",
+                    ),
+                )),
+            })
+        })
+        .await?;
+    Ok(NodeChangeReply {
+        success: true,
+        node: Some(node),
+    })
+}
+
+pub async fn unregister(engine: &Engine, msg: &Message) -> Result<NodeChangeReply, ShoalError> {
+    let req: NodeIdRequest = decode(&msg.payload)?;
+    let node = engine.remove(&req.id).await?;
+    Ok(NodeChangeReply {
+        success: true,
+        node: Some(node),
+    })
+}
+
+pub async fn drain(engine: &Engine, msg: &Message) -> Result<Node, ShoalError> {
+    let req: NodeIdRequest = decode(&msg.payload)?;
+    engine
+        .mutate(&req.id, |current| {
+            let node = current.ok_or_else(|| not_found(&req.id))?;
+            if node.draining {
+                return Ok(None);
+            }
+            let mut new = node.clone();
+            new.draining = true;
+            if new.status == NodeStatus::Online {
+                model::set_status(&mut new, NodeStatus::Draining);
+            }
+            Ok(Some((
+                new,
+                change(
+                    NodeEventKind::Draining,
+                    Some(node.status),
+                    "drain requested",
+                ),
+            )))
+        })
+        .await
+}
+
+pub async fn undrain(engine: &Engine, msg: &Message) -> Result<Node, ShoalError> {
+    let req: NodeIdRequest = decode(&msg.payload)?;
+    engine
+        .mutate(&req.id, |current| {
+            let node = current.ok_or_else(|| not_found(&req.id))?;
+            if !node.draining {
+                return Ok(None);
+            }
+            let mut new = node.clone();
+            new.draining = false;
+            if new.status == NodeStatus::Draining {
+                model::set_status(&mut new, NodeStatus::Online);
+            }
+            Ok(Some((
+                new,
+                change(
+                    NodeEventKind::Undrained,
+                    Some(node.status),
+                    "undrain requested",
+                ),
+            )))
+        })
+        .await
+}
+
+fn change(kind: NodeEventKind, previous: Option<NodeStatus>, reason: &str) -> Change {
+    Change {
+        kind,
+        previous,
+        reason: Some(reason.to_string()),
+    }
+}
+
+fn not_found(id: &str) -> ShoalError {
+    ShoalError::not_found(format!("no node with id {id:?}"))
+        .with_details(serde_json::json!({ "id": id }))
+}

@@ -1,0 +1,117 @@
+//! What nodes publish: heartbeats (the hot path: decode, validate, update memory,
+//! nothing else), announces and goodbyes. Bad messages are counted, logged at a
+//! bounded rate and dropped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::{Message, Subscriber};
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_protocol::{Announce, Heartbeat, Leave, NodeSubjectKind, ShoalError};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::membership::HeartbeatOutcome;
+
+/// A node id must also be a KV key (`[-/_=.a-zA-Z0-9]`; dots are already refused
+/// as subject separators).
+pub fn is_key(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/' | b'='))
+}
+
+/// Decodes a node message and checks that it names the node of its subject.
+fn accept<T, F>(engine: &Engine, message: &Message, kind: NodeSubjectKind, id_of: F) -> Option<T>
+where
+    T: serde::de::DeserializeOwned + shoal_protocol::Validate,
+    F: Fn(&T) -> &str,
+{
+    let subject = message.subject.as_str();
+    let refuse = |why: &str| {
+        engine.reject(subject, why);
+        None
+    };
+    let Some((id, got)) = engine.subjects.parse_node_subject(subject) else {
+        return refuse("not a node subject");
+    };
+    if got != kind {
+        return refuse("unexpected node subject");
+    }
+    let value: T = match shoal_protocol::decode(&message.payload) {
+        Ok(v) => v,
+        Err(ShoalError { message, .. }) => return refuse(&message),
+    };
+    if id_of(&value) != id {
+        return refuse("payload id differs from the subject's");
+    }
+    if !is_key(id) {
+        return refuse("node id is not usable as a key: use letters, digits, '-', '_'");
+    }
+    Some(value)
+}
+
+pub async fn heartbeats(engine: Arc<Engine>, mut sub: Subscriber, shutdown: CancellationToken) {
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = sub.next() => match m { Some(m) => m, None => return },
+        };
+        let Some(hb) =
+            accept::<Heartbeat, _>(&engine, &message, NodeSubjectKind::Heartbeat, |h| &h.id)
+        else {
+            continue;
+        };
+        let outcome = engine.lock().on_heartbeat(&hb, Instant::now(), Utc::now());
+        if outcome == HeartbeatOutcome::Kick {
+            engine.kick(&hb.id);
+        }
+    }
+}
+
+/// Announces and goodbyes: each updates memory, then the member is planned at once
+/// (a join is written without waiting for the next tick).
+pub async fn lifecycle(
+    engine: Arc<Engine>,
+    mut announces: Subscriber,
+    mut leaves: Subscriber,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = announces.next() => {
+                let Some(message) = m else { return };
+                if let Some(a) = accept::<Announce, _>(&engine, &message, NodeSubjectKind::Announce, |a| &a.id) {
+                    let id = a.id.clone();
+                    engine.lock().on_announce(a, Instant::now(), Utc::now());
+                    engine.kick(&id);
+                }
+            }
+            m = leaves.next() => {
+                let Some(message) = m else { return };
+                if let Some(l) = accept::<Leave, _>(&engine, &message, NodeSubjectKind::Leave, |l| &l.id) {
+                    let id = l.id.clone();
+                    if engine.lock().on_leave(l) {
+                        engine.kick(&id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_must_be_keys() {
+        assert!(is_key("node-1_a"));
+        assert!(!is_key("node@1"));
+        assert!(!is_key("nöde"));
+        assert!(!is_key(""));
+    }
+}

@@ -1,0 +1,226 @@
+//! Every node a replica knows, keyed by id: what comes in (heartbeats, announces,
+//! goodbyes, advisories, bucket entries) and what goes out (plans, views). Pure.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use shoal_protocol::{Announce, Heartbeat, Leave, ListNodesRequest, Node, RegistryStats};
+
+use crate::member::{Member, Outcome, Plan, Stored, Thresholds};
+use crate::model::{self, Metrics};
+
+/// What a heartbeat asks of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    /// Nothing beyond the in-memory update (the common case).
+    Nothing,
+    /// A write may be due (status or capacity changed): plan this member now.
+    Kick,
+    /// The node is not (or no longer) a member: it should announce itself.
+    Unknown,
+}
+
+/// How often one node is asked to announce itself again.
+const SYNC_EVERY: Duration = Duration::from_secs(2);
+
+pub struct Membership {
+    members: HashMap<String, Member>,
+    th: Thresholds,
+}
+
+impl Membership {
+    pub fn new(th: Thresholds) -> Membership {
+        Membership {
+            members: HashMap::new(),
+            th,
+        }
+    }
+
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.th
+    }
+
+    fn member(&mut self, id: &str, now: Instant) -> &mut Member {
+        if !self.members.contains_key(id) {
+            self.members
+                .insert(id.to_string(), Member::new(id, now, &self.th));
+        }
+        self.members.get_mut(id).expect("inserted above")
+    }
+
+    /// The hot path: no allocation for a known node, no I/O.
+    pub fn on_heartbeat(
+        &mut self,
+        hb: &Heartbeat,
+        now: Instant,
+        now_utc: DateTime<Utc>,
+    ) -> HeartbeatOutcome {
+        let m = self.member(&hb.id, now);
+        m.live = Some(Metrics {
+            cpu_usage: hb.cpu_usage,
+            memory_usage: hb.memory_usage,
+            disk_usage: hb.disk_usage,
+            load_average: hb.load_average,
+            active_agents: hb.active_agents,
+            uptime_s: hb.uptime_s,
+        });
+        m.heard_at = Some(now);
+        m.heard_utc = Some(now_utc);
+        match &m.stored {
+            None if m.announce.is_none() => HeartbeatOutcome::Unknown,
+            None => HeartbeatOutcome::Nothing,
+            Some(s) if s.node.status == shoal_protocol::NodeStatus::Left => {
+                HeartbeatOutcome::Unknown
+            }
+            Some(s)
+                if !model::is_alive(s.node.status) || s.node.active_agents != hb.active_agents =>
+            {
+                HeartbeatOutcome::Kick
+            }
+            Some(_) => HeartbeatOutcome::Nothing,
+        }
+    }
+
+    pub fn on_announce(&mut self, a: Announce, now: Instant, now_utc: DateTime<Utc>) {
+        let m = self.member(&a.id, now);
+        m.heard_at = Some(now);
+        m.heard_utc = Some(now_utc);
+        // It speaks on a new connection, whatever happened to an old one.
+        m.disconnected_at = None;
+        m.announce = Some(a);
+    }
+
+    /// False for a node this replica does not know.
+    pub fn on_leave(&mut self, leave: Leave) -> bool {
+        match self.members.get_mut(&leave.id) {
+            Some(m) if m.stored.is_some() => {
+                m.announce = None;
+                m.leave = Some(leave);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A node's NATS connection closed. False for a node this replica does not know.
+    pub fn on_disconnect(&mut self, id: &str, now: Instant) -> bool {
+        match self.members.get_mut(id) {
+            Some(m) if m.stored.is_some() => {
+                m.disconnected_at = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A bucket entry (`None`: deleted) from the watch or a re-read.
+    pub fn apply_entry(&mut self, id: &str, revision: u64, node: Option<Node>, now: Instant) {
+        self.member(id, now).apply_entry(revision, node, now);
+    }
+
+    /// The next write for one node, if any (see [`Member::plan`]).
+    pub fn plan(&mut self, id: &str, now: Instant, now_utc: DateTime<Utc>) -> Option<Plan> {
+        let th = self.th;
+        self.members.get_mut(id)?.plan(id, now, now_utc, &th)
+    }
+
+    /// Every write due now (time-driven transitions, snapshots, retries).
+    pub fn due(&mut self, now: Instant, now_utc: DateTime<Utc>) -> Vec<Plan> {
+        let th = self.th;
+        self.members
+            .iter_mut()
+            .filter_map(|(id, m)| m.plan(id, now, now_utc, &th))
+            .collect()
+    }
+
+    /// See [`Member::finish`].
+    pub fn finish(&mut self, plan: &Plan, outcome: Outcome, now: Instant) -> bool {
+        match self.members.get_mut(&plan.id) {
+            Some(m) => m.finish(plan, outcome, now),
+            None => false,
+        }
+    }
+
+    /// A write made outside the planner (a request) succeeded.
+    pub fn written(&mut self, id: &str, node: Node, revision: u64, now: Instant) {
+        self.member(id, now).apply_entry(revision, Some(node), now);
+    }
+
+    /// A delete made outside the planner succeeded.
+    pub fn deleted(&mut self, id: &str, now: Instant) {
+        if let Some(m) = self.members.get_mut(id) {
+            m.stored = None;
+            m.stored_at = now;
+        }
+    }
+
+    /// After this replica could not hear anything (its own NATS outage), silence is
+    /// counted afresh.
+    pub fn grace_all(&mut self, now: Instant) {
+        for m in self.members.values_mut() {
+            m.grace_from = now;
+        }
+    }
+
+    /// Nodes heartbeating without being members, to ask to announce (each at most
+    /// every 2 s); forgets unknown nodes silent for longer than the offline threshold.
+    pub fn wanted_announces(&mut self, now: Instant) -> Vec<String> {
+        let offline_after = self.th.offline_after;
+        self.members.retain(|_, m| {
+            m.stored.is_some()
+                || m.writing
+                || m.announce.is_some()
+                || m.heard_at
+                    .is_some_and(|h| now.saturating_duration_since(h) <= offline_after)
+                || now.saturating_duration_since(m.stored_at) <= offline_after
+        });
+        let mut wanted = Vec::new();
+        for (id, m) in &mut self.members {
+            let unknown = match &m.stored {
+                None => m.announce.is_none() && m.heard_at.is_some(),
+                Some(s) => s.node.status == shoal_protocol::NodeStatus::Left,
+            };
+            let heard_recently = m
+                .heard_at
+                .is_some_and(|h| now.saturating_duration_since(h) <= self.th.suspect_after);
+            let asked_recently = m
+                .sync_asked_at
+                .is_some_and(|at| now.saturating_duration_since(at) < SYNC_EVERY);
+            if unknown && heard_recently && !asked_recently {
+                m.sync_asked_at = Some(now);
+                wanted.push(id.clone());
+            }
+        }
+        wanted
+    }
+
+    pub fn stored(&self, id: &str) -> Option<Stored> {
+        self.members.get(id)?.stored.clone()
+    }
+
+    pub fn served(&self, id: &str) -> Option<Node> {
+        self.members.get(id)?.served()
+    }
+
+    /// Members matching `filter`, sorted by id.
+    pub fn list(&self, filter: &ListNodesRequest) -> Vec<Node> {
+        let mut nodes: Vec<Node> = self
+            .members
+            .values()
+            .filter_map(Member::served)
+            .filter(|n| model::matches(n, filter))
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        nodes
+    }
+
+    pub fn count(&self) -> usize {
+        self.members.values().filter(|m| m.stored.is_some()).count()
+    }
+
+    pub fn stats(&self, rejected_messages: u64) -> RegistryStats {
+        let nodes: Vec<Node> = self.members.values().filter_map(Member::served).collect();
+        model::stats(nodes.iter(), rejected_messages)
+    }
+}

@@ -1,0 +1,160 @@
+//! The membership bucket: opening it, compare-and-set writes, re-reads, and the
+//! snapshot + watch that keep a replica's view equal to the bucket.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+use shoal_protocol::{MEMBERS_BUCKET, Node};
+use tracing::warn;
+
+use crate::Error;
+use crate::member::{Op, Outcome, Plan};
+
+/// Opens `shoal_members`, creating it (file storage) if it does not exist.
+pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, Error> {
+    if let Ok(store) = js.get_key_value(MEMBERS_BUCKET).await {
+        return Ok(store);
+    }
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: MEMBERS_BUCKET.to_string(),
+            description: "shoal membership: key = node id, value = node record".into(),
+            history: 1,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        // Another replica may have created it in between.
+        Err(e) => js
+            .get_key_value(MEMBERS_BUCKET)
+            .await
+            .map_err(|_| Error::Store(format!("creating bucket {MEMBERS_BUCKET}: {e}"))),
+    }
+}
+
+/// Opens the bucket, retrying until JetStream answers (it may still be starting).
+pub async fn open_with_retry(
+    js: &jetstream::Context,
+    replicas: usize,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<kv::Store, Error> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match open(js, replicas).await {
+            Ok(store) => return Ok(store),
+            Err(e) => warn!(error = %e, "membership bucket not available yet, retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(Error::Store("stopped before the membership bucket was available".into())),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Decodes a bucket value; a value that is not a node is skipped, not fatal.
+pub fn decode_node(key: &str, value: &[u8]) -> Option<Node> {
+    match serde_json::from_slice::<Node>(value) {
+        Ok(node) if node.id == key => Some(node),
+        Ok(node) => {
+            warn!(key, node_id = %node.id, "bucket entry names another node, ignored");
+            None
+        }
+        Err(e) => {
+            warn!(key, error = %e, "bucket entry is not a node, ignored");
+            None
+        }
+    }
+}
+
+/// The current entry of `key`: `(revision, None)` if deleted, `None` if never written.
+pub async fn read(store: &kv::Store, key: &str) -> Result<Option<(u64, Option<Node>)>, String> {
+    let entry = store.entry(key).await.map_err(|e| e.to_string())?;
+    Ok(entry.map(|e| {
+        let node = match e.operation {
+            kv::Operation::Put => decode_node(key, &e.value),
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        };
+        (e.revision, node)
+    }))
+}
+
+pub enum CasError {
+    /// The revision moved: someone else wrote first.
+    Conflict,
+    Other(String),
+}
+
+/// Writes `node` under `key` if the key is still at `revision` (`None`: absent).
+pub async fn put(
+    store: &kv::Store,
+    key: &str,
+    node: &Node,
+    revision: Option<u64>,
+) -> Result<u64, CasError> {
+    let value = Bytes::from(serde_json::to_vec(node).map_err(|e| CasError::Other(e.to_string()))?);
+    match revision {
+        None => store.create(key, value).await.map_err(|e| match e.kind() {
+            kv::CreateErrorKind::AlreadyExists => CasError::Conflict,
+            _ => CasError::Other(e.to_string()),
+        }),
+        Some(revision) => store
+            .update(key, value, revision)
+            .await
+            .map_err(|e| match e.kind() {
+                kv::UpdateErrorKind::WrongLastRevision => CasError::Conflict,
+                _ => CasError::Other(e.to_string()),
+            }),
+    }
+}
+
+/// Deletes `key` if it is still at `revision`.
+pub async fn delete(store: &kv::Store, key: &str, revision: u64) -> Result<(), CasError> {
+    store
+        .delete_expect_revision(key, Some(revision))
+        .await
+        .map_err(|e| match e.kind() {
+            kv::UpdateErrorKind::WrongLastRevision => CasError::Conflict,
+            _ => CasError::Other(e.to_string()),
+        })
+}
+
+/// Carries out a planned write; on a conflict, reads the entry that won.
+pub async fn execute(store: &kv::Store, plan: &Plan) -> (Outcome, Option<String>) {
+    let result = match plan.op {
+        Op::Create => put(store, &plan.id, &plan.node, None)
+            .await
+            .map(Outcome::Written),
+        Op::Update(rev) => put(store, &plan.id, &plan.node, Some(rev))
+            .await
+            .map(Outcome::Written),
+        Op::Delete(rev) => delete(store, &plan.id, rev)
+            .await
+            .map(|()| Outcome::Deleted),
+    };
+    match result {
+        Ok(outcome) => (outcome, None),
+        Err(CasError::Conflict) => match read(store, &plan.id).await {
+            Ok(fresh) => (
+                Outcome::Conflict(fresh.map(|(rev, node)| (rev, node.map(Box::new)))),
+                None,
+            ),
+            Err(e) => (Outcome::Conflict(None), Some(e)),
+        },
+        Err(CasError::Other(e)) => (Outcome::Failed, Some(e)),
+    }
+}
+
+/// Number of entries in the bucket (values, deletes included).
+pub async fn message_count(store: &kv::Store) -> Result<u64, String> {
+    let mut stream = store.stream.clone();
+    stream
+        .info()
+        .await
+        .map(|info| info.state.messages)
+        .map_err(|e| e.to_string())
+}
