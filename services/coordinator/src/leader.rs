@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde_json::{Value, json};
 use shoal_protocol::{
-    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply, SelectRequest,
-    ShoalError, UnassignReply,
+    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply, SelectReply,
+    SelectRequest, ShoalError, UnassignReply,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,23 @@ pub enum Command {
     Unassign(String, oneshot::Sender<Result<UnassignReply, ShoalError>>),
     /// Ok once the lease is marked as handed to the named replica.
     Promote(String, oneshot::Sender<Result<(), ShoalError>>),
+    /// The balancer's answer for an assign, back in the decision loop.
+    Placed(Box<Placement>),
 }
+
+/// An assign waiting on (or back from) the balancer. Selections run outside the
+/// decision loop so that many are in flight at once; the loop alone checks the
+/// result against its state and appends, so the log stays the one serial point.
+pub struct Placement {
+    req: AssignRequest,
+    tx: oneshot::Sender<Result<Assignment, ShoalError>>,
+    attempt: u32,
+    exclude: Vec<String>,
+    result: Result<SelectReply, ShoalError>,
+}
+
+/// How many balancer picks an assign may try before giving up.
+const MAX_PICKS: u32 = 4;
 
 impl Command {
     fn refuse(self) {
@@ -43,7 +59,16 @@ impl Command {
             Command::Assign(_, tx) => drop(tx.send(Err(e()))),
             Command::Unassign(_, tx) => drop(tx.send(Err(e()))),
             Command::Promote(_, tx) => drop(tx.send(Err(e()))),
+            Command::Placed(p) => drop(p.tx.send(Err(e()))),
         }
+    }
+}
+
+fn balancer_error(e: ClientError) -> ShoalError {
+    match e {
+        ClientError::Service(e) => e,
+        ClientError::NoResponders { .. } => ShoalError::unavailable("no balancer is answering"),
+        e => ShoalError::unavailable(format!("balancer: {e}")),
     }
 }
 
@@ -92,7 +117,8 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     let failed = pipeline.failed();
     let (tx, mut rx) = mpsc::channel(4096);
     let stop_endpoints = term.child_token();
-    let endpoints = crate::handlers::serve_writes(ctx.clone(), tx, stop_endpoints.clone()).await;
+    let endpoints =
+        crate::handlers::serve_writes(ctx.clone(), tx.clone(), stop_endpoints.clone()).await;
     let mut guard = Guard::new(
         ctx.cfg.max_reassignments_per_sec,
         ctx.cfg.mass_failure_share,
@@ -100,6 +126,7 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     );
     guard.start_term(Instant::now(), ctx.cfg.detection_window);
     let mut leader = Leader {
+        loopback: tx.clone(),
         ctx: ctx.clone(),
         author,
         state,
@@ -180,6 +207,8 @@ async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(
 }
 
 struct Leader {
+    /// Where selections running outside the loop send their results.
+    loopback: mpsc::Sender<Command>,
     ctx: Arc<Ctx>,
     author: Author,
     /// The state including changes sent but not yet acknowledged.
@@ -201,6 +230,7 @@ impl Leader {
             Command::Promote(target, tx) => {
                 let _ = tx.send(self.promote(&target).await);
             }
+            Command::Placed(placement) => self.placed(*placement).await,
         }
     }
 
@@ -213,23 +243,100 @@ impl Leader {
             // Answer only once whatever produced it is in the log.
             return self.pipeline.after_pending(Reply::Assign(tx, existing));
         }
-        let placement = match &req.node_id {
+        match &req.node_id {
             Some(pin) => {
                 let count = self.state.count_on(pin);
-                self.ctx
-                    .members
-                    .read(|m| m.check_pin(pin, count))
-                    .map(|()| (pin.clone(), "pinned", None))
+                match self.ctx.members.read(|m| m.check_pin(pin, count)) {
+                    Ok(()) => {
+                        let pin = pin.clone();
+                        self.commit_assign(req, tx, pin, "pinned", None).await
+                    }
+                    Err(e) => drop(tx.send(Err(e))),
+                }
             }
-            None => self
-                .select(req.service.clone(), req.labels.clone(), Vec::new())
-                .await
-                .map(|(node, why)| (node, "balanced", Some(why))),
-        };
-        let (node, reason, candidates) = match placement {
-            Ok(p) => p,
+            None => self.spawn_select(req, tx, 1, Vec::new()),
+        }
+    }
+
+    /// Asks the balancer from a task of its own; the answer comes back as
+    /// `Command::Placed`.
+    fn spawn_select(
+        &self,
+        req: AssignRequest,
+        tx: oneshot::Sender<Result<Assignment, ShoalError>>,
+        attempt: u32,
+        exclude: Vec<String>,
+    ) {
+        let (peers, loopback) = (self.ctx.peers.clone(), self.loopback.clone());
+        tokio::spawn(async move {
+            let request = SelectRequest {
+                service: req.service.clone(),
+                labels: req.labels.clone(),
+                strategy: None,
+                exclude: exclude.clone(),
+            };
+            let result = peers.select(&request).await.map_err(balancer_error);
+            let placement = Placement {
+                req,
+                tx,
+                attempt,
+                exclude,
+                result,
+            };
+            if let Err(mpsc::error::SendError(Command::Placed(p))) =
+                loopback.send(Command::Placed(Box::new(placement))).await
+            {
+                let _ = p.tx.send(Err(ShoalError::not_leader(
+                    "this coordinator is no longer the leader: retry",
+                )));
+            }
+        });
+    }
+
+    /// Checks the balancer's pick against the state as it is now (another request
+    /// may have placed the same agent, or filled the node, meanwhile).
+    async fn placed(&mut self, p: Placement) {
+        let Placement {
+            req,
+            tx,
+            attempt,
+            mut exclude,
+            result,
+        } = p;
+        if let Some(existing) = self.state.existing(&req) {
+            return self.pipeline.after_pending(Reply::Assign(tx, existing));
+        }
+        let reply = match result {
+            Ok(reply) => reply,
             Err(e) => return drop(tx.send(Err(e))),
         };
+        let count = self.state.count_on(&reply.node_id);
+        if self.ctx.members.read(|m| m.refuses(&reply.node_id, count)) {
+            if attempt >= MAX_PICKS {
+                return drop(tx.send(Err(ShoalError::no_capacity(
+                    "the balancer's picks are all full, offline or draining",
+                ))));
+            }
+            exclude.push(reply.node_id);
+            return self.spawn_select(req, tx, attempt + 1, exclude);
+        }
+        let why = json!({
+            "strategy": reply.strategy,
+            "chosen": reply.node_id,
+            "candidates": reply.candidates,
+        });
+        self.commit_assign(req, tx, reply.node_id, "balanced", Some(why))
+            .await
+    }
+
+    async fn commit_assign(
+        &mut self,
+        req: AssignRequest,
+        tx: oneshot::Sender<Result<Assignment, ShoalError>>,
+        node: String,
+        reason: &str,
+        candidates: Option<Value>,
+    ) {
         let change =
             State::assign_change(&self.author, &req, &node, reason, candidates, Utc::now());
         self.state.apply_change(&change);
