@@ -1,0 +1,74 @@
+//! `assign`: throughput and latency of assign, then of unassign, of distinct agents;
+//! verified against coordinator state and Postgres history.
+
+use std::sync::{Arc, Mutex};
+
+use crate::args::Args;
+use crate::measure::{Limit, run as measure};
+use crate::report::Report;
+use crate::stack::{Spawn, Stack};
+use crate::verify::{self, Acknowledged};
+
+pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let mut stack = Stack::open(args, Spawn::ALL).await?;
+    stack.start_nodes(args.nodes, args.max_agents).await?;
+    stack.wait_for_leader().await?;
+    let (load, limit) = (args.load(), args.limit());
+    let base = super::baselines(args, &stack.nats_url, load, limit, report).await?;
+
+    let prefix = super::run_prefix("assign");
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let (client, p, a) = (stack.client.clone(), prefix.clone(), acked.clone());
+    let assigned = measure("assign", load, limit, move |i| {
+        let (client, agent, acked) = (client.clone(), format!("{p}{i}"), a.clone());
+        async move { super::assign_recorded(&client, agent, &acked).await }
+    })
+    .await;
+
+    let names: Arc<Vec<String>> = Arc::new(acked.lock().unwrap().clone());
+    let gone = Arc::new(Mutex::new(Vec::new()));
+    let (client, n, g) = (stack.client.clone(), names.clone(), gone.clone());
+    let unassigned = measure(
+        "unassign",
+        load,
+        Limit::Requests(names.len() as u64),
+        move |i| {
+            let (client, agent, gone) = (client.clone(), n[i as usize].clone(), g.clone());
+            async move {
+                client
+                    .unassign(&agent)
+                    .await
+                    .map_err(|e| e.code().to_string())?;
+                gone.lock().unwrap().push(agent);
+                Ok(())
+            }
+        },
+    )
+    .await;
+
+    if let Some((rr, js)) = &base {
+        report.ratio(
+            "assign/s ÷ nats request-reply/s",
+            assigned.per_sec / rr.per_sec,
+            Some("goal ≥ 0.25"),
+        );
+        report.ratio(
+            "assign/s ÷ jetstream publish/s",
+            assigned.per_sec / js.per_sec,
+            None,
+        );
+        report.ratio(
+            "assign p99 ÷ request-reply p99",
+            assigned.p99_us as f64 / rr.p99_us.max(1) as f64,
+            None,
+        );
+    }
+    report.figure("assign_p99_ms", assigned.p99_us as f64 / 1000.0);
+    report.measurements.push(assigned);
+    report.measurements.push(unassigned);
+    let acked = Acknowledged {
+        assigned: names.iter().cloned().collect(),
+        unassigned: gone.lock().unwrap().iter().cloned().collect(),
+    };
+    verify::assignments(&stack, &prefix, &acked, report).await
+}

@@ -1,0 +1,145 @@
+//! `discovery`: time from a node's first announce to (a) the registry's `joined`
+//! event and (b) the balancer selecting it. Oxide's UDP broadcast took ~90 s; the
+//! goal here is p99 < 100 ms.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use shoal_protocol::{
+    Announce, Heartbeat, Leave, NodeEvent, NodeEventKind, NodeRole, SelectRequest,
+};
+
+use crate::args::Args;
+use crate::measure::{Limit, Recorder};
+use crate::report::Report;
+use crate::stack::{Spawn, Stack};
+
+pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let mut stack = Stack::open(
+        args,
+        Spawn {
+            registry: true,
+            balancer: true,
+            coordinators: 0,
+        },
+    )
+    .await?;
+    stack.start_nodes(args.nodes, args.max_agents).await?;
+    let probes = match args.limit() {
+        Limit::Requests(n) => n.min(1_000),
+        Limit::Duration(_) => 200,
+    };
+    let prefix = super::run_prefix("disc");
+    let nats = stack.client.nats().clone();
+    let subjects = stack.subjects.clone();
+    let (mut listed, mut selectable) = (Recorder::new(), Recorder::new());
+    let started = Instant::now();
+    let bar = indicatif::ProgressBar::new(probes);
+    for i in 0..probes {
+        let id = format!("{prefix}{i}");
+        let mut events = nats.subscribe(subjects.registry_event(&id)).await?;
+        nats.flush().await?;
+        let announce = Announce {
+            id: id.clone(),
+            hostname: id.clone(),
+            ip_address: "127.0.0.1".into(),
+            port: 0,
+            role: NodeRole::Worker,
+            services: vec!["probe".into()],
+            labels: BTreeMap::from([("probe".to_string(), id.clone())]),
+            max_agents: 1,
+            version: "loadtest".into(),
+            features: vec![],
+            started_at: Utc::now(),
+        };
+        let heartbeat = Heartbeat {
+            id: id.clone(),
+            seq: 1,
+            cpu_usage: 1.0,
+            memory_usage: 1.0,
+            disk_usage: 1.0,
+            load_average: 0.0,
+            active_agents: 0,
+            uptime_s: 0,
+            sent_at: Utc::now(),
+        };
+        let sent = Instant::now();
+        nats.publish(
+            subjects.node_announce(&id),
+            Bytes::from(serde_json::to_vec(&announce)?),
+        )
+        .await?;
+        nats.publish(
+            subjects.node_heartbeat(&id),
+            Bytes::from(serde_json::to_vec(&heartbeat)?),
+        )
+        .await?;
+        let joined = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(msg) = events.next().await {
+                if serde_json::from_slice::<NodeEvent>(&msg.payload)
+                    .is_ok_and(|e| e.event == NodeEventKind::Joined)
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        let result = if joined {
+            Ok(())
+        } else {
+            Err("no joined event within 5s".to_string())
+        };
+        listed.record(sent.elapsed(), &result);
+        let request = SelectRequest {
+            labels: BTreeMap::from([("probe".to_string(), id.clone())]),
+            ..Default::default()
+        };
+        let deadline = sent + Duration::from_secs(5);
+        let result = loop {
+            if stack
+                .client
+                .select(&request)
+                .await
+                .is_ok_and(|r| r.node_id == id)
+            {
+                break Ok(());
+            }
+            if Instant::now() > deadline {
+                break Err("not selectable within 5s".to_string());
+            }
+            tokio::task::yield_now().await;
+        };
+        selectable.record(sent.elapsed(), &result);
+        let leave = Leave {
+            id: id.clone(),
+            reason: Some("probe done".into()),
+            sent_at: Utc::now(),
+        };
+        nats.publish(
+            subjects.node_leave(&id),
+            Bytes::from(serde_json::to_vec(&leave)?),
+        )
+        .await?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    let listed = listed.measurement("announce → registry joined event", elapsed);
+    let selectable = selectable.measurement("announce → balancer selects it", elapsed);
+    report.goal(
+        "discovery p99 < 100 ms",
+        selectable.p99_us < 100_000 && selectable.ok == probes,
+        format!(
+            "selectable p99 {} µs over {} probes",
+            selectable.p99_us, selectable.ok
+        ),
+    );
+    report.measurements.push(listed);
+    report.measurements.push(selectable);
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! `failover`: a steady stream of assigns while the leader coordinator is killed
+//! with -9 a third of the way in (`--spawn`); measures the time from the kill to the
+//! first acknowledged assign after it, counts client errors by code, and verifies
+//! that no acknowledged assignment was lost or duplicated.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::args::Args;
+use crate::measure::{Limit, run as measure};
+use crate::report::Report;
+use crate::stack::{Spawn, Stack};
+use crate::verify::{self, Acknowledged};
+
+pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.spawn,
+        "the failover scenario kills a coordinator it started: run it with --spawn"
+    );
+    let mut stack = Stack::open(
+        args,
+        Spawn {
+            registry: true,
+            balancer: true,
+            coordinators: 3,
+        },
+    )
+    .await?;
+    stack.start_nodes(args.nodes, args.max_agents).await?;
+    let leader = stack.wait_for_leader().await?;
+    let duration = args.duration.unwrap_or(Duration::from_secs(15));
+    let prefix = super::run_prefix("failover");
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    // (started, acknowledged) of every successful assign.
+    let successes = Arc::new(Mutex::new(Vec::<(Instant, Instant)>::new()));
+    // A short request timeout: a request caught by the kill is retried (same
+    // request_id) after 1 s instead of waiting out the default.
+    let client = stack.client.clone().with_timeout(Duration::from_secs(1));
+    let (client, p, a, s) = (client, prefix.clone(), acked.clone(), successes.clone());
+    let load = args.load();
+    let stream = tokio::spawn(measure(
+        "assign during failover",
+        load,
+        Limit::Duration(duration),
+        move |i| {
+            let (client, agent, acked, successes) =
+                (client.clone(), format!("{p}{i}"), a.clone(), s.clone());
+            async move {
+                let started = Instant::now();
+                super::assign_recorded(&client, agent, &acked).await?;
+                successes.lock().unwrap().push((started, Instant::now()));
+                Ok(())
+            }
+        },
+    ));
+    // Let the stream run a third of the way before the fault (a schedule, not a wait
+    // for some state).
+    tokio::time::sleep(duration / 3).await;
+    let victim = stack
+        .coordinators
+        .iter_mut()
+        .find(|c| c.id == leader)
+        .ok_or_else(|| {
+            anyhow::anyhow!("leader {leader} is not one of the coordinators started here")
+        })?;
+    let killed_at = Instant::now();
+    victim.process.kill()?;
+    eprintln!("killed leader {leader} with SIGKILL");
+    let new_leader = stack.wait_for_leader_other_than(&leader).await?;
+    let leader_gap = killed_at.elapsed();
+    let measured = stream.await?;
+    let mut acks = successes.lock().unwrap().clone();
+    acks.sort_by_key(|(_, done)| *done);
+    // Until a request sent after the kill is acknowledged: how long new writes had
+    // to wait for the new leader.
+    let write_gap = acks
+        .iter()
+        .filter(|(started, _)| *started >= killed_at)
+        .map(|(_, done)| *done - killed_at)
+        .min();
+    // The longest stretch with no acknowledged write at all.
+    let longest_silence = acks.windows(2).map(|w| w[1].1 - w[0].1).max();
+    report.figure("killed_leader", &leader);
+    report.figure("new_leader", &new_leader);
+    report.figure("kill_to_new_leader_ms", leader_gap.as_millis() as u64);
+    report.figure(
+        "kill_to_first_acknowledged_assign_ms",
+        write_gap.map(|g| g.as_millis() as u64),
+    );
+    report.figure(
+        "longest_time_without_an_acknowledged_assign_ms",
+        longest_silence.map(|g| g.as_millis() as u64),
+    );
+    report.goal(
+        "failover ≤ 4 s",
+        write_gap.is_some_and(|g| g <= Duration::from_secs(4)),
+        format!("{write_gap:?} from kill -9 until an assign sent after it was acknowledged"),
+    );
+    report.measurements.push(measured);
+    let acked = Acknowledged {
+        assigned: acked.lock().unwrap().iter().cloned().collect(),
+        ..Default::default()
+    };
+    verify::assignments(&stack, &prefix, &acked, report).await
+}

@@ -1,0 +1,181 @@
+//! The stack under test: a running one (by URL) or a private one started here with
+//! the testkit's real processes (`--spawn`), plus simulated nodes heartbeating
+//! through the announcer's simulation entry.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use shoal_announcer::sim::{SimConfig, SimulatedCluster};
+use shoal_protocol::{ShoalClient, Subjects};
+use shoal_testkit::{NatsServer, Postgres, ServiceProcess, binary, wait_for};
+
+use crate::args::Args;
+
+pub struct Coordinator {
+    pub id: String,
+    pub process: ServiceProcess,
+}
+
+pub struct Stack {
+    pub nats_url: String,
+    pub database_url: Option<String>,
+    /// Held so the private servers stop when the stack is dropped.
+    _nats: Option<NatsServer>,
+    _postgres: Option<Postgres>,
+    pub registry: Option<ServiceProcess>,
+    pub balancer: Option<ServiceProcess>,
+    pub coordinators: Vec<Coordinator>,
+    pub nodes: Option<SimulatedCluster>,
+    pub client: ShoalClient,
+    pub subjects: Subjects,
+}
+
+/// What to start in `--spawn` mode.
+pub struct Spawn {
+    pub registry: bool,
+    pub balancer: bool,
+    pub coordinators: usize,
+}
+
+impl Spawn {
+    pub const ALL: Spawn = Spawn {
+        registry: true,
+        balancer: true,
+        coordinators: 2,
+    };
+}
+
+impl Stack {
+    pub async fn open(args: &Args, spawn: Spawn) -> anyhow::Result<Stack> {
+        let subjects = Subjects::new(&args.prefix)?;
+        let (nats, postgres, nats_url, database_url) = if args.spawn {
+            eprintln!("starting a private stack (nats-server, postgres, services)…");
+            let nats = NatsServer::start().await?;
+            let postgres = Postgres::start().await?;
+            let db = postgres.create_database().await?;
+            let url = nats.url();
+            (Some(nats), Some(postgres), url, Some(db))
+        } else {
+            (None, None, args.nats_url.clone(), args.database_url.clone())
+        };
+        let nats_client = async_nats::connect(&nats_url).await.with_context(|| {
+            format!("cannot reach NATS at {nats_url}: is the stack running? (or use --spawn)")
+        })?;
+        let client =
+            ShoalClient::new(nats_client, subjects.clone()).with_timeout(Duration::from_secs(5));
+        let mut stack = Stack {
+            nats_url,
+            database_url,
+            _nats: nats,
+            _postgres: postgres,
+            registry: None,
+            balancer: None,
+            coordinators: Vec::new(),
+            nodes: None,
+            client,
+            subjects,
+        };
+        if args.spawn {
+            if spawn.registry {
+                stack.registry = Some(stack.service("shoal-registry", "registry-1")?);
+            }
+            if spawn.balancer {
+                stack.balancer = Some(stack.service("shoal-balancer", "balancer-1")?);
+            }
+            for i in 1..=spawn.coordinators {
+                let id = format!("coordinator-{i}");
+                let process = stack.service("shoal-coordinator", &id)?;
+                stack.coordinators.push(Coordinator { id, process });
+            }
+        }
+        Ok(stack)
+    }
+
+    /// Starts a service binary configured through its `SHOAL_…` environment.
+    fn service(&self, bin: &str, instance: &str) -> anyhow::Result<ServiceProcess> {
+        let mut env = vec![
+            ("SHOAL_NATS_URL".to_string(), self.nats_url.clone()),
+            ("SHOAL_INSTANCE_ID".to_string(), instance.to_string()),
+            (
+                "SHOAL_PREFIX".to_string(),
+                self.subjects.prefix().to_string(),
+            ),
+            ("SHOAL_LOG_LEVEL".to_string(), "warn".to_string()),
+        ];
+        if let Some(db) = &self.database_url {
+            env.push(("SHOAL_DATABASE_URL".to_string(), db.clone()));
+        }
+        ServiceProcess::spawn(instance, &binary(bin)?, &[], &env)
+    }
+
+    /// Starts `count` simulated nodes (ids `lt-<i>`) and waits until the registry
+    /// lists them all online.
+    pub async fn start_nodes(&mut self, count: usize, max_agents: u32) -> anyhow::Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        // Stats, not nodes.list: a list of 10,000 nodes is larger than a NATS message.
+        let before = self
+            .client
+            .registry_stats()
+            .await
+            .map(|s| s.online_nodes)
+            .unwrap_or(0);
+        let nats = async_nats::connect(&self.nats_url).await?;
+        let cfg = SimConfig {
+            count,
+            id_prefix: "lt".into(),
+            max_agents,
+            ..SimConfig::default()
+        };
+        self.nodes = Some(SimulatedCluster::start(nats, self.subjects.clone(), cfg).await?);
+        let client = self.client.clone();
+        let deadline = Duration::from_secs(30 + count as u64 / 500);
+        wait_for(
+            &format!("the registry to count {count} more online nodes"),
+            deadline,
+            || {
+                let client = client.clone();
+                async move {
+                    let stats = client.registry_stats().await.ok()?;
+                    (stats.online_nodes >= before + count).then_some(())
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until a coordinator holds the lease.
+    pub async fn wait_for_leader(&self) -> anyhow::Result<String> {
+        let client = self.client.clone();
+        wait_for("a coordinator leader", Duration::from_secs(30), || {
+            let client = client.clone();
+            async move { client.leader().await.ok()?.leader.map(|l| l.coordinator_id) }
+        })
+        .await
+    }
+
+    /// Waits until a coordinator other than `old` holds the lease.
+    pub async fn wait_for_leader_other_than(&self, old: &str) -> anyhow::Result<String> {
+        let client = self.client.clone();
+        wait_for("a new coordinator leader", Duration::from_secs(30), || {
+            let client = client.clone();
+            async move {
+                let id = client.leader().await.ok()?.leader?.coordinator_id;
+                (id != old).then_some(id)
+            }
+        })
+        .await
+    }
+
+    pub async fn postgres(&self) -> anyhow::Result<Option<tokio_postgres::Client>> {
+        let Some(url) = &self.database_url else {
+            return Ok(None);
+        };
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connecting to {url} for verification"))?;
+        tokio::spawn(connection);
+        Ok(Some(client))
+    }
+}

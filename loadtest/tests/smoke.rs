@@ -1,0 +1,155 @@
+//! A short run of every scenario against a private stack (`--spawn`): each must
+//! complete and pass its verification. Speed is not asserted here; the figures come
+//! from full runs reported with their commands.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let svg = dir.path().join("report.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal-loadtest"))
+        .args(args)
+        .arg("--spawn")
+        .arg("--json")
+        .arg(&json)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "shoal-loadtest {args:?} failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for check in report["checks"].as_array().unwrap() {
+        assert_eq!(check["ok"], true, "{check}");
+    }
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        picture.starts_with("<svg"),
+        "not an SVG: {}",
+        &picture[..picture.len().min(80)]
+    );
+    println!("{stdout}");
+    report
+}
+
+fn measurement<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no measurement {name:?} in {report}"))
+}
+
+#[test]
+fn assign_scenario_completes_and_verifies() {
+    let report = run(&[
+        "--scenario",
+        "assign",
+        "--nodes",
+        "3",
+        "--requests",
+        "60",
+        "--concurrency",
+        "4",
+    ]);
+    assert_eq!(measurement(&report, "assign")["ok"], 60);
+    assert_eq!(measurement(&report, "unassign")["ok"], 60);
+    assert!(
+        measurement(&report, "baseline: nats request/reply")["ok"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(
+        !report["checks"].as_array().unwrap().is_empty(),
+        "assignments were verified"
+    );
+}
+
+#[test]
+fn burst_scenario_reports_distribution() {
+    let report = run(&["--scenario", "burst", "--nodes", "5", "--agents", "50"]);
+    assert_eq!(measurement(&report, "burst assign")["ok"], 50);
+    assert_eq!(report["figures"]["nodes"], 5);
+    assert!(report["figures"]["agents_per_node_max_minus_min"].is_number());
+}
+
+#[test]
+fn select_scenario_measures_engine_and_service() {
+    let report = run(&[
+        "--scenario",
+        "select",
+        "--nodes",
+        "50",
+        "--requests",
+        "200",
+        "--engine-selections",
+        "2000",
+    ]);
+    assert_eq!(measurement(&report, "select over nats")["ok"], 200);
+    assert!(
+        report["figures"]["engine_weighted"]["per_sec"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[test]
+fn discovery_scenario_times_announce_to_selectable() {
+    let report = run(&[
+        "--scenario",
+        "discovery",
+        "--nodes",
+        "3",
+        "--requests",
+        "10",
+    ]);
+    assert_eq!(
+        measurement(&report, "announce → balancer selects it")["ok"],
+        10
+    );
+}
+
+#[test]
+fn heartbeats_scenario_reads_registry_cpu_and_finds_no_false_alarm() {
+    let report = run(&[
+        "--scenario",
+        "heartbeats",
+        "--nodes",
+        "200",
+        "--duration",
+        "3s",
+    ]);
+    assert!(report["figures"]["registry_cpu_cores"].is_number());
+    assert_eq!(report["figures"]["false_suspect_or_offline_events"], 0);
+}
+
+#[test]
+fn failover_scenario_survives_a_killed_leader_without_loss() {
+    let report = run(&[
+        "--scenario",
+        "failover",
+        "--nodes",
+        "3",
+        "--duration",
+        "9s",
+        "--concurrency",
+        "4",
+    ]);
+    assert!(
+        report["figures"]["kill_to_first_acknowledged_assign_ms"].is_number(),
+        "{report}"
+    );
+    assert_ne!(
+        report["figures"]["killed_leader"],
+        report["figures"]["new_leader"]
+    );
+}
