@@ -19,9 +19,13 @@ fn require_state(paths: &Paths) -> anyhow::Result<State> {
 }
 
 /// A table like the Tasker seed's cluster-status: instance, status, pid, health.
-pub async fn status(paths: &Paths, as_json: bool) -> anyhow::Result<()> {
+pub async fn status(
+    paths: &Paths,
+    nats: &shoal_runtime::NatsArgs,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let state = require_state(paths)?;
-    let health = service_health(&state).await;
+    let health = service_health(&state, nats).await;
     let mut rows = Vec::new();
     for i in &state.instances {
         let running = alive(i.pid);
@@ -62,12 +66,19 @@ pub async fn status(paths: &Paths, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Services answering `$SRV.PING`, by the instance id in their metadata.
-async fn service_health(state: &State) -> HashMap<String, bool> {
+/// Services answering `$SRV.PING`, by the instance id in their metadata. Connects
+/// to the control plane's NATS with the CLI's credentials (an authorised server
+/// refuses anonymous clients).
+async fn service_health(state: &State, nats: &shoal_runtime::NatsArgs) -> HashMap<String, bool> {
     let mut healthy = HashMap::new();
-    let Ok(client) = async_nats::ConnectOptions::new()
+    let mut args = nats.clone();
+    args.nats_url = state.nats_url.clone();
+    let Ok((opts, urls)) = shoal_runtime::connect_options(&args, "shoal-cli").await else {
+        return healthy;
+    };
+    let Ok(client) = opts
         .connection_timeout(Duration::from_secs(2))
-        .connect(state.nats_url.as_str())
+        .connect(urls)
         .await
     else {
         return healthy;

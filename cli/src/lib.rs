@@ -190,7 +190,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await;
         }
-        Command::Status => return control::status(&paths, cli.json).await,
+        Command::Status => return control::status(&paths, &cli.nats, cli.json).await,
         Command::Down => return control::down(&paths).await,
         Command::Logs { service, lines } => {
             return control::logs(&paths, service.as_deref(), *lines);

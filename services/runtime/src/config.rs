@@ -6,43 +6,64 @@ use std::time::Duration;
 
 use shoal_protocol::Subjects;
 
-/// How to reach NATS: shared by the services and the `shoal` CLI.
+/// How to reach NATS: shared by the services and the `shoal` CLI (`global` so the
+/// CLI takes them before or after its subcommand).
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsArgs {
     /// NATS server URL; several may be given comma-separated (a cluster).
-    #[arg(long, env = "SHOAL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
 
     /// NATS credentials file (JWT and nkey seed, as made by `nsc`).
-    #[arg(long, env = "SHOAL_NATS_CREDS")]
+    #[arg(long, global = true, env = "SHOAL_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
 
     /// NATS user name (with --nats-password).
-    #[arg(long, env = "SHOAL_NATS_USER")]
+    #[arg(long, global = true, env = "SHOAL_NATS_USER")]
     pub nats_user: Option<String>,
 
     /// NATS password (with --nats-user).
-    #[arg(long, env = "SHOAL_NATS_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_NATS_PASSWORD",
+        hide_env_values = true
+    )]
     pub nats_password: Option<String>,
 
     /// NATS authentication token.
-    #[arg(long, env = "SHOAL_NATS_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "SHOAL_NATS_TOKEN", hide_env_values = true)]
     pub nats_token: Option<String>,
 
     /// CA certificate (PEM) to verify the NATS server's TLS certificate; turns TLS on.
-    #[arg(long, env = "SHOAL_NATS_TLS_CA")]
+    #[arg(long, global = true, env = "SHOAL_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
 
     /// Client certificate (PEM) for mutual TLS, with --nats-tls-key.
-    #[arg(long, env = "SHOAL_NATS_TLS_CERT", requires = "nats_tls_key")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_NATS_TLS_CERT",
+        requires = "nats_tls_key"
+    )]
     pub nats_tls_cert: Option<PathBuf>,
 
     /// Client private key (PEM) for mutual TLS, with --nats-tls-cert.
-    #[arg(long, env = "SHOAL_NATS_TLS_KEY", requires = "nats_tls_cert")]
+    #[arg(
+        long,
+        global = true,
+        env = "SHOAL_NATS_TLS_KEY",
+        requires = "nats_tls_cert"
+    )]
     pub nats_tls_key: Option<PathBuf>,
 
     /// First token(s) of every Shoal subject, e.g. `shoal` → `shoal.registry.stats`.
-    #[arg(long, env = "SHOAL_PREFIX", default_value = shoal_protocol::subjects::DEFAULT_PREFIX)]
+    #[arg(long, global = true, env = "SHOAL_PREFIX", default_value = shoal_protocol::subjects::DEFAULT_PREFIX)]
     pub prefix: String,
 }
 

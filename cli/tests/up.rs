@@ -1,0 +1,371 @@
+//! `shoal up` from the outside: the CLI is run as a user runs it (a subprocess, JSON
+//! output parsed), against the whole control plane it starts — nats-server,
+//! Postgres, registry, balancer, coordinators, announcers — on free ports in a
+//! temporary directory. Then `shoal down` (or Ctrl-C) must leave no process behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::de::DeserializeOwned;
+use shoal_protocol::{
+    Assignment, AssignmentAction, AssignmentList, HistoryReply, LeaderReply, Node, NodeList,
+    NodeStatus, PromoteReply,
+};
+use shoal_testkit::ports::free_port;
+use shoal_testkit::{ServiceProcess, nats_server_binary, wait_for};
+
+/// For things that must happen (a first start runs initdb): generous, the machine
+/// may be loaded.
+const DEADLINE: Duration = Duration::from_secs(120);
+/// One CLI invocation.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A `shoal up` running in the foreground, and the `shoal` commands that talk to it.
+struct Stack {
+    dir: tempfile::TempDir,
+    nats_url: String,
+    up: ServiceProcess,
+    /// Every pid seen in `status`, killed on drop if still alive: `shoal up` runs
+    /// its children in their own process groups, so killing it alone (as the
+    /// testkit does on drop) would leave them running after a failed test.
+    seen: Mutex<Vec<u32>>,
+}
+
+impl Stack {
+    async fn up(extra: &[&str]) -> Result<Stack> {
+        let dir = tempfile::Builder::new().prefix("shoal-up-").tempdir()?;
+        // Postgres runs as the `postgres` user when the tests run as root: it must
+        // be able to reach its data directory under here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        let (nats_port, monitor_port, pg_port) = (free_port(), free_port(), free_port());
+        let mut args: Vec<String> = vec![
+            "--dir".into(),
+            dir.path().to_string_lossy().into_owned(),
+            "up".into(),
+            "--nats-port".into(),
+            nats_port.to_string(),
+            "--monitor-port".into(),
+            monitor_port.to_string(),
+            "--pg-port".into(),
+            pg_port.to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let nats_server = nats_server_binary()?;
+        let up = ServiceProcess::spawn(
+            "shoal-up",
+            Path::new(env!("CARGO_BIN_EXE_shoal")),
+            &args,
+            &[(
+                "SHOAL_NATS_SERVER".into(),
+                nats_server.to_string_lossy().into_owned(),
+            )],
+        )?;
+        up.wait_for_log("running; Ctrl-C", DEADLINE).await?;
+        Ok(Stack {
+            dir,
+            nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            up,
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// `shoal --dir <dir> --nats-url <url> <args>`, with a deadline.
+    async fn run(&self, args: &[&str]) -> Result<Output> {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal"));
+        cmd.arg("--dir")
+            .arg(self.dir.path())
+            .args(["--nats-url", &self.nats_url, "--timeout", "5s"])
+            .args(args)
+            .kill_on_drop(true);
+        tokio::time::timeout(COMMAND_DEADLINE, cmd.output())
+            .await
+            .with_context(|| format!("shoal {} did not finish", args.join(" ")))?
+            .with_context(|| format!("running shoal {}", args.join(" ")))
+    }
+
+    /// `shoal --json <args>`, which must succeed, parsed.
+    async fn json<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all).await?;
+        if !out.status.success() {
+            bail!(
+                "shoal {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "shoal --json {} printed {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `status --json` once every instance runs and is healthy; remembers the pids.
+    async fn all_healthy(&self, expected: &[&str]) -> Result<Vec<u32>> {
+        let status: serde_json::Value = wait_for("every instance healthy", DEADLINE, || async {
+            let s: serde_json::Value = self.json(&["status"]).await.ok()?;
+            let instances = s["instances"].as_array()?;
+            let healthy = instances
+                .iter()
+                .all(|i| i["status"] == "running" && i["health"] == "healthy");
+            (healthy && instances.len() == expected.len()).then_some(s)
+        })
+        .await?;
+        let instances = status["instances"].as_array().context("instances")?;
+        let mut names: Vec<&str> = instances
+            .iter()
+            .filter_map(|i| i["instance"].as_str())
+            .collect();
+        names.sort_unstable();
+        let mut want = expected.to_vec();
+        want.sort_unstable();
+        assert_eq!(names, want);
+        let pids: Vec<u32> = instances
+            .iter()
+            .filter_map(|i| i["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+            .collect();
+        assert_eq!(pids.len(), expected.len(), "a pid is missing: {status}");
+        self.seen.lock().unwrap().extend(&pids);
+        Ok(pids)
+    }
+
+    async fn online_nodes(&self, n: usize) -> Result<Vec<Node>> {
+        wait_for(&format!("{n} online nodes"), DEADLINE, || async {
+            let list: NodeList = self.json(&["nodes"]).await.ok()?;
+            let online = list
+                .nodes
+                .iter()
+                .filter(|n| n.status == NodeStatus::Online)
+                .count();
+            (online == n).then_some(list.nodes)
+        })
+        .await
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.dir.path().join("run/state.json")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let mut pids = self.seen.lock().unwrap().clone();
+        // A test that failed before `status` ran still has the state file.
+        if let Ok(text) = std::fs::read_to_string(self.state_file())
+            && let Ok(state) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            let listed = state["instances"].as_array().cloned().unwrap_or_default();
+            pids.extend(
+                listed
+                    .iter()
+                    .filter_map(|i| i["pid"].as_u64().and_then(|p| u32::try_from(p).ok())),
+            );
+        }
+        for &pid in &pids {
+            if alive(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// A process with this pid exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+async fn all_gone(pids: &[u32]) -> Result<()> {
+    wait_for("every process to exit", Duration::from_secs(30), || {
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        async move { left.is_empty().then_some(()) }
+    })
+    .await
+    .map_err(|e| {
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+        e.context(format!("still running: {left:?}"))
+    })
+}
+
+const FULL: [&str; 9] = [
+    "nats-server",
+    "postgres",
+    "registry",
+    "balancer",
+    "coordinator-1",
+    "coordinator-2",
+    "node-1",
+    "node-2",
+    "node-3",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_then_operate_then_down() -> Result<()> {
+    let started = Instant::now();
+    let mut stack = Stack::up(&["--nodes", "3"]).await?;
+    let nodes = stack.online_nodes(3).await?;
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["node-1", "node-2", "node-3"]);
+    let pids = stack.all_healthy(&FULL).await?;
+    println!(
+        "up: 3 nodes online, all healthy after {:?}",
+        started.elapsed()
+    );
+
+    // Leadership and assignments.
+    let leader: LeaderReply = wait_for("a leader", DEADLINE, || async {
+        let l: LeaderReply = stack.json(&["leader"]).await.ok()?;
+        l.leader.is_some().then_some(l)
+    })
+    .await?;
+    let leader_id = leader.leader.context("leader")?.coordinator_id;
+    let mut agents = Vec::new();
+    for name in ["a1", "a2", "a3", "a4"] {
+        let a: Assignment = stack.json(&["assign", name]).await?;
+        assert_eq!(a.agent_name, name);
+        assert!(ids.contains(&a.node_id.as_str()), "{a:?}");
+        agents.push(a);
+    }
+    let pinned: Assignment = stack
+        .json(&["assign", "pinned", "--node", "node-1"])
+        .await?;
+    assert_eq!(pinned.node_id, "node-1");
+    let list: AssignmentList = stack.json(&["assignments"]).await?;
+    assert_eq!(list.count, 5, "{list:?}");
+
+    // Drain: node-1's agents move off, and it takes no new ones.
+    let drained: Node = stack.json(&["drain", "node-1"]).await?;
+    assert!(drained.draining, "{drained:?}");
+    assert_eq!(drained.status, NodeStatus::Draining);
+    wait_for("node-1 to have no agents", DEADLINE, || async {
+        let on1: AssignmentList = stack
+            .json(&["assignments", "--node", "node-1"])
+            .await
+            .ok()?;
+        (on1.count == 0).then_some(())
+    })
+    .await?;
+    let list: AssignmentList = stack.json(&["assignments"]).await?;
+    assert_eq!(list.count, 5, "an agent was lost while draining: {list:?}");
+    assert!(list.assignments.iter().all(|a| a.node_id != "node-1"));
+    let late: Assignment = stack.json(&["assign", "late"]).await?;
+    assert_ne!(late.node_id, "node-1", "a draining node took a new agent");
+
+    // History (from Postgres): the pinned agent's assignment and its move.
+    let history: HistoryReply = wait_for("the pinned agent's history", DEADLINE, || async {
+        let h: HistoryReply = stack.json(&["history", "--agent", "pinned"]).await.ok()?;
+        h.history
+            .iter()
+            .any(|r| r.action == AssignmentAction::Migrated)
+            .then_some(h)
+    })
+    .await?;
+    assert!(history.history.iter().any(|r| {
+        r.action == AssignmentAction::Assigned && r.node_id.as_deref() == Some("node-1")
+    }));
+    assert!(history.history.iter().any(|r| {
+        r.action == AssignmentAction::Migrated
+            && r.previous_node_id.as_deref() == Some("node-1")
+            && r.node_id.as_deref() != Some("node-1")
+    }));
+    let everything: HistoryReply = stack.json(&["history", "--limit", "100"]).await?;
+    for a in &agents {
+        assert!(
+            everything
+                .history
+                .iter()
+                .any(|r| r.agent_name == a.agent_name && r.action == AssignmentAction::Assigned),
+            "no history row for {}",
+            a.agent_name
+        );
+    }
+
+    // Promotion hands leadership to the other coordinator.
+    let other = if leader_id == "coordinator-1" {
+        "coordinator-2"
+    } else {
+        "coordinator-1"
+    };
+    let promoted: PromoteReply = stack.json(&["promote", other]).await?;
+    assert_eq!(promoted.leader.coordinator_id, other);
+    let now: LeaderReply = stack.json(&["leader"]).await?;
+    assert_eq!(now.leader.map(|l| l.coordinator_id).as_deref(), Some(other));
+    let undrained: Node = stack.json(&["undrain", "node-1"]).await?;
+    assert!(!undrained.draining);
+
+    // Logs and errors that say what to do next.
+    let logs = stack.run(&["logs", "registry", "-n", "200"]).await?;
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.status.success());
+    assert!(text.contains("==> registry"), "{text}");
+    assert!(text.contains("registry ready"), "{text}");
+    let nope = stack.run(&["node", "nope"]).await?;
+    assert!(!nope.status.success());
+    let err = String::from_utf8_lossy(&nope.stderr);
+    assert!(err.contains("no node with id \"nope\""), "{err}");
+    assert!(err.contains("`shoal nodes`"), "{err}");
+    let nope = stack.run(&["logs", "nope"]).await?;
+    assert!(!nope.status.success());
+    assert!(String::from_utf8_lossy(&nope.stderr).contains("coordinator-2"));
+    println!("up: operator commands done after {:?}", started.elapsed());
+
+    // Down: everything stops, `shoal up` exits cleanly, and the state is gone.
+    let down_started = Instant::now();
+    let down = stack.run(&["down"]).await?;
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let status = stack.up.wait_exit(Duration::from_secs(60)).await?;
+    assert!(status.success(), "shoal up exited with {status}");
+    all_gone(&pids).await?;
+    println!("up: down took {:?}", down_started.elapsed());
+    assert!(!stack.state_file().exists());
+    let after = stack.run(&["status"]).await?;
+    assert!(!after.status.success());
+    assert!(String::from_utf8_lossy(&after.stderr).contains("shoal up"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_everything() -> Result<()> {
+    let mut stack = Stack::up(&["--nodes", "1", "--coordinators", "1"]).await?;
+    let pids = stack
+        .all_healthy(&[
+            "nats-server",
+            "postgres",
+            "registry",
+            "balancer",
+            "coordinator-1",
+            "node-1",
+        ])
+        .await?;
+    stack.online_nodes(1).await?;
+    let stopping = Instant::now();
+    stack.up.interrupt()?;
+    let status = stack.up.wait_exit(Duration::from_secs(60)).await?;
+    assert!(status.success(), "shoal up exited with {status}");
+    all_gone(&pids).await?;
+    println!("ctrl-c: everything stopped after {:?}", stopping.elapsed());
+    assert!(!stack.state_file().exists());
+    Ok(())
+}
