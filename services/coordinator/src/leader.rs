@@ -246,7 +246,15 @@ impl Leader {
         match &req.node_id {
             Some(pin) => {
                 let count = self.state.count_on(pin);
-                match self.ctx.members.read(|m| m.check_pin(pin, count)) {
+                let mut checked = self.ctx.members.read(|m| m.check_pin(pin, count));
+                if checked
+                    .as_ref()
+                    .is_err_and(|e| e.code == ErrorCode::NotFound)
+                    && self.ctx.members.fetch(pin).await
+                {
+                    checked = self.ctx.members.read(|m| m.check_pin(pin, count));
+                }
+                match checked {
                     Ok(()) => {
                         let pin = pin.clone();
                         self.commit_assign(req, tx, pin, "pinned", None).await

@@ -17,11 +17,35 @@ use crate::members::Members;
 pub struct Membership {
     view: Arc<RwLock<Members>>,
     changed: watch::Receiver<u64>,
+    js: jetstream::Context,
 }
 
 impl Membership {
     pub fn read<T>(&self, f: impl FnOnce(&Members) -> T) -> T {
         f(&self.view.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Reads one node's record straight from the bucket into the view. The watch
+    /// trails the registry's writes by a moment, so a node that has just joined may
+    /// not be in the view yet when a request pins to it.
+    pub async fn fetch(&self, id: &str) -> bool {
+        let Ok(store) = self.js.get_key_value(MEMBERS_BUCKET).await else {
+            return false;
+        };
+        let node = match store.get(id).await {
+            Ok(Some(value)) => serde_json::from_slice::<Node>(&value).ok(),
+            _ => None,
+        };
+        match node {
+            Some(node) => {
+                self.view
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .upsert(node);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Bumped on every membership change or node event.
@@ -39,9 +63,18 @@ pub fn spawn(
     let view = Arc::new(RwLock::new(Members::default()));
     let (tx, rx) = watch::channel(0u64);
     let tx = Arc::new(tx);
-    tokio::spawn(watch_bucket(js, view.clone(), tx.clone(), shutdown.clone()));
+    tokio::spawn(watch_bucket(
+        js.clone(),
+        view.clone(),
+        tx.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(watch_events(client, subjects, tx, shutdown));
-    Membership { view, changed: rx }
+    Membership {
+        view,
+        changed: rx,
+        js,
+    }
 }
 
 async fn watch_bucket(
