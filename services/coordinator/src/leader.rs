@@ -2,7 +2,6 @@
 //! serve the write endpoints, move agents off failed and draining nodes, and stop at
 //! once when the lease is lost or an append is refused.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -409,52 +408,6 @@ impl Leader {
         self.ctx.lease.handoff(target).await
     }
 
-    /// Asks the balancer for a node, skipping picks this replica knows cannot take
-    /// the agent. Waits for pending changes first, so the balancer has seen their
-    /// events and counts agents right.
-    async fn select(
-        &mut self,
-        service: Option<String>,
-        labels: BTreeMap<String, String>,
-        mut exclude: Vec<String>,
-    ) -> Result<(String, Value), ShoalError> {
-        if !self.pipeline.idle().await {
-            return Err(ShoalError::not_leader(
-                "this coordinator lost the leadership",
-            ));
-        }
-        for _ in 0..4 {
-            let request = SelectRequest {
-                service: service.clone(),
-                labels: labels.clone(),
-                strategy: None,
-                exclude: exclude.clone(),
-            };
-            let reply = match self.ctx.peers.select(&request).await {
-                Ok(reply) => reply,
-                Err(ClientError::Service(e)) => return Err(e),
-                Err(ClientError::NoResponders { .. }) => {
-                    return Err(ShoalError::unavailable("no balancer is answering"));
-                }
-                Err(e) => return Err(ShoalError::unavailable(format!("balancer: {e}"))),
-            };
-            let count = self.state.count_on(&reply.node_id);
-            if self.ctx.members.read(|m| m.refuses(&reply.node_id, count)) {
-                exclude.push(reply.node_id);
-                continue;
-            }
-            let why = json!({
-                "strategy": reply.strategy,
-                "chosen": reply.node_id,
-                "candidates": reply.candidates,
-            });
-            return Ok((reply.node_id, why));
-        }
-        Err(ShoalError::no_capacity(
-            "the balancer's picks are all full, offline or draining",
-        ))
-    }
-
     /// Moves agents off offline/gone nodes (orphans) and draining nodes.
     async fn reconcile(&mut self) {
         let now = Instant::now();
@@ -480,13 +433,17 @@ impl Leader {
         if moves.is_empty() || self.guard.paused() {
             return;
         }
+        // Record orphans as such first (the balancer stops counting them on their
+        // dead node), then ask the balancer for every move at once: one round trip
+        // for the batch instead of one per agent.
+        let mut todo = Vec::new();
         for mv in moves {
             if !self.ctx.lease.is_leader() {
                 return;
             }
             if !self.guard.take(Instant::now()) {
                 self.next_sweep = Instant::now() + Duration::from_millis(100);
-                return;
+                break;
             }
             let Some(current) = self.state.get(&mv.agent_name).cloned() else {
                 continue;
@@ -494,8 +451,6 @@ impl Leader {
             if current.node_id != mv.from {
                 continue;
             }
-            // An orphan is first recorded as such (the balancer stops counting it on
-            // its dead node), then reassigned once a node is found.
             if mv.kind == MoveKind::Orphan {
                 let waiting = self.state.move_change(
                     &self.author,
@@ -510,33 +465,54 @@ impl Leader {
                     self.pipeline.append(waiting, Reply::None).await;
                 }
             }
-            let placed = self
-                .select(
-                    current.service.clone(),
-                    current.labels.clone(),
-                    vec![mv.from.clone()],
-                )
-                .await;
-            let change = match placed {
-                Ok((node, why)) => self.state.move_change(
-                    &self.author,
-                    &mv.agent_name,
-                    Some(&node),
-                    mv.kind,
-                    Some(why),
-                    Utc::now(),
-                ),
-                Err(e) if e.code == ErrorCode::NoCapacity => {
-                    debug!(agent_name = %mv.agent_name, error = %e, "no node for agent yet");
+            todo.push((mv, current));
+        }
+        let picks = futures::future::join_all(todo.iter().map(|(mv, current)| {
+            let peers = self.ctx.peers.clone();
+            let request = SelectRequest {
+                service: current.service.clone(),
+                labels: current.labels.clone(),
+                strategy: None,
+                exclude: vec![mv.from.clone()],
+            };
+            async move { peers.select(&request).await.map_err(balancer_error) }
+        }))
+        .await;
+        for ((mv, _), pick) in todo.into_iter().zip(picks) {
+            if !self.ctx.lease.is_leader() {
+                return;
+            }
+            let reply = match pick {
+                Ok(reply) => reply,
+                Err(e) => {
+                    if e.code == ErrorCode::NoCapacity {
+                        debug!(agent_name = %mv.agent_name, error = %e, "no node for agent yet");
+                    } else {
+                        warn!(agent_name = %mv.agent_name, from = %mv.from, error = %e, "cannot move agent yet");
+                    }
                     self.next_sweep = Instant::now() + Duration::from_millis(500);
                     continue;
                 }
-                Err(e) => {
-                    warn!(agent_name = %mv.agent_name, from = %mv.from, error = %e, "cannot move agent yet");
-                    self.next_sweep = Instant::now() + Duration::from_millis(500);
-                    return;
-                }
             };
+            let count = self.state.count_on(&reply.node_id);
+            if self.ctx.members.read(|m| m.refuses(&reply.node_id, count)) {
+                // Picked before the node filled up or went away: the next sweep asks again.
+                self.next_sweep = Instant::now() + Duration::from_millis(100);
+                continue;
+            }
+            let why = json!({
+                "strategy": reply.strategy,
+                "chosen": reply.node_id,
+                "candidates": reply.candidates,
+            });
+            let change = self.state.move_change(
+                &self.author,
+                &mv.agent_name,
+                Some(&reply.node_id),
+                mv.kind,
+                Some(why),
+                Utc::now(),
+            );
             if let Some(change) = change {
                 info!(
                     agent_name = %change.agent_name,

@@ -28,14 +28,17 @@ impl Membership {
     /// Reads one node's record straight from the bucket into the view. The watch
     /// trails the registry's writes by a moment, so a node that has just joined may
     /// not be in the view yet when a request pins to it.
+    /// Bounded: the leader's decision loop waits for it.
     pub async fn fetch(&self, id: &str) -> bool {
-        let Ok(store) = self.js.get_key_value(MEMBERS_BUCKET).await else {
-            return false;
+        let read = async {
+            let store = self.js.get_key_value(MEMBERS_BUCKET).await.ok()?;
+            let value = store.get(id).await.ok()??;
+            serde_json::from_slice::<Node>(&value).ok()
         };
-        let node = match store.get(id).await {
-            Ok(Some(value)) => serde_json::from_slice::<Node>(&value).ok(),
-            _ => None,
-        };
+        let node = tokio::time::timeout(Duration::from_millis(500), read)
+            .await
+            .ok()
+            .flatten();
         match node {
             Some(node) => {
                 self.view
