@@ -58,10 +58,11 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// Made absolute: Postgres changes into its data directory, so a relative
+    /// socket directory (`.shoal/run/pg`) would point nowhere.
     pub fn new(root: &Path) -> Paths {
-        Paths {
-            root: root.to_path_buf(),
-        }
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        Paths { root }
     }
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
@@ -127,4 +128,20 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_absolute_whatever_the_flag_says() {
+        let paths = Paths::new(Path::new(".shoal"));
+        assert!(
+            paths.pg_data().is_absolute(),
+            "{}",
+            paths.pg_data().display()
+        );
+        assert!(paths.pg_data().ends_with(".shoal/run/pg"));
+    }
 }
