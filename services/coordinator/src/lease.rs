@@ -61,9 +61,11 @@ impl LeaseView {
 }
 
 enum Command {
-    /// Give up the lease (a fenced append, or shutdown) and delete the key.
+    /// Give up the lease (a fenced append) and delete the key; stay a candidate.
     Resign(&'static str, oneshot::Sender<()>),
     Handoff(String, oneshot::Sender<Result<(), ShoalError>>),
+    /// Give up the lease and stop competing: the coordinator is shutting down.
+    Stop(oneshot::Sender<()>),
 }
 
 /// Talks to the lease task.
@@ -93,6 +95,15 @@ impl LeaseHandle {
             .await
             .is_ok()
         {
+            let _ = rx.await;
+        }
+    }
+
+    /// Releases the lease and ends the lease task, so this replica does not win the
+    /// key back while it shuts down.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Stop(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -202,6 +213,11 @@ impl LeaseTask {
                     }
                     Some(Command::Handoff(target, reply)) => {
                         let _ = reply.send(self.handoff(&target).await);
+                    }
+                    Some(Command::Stop(done)) => {
+                        self.release("coordinator stopping").await;
+                        let _ = done.send(());
+                        return;
                     }
                     None => {
                         self.release("coordinator stopping").await;

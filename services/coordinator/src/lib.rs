@@ -128,7 +128,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     // The term finishes its pending appends first; then the lease is released so
     // a follower takes over without waiting for it to age out.
     let _ = terms.await;
-    lease.resign("coordinator stopping").await;
+    lease.stop().await;
     drop(lease);
     for task in reads {
         let _ = task.await;

@@ -358,3 +358,40 @@ async fn a_paused_leader_gets_no_write_accepted_when_it_resumes() {
         "old-epoch records after the new epoch: {late:?}"
     );
 }
+
+#[tokio::test]
+async fn a_stopping_leader_hands_over_at_once_and_does_not_win_the_lease_back() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    with_nodes(&client, 1).await;
+    let mut cs = three(&nats).await;
+    let shoal = shoal(&client);
+    let ids = ["c1", "c2", "c3"];
+    let leader = wait_leader(&shoal, &ids, LONG).await.unwrap();
+    let stopping = cs.iter_mut().find(|c| c.id == leader).unwrap();
+    let t0 = Instant::now();
+    stopping.process.terminate().unwrap();
+    let status = stopping
+        .process
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(status.success(), "{leader} exited with {status}");
+    // A released lease is taken at once, not after the TTL runs out.
+    let rest: Vec<&str> = ids.iter().copied().filter(|id| *id != leader).collect();
+    let next = wait_leader(&shoal, &rest, TTL).await.unwrap();
+    let handover = t0.elapsed();
+    println!("MEASURED graceful stop of {leader}: {next} leads after {handover:?}");
+    assert!(
+        handover < TTL,
+        "handover took {handover:?}, as long as the lease TTL"
+    );
+    // Between releasing and exiting, the stopping replica must not have become a
+    // candidate again and won the key back.
+    let log = stopping.process.log();
+    let after_signal = log.split("shutting down").nth(1).unwrap_or_default();
+    assert!(
+        !after_signal.contains("won the leader lease"),
+        "{leader} won the lease again while stopping:\n{after_signal}"
+    );
+}
