@@ -38,6 +38,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "SHOAL_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// Whether --nats-url / SHOAL_NATS_URL was given rather than defaulted: `shoal up`
+    /// then uses that NATS instead of starting its own.
+    #[arg(skip)]
+    pub nats_url_given: bool,
+
     /// Where `shoal up` keeps its data, logs and state.
     #[arg(long, global = true, env = "SHOAL_DIR", default_value = ".shoal")]
     pub dir: std::path::PathBuf,
@@ -69,9 +74,6 @@ pub enum Command {
         /// Port of the local Postgres.
         #[arg(long, default_value_t = 55432)]
         pg_port: u16,
-        /// Use the running NATS given by --nats-url instead of starting one.
-        #[arg(long)]
-        external_nats: bool,
     },
     /// The processes `shoal up` runs: status, pid, health.
     Status,
@@ -166,6 +168,31 @@ pub enum StrategyAction {
     },
 }
 
+impl Cli {
+    /// Parses the command line, noting whether a NATS URL was given (flag or
+    /// environment, before or after the subcommand) or left at its default.
+    pub fn parse_args() -> Cli {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.nats_url_given = given(&matches, "nats_url");
+        cli
+    }
+}
+
+fn given(matches: &clap::ArgMatches, id: &str) -> bool {
+    use clap::parser::ValueSource;
+    let here = matches!(
+        matches
+            .try_get_raw(id)
+            .ok()
+            .flatten()
+            .and(matches.value_source(id)),
+        Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+    );
+    here || matches.subcommand().is_some_and(|(_, sub)| given(sub, id))
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let paths = local::Paths::new(&cli.dir);
     match &cli.command {
@@ -176,13 +203,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             nats_port,
             monitor_port,
             pg_port,
-            external_nats,
         } => {
             return up::up(up::UpArgs {
                 dir: cli.dir.clone(),
                 nodes: *nodes,
                 coordinators: *coordinators,
-                nats_url: external_nats.then(|| cli.nats.nats_url.clone()),
+                nats_url: cli.nats_url_given.then(|| cli.nats.nats_url.clone()),
                 database_url: database_url.clone(),
                 nats_port: *nats_port,
                 monitor_port: *monitor_port,
@@ -281,6 +307,32 @@ mod tests {
         assert_eq!(parse_strategy("weighted").unwrap(), Strategy::Weighted);
         assert!(parse_strategy("fast").unwrap_err().contains("round_robin"));
         assert!(parse_since("10m").unwrap() < chrono::Utc::now());
+    }
+
+    #[test]
+    fn a_nats_url_given_before_or_after_up_means_use_it() {
+        use clap::CommandFactory;
+        let given_in = |args: &[&str]| {
+            given(
+                &Cli::command().try_get_matches_from(args).unwrap(),
+                "nats_url",
+            )
+        };
+        if std::env::var_os("SHOAL_NATS_URL").is_none() {
+            assert!(!given_in(&["shoal", "up"]));
+        }
+        assert!(given_in(&[
+            "shoal",
+            "up",
+            "--nats-url",
+            "nats://127.0.0.1:14999"
+        ]));
+        assert!(given_in(&[
+            "shoal",
+            "--nats-url",
+            "nats://127.0.0.1:14999",
+            "up"
+        ]));
     }
 
     #[test]

@@ -1,10 +1,8 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = shoal_cli::Cli::parse();
+    let cli = shoal_cli::Cli::parse_args();
     match shoal_cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
