@@ -40,6 +40,15 @@ async fn one_leader_at_every_sample_and_promote_moves_it() {
     let shoal = shoal(&client);
     let ids = ["c1", "c2", "c3"];
     let leader = wait_leader(&shoal, &ids, LONG).await.unwrap();
+    // A replica still starting has no endpoints yet; sample once all three answer.
+    wait_for("every coordinator to answer leader.get", LONG, || async {
+        for id in ids {
+            leader_of(&shoal, id).await.ok()?;
+        }
+        Some(())
+    })
+    .await
+    .unwrap();
 
     // Sample every replica back to back across several renewals.
     let until = Instant::now() + TTL + Duration::from_secs(1);
