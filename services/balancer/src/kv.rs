@@ -10,31 +10,13 @@ use crate::Error;
 /// `{"strategy": "<name>"}`.
 pub const STRATEGY_KEY: &str = "balancer.strategy";
 
-/// Opens `bucket`, creating it (file storage, one value per key) if it is missing.
-/// A creation race with another service ends with opening what the winner made.
+/// Opens `bucket`, creating it if it is missing (see [`shoal_runtime::kv`]).
 pub(crate) async fn open_or_create(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,
 ) -> Result<kv::Store, Error> {
-    if let Ok(store) = js.get_key_value(bucket).await {
-        return Ok(store);
-    }
-    let created = js
-        .create_key_value(kv::Config {
-            bucket: bucket.to_string(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: replicas.max(1),
-            ..Default::default()
-        })
-        .await;
-    match created {
-        Ok(store) => Ok(store),
-        Err(create_error) => js.get_key_value(bucket).await.map_err(|open_error| {
-            Error::JetStream(format!(
-                "bucket {bucket} can be neither created ({create_error}) nor opened ({open_error})"
-            ))
-        }),
-    }
+    shoal_runtime::kv::open_or_create(js, bucket, replicas)
+        .await
+        .map_err(Error::JetStream)
 }

@@ -13,27 +13,9 @@ use crate::member::{Op, Outcome, Plan};
 
 /// Opens `shoal_members`, creating it (file storage) if it does not exist.
 pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, Error> {
-    if let Ok(store) = js.get_key_value(MEMBERS_BUCKET).await {
-        return Ok(store);
-    }
-    let created = js
-        .create_key_value(kv::Config {
-            bucket: MEMBERS_BUCKET.to_string(),
-            description: "shoal membership: key = node id, value = node record".into(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            num_replicas: replicas,
-            ..Default::default()
-        })
-        .await;
-    match created {
-        Ok(store) => Ok(store),
-        // Another replica may have created it in between.
-        Err(e) => js
-            .get_key_value(MEMBERS_BUCKET)
-            .await
-            .map_err(|_| Error::Store(format!("creating bucket {MEMBERS_BUCKET}: {e}"))),
-    }
+    shoal_runtime::kv::open_or_create(js, MEMBERS_BUCKET, replicas)
+        .await
+        .map_err(Error::Store)
 }
 
 /// Opens the bucket, retrying until JetStream answers (it may still be starting).

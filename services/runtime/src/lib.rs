@@ -3,6 +3,7 @@
 //! or SIGTERM, registration as a NATS micro service, and the request loop.
 
 mod config;
+pub mod kv;
 mod serve;
 
 use std::collections::HashMap;
