@@ -74,7 +74,14 @@ async fn agents_of_a_killed_node_are_reassigned_within_a_second() {
     let shoal = shoal(&client);
     wait_online(&shoal, 3).await;
     wait_leader(&shoal, &["c1"], LONG).await.unwrap();
-    for i in 0..50 {
+    // The registry lists a node a moment before its record reaches the KV bucket the
+    // coordinator reads; the first pin waits for that.
+    wait_for("the coordinator to know node a1", LONG, || async {
+        shoal.assign(&pinned("agent-0", "a1")).await.ok()
+    })
+    .await
+    .unwrap();
+    for i in 1..50 {
         shoal
             .assign(&pinned(&format!("agent-{i}"), "a1"))
             .await
