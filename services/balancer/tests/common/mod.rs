@@ -39,20 +39,12 @@ pub fn ten_nodes() -> Vec<Node> {
         .collect()
 }
 
-/// The bucket as the registry creates it: file storage, one value per key.
+/// The membership bucket, opened or created exactly as the services do.
 pub async fn members_bucket(client: &async_nats::Client) -> Result<kv::Store> {
     let js = jetstream::new(client.clone());
-    if let Ok(store) = js.get_key_value(MEMBERS_BUCKET).await {
-        return Ok(store);
-    }
-    Ok(js
-        .create_key_value(kv::Config {
-            bucket: MEMBERS_BUCKET.to_string(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await?)
+    shoal_runtime::kv::open_or_create(&js, MEMBERS_BUCKET, 1)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 pub async fn put_node(members: &kv::Store, node: &Node) -> Result<()> {

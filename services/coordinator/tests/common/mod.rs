@@ -86,20 +86,12 @@ pub fn node(id: &str, max_agents: u32) -> Node {
     }
 }
 
-/// The membership bucket, created as the registry creates it.
+/// The membership bucket, opened or created exactly as the services do.
 pub async fn members(client: &async_nats::Client) -> Result<kv::Store> {
     let js = jetstream::new(client.clone());
-    if let Ok(store) = js.get_key_value(MEMBERS_BUCKET).await {
-        return Ok(store);
-    }
-    Ok(js
-        .create_key_value(kv::Config {
-            bucket: MEMBERS_BUCKET.to_string(),
-            history: 1,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await?)
+    shoal_runtime::kv::open_or_create(&js, MEMBERS_BUCKET, 1)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 pub async fn put_node(store: &kv::Store, node: &Node) -> Result<()> {

@@ -27,12 +27,6 @@ accounts {
 system_account: SYS
 "#;
 
-/// A workspace binary, built by `cargo build --workspace --bins` (scripts/test.sh
-/// does that before running the tests).
-pub fn service_binary(name: &str) -> Result<std::path::PathBuf> {
-    binary(name)
-}
-
 pub struct Auth {
     pub user: &'static str,
     pub password: &'static str,
@@ -85,22 +79,7 @@ pub async fn registry(
     auth: Option<&Auth>,
     extra: &[&str],
 ) -> Result<ServiceProcess> {
-    let mut args = vec![
-        "--nats-url".to_string(),
-        nats.url(),
-        "--instance-id".into(),
-        instance.into(),
-    ];
-    args.extend(auth_args(auth));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let p = ServiceProcess::spawn(
-        &format!("registry {instance}"),
-        &service_binary("shoal-registry")?,
-        &args,
-        &[],
-    )?;
-    p.wait_for_log("registry ready", DEADLINE).await?;
-    Ok(p)
+    start("registry", "--instance-id", instance, nats, auth, extra).await
 }
 
 /// Starts an announcer for node `id` and waits until it has announced.
@@ -110,21 +89,33 @@ pub async fn announcer(
     auth: Option<&Auth>,
     extra: &[&str],
 ) -> Result<ServiceProcess> {
+    start("announcer", "--node-id", id, nats, auth, extra).await
+}
+
+/// Spawns `shoal-<kind>` named by `name_flag`, and waits for its "<kind> ready" log.
+async fn start(
+    kind: &str,
+    name_flag: &str,
+    name: &str,
+    nats: &NatsServer,
+    auth: Option<&Auth>,
+    extra: &[&str],
+) -> Result<ServiceProcess> {
     let mut args = vec![
         "--nats-url".to_string(),
         nats.url(),
-        "--node-id".into(),
-        id.into(),
+        name_flag.to_string(),
+        name.to_string(),
     ];
     args.extend(auth_args(auth));
     args.extend(extra.iter().map(|s| s.to_string()));
     let p = ServiceProcess::spawn(
-        &format!("announcer {id}"),
-        &service_binary("shoal-announcer")?,
+        &format!("{kind} {name}"),
+        &binary(&format!("shoal-{kind}"))?,
         &args,
         &[],
     )?;
-    p.wait_for_log("announcer ready", DEADLINE).await?;
+    p.wait_for_log(&format!("{kind} ready"), DEADLINE).await?;
     Ok(p)
 }
 
