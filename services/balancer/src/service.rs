@@ -13,8 +13,9 @@ use async_nats::{Client, Message};
 use futures::StreamExt;
 use shoal_protocol::{
     AssignmentEvent, AssignmentStatus, BalancerStats, CONFIG_BUCKET, Empty, Endpoint, Heartbeat,
-    ListAssignmentsRequest, MEMBERS_BUCKET, Node, SelectReply, SelectRequest, ServiceKind,
-    ShoalClient, ShoalError, Strategy, StrategyMessage, Subjects, decode,
+    ListAssignmentsRequest, MEMBERS_BUCKET, Node, SelectBatchReply, SelectBatchRequest,
+    SelectOutcome, SelectReply, SelectRequest, ServiceKind, ShoalClient, ShoalError, Strategy,
+    StrategyMessage, Subjects, decode,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -131,15 +132,17 @@ pub(crate) async fn run(
         .await
         .map_err(|e| Error::Nats(e.to_string()))?;
     let endpoint = |e| shoal_runtime::add_endpoint(&service, &subjects, e, &instance_id);
-    let (select, get, set, stats) = (
+    let (select, batch, get, set, stats) = (
         endpoint(Endpoint::BalancerSelect).await,
+        endpoint(Endpoint::BalancerSelectBatch).await,
         endpoint(Endpoint::BalancerStrategyGet).await,
         endpoint(Endpoint::BalancerStrategySet).await,
         endpoint(Endpoint::BalancerStats).await,
     );
     let nats = |e: anyhow::Error| Error::Nats(format!("{e:#}"));
-    let (select, get, set, stats) = (
+    let (select, batch, get, set, stats) = (
         select.map_err(nats)?,
+        batch.map_err(nats)?,
         get.map_err(nats)?,
         set.map_err(nats)?,
         stats.map_err(nats)?,
@@ -153,6 +156,9 @@ pub(crate) async fn run(
             shutdown.clone(),
             |m| async move { handle_select(s, &m) }
         ),
+        shoal_runtime::serve(batch, shutdown.clone(), |m| async move {
+            handle_select_batch(s, &m)
+        }),
         shoal_runtime::serve(get, shutdown.clone(), |m| async move { handle_get(s, &m) }),
         shoal_runtime::serve(set, shutdown.clone(), |m| {
             let config = &config;
@@ -181,6 +187,24 @@ fn handle_select(shared: &Shared, msg: &Message) -> Result<SelectReply, ShoalErr
         ));
     }
     shared.view().select(&req, Instant::now())
+}
+
+/// Picks in order under one lock: each pick counts against its node for the next.
+fn handle_select_batch(shared: &Shared, msg: &Message) -> Result<SelectBatchReply, ShoalError> {
+    let req: SelectBatchRequest = decode(&msg.payload)?;
+    if !shared.synced.load(Ordering::Acquire) {
+        return Err(ShoalError::unavailable(
+            "the balancer is still loading membership: retry shortly",
+        ));
+    }
+    let now = Instant::now();
+    let mut view = shared.view();
+    let results = req
+        .selections
+        .iter()
+        .map(|selection| SelectOutcome::new(view.select(selection, now)))
+        .collect();
+    Ok(SelectBatchReply { results })
 }
 
 fn handle_get(shared: &Shared, msg: &Message) -> Result<StrategyMessage, ShoalError> {

@@ -36,6 +36,11 @@ impl Guard {
         self.grace_until.is_some_and(|until| now < until)
     }
 
+    /// When the grace period ends, if it has not yet.
+    pub fn grace_ends(&self, now: Instant) -> Option<Instant> {
+        self.grace_until.filter(|until| now < *until)
+    }
+
     /// Whether `offline` of `total` nodes is a mass failure.
     pub fn is_mass_failure(share: f64, offline: usize, total: usize) -> bool {
         total > 0 && offline as f64 / total as f64 > share
@@ -102,8 +107,14 @@ mod tests {
         let t0 = Instant::now();
         let mut g = Guard::new(10, 0.5, t0);
         assert!(!g.in_grace(t0));
+        assert_eq!(g.grace_ends(t0), None);
         g.start_term(t0, Duration::from_secs(3));
         assert!(g.in_grace(t0 + Duration::from_secs(2)));
         assert!(!g.in_grace(t0 + Duration::from_secs(3)));
+        assert_eq!(
+            g.grace_ends(t0 + Duration::from_secs(1)),
+            Some(t0 + Duration::from_secs(3))
+        );
+        assert_eq!(g.grace_ends(t0 + Duration::from_secs(3)), None);
     }
 }

@@ -8,27 +8,39 @@ use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};
 use serde_json::Value;
 use shoal_protocol::{AssignmentAction, HistoryEntry, HistoryRequest, ShoalError};
 use tokio_postgres::NoTls;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 
 use crate::error::Error;
-use crate::record::Change;
+use crate::record::{Change, Explanation};
 
 /// Embedded migrations, applied in order, each once.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "assignment_history",
-    include_str!("../migrations/0001_assignment_history.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "assignment_history",
+        include_str!("../migrations/0001_assignment_history.sql"),
+    ),
+    (
+        2,
+        "batched_log_records",
+        include_str!("../migrations/0002_batched_log_records.sql"),
+    ),
+];
+
+/// Rows per INSERT statement: 12 parameters each, well under Postgres's 65,535.
+const ROWS_PER_INSERT: usize = 1_000;
 
 /// Serialises concurrent replicas migrating the same database.
 const MIGRATION_LOCK: i64 = 0x5_40A1_0001;
 
 const DEFAULT_LIMIT: u32 = 100;
 
-/// One history row: a change and its log sequence.
+/// One history row: a change, the sequence of its log record and its position
+/// in that record.
 #[derive(Clone, Debug)]
 pub struct Row {
     pub log_seq: u64,
+    pub log_index: u32,
     pub change: Change,
 }
 
@@ -99,47 +111,18 @@ impl HistoryStore {
         tx.commit().await.map_err(|e| e.to_string())
     }
 
-    /// Inserts `rows` in one statement; rows already present are skipped. Returns
-    /// how many were new.
+    /// Inserts `rows` (in statements of up to [`ROWS_PER_INSERT`]); rows already
+    /// present are skipped. Returns how many were new.
     pub async fn insert(&self, rows: &[Row]) -> Result<u64, String> {
         if rows.is_empty() {
             return Ok(0);
         }
-        let values: Vec<RowValues> = rows.iter().map(RowValues::from).collect();
-        let mut sql = String::from(
-            "INSERT INTO assignment_history (log_seq, event_id, agent_name, node_id, \
-             previous_node_id, action, reason, leader_id, epoch, at, candidates) VALUES ",
-        );
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(values.len() * 11);
-        for (i, v) in values.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let base = i * 11;
-            let placeholders: Vec<String> = (1..=11).map(|k| format!("${}", base + k)).collect();
-            sql.push('(');
-            sql.push_str(&placeholders.join(","));
-            sql.push(')');
-            params.extend([
-                &v.log_seq as &(dyn ToSql + Sync),
-                &v.event_id,
-                &v.agent_name,
-                &v.node_id,
-                &v.previous_node_id,
-                &v.action,
-                &v.reason,
-                &v.leader_id,
-                &v.epoch,
-                &v.at,
-                &v.candidates,
-            ]);
-        }
-        sql.push_str(" ON CONFLICT DO NOTHING");
         let client = self.client().await?;
-        client
-            .execute(&sql, &params)
-            .await
-            .map_err(|e| e.to_string())
+        let mut inserted = 0;
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            inserted += insert_chunk(&client, chunk).await?;
+        }
+        Ok(inserted)
     }
 
     /// Rows matching `req`, newest first.
@@ -150,12 +133,12 @@ impl HistoryStore {
         let rows = client
             .query(
                 "SELECT log_seq, event_id, agent_name, node_id, previous_node_id, action, reason, \
-                 leader_id, epoch, at, candidates FROM assignment_history \
+                 leader_id, epoch, at, candidates, log_index FROM assignment_history \
                  WHERE ($1::text IS NULL OR agent_name = $1) \
                  AND ($2::text IS NULL OR node_id = $2 OR previous_node_id = $2) \
                  AND ($3::timestamptz IS NULL OR at >= $3) \
                  AND ($4::timestamptz IS NULL OR at < $4) \
-                 ORDER BY log_seq DESC LIMIT $5",
+                 ORDER BY log_seq DESC, log_index DESC LIMIT $5",
                 &[
                     &req.agent_name,
                     &req.node_id,
@@ -173,6 +156,7 @@ impl HistoryStore {
                     .map_err(|e| ShoalError::internal(format!("history row: {e}")))?;
                 Ok(HistoryEntry {
                     log_seq: row.get::<_, i64>(0) as u64,
+                    log_index: row.get::<_, i32>(11) as u32,
                     event_id: row.get(1),
                     agent_name: row.get(2),
                     node_id: row.get(3),
@@ -189,8 +173,51 @@ impl HistoryStore {
     }
 }
 
+async fn insert_chunk(client: &tokio_postgres::Client, rows: &[Row]) -> Result<u64, String> {
+    const COLUMNS: usize = 12;
+    let values: Vec<RowValues> = rows.iter().map(RowValues::from).collect();
+    let mut sql = String::from(
+        "INSERT INTO assignment_history (log_seq, log_index, event_id, agent_name, node_id, \
+         previous_node_id, action, reason, leader_id, epoch, at, candidates) VALUES ",
+    );
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(values.len() * COLUMNS);
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for k in 1..=COLUMNS {
+            if k > 1 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", i * COLUMNS + k));
+        }
+        sql.push(')');
+        params.extend([
+            &v.log_seq as &(dyn ToSql + Sync),
+            &v.log_index,
+            &v.event_id,
+            &v.agent_name,
+            &v.node_id,
+            &v.previous_node_id,
+            &v.action,
+            &v.reason,
+            &v.leader_id,
+            &v.epoch,
+            &v.at,
+            &v.candidates,
+        ]);
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    client
+        .execute(&sql, &params)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 struct RowValues {
     log_seq: i64,
+    log_index: i32,
     event_id: String,
     agent_name: String,
     node_id: Option<String>,
@@ -200,7 +227,7 @@ struct RowValues {
     leader_id: String,
     epoch: i64,
     at: DateTime<Utc>,
-    candidates: Option<Value>,
+    candidates: Option<Json<Explanation>>,
 }
 
 impl From<&Row> for RowValues {
@@ -208,6 +235,7 @@ impl From<&Row> for RowValues {
         let c = &r.change;
         RowValues {
             log_seq: r.log_seq as i64,
+            log_index: r.log_index as i32,
             event_id: c.event_id.clone(),
             agent_name: c.agent_name.clone(),
             node_id: c.node_id.clone(),
@@ -217,7 +245,7 @@ impl From<&Row> for RowValues {
             leader_id: c.leader_id.clone(),
             epoch: c.epoch as i64,
             at: c.at,
-            candidates: c.candidates.clone(),
+            candidates: c.candidates.clone().map(Json),
         }
     }
 }

@@ -104,20 +104,21 @@ async fn consume(
         for message in chunk {
             messages.push(message.map_err(|e| e.to_string())?);
         }
-        let rows: Vec<Row> = messages
-            .iter()
-            .filter_map(|m| {
-                let log_seq = m.info().ok()?.stream_sequence;
-                match LogRecord::decode(&m.payload) {
-                    Ok(LogRecord::Change(change)) => Some(Row { log_seq, change }),
-                    Ok(LogRecord::EpochStart(_)) => None,
-                    Err(e) => {
-                        warn!(log_seq, error = %e, "unreadable log record not recorded");
-                        None
-                    }
-                }
-            })
-            .collect();
+        let mut rows: Vec<Row> = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let Ok(info) = m.info() else { continue };
+            let log_seq = info.stream_sequence;
+            match LogRecord::decode(&m.payload) {
+                Ok(record) => rows.extend(record.into_changes().into_iter().enumerate().map(
+                    |(i, change)| Row {
+                        log_seq,
+                        log_index: i as u32,
+                        change,
+                    },
+                )),
+                Err(e) => warn!(log_seq, error = %e, "unreadable log record not recorded"),
+            }
+        }
         if !retry(shutdown, "writing history", || async {
             store.insert(&rows).await.map(|_| ())
         })

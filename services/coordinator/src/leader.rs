@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_protocol::{
-    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply, SelectReply,
-    SelectRequest, ShoalError, UnassignReply,
+    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply, SelectRequest,
+    ShoalError, UnassignReply,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -20,8 +20,9 @@ use crate::failover::plan_moves;
 use crate::guard::Guard;
 use crate::lease::Held;
 use crate::log::Appender;
+use crate::picker::{Pick, Picker};
 use crate::pipeline::{Notifier, Pipeline, Reply};
-use crate::record::{EpochStart, LogRecord, new_event_id};
+use crate::record::{EpochStart, Explanation, LogRecord, new_event_id};
 use crate::state::{Author, MoveKind, State};
 
 /// Requests the write endpoints pass to the leader.
@@ -45,7 +46,7 @@ pub struct Placement {
     tx: oneshot::Sender<Result<Assignment, ShoalError>>,
     attempt: u32,
     exclude: Vec<String>,
-    result: Result<SelectReply, ShoalError>,
+    result: Result<Pick, ShoalError>,
 }
 
 /// How many balancer picks an assign may try before giving up.
@@ -60,14 +61,6 @@ impl Command {
             Command::Promote(_, tx) => drop(tx.send(Err(e()))),
             Command::Placed(p) => drop(p.tx.send(Err(e()))),
         }
-    }
-}
-
-fn balancer_error(e: ClientError) -> ShoalError {
-    match e {
-        ClientError::Service(e) => e,
-        ClientError::NoResponders { .. } => ShoalError::unavailable("no balancer is answering"),
-        e => ShoalError::unavailable(format!("balancer: {e}")),
     }
 }
 
@@ -126,6 +119,7 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     guard.start_term(Instant::now(), ctx.cfg.detection_window);
     let mut leader = Leader {
         loopback: tx.clone(),
+        picker: Picker::spawn(ctx.peers.clone()),
         ctx: ctx.clone(),
         author,
         state,
@@ -208,6 +202,8 @@ async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(
 struct Leader {
     /// Where selections running outside the loop send their results.
     loopback: mpsc::Sender<Command>,
+    /// Batches the picks of concurrent assigns and moves into few requests.
+    picker: Picker,
     ctx: Arc<Ctx>,
     author: Author,
     /// The state including changes sent but not yet acknowledged.
@@ -274,7 +270,7 @@ impl Leader {
         attempt: u32,
         exclude: Vec<String>,
     ) {
-        let (peers, loopback) = (self.ctx.peers.clone(), self.loopback.clone());
+        let (picker, loopback) = (self.picker.clone(), self.loopback.clone());
         tokio::spawn(async move {
             let request = SelectRequest {
                 service: req.service.clone(),
@@ -282,7 +278,7 @@ impl Leader {
                 strategy: None,
                 exclude: exclude.clone(),
             };
-            let result = peers.select(&request).await.map_err(balancer_error);
+            let result = picker.pick(request).await;
             let placement = Placement {
                 req,
                 tx,
@@ -313,26 +309,21 @@ impl Leader {
         if let Some(existing) = self.state.existing(&req) {
             return self.pipeline.after_pending(Reply::Assign(tx, existing));
         }
-        let reply = match result {
-            Ok(reply) => reply,
+        let pick = match result {
+            Ok(pick) => pick,
             Err(e) => return drop(tx.send(Err(e))),
         };
-        let count = self.state.count_on(&reply.node_id);
-        if self.ctx.members.read(|m| m.refuses(&reply.node_id, count)) {
+        let count = self.state.count_on(&pick.node_id);
+        if self.ctx.members.read(|m| m.refuses(&pick.node_id, count)) {
             if attempt >= MAX_PICKS {
                 return drop(tx.send(Err(ShoalError::no_capacity(
                     "the balancer's picks are all full, offline or draining",
                 ))));
             }
-            exclude.push(reply.node_id);
+            exclude.push(pick.node_id);
             return self.spawn_select(req, tx, attempt + 1, exclude);
         }
-        let why = json!({
-            "strategy": reply.strategy,
-            "chosen": reply.node_id,
-            "candidates": reply.candidates,
-        });
-        self.commit_assign(req, tx, reply.node_id, "balanced", Some(why))
+        self.commit_assign(req, tx, pick.node_id, "balanced", Some(pick.why))
             .await
     }
 
@@ -342,17 +333,13 @@ impl Leader {
         tx: oneshot::Sender<Result<Assignment, ShoalError>>,
         node: String,
         reason: &str,
-        candidates: Option<Value>,
+        candidates: Option<Explanation>,
     ) {
         let change =
             State::assign_change(&self.author, &req, &node, reason, candidates, Utc::now());
         self.state.apply_change(&change);
         match self.state.get(&req.agent_name).cloned() {
-            Some(assignment) => {
-                self.pipeline
-                    .append(change, Reply::Assign(tx, assignment))
-                    .await
-            }
+            Some(assignment) => self.pipeline.append(change, Reply::Assign(tx, assignment)),
             None => drop(tx.send(Err(ShoalError::internal("assignment vanished")))),
         }
     }
@@ -371,9 +358,7 @@ impl Leader {
                     node_id: change.previous_node_id.clone().unwrap_or_default(),
                     epoch: change.epoch,
                 };
-                self.pipeline
-                    .append(change, Reply::Unassign(tx, reply))
-                    .await;
+                self.pipeline.append(change, Reply::Unassign(tx, reply));
             }
             Err(e) => drop(tx.send(Err(e))),
         }
@@ -422,6 +407,11 @@ impl Leader {
             None => {}
         }
         let judge_dead = !self.guard.in_grace(now);
+        if let Some(end) = self.guard.grace_ends(now) {
+            // A node that died during the grace is judged the moment it ends, not
+            // up to a sweep interval later.
+            self.next_sweep = self.next_sweep.min(end);
+        }
         let moves = self
             .ctx
             .members
@@ -462,28 +452,27 @@ impl Leader {
                 );
                 if let Some(waiting) = waiting {
                     self.state.apply_change(&waiting);
-                    self.pipeline.append(waiting, Reply::None).await;
+                    self.pipeline.append(waiting, Reply::None);
                 }
             }
             todo.push((mv, current));
         }
-        let picks = futures::future::join_all(todo.iter().map(|(mv, current)| {
-            let peers = self.ctx.peers.clone();
-            let request = SelectRequest {
+        let requests = todo
+            .iter()
+            .map(|(mv, current)| SelectRequest {
                 service: current.service.clone(),
                 labels: current.labels.clone(),
                 strategy: None,
                 exclude: vec![mv.from.clone()],
-            };
-            async move { peers.select(&request).await.map_err(balancer_error) }
-        }))
-        .await;
+            })
+            .collect();
+        let picks = self.picker.pick_all(requests).await;
         for ((mv, _), pick) in todo.into_iter().zip(picks) {
             if !self.ctx.lease.is_leader() {
                 return;
             }
-            let reply = match pick {
-                Ok(reply) => reply,
+            let pick = match pick {
+                Ok(pick) => pick,
                 Err(e) => {
                     if e.code == ErrorCode::NoCapacity {
                         debug!(agent_name = %mv.agent_name, error = %e, "no node for agent yet");
@@ -494,23 +483,18 @@ impl Leader {
                     continue;
                 }
             };
-            let count = self.state.count_on(&reply.node_id);
-            if self.ctx.members.read(|m| m.refuses(&reply.node_id, count)) {
+            let count = self.state.count_on(&pick.node_id);
+            if self.ctx.members.read(|m| m.refuses(&pick.node_id, count)) {
                 // Picked before the node filled up or went away: the next sweep asks again.
                 self.next_sweep = Instant::now() + Duration::from_millis(100);
                 continue;
             }
-            let why = json!({
-                "strategy": reply.strategy,
-                "chosen": reply.node_id,
-                "candidates": reply.candidates,
-            });
             let change = self.state.move_change(
                 &self.author,
                 &mv.agent_name,
-                Some(&reply.node_id),
+                Some(&pick.node_id),
                 mv.kind,
-                Some(why),
+                Some(pick.why),
                 Utc::now(),
             );
             if let Some(change) = change {
@@ -522,7 +506,7 @@ impl Leader {
                     "moving agent"
                 );
                 self.state.apply_change(&change);
-                self.pipeline.append(change, Reply::None).await;
+                self.pipeline.append(change, Reply::None);
             }
         }
     }

@@ -20,6 +20,7 @@ pub mod lease;
 pub mod log;
 pub mod members;
 pub mod membership;
+pub mod picker;
 pub mod pipeline;
 pub mod record;
 pub mod state;

@@ -1,11 +1,14 @@
-//! The leader's write pipeline: changes are sent to the log back to back, and their
-//! effects (events, node notices, the reply) run in log order once each append is
-//! acknowledged — nothing is acknowledged to a client before it is in the log.
+//! The leader's write pipeline: changes queue in decision order and go to the log
+//! in records of many changes (group commit), and their effects (events, node
+//! notices, the reply) run in log order once each append is acknowledged — nothing
+//! is acknowledged to a client before it is in the log.
+
+use std::sync::Arc;
 
 use async_nats::jetstream::context::PublishAckFuture;
 use chrono::Utc;
 use shoal_protocol::{AgentAction, AgentNotice, Assignment, ShoalError, Subjects, UnassignReply};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -49,15 +52,33 @@ impl Reply {
     }
 }
 
+/// What the leader hands the writer, in decision order.
+enum Input {
+    Change(Box<Change>, Reply),
+    Barrier(Reply),
+}
+
+/// What the writer hands the collector, in log order.
 enum Item {
     Append {
         want: u64,
         ack: PublishAckFuture,
-        change: Box<Change>,
-        reply: Reply,
+        changes: Vec<Change>,
+        replies: Vec<Reply>,
+        /// Frees an in-flight slot once the append is acknowledged.
+        slot: OwnedSemaphorePermit,
     },
     Barrier(Reply),
 }
+
+/// Changes in one log record at most (each is well under 1 KiB, so a record
+/// stays far below the 1 MiB message limit).
+const MAX_BATCH: usize = 256;
+/// Appends in flight at once. While they are out, new changes queue and go out
+/// together in the next record: group commit, so under load one append (and one
+/// delivery to each tail and to the history consumer) carries many changes, and
+/// with no load a change goes out at once.
+const IN_FLIGHT: usize = 2;
 
 /// Publishes what follows a written change: the assignment event (the balancer
 /// counts agents from these) and start/stop notices to the nodes.
@@ -110,69 +131,50 @@ impl Notifier {
 }
 
 pub struct Pipeline {
-    appender: Appender,
-    items: mpsc::UnboundedSender<Item>,
-    collector: tokio::task::JoinHandle<()>,
+    inputs: mpsc::UnboundedSender<Input>,
+    failed: CancellationToken,
+    writer: tokio::task::JoinHandle<()>,
 }
 
 impl Pipeline {
     pub fn new(appender: Appender, notifier: Notifier) -> Pipeline {
         let (tx, rx) = mpsc::unbounded_channel();
         let failed = appender.failed();
-        let collector = tokio::spawn(collect(rx, failed, notifier));
+        let writer = tokio::spawn(write(rx, appender, notifier));
         Pipeline {
-            appender,
-            items: tx,
-            collector,
+            inputs: tx,
+            failed,
+            writer,
         }
     }
 
     /// Cancelled once an append failed: the term must end.
     pub fn failed(&self) -> CancellationToken {
-        self.appender.failed()
+        self.failed.clone()
     }
 
-    /// Sends `change` to the log; `reply` runs once it is acknowledged.
-    pub async fn append(&mut self, change: Change, reply: Reply) {
-        if self.appender.failed().is_cancelled() {
-            reply.fail();
-            return;
+    /// Queues `change` for the log; `reply` runs once it is acknowledged.
+    pub fn append(&self, change: Change, reply: Reply) {
+        if self.failed.is_cancelled() {
+            return reply.fail();
         }
-        let record = LogRecord::Change(change);
-        let LogRecord::Change(change) = &record else {
-            unreachable!()
-        };
-        match self.appender.send(&record).await {
-            Ok((want, ack)) => {
-                let item = Item::Append {
-                    want,
-                    ack,
-                    change: Box::new(change.clone()),
-                    reply,
-                };
-                if let Err(mpsc::error::SendError(Item::Append { reply, .. })) =
-                    self.items.send(item)
-                {
-                    reply.fail();
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "append not sent");
-                reply.fail();
-            }
-        }
-    }
-
-    /// Runs `reply` after everything already sent.
-    pub fn after_pending(&self, reply: Reply) {
-        if let Err(mpsc::error::SendError(Item::Barrier(reply))) =
-            self.items.send(Item::Barrier(reply))
+        if let Err(mpsc::error::SendError(Input::Change(_, reply))) =
+            self.inputs.send(Input::Change(Box::new(change), reply))
         {
             reply.fail();
         }
     }
 
-    /// Waits until everything sent so far is written and its effects have run;
+    /// Runs `reply` after everything already queued.
+    pub fn after_pending(&self, reply: Reply) {
+        if let Err(mpsc::error::SendError(Input::Barrier(reply))) =
+            self.inputs.send(Input::Barrier(reply))
+        {
+            reply.fail();
+        }
+    }
+
+    /// Waits until everything queued so far is written and its effects have run;
     /// false if something failed.
     pub async fn idle(&self) -> bool {
         let (tx, rx) = oneshot::channel();
@@ -182,11 +184,84 @@ impl Pipeline {
 
     /// Waits for the pending appends and their effects.
     pub async fn finish(self) {
-        drop(self.items);
-        let _ = self.collector.await;
+        drop(self.inputs);
+        let _ = self.writer.await;
     }
 }
 
+/// Takes queued changes as records to the log, at most [`IN_FLIGHT`] at a time.
+async fn write(
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+    mut appender: Appender,
+    notifier: Notifier,
+) {
+    let failed = appender.failed();
+    let (items, collected) = mpsc::unbounded_channel();
+    let collector = tokio::spawn(collect(collected, failed.clone(), notifier));
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut next = None;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let input = match next.take() {
+            Some(input) => input,
+            None => match inputs.recv().await {
+                Some(input) => input,
+                None => break,
+            },
+        };
+        let (first, first_reply) = match input {
+            Input::Barrier(reply) => {
+                let _ = items.send(Item::Barrier(reply));
+                continue;
+            }
+            Input::Change(change, reply) => (*change, reply),
+        };
+        let (mut changes, mut replies) = (vec![first], vec![first_reply]);
+        while changes.len() < MAX_BATCH {
+            match inputs.try_recv() {
+                Ok(Input::Change(change, reply)) => {
+                    changes.push(*change);
+                    replies.push(reply);
+                }
+                Ok(barrier) => {
+                    next = Some(barrier);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if failed.is_cancelled() {
+            replies.into_iter().for_each(Reply::fail);
+            continue;
+        }
+        let record = LogRecord::of_changes(changes);
+        match appender.send(&record).await {
+            Ok((want, ack)) => {
+                let item = Item::Append {
+                    want,
+                    ack,
+                    changes: record.into_changes(),
+                    replies,
+                    slot,
+                };
+                if let Err(mpsc::error::SendError(Item::Append { replies, .. })) = items.send(item)
+                {
+                    replies.into_iter().for_each(Reply::fail);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "append not sent");
+                replies.into_iter().for_each(Reply::fail);
+            }
+        }
+    }
+    drop(items);
+    let _ = collector.await;
+}
+
+/// Awaits each append's ack in log order, then publishes its effects and answers.
 async fn collect(
     mut items: mpsc::UnboundedReceiver<Item>,
     failed: CancellationToken,
@@ -196,16 +271,22 @@ async fn collect(
         match item {
             Item::Barrier(reply) if failed.is_cancelled() => reply.fail(),
             Item::Barrier(reply) => reply.succeed(),
-            Item::Append { reply, .. } if failed.is_cancelled() => reply.fail(),
+            Item::Append { replies, .. } if failed.is_cancelled() => {
+                replies.into_iter().for_each(Reply::fail)
+            }
             Item::Append {
                 want,
                 ack,
-                change,
-                reply,
+                changes,
+                replies,
+                slot,
             } => match ack.await {
                 Ok(ack) if ack.sequence == want => {
-                    notifier.changed(&change).await;
-                    reply.succeed();
+                    drop(slot);
+                    for change in &changes {
+                        notifier.changed(change).await;
+                    }
+                    replies.into_iter().for_each(Reply::succeed);
                 }
                 outcome => {
                     let error = match outcome {
@@ -214,7 +295,7 @@ async fn collect(
                     };
                     warn!(seq = want, error, "fenced append refused, stepping down");
                     failed.cancel();
-                    reply.fail();
+                    replies.into_iter().for_each(Reply::fail);
                 }
             },
         }

@@ -1,20 +1,40 @@
 //! What the fenced assignment log holds: one JSON record per message. Only
 //! coordinators write and read it; history rows and events are derived from it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use shoal_protocol::{AssignmentAction, AssignmentEvent, AssignmentStatus};
+use shoal_protocol::{AssignmentAction, AssignmentEvent, AssignmentStatus, Candidate, Strategy};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+// Records live only between decoding and applying; boxing the big variant would
+// buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LogRecord {
     /// Written first by every new leader: any later append by an older leader, which
     /// still expects the sequence before this record, is refused by the stream.
     EpochStart(EpochStart),
     Change(Change),
+    /// Changes decided while the previous append was in flight, written as one
+    /// message: one append, one delivery per tail, in the order decided.
+    Changes(Changes),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Changes {
+    pub changes: Vec<Change>,
+}
+
+/// Why the balancer chose the node: its strategy and the candidates it scored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub strategy: Strategy,
+    pub chosen: String,
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,7 +70,7 @@ pub struct Change {
     pub request_id: Option<String>,
     /// The balancer's strategy and scored candidates, when it chose the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub candidates: Option<Value>,
+    pub candidates: Option<Explanation>,
 }
 
 impl Change {
@@ -73,8 +93,51 @@ impl LogRecord {
         bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
     }
 
+    /// Reads the `type` tag first, then the record as its own struct: serde's
+    /// internally tagged enums buffer the whole record before decoding it, which
+    /// showed up in profiles of the tail.
     pub fn decode(payload: &[u8]) -> Result<LogRecord, serde_json::Error> {
-        serde_json::from_slice(payload)
+        #[derive(Deserialize)]
+        struct Tag<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Cow<'a, str>,
+        }
+        let tag: Tag<'_> = serde_json::from_slice(payload)?;
+        match tag.kind.as_ref() {
+            "epoch_start" => serde_json::from_slice(payload).map(LogRecord::EpochStart),
+            "change" => serde_json::from_slice(payload).map(LogRecord::Change),
+            "changes" => serde_json::from_slice(payload).map(LogRecord::Changes),
+            other => Err(serde::de::Error::unknown_variant(
+                other,
+                &["epoch_start", "change", "changes"],
+            )),
+        }
+    }
+
+    /// The changes this record holds, in order (none for an epoch start).
+    pub fn changes(&self) -> &[Change] {
+        match self {
+            LogRecord::EpochStart(_) => &[],
+            LogRecord::Change(c) => std::slice::from_ref(c),
+            LogRecord::Changes(c) => &c.changes,
+        }
+    }
+
+    /// One record for `changes`: a single change stays a `change` record.
+    pub fn of_changes(mut changes: Vec<Change>) -> LogRecord {
+        match changes.len() {
+            1 => LogRecord::Change(changes.remove(0)),
+            _ => LogRecord::Changes(Changes { changes }),
+        }
+    }
+
+    /// Takes the changes back out of a record made by [`LogRecord::of_changes`].
+    pub fn into_changes(self) -> Vec<Change> {
+        match self {
+            LogRecord::EpochStart(_) => Vec::new(),
+            LogRecord::Change(c) => vec![c],
+            LogRecord::Changes(c) => c.changes,
+        }
     }
 }
 
@@ -84,6 +147,8 @@ pub fn new_event_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -98,5 +163,57 @@ mod tests {
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["type"], "epoch_start");
         assert_eq!(LogRecord::decode(&bytes).unwrap(), record);
+    }
+
+    fn change(agent: &str) -> Change {
+        Change {
+            event_id: new_event_id(),
+            action: AssignmentAction::Assigned,
+            agent_name: agent.into(),
+            node_id: Some("n1".into()),
+            previous_node_id: None,
+            status: AssignmentStatus::Running,
+            reason: "balanced".into(),
+            leader_id: "c1".into(),
+            epoch: 3,
+            at: Utc::now(),
+            service: None,
+            labels: BTreeMap::new(),
+            request_id: Some("r1".into()),
+            candidates: Some(Explanation {
+                strategy: Strategy::LeastAgents,
+                chosen: "n1".into(),
+                candidates: vec![Candidate {
+                    node_id: "n1".into(),
+                    score: 0.0,
+                }],
+            }),
+        }
+    }
+
+    #[test]
+    fn a_batch_round_trips_in_order_and_a_single_change_keeps_its_old_form() {
+        let batch = LogRecord::of_changes(vec![change("a"), change("b"), change("c")]);
+        let decoded = LogRecord::decode(&batch.encode()).unwrap();
+        assert_eq!(decoded, batch);
+        let names: Vec<&str> = decoded
+            .changes()
+            .iter()
+            .map(|c| c.agent_name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+
+        let single = LogRecord::of_changes(vec![change("a")]);
+        let v: Value = serde_json::from_slice(&single.encode()).unwrap();
+        assert_eq!(v["type"], "change");
+        assert_eq!(v["candidates"]["chosen"], "n1");
+        assert_eq!(LogRecord::decode(&single.encode()).unwrap(), single);
+    }
+
+    #[test]
+    fn an_unknown_or_missing_type_is_an_error() {
+        assert!(LogRecord::decode(br#"{"type":"compaction"}"#).is_err());
+        assert!(LogRecord::decode(br#"{"event_id":"e"}"#).is_err());
+        assert!(LogRecord::decode(b"not json").is_err());
     }
 }

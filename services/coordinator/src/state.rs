@@ -4,13 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use shoal_protocol::{
     AssignRequest, Assignment, AssignmentAction, AssignmentStatus, ListAssignmentsRequest,
     ShoalError,
 };
 
-use crate::record::{Change, LogRecord, new_event_id};
+use crate::record::{Change, Explanation, LogRecord, new_event_id};
 
 /// How many `request_id`s are remembered for idempotent retries.
 const REMEMBERED_REQUESTS: usize = 100_000;
@@ -46,7 +45,9 @@ impl State {
                 self.epoch = self.epoch.max(e.epoch);
                 self.leader_id = Some(e.leader_id.clone());
             }
-            LogRecord::Change(c) => self.apply_change(c),
+            LogRecord::Change(_) | LogRecord::Changes(_) => {
+                record.changes().iter().for_each(|c| self.apply_change(c))
+            }
         }
         self.last_seq = self.last_seq.max(seq);
     }
@@ -185,7 +186,7 @@ impl State {
         req: &AssignRequest,
         node_id: &str,
         reason: &str,
-        candidates: Option<Value>,
+        candidates: Option<Explanation>,
         at: DateTime<Utc>,
     ) -> Change {
         Change {
@@ -245,7 +246,7 @@ impl State {
         agent_name: &str,
         to: Option<&str>,
         kind: MoveKind,
-        candidates: Option<Value>,
+        candidates: Option<Explanation>,
         at: DateTime<Utc>,
     ) -> Option<Change> {
         let current = self.assignments.get(agent_name)?;

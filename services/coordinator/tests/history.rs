@@ -48,6 +48,17 @@ async fn history_catches_up_exactly_once_after_a_postgres_outage() {
     pg.start_again().await.unwrap();
     let back_at = Instant::now();
     assign_some(10, &mut acknowledged).await;
+    // A burst: the leader writes what arrives while an append is in flight as one
+    // log record, so several rows share a log_seq and differ by log_index.
+    let burst = futures::future::join_all((0..50).map(|i| {
+        let shoal = shoal.clone();
+        async move { shoal.assign(&pinned(&format!("burst-{i}"), "n1")).await }
+    }))
+    .await;
+    for result in burst {
+        result.unwrap();
+        acknowledged += 1;
+    }
 
     let pg_client = pg.connect(&db_name).await.unwrap();
     let rows = wait_for("history to catch up", LONG, || async {
@@ -67,13 +78,18 @@ async fn history_catches_up_exactly_once_after_a_postgres_outage() {
     assert_eq!(rows, acknowledged, "one row per acknowledged change");
     let distinct = pg_client
         .query_one(
-            "SELECT count(DISTINCT event_id), count(DISTINCT log_seq) FROM assignment_history",
+            "SELECT count(DISTINCT event_id), count(DISTINCT (log_seq, log_index)), \
+             count(DISTINCT log_seq) FROM assignment_history",
             &[],
         )
         .await
         .unwrap();
     assert_eq!(distinct.get::<_, i64>(0) as usize, acknowledged);
     assert_eq!(distinct.get::<_, i64>(1) as usize, acknowledged);
+    println!(
+        "MEASURED {acknowledged} changes in {} log records",
+        distinct.get::<_, i64>(2)
+    );
 
     let agent0 = shoal
         .history(&HistoryRequest {
@@ -99,8 +115,34 @@ async fn history_catches_up_exactly_once_after_a_postgres_outage() {
         .await
         .unwrap();
     assert_eq!(limited.count, 3);
+    let at = |i: usize| (limited.history[i].log_seq, limited.history[i].log_index);
+    assert!(at(0) > at(1) && at(1) > at(2), "newest first");
+
+    // The burst comes back newest first, each of its 50 agents once.
+    let recent = shoal
+        .history(&HistoryRequest {
+            node_id: Some("n1".into()),
+            limit: Some(50),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let positions: Vec<(u64, u32)> = recent
+        .history
+        .iter()
+        .map(|h| (h.log_seq, h.log_index))
+        .collect();
     assert!(
-        limited.history[0].log_seq > limited.history[2].log_seq,
-        "newest first"
+        positions.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {positions:?}"
     );
+    let mut agents: Vec<&str> = recent
+        .history
+        .iter()
+        .map(|h| h.agent_name.as_str())
+        .collect();
+    agents.sort_unstable();
+    agents.dedup();
+    assert_eq!(agents.len(), 50);
+    assert!(agents.iter().all(|a| a.starts_with("burst-")), "{agents:?}");
 }

@@ -33,6 +33,9 @@ pub fn message_schemas() -> BTreeMap<&'static str, Schema> {
         NodeEvent,
         SelectRequest,
         SelectReply,
+        SelectBatchRequest,
+        SelectBatchReply,
+        SelectOutcome,
         StrategyMessage,
         BalancerStats,
         AssignRequest,
@@ -100,6 +103,11 @@ fn endpoint_messages(e: Endpoint) -> (&'static str, &'static str, &'static str) 
         RegistryNodesUndrain => ("NodeIdRequest", "Node", "end a drain"),
         RegistryStats => ("Empty", "RegistryStats", "membership statistics"),
         BalancerSelect => ("SelectRequest", "SelectReply", "pick a node for new work"),
+        BalancerSelectBatch => (
+            "SelectBatchRequest",
+            "SelectBatchReply",
+            "many picks in one request, made in order (the coordinator batches its picks)",
+        ),
         BalancerStrategyGet => (
             "Empty",
             "StrategyMessage",

@@ -209,6 +209,12 @@ impl ShoalClient {
     pub async fn select(&self, req: &SelectRequest) -> Result<SelectReply, ClientError> {
         self.call(Endpoint::BalancerSelect, req).await
     }
+    pub async fn select_batch(
+        &self,
+        req: &SelectBatchRequest,
+    ) -> Result<SelectBatchReply, ClientError> {
+        self.call(Endpoint::BalancerSelectBatch, req).await
+    }
     pub async fn get_strategy(&self) -> Result<StrategyMessage, ClientError> {
         self.call(Endpoint::BalancerStrategyGet, &Empty {}).await
     }

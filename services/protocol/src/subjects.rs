@@ -77,6 +77,7 @@ pub enum Endpoint {
     RegistryNodesUndrain,
     RegistryStats,
     BalancerSelect,
+    BalancerSelectBatch,
     BalancerStrategyGet,
     BalancerStrategySet,
     BalancerStats,
@@ -91,7 +92,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 19] = [
+    pub const ALL: [Endpoint; 20] = [
         Endpoint::RegistryNodesList,
         Endpoint::RegistryNodesGet,
         Endpoint::RegistryNodesRegister,
@@ -100,6 +101,7 @@ impl Endpoint {
         Endpoint::RegistryNodesUndrain,
         Endpoint::RegistryStats,
         Endpoint::BalancerSelect,
+        Endpoint::BalancerSelectBatch,
         Endpoint::BalancerStrategyGet,
         Endpoint::BalancerStrategySet,
         Endpoint::BalancerStats,
@@ -123,9 +125,8 @@ impl Endpoint {
             | RegistryNodesDrain
             | RegistryNodesUndrain
             | RegistryStats => ServiceKind::Registry,
-            BalancerSelect | BalancerStrategyGet | BalancerStrategySet | BalancerStats => {
-                ServiceKind::Balancer
-            }
+            BalancerSelect | BalancerSelectBatch | BalancerStrategyGet | BalancerStrategySet
+            | BalancerStats => ServiceKind::Balancer,
             CoordinatorAssign
             | CoordinatorUnassign
             | CoordinatorAssignmentsGet
@@ -149,6 +150,7 @@ impl Endpoint {
             RegistryNodesUndrain => "nodes.undrain",
             RegistryStats => "stats",
             BalancerSelect => "select",
+            BalancerSelectBatch => "select.batch",
             BalancerStrategyGet => "strategy.get",
             BalancerStrategySet => "strategy.set",
             BalancerStats => "stats",

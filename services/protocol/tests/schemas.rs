@@ -226,6 +226,35 @@ fn samples() -> BTreeMap<&'static str, Value> {
             }],
         }
     );
+    let picked = SelectOutcome::new(Ok(SelectReply {
+        node_id: "node-1".into(),
+        node: node(),
+        strategy: Strategy::LeastAgents,
+        candidates: vec![Candidate {
+            node_id: "node-1".into(),
+            score: 5.0,
+        }],
+    }));
+    let failed = SelectOutcome::new(Err(ShoalError::no_capacity("no node offers wrapper")));
+    sample!(
+        SelectBatchRequest,
+        SelectBatchRequest {
+            selections: vec![
+                SelectRequest::default(),
+                SelectRequest {
+                    service: Some("wrapper".into()),
+                    ..SelectRequest::default()
+                },
+            ],
+        }
+    );
+    sample!(SelectOutcome, failed.clone());
+    sample!(
+        SelectBatchReply,
+        SelectBatchReply {
+            results: vec![picked, failed],
+        }
+    );
     sample!(
         StrategyMessage,
         StrategyMessage {
@@ -310,6 +339,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             history: vec![HistoryEntry {
                 event_id: "e-1".into(),
                 log_seq: 12,
+                log_index: 0,
                 agent_name: "codex".into(),
                 node_id: Some("node-2".into()),
                 previous_node_id: Some("node-1".into()),

@@ -114,6 +114,70 @@ pub struct SelectReply {
     pub candidates: Vec<Candidate>,
 }
 
+/// Most selections one `select.batch` request may carry.
+pub const MAX_SELECT_BATCH: usize = 1024;
+
+/// `select.batch`: several picks in one round trip. They are made in order, each
+/// counting against its node for the next, as if sent one by one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SelectBatchRequest {
+    pub selections: Vec<SelectRequest>,
+}
+
+impl Validate for SelectBatchRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        if self.selections.is_empty() || self.selections.len() > MAX_SELECT_BATCH {
+            return Err(validate::field_error(
+                "selections",
+                format!(
+                    "selections must hold 1 to {MAX_SELECT_BATCH} entries, got {}",
+                    self.selections.len()
+                ),
+            ));
+        }
+        self.selections.iter().try_for_each(Validate::validate)
+    }
+}
+
+/// The answer to one selection of a batch: the pick (without the node record,
+/// to keep batches small), or the error `select` would have replied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SelectOutcome {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Candidate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ShoalError>,
+}
+
+impl SelectOutcome {
+    pub fn new(result: Result<SelectReply, ShoalError>) -> SelectOutcome {
+        match result {
+            Ok(reply) => SelectOutcome {
+                node_id: Some(reply.node_id),
+                strategy: Some(reply.strategy),
+                candidates: reply.candidates,
+                error: None,
+            },
+            Err(e) => SelectOutcome {
+                node_id: None,
+                strategy: None,
+                candidates: Vec::new(),
+                error: Some(e),
+            },
+        }
+    }
+}
+
+/// `select.batch` reply: one outcome per selection, in the request's order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SelectBatchReply {
+    pub results: Vec<SelectOutcome>,
+}
+
 /// `strategy.set` request; also the reply of `strategy.get` and `strategy.set`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct StrategyMessage {

@@ -215,8 +215,13 @@ impl Validate for HistoryRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryEntry {
     pub event_id: String,
-    /// Sequence of the change in the coordinator's assignment log.
+    /// Sequence of the log record holding the change in the coordinator's
+    /// assignment log.
     pub log_seq: u64,
+    /// Position of the change within that record (the leader writes concurrent
+    /// changes as one record); `(log_seq, log_index)` orders the history.
+    #[serde(default)]
+    pub log_index: u32,
     pub agent_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,

@@ -28,6 +28,7 @@ no_validation!(
     registry::NodeChangeReply,
     registry::RegistryStats,
     balancer::SelectReply,
+    balancer::SelectBatchReply,
     balancer::BalancerStats,
     coordinator::Assignment,
     coordinator::UnassignReply,
