@@ -107,6 +107,7 @@ pub async fn run(
                 .list_assignments(&ListAssignmentsRequest {
                     node_id: node.clone(),
                     status: *status,
+                    ..Default::default()
                 })
                 .await?;
             render(as_json, &list, || {

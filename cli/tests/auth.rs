@@ -289,7 +289,7 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
         let on3 = ops
             .list_assignments(&ListAssignmentsRequest {
                 node_id: Some("node-3".into()),
-                status: None,
+                ..Default::default()
             })
             .await
             .ok()?;

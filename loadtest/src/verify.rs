@@ -27,10 +27,9 @@ pub async fn assignments(
 ) -> anyhow::Result<()> {
     let list = stack
         .client
-        .list_assignments(&ListAssignmentsRequest::default())
+        .list_all_assignments(&ListAssignmentsRequest::default())
         .await?;
     let ours: Vec<_> = list
-        .assignments
         .iter()
         .filter(|a| a.agent_name.starts_with(prefix))
         .collect();

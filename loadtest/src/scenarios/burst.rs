@@ -38,18 +38,14 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
 
     let list = stack
         .client
-        .list_assignments(&ListAssignmentsRequest::default())
+        .list_all_assignments(&ListAssignmentsRequest::default())
         .await?;
     let mut per_node: BTreeMap<String, u64> = stack
         .nodes
         .as_ref()
         .map(|n| n.ids().into_iter().map(|id| (id, 0)).collect())
         .unwrap_or_default();
-    for a in list
-        .assignments
-        .iter()
-        .filter(|a| a.agent_name.starts_with(&prefix))
-    {
+    for a in list.iter().filter(|a| a.agent_name.starts_with(&prefix)) {
         *per_node.entry(a.node_id.clone()).or_default() += 1;
     }
     let counts: Vec<f64> = per_node.values().map(|&c| c as f64).collect();

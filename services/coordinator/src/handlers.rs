@@ -80,11 +80,24 @@ async fn get(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<Assignment, ShoalE
 
 async fn list(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<AssignmentList, ShoalError> {
     let req: ListAssignmentsRequest = decode(&m.payload)?;
-    let assignments = ctx.replica.read(|s| s.list(&req));
-    Ok(AssignmentList {
+    let (assignments, next) = ctx.replica.read(|s| s.page(&req));
+    let list = AssignmentList {
         count: assignments.len(),
         assignments,
-    })
+        next,
+    };
+    // A reply larger than a NATS message would never arrive: say so instead.
+    let max_payload = ctx.client.server_info().max_payload;
+    if req.limit.is_none() && list.count * 100 > max_payload {
+        let size = serde_json::to_vec(&list).map_or(0, |b| b.len());
+        if size > max_payload {
+            return Err(ShoalError::bad_request(format!(
+                "{} assignments match: the reply ({size} bytes) exceeds the NATS max payload ({max_payload} bytes); page with limit and after, or filter by node_id or status",
+                list.count
+            )));
+        }
+    }
+    Ok(list)
 }
 
 async fn leader(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<LeaderReply, ShoalError> {

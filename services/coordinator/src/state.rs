@@ -143,12 +143,30 @@ impl State {
     }
 
     pub fn list(&self, filter: &ListAssignmentsRequest) -> Vec<Assignment> {
-        self.assignments
-            .values()
+        self.page(filter).0
+    }
+
+    /// The assignments matching `filter`, by agent name, from after `filter.after`,
+    /// at most `filter.limit`; and the name to continue after when more match.
+    pub fn page(&self, filter: &ListAssignmentsRequest) -> (Vec<Assignment>, Option<String>) {
+        use std::ops::Bound;
+        let from = match &filter.after {
+            Some(after) => Bound::Excluded(after.clone()),
+            None => Bound::Unbounded,
+        };
+        let limit = filter.limit.map_or(usize::MAX, |l| l as usize);
+        let mut matching = self
+            .assignments
+            .range((from, Bound::Unbounded))
+            .map(|(_, a)| a)
             .filter(|a| filter.node_id.as_ref().is_none_or(|n| &a.node_id == n))
-            .filter(|a| filter.status.is_none_or(|s| a.status == s))
-            .cloned()
-            .collect()
+            .filter(|a| filter.status.is_none_or(|s| a.status == s));
+        let page: Vec<Assignment> = matching.by_ref().take(limit).cloned().collect();
+        let next = match (matching.next(), page.last()) {
+            (Some(_), Some(last)) => Some(last.agent_name.clone()),
+            _ => None,
+        };
+        (page, next)
     }
 
     pub fn count_on(&self, node_id: &str) -> usize {
@@ -449,6 +467,28 @@ mod tests {
             ..Default::default()
         };
         let names: Vec<_> = s.list(&by_node).into_iter().map(|a| a.agent_name).collect();
+        // Paging by name: pages join up to the whole list, the last has no `next`.
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = s.page(&ListAssignmentsRequest {
+                after: after.clone(),
+                limit: Some(1),
+                ..Default::default()
+            });
+            all.extend(page.into_iter().map(|a| a.agent_name));
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        let whole: Vec<_> = s
+            .list(&ListAssignmentsRequest::default())
+            .into_iter()
+            .map(|a| a.agent_name)
+            .collect();
+        assert_eq!(all, whole);
+        assert!(whole.len() > 1);
         assert_eq!(names, ["a2"]);
         assert_eq!(s.list(&ListAssignmentsRequest::default()).len(), 2);
     }

@@ -97,7 +97,7 @@ async fn pinned_assignments_are_idempotent_readable_everywhere_and_notified() {
         let list = shoal
             .list_assignments(&ListAssignmentsRequest {
                 node_id: Some("n1".into()),
-                status: None,
+                ..Default::default()
             })
             .await
             .ok()?;
@@ -106,6 +106,25 @@ async fn pinned_assignments_are_idempotent_readable_everywhere_and_notified() {
     .await
     .unwrap();
     assert_eq!(on_n1.assignments[0].agent_name, "agent-b");
+    // Pages of one, joined through `next`, give the whole list in name order.
+    let first = shoal
+        .list_assignments(&ListAssignmentsRequest {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.count, 1);
+    assert_eq!(first.assignments[0].agent_name, "agent-a");
+    assert_eq!(first.next.as_deref(), Some("agent-a"));
+    let names: Vec<String> = shoal
+        .list_all_assignments(&ListAssignmentsRequest::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.agent_name)
+        .collect();
+    assert_eq!(names, ["agent-a", "agent-b"]);
 
     let removed = shoal.unassign("agent-a").await.unwrap();
     assert_eq!(removed.node_id, "n2");

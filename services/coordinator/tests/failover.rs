@@ -44,7 +44,7 @@ async fn on_node(shoal: &ShoalClient, node: &str) -> usize {
     shoal
         .list_assignments(&ListAssignmentsRequest {
             node_id: Some(node.into()),
-            status: None,
+            ..Default::default()
         })
         .await
         .map(|l| l.count)

@@ -215,6 +215,25 @@ impl ShoalClient {
     ) -> Result<SelectBatchReply, ClientError> {
         self.call(Endpoint::BalancerSelectBatch, req).await
     }
+    /// Every assignment matching `filter`, fetched in pages of 2,000.
+    pub async fn list_all_assignments(
+        &self,
+        filter: &ListAssignmentsRequest,
+    ) -> Result<Vec<Assignment>, ClientError> {
+        let mut request = ListAssignmentsRequest {
+            limit: Some(2_000),
+            ..filter.clone()
+        };
+        let mut all = Vec::new();
+        loop {
+            let page = self.list_assignments(&request).await?;
+            all.extend(page.assignments);
+            match page.next {
+                Some(next) => request.after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
     pub async fn get_strategy(&self) -> Result<StrategyMessage, ClientError> {
         self.call(Endpoint::BalancerStrategyGet, &Empty {}).await
     }

@@ -293,13 +293,16 @@ fn samples() -> BTreeMap<&'static str, Value> {
         ListAssignmentsRequest {
             node_id: Some("node-1".into()),
             status: Some(AssignmentStatus::Orphaned),
+            after: Some("agent-0".into()),
+            limit: Some(100),
         }
     );
     sample!(
         AssignmentList,
         AssignmentList {
             assignments: vec![assignment()],
-            count: 1
+            count: 1,
+            next: Some("codex".into()),
         }
     );
     sample!(

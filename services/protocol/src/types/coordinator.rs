@@ -102,18 +102,40 @@ pub struct ListAssignmentsRequest {
     pub node_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<AssignmentStatus>,
+    /// Only agents whose name sorts after this one: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// At most this many assignments (1 to 10,000). Without it the whole list is
+    /// sent, or refused with `bad_request` if it would not fit in one NATS message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
+
+/// Largest `limit` of an `assignments.list` page.
+pub const MAX_ASSIGNMENTS_PAGE: u32 = 10_000;
 
 impl Validate for ListAssignmentsRequest {
     fn validate(&self) -> Result<(), ShoalError> {
-        validate::optional_id("node_id", self.node_id.as_deref())
+        validate::optional_id("node_id", self.node_id.as_deref())?;
+        validate::optional_id("after", self.after.as_deref())?;
+        match self.limit {
+            Some(n) if n == 0 || n > MAX_ASSIGNMENTS_PAGE => Err(validate::field_error(
+                "limit",
+                format!("limit must be 1 to {MAX_ASSIGNMENTS_PAGE}, got {n}"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AssignmentList {
     pub assignments: Vec<Assignment>,
+    /// Assignments in this reply.
     pub count: usize,
+    /// Set when more match: pass it as `after` to get the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// The holder of the coordinator lease.
