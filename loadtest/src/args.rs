@@ -24,7 +24,7 @@ burst       --agents assigned at once, then how evenly they spread (max-min, std
 select      balancer selections with --nodes nodes in its view (10,000 for the goal)\n  \
 discovery   time from a node's announce to being listed and selectable, percentiles\n  \
 heartbeats  --nodes simulated nodes heartbeating: registry CPU and RSS, false suspect/offline\n  \
-failover    kill -9 the leader coordinator mid-run (--spawn): time without a leader, client errors, nothing lost"
+failover    kill -9 the leader coordinator mid-run (--spawn): time without a leader, client errors, nothing lost;\n              with --kill nats-server and --nats-servers 3, kill -9 the NATS server leading the assignment log instead"
 )]
 pub struct Args {
     /// What to measure (see the list above).
@@ -36,9 +36,20 @@ pub struct Args {
     #[arg(long, env = "SHOAL_LOADTEST_SPAWN")]
     pub spawn: bool,
 
-    /// NATS URL of the stack under test (ignored with --spawn).
+    /// NATS URL of the stack under test, or several separated by commas (ignored
+    /// with --spawn).
     #[arg(long, env = "SHOAL_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+
+    /// With --spawn: how many routed nats-servers to start. With more than one the
+    /// services keep their KV buckets and the assignment log on up to 3 replicas.
+    #[arg(long, env = "SHOAL_LOADTEST_NATS_SERVERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub nats_servers: u16,
+
+    /// What the failover scenario kills with -9: the leader coordinator, or (with
+    /// --nats-servers 3) the nats-server leading the assignment log stream.
+    #[arg(long, env = "SHOAL_LOADTEST_KILL", value_enum, default_value_t = Victim::Coordinator)]
+    pub kill: Victim,
 
     /// Postgres URL of the coordinator's history database, for verification (ignored
     /// with --spawn).
@@ -97,6 +108,14 @@ pub struct Args {
     /// Write latency histograms and throughput over time as SVG to this file.
     #[arg(long, env = "SHOAL_LOADTEST_SVG")]
     pub svg: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Victim {
+    /// The coordinator holding the leader lease.
+    Coordinator,
+    /// The nats-server leading the assignment log stream (needs --nats-servers 3).
+    NatsServer,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

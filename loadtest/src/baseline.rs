@@ -17,7 +17,7 @@ pub async fn request_reply(
     limit: Limit,
     payload: usize,
 ) -> anyhow::Result<Measurement> {
-    let responder = async_nats::connect(nats_url)
+    let responder = crate::stack::connect(nats_url)
         .await
         .context("connecting the echo responder")?;
     let subject = format!("loadtest.echo.{}", uuid::Uuid::new_v4().simple());
@@ -31,7 +31,7 @@ pub async fn request_reply(
         }
     });
     responder.flush().await?;
-    let client = async_nats::connect(nats_url)
+    let client = crate::stack::connect(nats_url)
         .await
         .context("connecting the baseline client")?;
     let body = bytes::Bytes::from(vec![b'x'; payload]);
@@ -57,7 +57,7 @@ pub async fn jetstream_publish(
     limit: Limit,
     payload: usize,
 ) -> anyhow::Result<Measurement> {
-    let client = async_nats::connect(nats_url)
+    let client = crate::stack::connect(nats_url)
         .await
         .context("connecting the baseline client")?;
     let js = jetstream::new(client);

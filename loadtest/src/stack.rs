@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use shoal_announcer::sim::{SimConfig, SimulatedCluster};
 use shoal_protocol::{ShoalClient, Subjects};
-use shoal_testkit::{NatsServer, Postgres, ServiceProcess, binary, wait_for};
+use shoal_testkit::{NatsCluster, NatsServer, Postgres, ServiceProcess, binary, wait_for};
 
 use crate::args::Args;
 
@@ -21,6 +21,10 @@ pub struct Stack {
     pub database_url: Option<String>,
     /// Held so the private servers stop when the stack is dropped.
     _nats: Option<NatsServer>,
+    /// The private routed servers with `--nats-servers` above 1.
+    pub cluster: Option<NatsCluster>,
+    /// Replicas of the KV buckets and the log the spawned services create.
+    kv_replicas: usize,
     _postgres: Option<Postgres>,
     pub registry: Option<ServiceProcess>,
     pub balancer: Option<ServiceProcess>,
@@ -48,17 +52,26 @@ impl Spawn {
 impl Stack {
     pub async fn open(args: &Args, spawn: Spawn) -> anyhow::Result<Stack> {
         let subjects = Subjects::new(&args.prefix)?;
-        let (nats, postgres, nats_url, database_url) = if args.spawn {
-            eprintln!("starting a private stack (nats-server, postgres, services)…");
-            let nats = NatsServer::start().await?;
+        let servers = usize::from(args.nats_servers);
+        let (nats, cluster, postgres, nats_url, database_url) = if args.spawn {
+            eprintln!("starting a private stack ({servers} nats-server, postgres, services)…");
+            let (nats, cluster, url) = if servers > 1 {
+                let cluster = NatsCluster::start(servers).await?;
+                let url = cluster.urls();
+                (None, Some(cluster), url)
+            } else {
+                let nats = NatsServer::start().await?;
+                let url = nats.url();
+                (Some(nats), None, url)
+            };
             let postgres = Postgres::start().await?;
             let db = postgres.create_database().await?;
-            let url = nats.url();
-            (Some(nats), Some(postgres), url, Some(db))
+            (nats, cluster, Some(postgres), url, Some(db))
         } else {
-            (None, None, args.nats_url.clone(), args.database_url.clone())
+            let url = args.nats_url.clone();
+            (None, None, None, url, args.database_url.clone())
         };
-        let nats_client = async_nats::connect(&nats_url).await.with_context(|| {
+        let nats_client = connect(&nats_url).await.with_context(|| {
             format!("cannot reach NATS at {nats_url}: is the stack running? (or use --spawn)")
         })?;
         let client =
@@ -67,6 +80,8 @@ impl Stack {
             nats_url,
             database_url,
             _nats: nats,
+            cluster,
+            kv_replicas: servers.min(3),
             _postgres: postgres,
             registry: None,
             balancer: None,
@@ -101,6 +116,10 @@ impl Stack {
                 self.subjects.prefix().to_string(),
             ),
             ("SHOAL_LOG_LEVEL".to_string(), "warn".to_string()),
+            (
+                "SHOAL_KV_REPLICAS".to_string(),
+                self.kv_replicas.to_string(),
+            ),
         ];
         if let Some(db) = &self.database_url {
             env.push(("SHOAL_DATABASE_URL".to_string(), db.clone()));
@@ -121,7 +140,7 @@ impl Stack {
             .await
             .map(|s| s.online_nodes)
             .unwrap_or(0);
-        let nats = async_nats::connect(&self.nats_url).await?;
+        let nats = connect(&self.nats_url).await?;
         let cfg = SimConfig {
             count,
             id_prefix: "lt".into(),
@@ -178,4 +197,15 @@ impl Stack {
         tokio::spawn(connection);
         Ok(Some(client))
     }
+}
+
+/// Connects to a NATS URL or a comma-separated list of them (a cluster), so the
+/// client reconnects to another server when one dies.
+pub async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
+    let addrs = urls
+        .split(',')
+        .map(|u| u.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{urls:?} is not a NATS URL or a list of them"))?;
+    Ok(async_nats::ConnectOptions::new().connect(addrs).await?)
 }

@@ -153,3 +153,43 @@ fn failover_scenario_survives_a_killed_leader_without_loss() {
         report["figures"]["new_leader"]
     );
 }
+
+#[test]
+fn failover_scenario_survives_a_killed_nats_server_without_loss() {
+    // Three routed servers, everything replicated three times; the server leading
+    // the assignment log is killed. Its stream elects a new leader within seconds
+    // and no acknowledged assignment may be missing afterwards.
+    let report = run(&[
+        "--scenario",
+        "failover",
+        "--nats-servers",
+        "3",
+        "--kill",
+        "nats-server",
+        "--nodes",
+        "3",
+        "--duration",
+        "15s",
+        "--concurrency",
+        "4",
+    ]);
+    assert!(
+        report["figures"]["kill_to_first_acknowledged_assign_ms"].is_number(),
+        "writes never resumed: {report}"
+    );
+    assert_ne!(
+        report["figures"]["killed_nats_server"],
+        report["figures"]["new_log_stream_leader"]
+    );
+}
+
+#[test]
+fn killing_a_nats_server_needs_a_cluster() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal-loadtest"))
+        .args(["--scenario", "failover", "--spawn", "--kill", "nats-server"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--nats-servers 3"), "{stderr}");
+}

@@ -54,6 +54,13 @@ pub struct Config {
     #[arg(long, env = "SHOAL_MASS_FAILURE_SHARE", default_value_t = 0.5)]
     pub mass_failure_share: f64,
 
+    /// How long to wait for JetStream to answer (an append's ack, stream info, a
+    /// lease renewal). Short, because a NATS server lost under the log's leader
+    /// leaves appends unanswered: the leader steps down and the next term starts as
+    /// soon as the stream has a new leader, instead of after async-nats's 5 s default.
+    #[arg(long, env = "SHOAL_JETSTREAM_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub jetstream_timeout: Duration,
+
     /// How long to wait for the balancer, registry and other replicas to answer.
     #[arg(long, env = "SHOAL_PEER_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub peer_timeout: Duration,

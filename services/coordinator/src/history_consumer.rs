@@ -89,7 +89,9 @@ async fn consume(
         description: Some("copies the assignment log into postgres".to_string()),
         filter_subject: subjects.coordinator_log(),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        // What a crashed replica had taken but not written comes back after this:
+        // the history of its last moments is at most this late.
+        ack_wait: Duration::from_secs(10),
         max_ack_pending: 20_000,
         ..Default::default()
     };

@@ -49,6 +49,9 @@ pub struct Placement {
     result: Result<Pick, ShoalError>,
 }
 
+/// How long a new term waits for its tail before restarting it.
+const TAIL_PATIENCE: Duration = Duration::from_millis(300);
+
 /// How many balancer picks an assign may try before giving up.
 const MAX_PICKS: u32 = 4;
 
@@ -176,7 +179,16 @@ async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(
                 continue;
             }
         };
-        let Some(mut state) = ctx.replica.snapshot_at(last, ctx.cfg.lease_ttl).await else {
+        // A tail that is not there within a moment may be following a consumer
+        // lost with a NATS server: start it again rather than wait for it.
+        let caught_up = match ctx.replica.snapshot_at(last, TAIL_PATIENCE).await {
+            Some(state) => Some(state),
+            None => {
+                ctx.replica.restart_tail();
+                ctx.replica.snapshot_at(last, ctx.cfg.lease_ttl).await
+            }
+        };
+        let Some(mut state) = caught_up else {
             warn!(attempt, last, "log tail did not catch up in time");
             continue;
         };

@@ -51,7 +51,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         .common
         .subjects()
         .map_err(|e| Error::Config(e.to_string()))?;
-    let js = async_nats::jetstream::new(client.clone());
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(cfg.jetstream_timeout);
 
     // JetStream may still be starting (or recovering): keep trying.
     let Some(stream) = until_ok(&shutdown, "opening the assignment log", || {

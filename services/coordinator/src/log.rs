@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use futures::StreamExt;
 use shoal_protocol::Subjects;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -18,7 +18,7 @@ use crate::record::LogRecord;
 use crate::state::State;
 
 /// How long the tail may be quiet before it checks that it is not stuck.
-const STALL_CHECK: Duration = Duration::from_secs(2);
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// Opens (creating if needed) the log stream.
 pub async fn open_stream(
@@ -45,6 +45,8 @@ pub async fn open_stream(
 pub struct Replica {
     state: Arc<RwLock<State>>,
     applied: watch::Receiver<u64>,
+    /// Makes the tail drop its consumer and follow the log again from where it is.
+    restart: Arc<Notify>,
 }
 
 impl Replica {
@@ -55,6 +57,12 @@ impl Replica {
 
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()
+    }
+
+    /// Restarts the tail's consumer: after a lost NATS server the old one may be
+    /// gone without a word, and a new leader cannot wait for the stall check.
+    pub fn restart_tail(&self) {
+        self.restart.notify_one();
     }
 
     /// Waits until the tail has applied `seq`, then returns a copy of the state.
@@ -76,9 +84,11 @@ pub fn spawn_tail(
 ) -> Replica {
     let state = Arc::new(RwLock::new(State::default()));
     let (applied_tx, applied_rx) = watch::channel(0);
+    let restart = Arc::new(Notify::new());
     let replica = Replica {
         state: state.clone(),
         applied: applied_rx,
+        restart: restart.clone(),
     };
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
@@ -86,6 +96,11 @@ pub fn spawn_tail(
             let from = *applied_tx.borrow() + 1;
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = restart.notified() => {
+                    debug!(from, "log tail restarted on request");
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
                 r = tail_from(&stream, &subjects, from, &state, &applied_tx) => r,
             };
             if let Err(e) = result {

@@ -220,13 +220,29 @@ impl ShoalClient {
         &self,
         filter: &ListAssignmentsRequest,
     ) -> Result<Vec<Assignment>, ClientError> {
+        self.list_all_assignments_on(None, filter).await
+    }
+
+    /// As [`Self::list_all_assignments`], from one named coordinator replica (every
+    /// page from the same one), or from any with `None`.
+    pub async fn list_all_assignments_on(
+        &self,
+        instance: Option<&str>,
+        filter: &ListAssignmentsRequest,
+    ) -> Result<Vec<Assignment>, ClientError> {
         let mut request = ListAssignmentsRequest {
             limit: Some(2_000),
             ..filter.clone()
         };
         let mut all = Vec::new();
         loop {
-            let page = self.list_assignments(&request).await?;
+            let page: AssignmentList = match instance {
+                Some(id) => {
+                    self.call_direct(Endpoint::CoordinatorAssignmentsList, id, &request)
+                        .await?
+                }
+                None => self.list_assignments(&request).await?,
+            };
             all.extend(page.assignments);
             match page.next {
                 Some(next) => request.after = Some(next),
@@ -234,6 +250,7 @@ impl ShoalClient {
             }
         }
     }
+
     pub async fn get_strategy(&self) -> Result<StrategyMessage, ClientError> {
         self.call(Endpoint::BalancerStrategyGet, &Empty {}).await
     }
