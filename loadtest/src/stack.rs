@@ -161,6 +161,24 @@ impl Stack {
                 }
             },
         )
+        .await?;
+        if self.balancer.is_none() {
+            return Ok(());
+        }
+        // The balancer loads membership from KV on its own: measure from the moment
+        // it can pick every node, not while it still answers `unavailable`.
+        let quick = self.client.clone().with_retry_for(Duration::ZERO);
+        wait_for(
+            &format!("the balancer to load {count} more nodes"),
+            deadline,
+            || {
+                let quick = quick.clone();
+                async move {
+                    let stats = quick.balancer_stats().await.ok()?;
+                    (stats.nodes >= before + count).then_some(())
+                }
+            },
+        )
         .await
     }
 
