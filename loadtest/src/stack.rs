@@ -47,6 +47,17 @@ impl Spawn {
         balancer: true,
         coordinators: 2,
     };
+    /// Membership and selection only.
+    pub const NO_COORDINATOR: Spawn = Spawn {
+        registry: true,
+        balancer: true,
+        coordinators: 0,
+    };
+    pub const REGISTRY_ONLY: Spawn = Spawn {
+        registry: true,
+        balancer: false,
+        coordinators: 0,
+    };
 }
 
 impl Stack {
@@ -103,6 +114,13 @@ impl Stack {
                 stack.coordinators.push(Coordinator { id, process });
             }
         }
+        Ok(stack)
+    }
+
+    /// Opens the stack and starts `--nodes` simulated nodes with `--max-agents` each.
+    pub async fn with_nodes(args: &Args, spawn: Spawn) -> anyhow::Result<Stack> {
+        let mut stack = Stack::open(args, spawn).await?;
+        stack.start_nodes(args.nodes, args.max_agents).await?;
         Ok(stack)
     }
 

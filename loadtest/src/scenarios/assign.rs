@@ -10,8 +10,7 @@ use crate::stack::{Spawn, Stack};
 use crate::verify::{self, Acknowledged};
 
 pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
-    let mut stack = Stack::open(args, Spawn::ALL).await?;
-    stack.start_nodes(args.nodes, args.max_agents).await?;
+    let stack = Stack::with_nodes(args, Spawn::ALL).await?;
     stack.wait_for_leader().await?;
     let (load, limit) = (args.load(), args.limit());
     let base = super::baselines(args, &stack.nats_url, load, limit, report).await?;

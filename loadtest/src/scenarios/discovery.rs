@@ -18,16 +18,7 @@ use crate::report::Report;
 use crate::stack::{Spawn, Stack};
 
 pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
-    let mut stack = Stack::open(
-        args,
-        Spawn {
-            registry: true,
-            balancer: true,
-            coordinators: 0,
-        },
-    )
-    .await?;
-    stack.start_nodes(args.nodes, args.max_agents).await?;
+    let stack = Stack::with_nodes(args, Spawn::NO_COORDINATOR).await?;
     let probes = match args.limit() {
         Limit::Requests(n) => n.min(1_000),
         Limit::Duration(_) => 200,

@@ -25,16 +25,14 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         args.kill == Victim::Coordinator || args.nats_servers >= 3,
         "--kill nats-server needs a cluster that survives losing one server: add --nats-servers 3"
     );
-    let mut stack = Stack::open(
+    let mut stack = Stack::with_nodes(
         args,
         Spawn {
-            registry: true,
-            balancer: true,
             coordinators: 3,
+            ..Spawn::ALL
         },
     )
     .await?;
-    stack.start_nodes(args.nodes, args.max_agents).await?;
     let leader = stack.wait_for_leader().await?;
     let duration = args.duration.unwrap_or(Duration::from_secs(15));
     let prefix = super::run_prefix("failover");

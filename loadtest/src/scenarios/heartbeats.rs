@@ -39,15 +39,7 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
 }
 
 pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
-    let mut stack = Stack::open(
-        args,
-        Spawn {
-            registry: true,
-            balancer: false,
-            coordinators: 0,
-        },
-    )
-    .await?;
+    let mut stack = Stack::open(args, Spawn::REGISTRY_ONLY).await?;
     let pid = match &stack.registry {
         Some(p) => p.pid(),
         None => anyhow::bail!(

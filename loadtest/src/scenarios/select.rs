@@ -39,16 +39,7 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     }
 
     // Through NATS against the balancer service.
-    let mut stack = Stack::open(
-        args,
-        Spawn {
-            registry: true,
-            balancer: true,
-            coordinators: 0,
-        },
-    )
-    .await?;
-    stack.start_nodes(args.nodes, args.max_agents).await?;
+    let stack = Stack::with_nodes(args, Spawn::NO_COORDINATOR).await?;
     let (load, limit) = (args.load(), args.limit());
     let base = super::baselines(args, &stack.nats_url, load, limit, report).await?;
     let client = stack.client.clone();

@@ -15,27 +15,7 @@
 //! `weighted` draws a node with probability proportional to its free capacity, the
 //! free agent slots `max_agents − agents`.
 
-pub const CPU_WEIGHT: f64 = 0.4;
-pub const MEMORY_WEIGHT: f64 = 0.3;
-pub const AGENTS_WEIGHT: f64 = 0.3;
-
-/// The load score, 0 (idle) to 1 (saturated); inputs out of range are clamped so a
-/// bad report cannot make a node look better than idle.
-pub fn load_score(cpu_usage: f64, memory_usage: f64, agents: u32, max_agents: u32) -> f64 {
-    let pct = |v: f64| {
-        if v.is_finite() {
-            v.clamp(0.0, 100.0) / 100.0
-        } else {
-            1.0
-        }
-    };
-    let slots = if max_agents == 0 {
-        1.0
-    } else {
-        (f64::from(agents) / f64::from(max_agents)).min(1.0)
-    };
-    CPU_WEIGHT * pct(cpu_usage) + MEMORY_WEIGHT * pct(memory_usage) + AGENTS_WEIGHT * slots
-}
+pub use shoal_protocol::{AGENTS_WEIGHT, CPU_WEIGHT, MEMORY_WEIGHT, load_score};
 
 /// The agents a node should be counted as running: the larger of what it reports
 /// (heartbeats, which lag a new placement until the agent starts) and what the

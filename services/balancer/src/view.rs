@@ -10,7 +10,6 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_protocol::{
     AssignmentAction, AssignmentEvent, BalancerStats, Heartbeat, Node, NodeStatus, Strategy,
-    format_uptime,
 };
 
 use crate::pool::{Keys, Pool};
@@ -247,14 +246,7 @@ impl View {
         };
         let slot = self.slots[i].as_mut().expect("slot");
         slot.heartbeat_at = Some(now);
-        let n = &mut slot.node;
-        n.cpu_usage = hb.cpu_usage;
-        n.memory_usage = hb.memory_usage;
-        n.disk_usage = hb.disk_usage;
-        n.load_average = hb.load_average;
-        n.active_agents = hb.active_agents;
-        n.uptime_s = hb.uptime_s;
-        n.uptime = format_uptime(hb.uptime_s);
+        slot.node.set_metrics(&hb.into());
         self.reindex(i);
         true
     }

@@ -57,14 +57,7 @@ impl Membership {
         now_utc: DateTime<Utc>,
     ) -> HeartbeatOutcome {
         let m = self.member(&hb.id, now);
-        m.live = Some(Metrics {
-            cpu_usage: hb.cpu_usage,
-            memory_usage: hb.memory_usage,
-            disk_usage: hb.disk_usage,
-            load_average: hb.load_average,
-            active_agents: hb.active_agents,
-            uptime_s: hb.uptime_s,
-        });
+        m.live = Some(Metrics::from(hb));
         m.heard_at = Some(now);
         m.heard_utc = Some(now_utc);
         match &m.stored {

@@ -6,19 +6,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use shoal_protocol::{
     Announce, ListNodesRequest, Node, NodeRole, NodeStatus, RegisterNodeRequest, RegistryStats,
-    format_uptime,
+    format_uptime, load_score, slot_share,
 };
 
 /// The metrics of the last heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Metrics {
-    pub cpu_usage: f64,
-    pub memory_usage: f64,
-    pub disk_usage: f64,
-    pub load_average: f64,
-    pub active_agents: u32,
-    pub uptime_s: u64,
-}
+pub use shoal_protocol::NodeMetrics as Metrics;
 
 /// A fresh node record for a node that announced itself.
 pub fn from_announce(a: &Announce, now: DateTime<Utc>) -> Node {
@@ -117,13 +109,7 @@ fn address(ip: &str, port: u16) -> String {
 
 /// Puts heartbeat metrics on a node record.
 pub fn apply_metrics(node: &mut Node, m: &Metrics, seen: DateTime<Utc>) {
-    node.cpu_usage = m.cpu_usage;
-    node.memory_usage = m.memory_usage;
-    node.disk_usage = m.disk_usage;
-    node.load_average = m.load_average;
-    node.active_agents = m.active_agents;
-    node.uptime_s = m.uptime_s;
-    node.uptime = format_uptime(m.uptime_s);
+    node.set_metrics(m);
     if seen > node.last_seen {
         node.last_seen = seen;
     }
@@ -161,14 +147,15 @@ pub fn is_alive(status: NodeStatus) -> bool {
 /// Fields computed from others: healthy, capacity, load.
 fn derive(node: &mut Node) {
     node.healthy = is_alive(node.status);
-    let agent_share = if node.max_agents == 0 {
-        1.0
-    } else {
-        (f64::from(node.active_agents) / f64::from(node.max_agents)).min(1.0)
-    };
-    node.capacity = 1.0 - agent_share;
-    // As the seed's GetLoad: CPU and memory pressure plus agent slots in use, 0–100.
-    node.load = 0.4 * node.cpu_usage + 0.3 * node.memory_usage + 0.3 * agent_share * 100.0;
+    node.capacity = 1.0 - slot_share(node.active_agents, node.max_agents);
+    // 0–100, as the seed shows it.
+    node.load = 100.0
+        * load_score(
+            node.cpu_usage,
+            node.memory_usage,
+            node.active_agents,
+            node.max_agents,
+        );
 }
 
 /// Whether `node` passes every filter of a `nodes.list` request.

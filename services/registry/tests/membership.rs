@@ -17,14 +17,13 @@ use shoal_testkit::wait_for;
 
 use common::*;
 
-const REPLICAS: [&str; 2] = ["r1", "r2"];
-
 #[tokio::test]
 async fn three_announcers_are_listed_by_both_replicas_within_milliseconds() -> Result<()> {
-    let nats = nats().await?;
-    let c = client(&nats, None).await?;
-    let _r1 = registry(&nats, "r1", None, &[]).await?;
-    let _r2 = registry(&nats, "r2", None, &[]).await?;
+    let TwoReplicas {
+        nats,
+        c,
+        registries: _registries,
+    } = two_replicas().await?;
     let events = Events::record(&c).await?;
 
     // When each announce goes out, as seen by a plain subscriber.
@@ -159,10 +158,11 @@ async fn three_announcers_are_listed_by_both_replicas_within_milliseconds() -> R
 
 #[tokio::test]
 async fn a_killed_announcer_goes_suspect_then_offline_and_recovers_on_restart() -> Result<()> {
-    let nats = nats().await?;
-    let c = client(&nats, None).await?;
-    let _r1 = registry(&nats, "r1", None, &[]).await?;
-    let _r2 = registry(&nats, "r2", None, &[]).await?;
+    let TwoReplicas {
+        nats,
+        c,
+        registries: _registries,
+    } = two_replicas().await?;
     let events = Events::record(&c).await?;
     let mut node = announcer(&nats, "n1", None, &[]).await?;
     let _other = announcer(&nats, "n2", None, &[]).await?;
@@ -283,10 +283,11 @@ async fn without_system_credentials_the_registry_says_it_uses_heartbeats_alone()
 
 #[tokio::test]
 async fn a_paused_announcer_goes_offline_and_recovers_as_the_same_node() -> Result<()> {
-    let nats = nats().await?;
-    let c = client(&nats, None).await?;
-    let _r1 = registry(&nats, "r1", None, &[]).await?;
-    let _r2 = registry(&nats, "r2", None, &[]).await?;
+    let TwoReplicas {
+        nats,
+        c,
+        registries: _registries,
+    } = two_replicas().await?;
     let events = Events::record(&c).await?;
     let node = announcer(&nats, "n1", None, &[]).await?;
     wait_listed(&c, &REPLICAS, &["n1"], "n1 online", |n| {
@@ -383,10 +384,11 @@ async fn membership_survives_a_registry_restart_and_a_nats_restart() -> Result<(
 
 #[tokio::test]
 async fn drain_filters_and_stats_agree_on_both_replicas() -> Result<()> {
-    let nats = nats().await?;
-    let c = client(&nats, None).await?;
-    let _r1 = registry(&nats, "r1", None, &[]).await?;
-    let _r2 = registry(&nats, "r2", None, &[]).await?;
+    let TwoReplicas {
+        nats,
+        c,
+        registries: _registries,
+    } = two_replicas().await?;
     let events = Events::record(&c).await?;
     let _n1 = announcer(
         &nats,
@@ -558,10 +560,11 @@ async fn drain_filters_and_stats_agree_on_both_replicas() -> Result<()> {
 
 #[tokio::test]
 async fn manual_registration_and_unregistration() -> Result<()> {
-    let nats = nats().await?;
-    let c = client(&nats, None).await?;
-    let _r1 = registry(&nats, "r1", None, &[]).await?;
-    let _r2 = registry(&nats, "r2", None, &[]).await?;
+    let TwoReplicas {
+        nats: _nats,
+        c,
+        registries: _registries,
+    } = two_replicas().await?;
     let events = Events::record(&c).await?;
     let reply = c
         .register_node(&shoal_protocol::RegisterNodeRequest {
@@ -603,10 +606,11 @@ async fn manual_registration_and_unregistration() -> Result<()> {
 
 #[tokio::test]
 async fn bad_node_messages_change_nothing_and_are_counted() -> Result<()> {
-    let nats = nats().await?;
-    let c = client(&nats, None).await?;
-    let _r1 = registry(&nats, "r1", None, &[]).await?;
-    let _r2 = registry(&nats, "r2", None, &[]).await?;
+    let TwoReplicas {
+        nats,
+        c,
+        registries: _registries,
+    } = two_replicas().await?;
     let _n1 = announcer(&nats, "n1", None, &[]).await?;
     wait_listed(&c, &REPLICAS, &["n1"], "n1 online", |n| {
         n.status == NodeStatus::Online

@@ -261,6 +261,72 @@ impl Node {
     pub fn matches_labels(&self, wanted: &BTreeMap<String, String>) -> bool {
         wanted.iter().all(|(k, v)| self.labels.get(k) == Some(v))
     }
+
+    /// Puts a heartbeat's metrics on the record (the registry and the balancer
+    /// both keep them).
+    pub fn set_metrics(&mut self, m: &NodeMetrics) {
+        self.cpu_usage = m.cpu_usage;
+        self.memory_usage = m.memory_usage;
+        self.disk_usage = m.disk_usage;
+        self.load_average = m.load_average;
+        self.active_agents = m.active_agents;
+        self.uptime_s = m.uptime_s;
+        self.uptime = format_uptime(m.uptime_s);
+    }
+}
+
+/// The metrics of a heartbeat, as kept on a node record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NodeMetrics {
+    pub cpu_usage: f64,
+    pub memory_usage: f64,
+    pub disk_usage: f64,
+    pub load_average: f64,
+    pub active_agents: u32,
+    pub uptime_s: u64,
+}
+
+impl From<&Heartbeat> for NodeMetrics {
+    fn from(hb: &Heartbeat) -> NodeMetrics {
+        NodeMetrics {
+            cpu_usage: hb.cpu_usage,
+            memory_usage: hb.memory_usage,
+            disk_usage: hb.disk_usage,
+            load_average: hb.load_average,
+            active_agents: hb.active_agents,
+            uptime_s: hb.uptime_s,
+        }
+    }
+}
+
+pub const CPU_WEIGHT: f64 = 0.4;
+pub const MEMORY_WEIGHT: f64 = 0.3;
+pub const AGENTS_WEIGHT: f64 = 0.3;
+
+/// The load score, 0 (idle) to 1 (saturated), as the seed's GetLoad: CPU and
+/// memory pressure plus the share of agent slots in use. Inputs out of range are
+/// clamped so a bad report cannot make a node look better than idle. The registry
+/// shows it as `load` (times 100); the balancer's `least_loaded` ranks by it.
+pub fn load_score(cpu_usage: f64, memory_usage: f64, agents: u32, max_agents: u32) -> f64 {
+    let pct = |v: f64| {
+        if v.is_finite() {
+            v.clamp(0.0, 100.0) / 100.0
+        } else {
+            1.0
+        }
+    };
+    CPU_WEIGHT * pct(cpu_usage)
+        + MEMORY_WEIGHT * pct(memory_usage)
+        + AGENTS_WEIGHT * slot_share(agents, max_agents)
+}
+
+/// The share of agent slots in use, 0 to 1 (1 for a node with no slots).
+pub fn slot_share(agents: u32, max_agents: u32) -> f64 {
+    if max_agents == 0 {
+        1.0
+    } else {
+        (f64::from(agents) / f64::from(max_agents)).min(1.0)
+    }
 }
 
 /// Formats seconds the way the seed shows uptime: `2h15m30s`, `45s`.

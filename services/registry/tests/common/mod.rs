@@ -82,6 +82,30 @@ pub async fn registry(
     start("registry", "--instance-id", instance, nats, auth, extra).await
 }
 
+/// The instance ids of [`two_replicas`].
+pub const REPLICAS: [&str; 2] = ["r1", "r2"];
+
+/// A nats-server, a client, and registry replicas `r1` and `r2` serving it.
+pub struct TwoReplicas {
+    pub nats: NatsServer,
+    pub c: ShoalClient,
+    pub registries: Vec<ServiceProcess>,
+}
+
+pub async fn two_replicas() -> Result<TwoReplicas> {
+    let nats = nats().await?;
+    let c = client(&nats, None).await?;
+    let mut registries = Vec::new();
+    for id in REPLICAS {
+        registries.push(registry(&nats, id, None, &[]).await?);
+    }
+    Ok(TwoReplicas {
+        nats,
+        c,
+        registries,
+    })
+}
+
 /// Starts an announcer for node `id` and waits until it has announced.
 pub async fn announcer(
     nats: &NatsServer,
