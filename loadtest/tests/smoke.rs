@@ -144,13 +144,11 @@ fn failover_scenario_survives_a_killed_leader_without_loss() {
         "--concurrency",
         "4",
     ]);
+    // Writes resumed under the new leader (the scenario only returns once another
+    // coordinator leads, so comparing the two names would prove nothing).
     assert!(
         report["figures"]["kill_to_first_acknowledged_assign_ms"].is_number(),
         "{report}"
-    );
-    assert_ne!(
-        report["figures"]["killed_leader"],
-        report["figures"]["new_leader"]
     );
 }
 
@@ -177,9 +175,10 @@ fn failover_scenario_survives_a_killed_nats_server_without_loss() {
         report["figures"]["kill_to_first_acknowledged_assign_ms"].is_number(),
         "writes never resumed: {report}"
     );
-    assert_ne!(
-        report["figures"]["killed_nats_server"],
-        report["figures"]["new_log_stream_leader"]
+    // All three coordinators survived the server's loss and each caught up.
+    assert_eq!(
+        report["figures"]["coordinator_replicas_checked"], 3,
+        "{report}"
     );
 }
 

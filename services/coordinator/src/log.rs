@@ -55,10 +55,6 @@ impl Replica {
         f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn applied(&self) -> u64 {
-        *self.applied.borrow()
-    }
-
     /// Restarts the tail's consumer: after a lost NATS server the old one may be
     /// gone without a word, and a new leader cannot wait for the stall check.
     pub fn restart_tail(&self) {

@@ -110,15 +110,9 @@ async fn select_batch(
         Err(ClientError::NoResponders { .. }) => {
             debug!("no balancer answers select.batch; selecting one by one");
             let singles = request.selections.iter().map(|r| async move {
-                let reply = peers.select(r).await.map_err(balancer_error)?;
-                Ok(Pick {
-                    why: Explanation {
-                        strategy: reply.strategy,
-                        chosen: reply.node_id.clone(),
-                        candidates: reply.candidates,
-                    },
-                    node_id: reply.node_id,
-                })
+                pick(SelectOutcome::new(
+                    peers.select(r).await.map_err(balancer_error),
+                ))
             });
             futures::future::join_all(singles).await
         }

@@ -142,10 +142,6 @@ impl State {
         self.assignments.get(agent_name)
     }
 
-    pub fn list(&self, filter: &ListAssignmentsRequest) -> Vec<Assignment> {
-        self.page(filter).0
-    }
-
     /// The assignments matching `filter`, by agent name, from after `filter.after`,
     /// at most `filter.limit`; and the name to continue after when more match.
     pub fn page(&self, filter: &ListAssignmentsRequest) -> (Vec<Assignment>, Option<String>) {
@@ -454,7 +450,7 @@ mod tests {
             status: Some(AssignmentStatus::Orphaned),
             ..Default::default()
         };
-        assert!(s.list(&orphaned).is_empty());
+        assert!(s.page(&orphaned).0.is_empty());
     }
 
     #[test]
@@ -466,7 +462,12 @@ mod tests {
             node_id: Some("n2".into()),
             ..Default::default()
         };
-        let names: Vec<_> = s.list(&by_node).into_iter().map(|a| a.agent_name).collect();
+        let names: Vec<_> = s
+            .page(&by_node)
+            .0
+            .into_iter()
+            .map(|a| a.agent_name)
+            .collect();
         // Paging by name: pages join up to the whole list, the last has no `next`.
         let mut all = Vec::new();
         let mut after = None;
@@ -483,14 +484,15 @@ mod tests {
             }
         }
         let whole: Vec<_> = s
-            .list(&ListAssignmentsRequest::default())
+            .page(&ListAssignmentsRequest::default())
+            .0
             .into_iter()
             .map(|a| a.agent_name)
             .collect();
         assert_eq!(all, whole);
         assert!(whole.len() > 1);
         assert_eq!(names, ["a2"]);
-        assert_eq!(s.list(&ListAssignmentsRequest::default()).len(), 2);
+        assert_eq!(s.page(&ListAssignmentsRequest::default()).0.len(), 2);
     }
 
     #[test]
