@@ -3,7 +3,6 @@
 //! `shoal_runtime::serve` encodes the reply once.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -72,17 +71,19 @@ pub(crate) async fn run(
     });
 
     let js = jetstream::new(client.clone());
-    let Some(members) = retry(&shutdown, "opening the members bucket", || {
-        open_or_create(&js, MEMBERS_BUCKET, cfg.kv_replicas)
-    })
-    .await
+    let Some(members) =
+        shoal_runtime::retry::until_ok(&shutdown, "opening the members bucket", || {
+            open_or_create(&js, MEMBERS_BUCKET, cfg.kv_replicas)
+        })
+        .await
     else {
         return Ok(());
     };
-    let Some(config) = retry(&shutdown, "opening the config bucket", || {
-        open_or_create(&js, CONFIG_BUCKET, cfg.kv_replicas)
-    })
-    .await
+    let Some(config) =
+        shoal_runtime::retry::until_ok(&shutdown, "opening the config bucket", || {
+            open_or_create(&js, CONFIG_BUCKET, cfg.kv_replicas)
+        })
+        .await
     else {
         return Ok(());
     };
@@ -234,24 +235,6 @@ async fn handle_set(
 fn handle_stats(shared: &Shared, msg: &Message) -> Result<BalancerStats, ShoalError> {
     decode::<Empty>(&msg.payload)?;
     Ok(shared.view().stats())
-}
-
-/// Runs `attempt` until it succeeds or `shutdown`; `None` on shutdown.
-async fn retry<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut attempt: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    loop {
-        match attempt().await {
-            Ok(value) => return Some(value),
-            Err(e) => warn!(error = %e, "{what} failed; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(RETRY_DELAY) => {}
-        }
-    }
 }
 
 /// Keeps the view in line with `shoal_members`: snapshot, then updates. If the watch

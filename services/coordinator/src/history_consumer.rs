@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 use shoal_protocol::Subjects;
+use shoal_runtime::retry::until_ok;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::config::HISTORY_CONSUMER;
 use crate::history::{HistoryStore, Row};
@@ -23,10 +24,11 @@ pub fn spawn(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if !retry(&shutdown, "migrating the history database", || {
+        if until_ok(&shutdown, "migrating the history database", || {
             store.migrate()
         })
         .await
+        .is_none()
         {
             return;
         }
@@ -44,37 +46,6 @@ pub fn spawn(
             }
         }
     })
-}
-
-/// Retries `op` with backoff until it succeeds (true) or shutdown (false).
-async fn retry<F, Fut>(shutdown: &CancellationToken, what: &str, mut op: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let mut backoff = Duration::from_millis(100);
-    let mut failures = 0u32;
-    loop {
-        match op().await {
-            Ok(()) => {
-                if failures > 0 {
-                    info!(what, failures, "postgres is back");
-                }
-                return true;
-            }
-            Err(e) => {
-                if failures == 0 {
-                    warn!(what, error = %e, "postgres unavailable, retrying");
-                }
-                failures += 1;
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(1));
-    }
 }
 
 async fn consume(
@@ -121,10 +92,9 @@ async fn consume(
                 Err(e) => warn!(log_seq, error = %e, "unreadable log record not recorded"),
             }
         }
-        if !retry(shutdown, "writing history", || async {
-            store.insert(&rows).await.map(|_| ())
-        })
-        .await
+        if until_ok(shutdown, "writing history", || store.insert(&rows))
+            .await
+            .is_none()
         {
             return Ok(());
         }

@@ -25,7 +25,6 @@ pub mod pipeline;
 pub mod record;
 pub mod state;
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,17 +54,19 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     js.set_timeout(cfg.jetstream_timeout);
 
     // JetStream may still be starting (or recovering): keep trying.
-    let Some(stream) = until_ok(&shutdown, "opening the assignment log", || {
-        log::open_stream(&js, &subjects, cfg.kv_replicas)
-    })
-    .await
+    let Some(stream) =
+        shoal_runtime::retry::until_ok(&shutdown, "opening the assignment log", || {
+            log::open_stream(&js, &subjects, cfg.kv_replicas)
+        })
+        .await
     else {
         return Ok(());
     };
-    let Some(lease_kv) = until_ok(&shutdown, "opening the lease bucket", || {
-        lease::open_bucket(&js, cfg.lease_ttl, cfg.kv_replicas)
-    })
-    .await
+    let Some(lease_kv) =
+        shoal_runtime::retry::until_ok(&shutdown, "opening the lease bucket", || {
+            lease::open_bucket(&js, cfg.lease_ttl, cfg.kv_replicas)
+        })
+        .await
     else {
         return Ok(());
     };
@@ -144,27 +145,4 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let _ = tokio::time::timeout(Duration::from_secs(1), lease_task).await;
     ctx.service.stop().await.map_err(Error::nats)?;
     Ok(())
-}
-
-/// Retries `op` every 500 ms until it succeeds; `None` on shutdown.
-async fn until_ok<T, F, Fut>(shutdown: &CancellationToken, what: &str, mut op: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Error>>,
-{
-    let mut logged = false;
-    loop {
-        match op().await {
-            Ok(value) => return Some(value),
-            Err(e) if !logged => {
-                warn!(what, error = %e, "not ready yet, retrying");
-                logged = true;
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
 }

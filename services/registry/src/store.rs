@@ -1,8 +1,6 @@
 //! The membership bucket: opening it, compare-and-set writes, re-reads, and the
 //! snapshot + watch that keep a replica's view equal to the bucket.
 
-use std::time::Duration;
-
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use shoal_protocol::{MEMBERS_BUCKET, Node};
@@ -24,18 +22,11 @@ pub async fn open_with_retry(
     replicas: usize,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<kv::Store, Error> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match open(js, replicas).await {
-            Ok(store) => return Ok(store),
-            Err(e) => warn!(error = %e, "membership bucket not available yet, retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Err(Error::Store("stopped before the membership bucket was available".into())),
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
+    shoal_runtime::retry::until_ok(shutdown, "opening the membership bucket", || {
+        open(js, replicas)
+    })
+    .await
+    .ok_or_else(|| Error::Store("stopped before the membership bucket was available".into()))
 }
 
 /// Decodes a bucket value; a value that is not a node is skipped, not fatal.

@@ -4,6 +4,7 @@
 
 mod config;
 pub mod kv;
+pub mod retry;
 mod serve;
 
 use std::collections::HashMap;
