@@ -87,6 +87,7 @@ pub async fn run(
                     labels: labels.iter().cloned().collect::<BTreeMap<_, _>>(),
                     node_id: node.clone(),
                     request_id: None,
+                    resources: None,
                 })
                 .await?;
             render(as_json, &assignment, || {

@@ -265,6 +265,7 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
                 labels: BTreeMap::new(),
                 node_id: None,
                 request_id: None,
+                resources: None,
             })
             .await
             .ok()
@@ -279,6 +280,7 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
             labels: BTreeMap::new(),
             node_id: Some("node-3".into()),
             request_id: None,
+            resources: None,
         })
         .await?;
     assert_eq!(pinned.node_id, "node-3");
@@ -363,6 +365,7 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
         labels: BTreeMap::new(),
         node_id: Some("node-1".into()),
         request_id: None,
+        resources: None,
     })?;
     let reply = tokio::time::timeout(
         Duration::from_secs(3),
@@ -435,6 +438,7 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
         active_agents: 0,
         uptime_s: 1,
         sent_at: chrono::Utc::now(),
+        agents_digest: None,
     };
     let forged_payload = serde_json::to_vec(&forged)?;
     let rejected_before = ops.registry_stats().await?.rejected_messages;

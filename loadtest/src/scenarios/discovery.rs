@@ -56,6 +56,7 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             active_agents: 0,
             uptime_s: 0,
             sent_at: Utc::now(),
+            agents_digest: None,
         };
         let sent = Instant::now();
         nats.publish(

@@ -11,7 +11,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::agents::AgentSet;
+use crate::agents::{AgentSet, Applied};
 use crate::metrics::{Sample, Sampler};
 use crate::{Config, Error, Identity, identity, wire};
 
@@ -51,6 +51,7 @@ impl Node {
             active_agents: self.agents.count(),
             uptime_s: s.uptime_s,
             sent_at: Utc::now(),
+            agents_digest: Some(self.agents.digest()),
         };
         if let Err(e) = wire::heartbeat(&self.client, &self.subjects, &hb).await {
             self.warn_publish(&e);
@@ -75,19 +76,38 @@ impl Node {
                 return false;
             }
         };
-        match self.agents.apply(&self.identity.id, &notice) {
-            Ok(changed) => {
-                info!(
-                    node_id = %self.identity.id,
-                    agent_name = %notice.agent_name,
-                    action = ?notice.action,
-                    active_agents = self.agents.count(),
-                    "agent notice applied"
-                );
-                changed
+        let id = &self.identity.id;
+        match self.agents.apply(id, &notice) {
+            Ok(applied) => {
+                match (&notice, applied) {
+                    (AgentNotice::Start(c) | AgentNotice::Stop(c), _) => info!(
+                        node_id = %id,
+                        agent_name = %c.agent_name,
+                        action = notice.action(),
+                        active_agents = self.agents.count(),
+                        "agent notice applied"
+                    ),
+                    (AgentNotice::Sync(s), Applied::Changed { started, stopped }) => info!(
+                        node_id = %id,
+                        epoch = s.epoch,
+                        started,
+                        stopped,
+                        active_agents = self.agents.count(),
+                        "agents synced with the coordinator"
+                    ),
+                    (AgentNotice::Sync(s), _) => debug!(
+                        node_id = %id,
+                        epoch = s.epoch,
+                        part = s.part,
+                        parts = s.parts,
+                        active_agents = self.agents.count(),
+                        "agent sync received"
+                    ),
+                }
+                applied.changed()
             }
             Err(ignored) => {
-                warn!(node_id = %self.identity.id, agent_name = %notice.agent_name, reason = %ignored, "agent notice ignored");
+                warn!(node_id = %id, action = notice.action(), reason = %ignored, "agent notice ignored");
                 false
             }
         }

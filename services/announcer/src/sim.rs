@@ -127,6 +127,7 @@ impl SimNode {
             active_agents: self.agents.count(),
             uptime_s: u64::try_from(uptime.num_seconds()).unwrap_or(0),
             sent_at: Utc::now(),
+            agents_digest: Some(self.agents.digest()),
         }
     }
 }
@@ -451,7 +452,7 @@ async fn agents_loop(
                 continue;
             }
             match node.agents.apply(id, &notice) {
-                Ok(true) if node.state == SimState::Running => Some((
+                Ok(applied) if applied.changed() && node.state == SimState::Running => Some((
                     node.heartbeat_subject.clone(),
                     wire::encode_heartbeat(&node.heartbeat(&mut rand::rng())),
                 )),

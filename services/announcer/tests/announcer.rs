@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::Result;
 use futures::StreamExt;
 use shoal_announcer::sim::{SimConfig, SimState, SimulatedCluster};
-use shoal_protocol::{AgentAction, AgentNotice, Announce, Heartbeat, Leave, Subjects, SyncRequest};
+use shoal_protocol::{
+    AgentChange, AgentNotice, AgentSync, Announce, DigestSum, Heartbeat, Leave, Subjects,
+    SyncRequest,
+};
 use shoal_testkit::{NatsServer, ServiceProcess, binary, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -128,30 +131,58 @@ async fn announces_heartbeats_counts_agents_answers_sync_and_says_goodbye() -> R
 
     // Agents it is told about appear in its heartbeats.
     let s = Subjects::default();
-    for (action, agent, epoch) in [
-        (AgentAction::Start, "a1", 1),
-        (AgentAction::Start, "a2", 1),
-        (AgentAction::Stop, "a1", 2),
+    let change = |agent: &str, epoch| AgentChange {
+        agent_name: agent.into(),
+        node_id: "n1".into(),
+        epoch,
+        at: chrono::Utc::now(),
+    };
+    for notice in [
+        AgentNotice::Start(change("a1", 1)),
+        AgentNotice::Start(change("a2", 1)),
+        AgentNotice::Stop(change("a1", 2)),
         // From an older epoch: ignored.
-        (AgentAction::Start, "a3", 1),
+        AgentNotice::Start(change("a3", 1)),
     ] {
-        let notice = AgentNotice {
-            action,
-            agent_name: agent.into(),
-            node_id: "n1".into(),
-            epoch,
-            at: chrono::Utc::now(),
-        };
         nc.publish(s.node_agents("n1"), serde_json::to_vec(&notice)?.into())
             .await?;
     }
     nc.flush().await?;
     node.wait_for_log("agent notice ignored", DEADLINE).await?;
+    let a2 = Some(DigestSum::of(["a2"]).digest());
     wait_for("1 active agent in a heartbeat", DEADLINE, || {
-        let h = seen.last_heartbeat("n1").filter(|h| h.active_agents == 1);
+        let h = seen
+            .last_heartbeat("n1")
+            .filter(|h| h.active_agents == 1 && h.agents_digest == a2);
         async move { h }
     })
     .await?;
+
+    // A sync replaces the set; its parts apply once all have come.
+    let all = ["b1", "b2", "b3"];
+    for (part, agents) in [(1, vec!["b1", "b2"]), (2, vec!["b3"])] {
+        let sync = AgentNotice::Sync(AgentSync {
+            node_id: "n1".into(),
+            agents: agents.into_iter().map(String::from).collect(),
+            epoch: 3,
+            at: chrono::Utc::now(),
+            part,
+            parts: 2,
+            digest: DigestSum::of(all).digest(),
+        });
+        nc.publish(s.node_agents("n1"), serde_json::to_vec(&sync)?.into())
+            .await?;
+    }
+    let synced = Some(DigestSum::of(all).digest());
+    wait_for("the synced set in a heartbeat", DEADLINE, || {
+        let h = seen
+            .last_heartbeat("n1")
+            .filter(|h| h.active_agents == 3 && h.agents_digest == synced);
+        async move { h }
+    })
+    .await?;
+    node.wait_for_log("agents synced with the coordinator", DEADLINE)
+        .await?;
 
     // A registry asking for other nodes gets nothing; asking for this one, an announce.
     let before = seen.announces_of("n1");
@@ -248,13 +279,12 @@ async fn simulated_nodes_behave_like_announcers() -> Result<()> {
     .await?;
 
     let s = Subjects::default();
-    let notice = AgentNotice {
-        action: AgentAction::Start,
+    let notice = AgentNotice::Start(AgentChange {
         agent_name: "a1".into(),
         node_id: sim.id(7),
         epoch: 1,
         at: chrono::Utc::now(),
-    };
+    });
     nc.publish(
         s.node_agents(&sim.id(7)),
         serde_json::to_vec(&notice)?.into(),

@@ -277,6 +277,7 @@ fn picks_fill_nodes_until_they_expire_or_are_confirmed() {
         reason: "test".into(),
         epoch: 1,
         at: Utc::now(),
+        resources: None,
     };
     v.apply_assignment(&event(AssignmentAction::Assigned, "agent-1"));
     assert_eq!(v.node("n").unwrap().active_agents, 1);
@@ -307,6 +308,7 @@ fn heartbeats_steer_least_loaded_and_outlive_older_records() {
         active_agents: 0,
         uptime_s: 5,
         sent_at: Utc::now(),
+        agents_digest: None,
     };
     assert!(v.apply_heartbeat(&hb("a", 95.0), now));
     assert!(!v.apply_heartbeat(&hb("unknown", 1.0), now));
@@ -348,6 +350,7 @@ fn filters_and_no_capacity_reasons() {
             .collect(),
         strategy: None,
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        resources: None,
     };
     for strategy in Strategy::ALL {
         v.set_strategy(strategy);

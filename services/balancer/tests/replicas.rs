@@ -215,6 +215,7 @@ async fn heartbeats_and_assignment_events_shape_the_choice() -> Result<()> {
             active_agents: 0,
             uptime_s: 30,
             sent_at: Utc::now(),
+            agents_digest: None,
         };
         cluster
             .client
@@ -260,6 +261,7 @@ async fn heartbeats_and_assignment_events_shape_the_choice() -> Result<()> {
         reason: "test".to_string(),
         epoch: 1,
         at: Utc::now(),
+        resources: None,
     };
     for agent in ["agent-a", "agent-b"] {
         let ev = event(AssignmentAction::Assigned, agent);

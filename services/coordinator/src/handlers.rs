@@ -116,7 +116,14 @@ async fn stats(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<ClusterStats, Sh
     let (registry, balancer) = tokio::join!(quick.registry_stats(), quick.balancer_stats());
     let view = ctx.lease.view();
     let (offline, total) = ctx.members.read(|m| m.offline_share());
-    let (total_assignments, reassignments) = ctx.replica.read(|s| (s.len(), s.reassignments()));
+    let (total_assignments, reassignments, agents_by_status) = ctx
+        .replica
+        .read(|s| (s.len(), s.reassignments(), s.count_by_status()));
+    let waiting_agents = agents_by_status
+        .iter()
+        .filter(|(status, _)| status.is_waiting())
+        .map(|(_, n)| n)
+        .sum();
     Ok(ClusterStats {
         local_node: ctx.me.clone(),
         is_leader: view.is_leader(),
@@ -126,6 +133,8 @@ async fn stats(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<ClusterStats, Sh
         balancer: balancer.ok(),
         reassignments_paused: Guard::is_mass_failure(ctx.cfg.mass_failure_share, offline, total),
         reassignments,
+        agents_by_status,
+        waiting_agents,
     })
 }
 

@@ -289,6 +289,7 @@ impl Leader {
                 labels: req.labels.clone(),
                 strategy: None,
                 exclude: exclude.clone(),
+                resources: req.resources,
             };
             let result = picker.pick(request).await;
             let placement = Placement {
@@ -476,6 +477,7 @@ impl Leader {
                 labels: current.labels.clone(),
                 strategy: None,
                 exclude: vec![mv.from.clone()],
+                resources: current.resources,
             })
             .collect();
         let picks = self.picker.pick_all(requests).await;

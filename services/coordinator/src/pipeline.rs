@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::context::PublishAckFuture;
 use chrono::Utc;
-use shoal_protocol::{AgentAction, AgentNotice, Assignment, ShoalError, Subjects, UnassignReply};
+use shoal_protocol::{AgentChange, AgentNotice, Assignment, ShoalError, Subjects, UnassignReply};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -101,8 +101,7 @@ impl Notifier {
     pub async fn changed(&self, c: &Change) {
         self.publish(self.subjects.coordinator_event(&c.agent_name), &c.event())
             .await;
-        let notice = |action, node_id: &str| AgentNotice {
-            action,
+        let notice = |node_id: &str| AgentChange {
             agent_name: c.agent_name.clone(),
             node_id: node_id.to_string(),
             epoch: c.epoch,
@@ -115,7 +114,7 @@ impl Notifier {
             {
                 self.publish(
                     self.subjects.node_agents(previous),
-                    &notice(AgentAction::Stop, previous),
+                    &AgentNotice::Stop(notice(previous)),
                 )
                 .await;
             }
@@ -123,7 +122,7 @@ impl Notifier {
         if let Some(node) = &c.node_id {
             self.publish(
                 self.subjects.node_agents(node),
-                &notice(AgentAction::Start, node),
+                &AgentNotice::Start(notice(node)),
             )
             .await;
         }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shoal_protocol::{AssignmentAction, AssignmentEvent, AssignmentStatus, Candidate, Strategy};
+use shoal_protocol::{
+    AssignmentAction, AssignmentEvent, AssignmentStatus, Candidate, Resources, Strategy,
+};
 
 // Records live only between decoding and applying; boxing the big variant would
 // buy nothing.
@@ -71,6 +73,9 @@ pub struct Change {
     /// The balancer's strategy and scored candidates, when it chose the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidates: Option<Explanation>,
+    /// The agent's resource request, kept so that a move places it with the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 impl Change {
@@ -83,6 +88,7 @@ impl Change {
             reason: self.reason.clone(),
             epoch: self.epoch,
             at: self.at,
+            resources: self.resources,
         }
     }
 }
@@ -188,6 +194,7 @@ mod tests {
                     score: 0.0,
                 }],
             }),
+            resources: None,
         }
     }
 

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use shoal_protocol::{
-    AssignRequest, Assignment, AssignmentAction, AssignmentStatus, ListAssignmentsRequest,
-    ShoalError,
+    AssignRequest, Assignment, AssignmentAction, AssignmentStatus, DigestSum,
+    ListAssignmentsRequest, ShoalError,
 };
 
 use crate::record::{Change, Explanation, LogRecord, new_event_id};
@@ -21,10 +21,20 @@ pub struct Author {
     pub epoch: u64,
 }
 
+/// The agents assigned to one node, and their digest (what the node's heartbeats
+/// should report).
+#[derive(Clone, Debug, Default)]
+struct NodeAgents {
+    names: BTreeSet<String>,
+    digest: DigestSum,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct State {
     assignments: BTreeMap<String, Assignment>,
-    by_node: HashMap<String, BTreeSet<String>>,
+    by_node: HashMap<String, NodeAgents>,
+    /// Agents waiting for a node (orphaned or migrating), by name.
+    waiting: BTreeSet<String>,
     /// request_id → the assignment that request produced.
     requests: HashMap<String, Assignment>,
     request_order: VecDeque<String>,
@@ -73,17 +83,17 @@ impl State {
                     service: c.service.clone(),
                     labels: c.labels.clone(),
                     request_id: c.request_id.clone(),
+                    resources: c.resources,
                 };
                 self.remove(&c.agent_name);
-                self.by_node
-                    .entry(node_id.clone())
-                    .or_default()
-                    .insert(c.agent_name.clone());
-                if let Some(request_id) = &c.request_id
-                    && c.action == AssignmentAction::Assigned
-                {
+                let node = self.by_node.entry(node_id.clone()).or_default();
+                node.names.insert(c.agent_name.clone());
+                node.digest.add(&c.agent_name);
+                // A request id answers with the agent's latest placement.
+                if let Some(request_id) = &c.request_id {
                     self.remember(request_id, &assignment);
                 }
+                self.set_waiting(&c.agent_name, c.status);
                 self.assignments.insert(c.agent_name.clone(), assignment);
             }
             // Still where it was, but waiting for a new node.
@@ -91,17 +101,28 @@ impl State {
                 if let Some(a) = self.assignments.get_mut(&c.agent_name) {
                     a.status = c.status;
                     a.epoch = c.epoch;
+                    self.set_waiting(&c.agent_name, c.status);
                 }
             }
         }
     }
 
+    fn set_waiting(&mut self, agent_name: &str, status: AssignmentStatus) {
+        if status.is_waiting() {
+            self.waiting.insert(agent_name.to_string());
+        } else {
+            self.waiting.remove(agent_name);
+        }
+    }
+
     fn remove(&mut self, agent_name: &str) {
+        self.waiting.remove(agent_name);
         if let Some(old) = self.assignments.remove(agent_name)
-            && let Some(agents) = self.by_node.get_mut(&old.node_id)
+            && let Some(node) = self.by_node.get_mut(&old.node_id)
         {
-            agents.remove(agent_name);
-            if agents.is_empty() {
+            node.names.remove(agent_name);
+            node.digest.remove(agent_name);
+            if node.names.is_empty() {
                 self.by_node.remove(&old.node_id);
             }
         }
@@ -166,17 +187,53 @@ impl State {
     }
 
     pub fn count_on(&self, node_id: &str) -> usize {
-        self.by_node.get(node_id).map_or(0, BTreeSet::len)
+        self.by_node.get(node_id).map_or(0, |n| n.names.len())
     }
 
     /// Agents on `node_id`, by name.
     pub fn agents_on(&self, node_id: &str) -> Vec<&Assignment> {
+        self.names_on(node_id)
+            .filter_map(|a| self.assignments.get(a))
+            .collect()
+    }
+
+    /// Names of the agents on `node_id` (waiting ones included: their node has not
+    /// been told to stop them), in order.
+    pub fn names_on(&self, node_id: &str) -> impl Iterator<Item = &str> {
         self.by_node
             .get(node_id)
             .into_iter()
-            .flatten()
-            .filter_map(|a| self.assignments.get(a))
-            .collect()
+            .flat_map(|n| n.names.iter().map(String::as_str))
+    }
+
+    /// The digest of the agents on `node_id`, as its heartbeats should report it.
+    pub fn digest_of(&self, node_id: &str) -> DigestSum {
+        self.by_node
+            .get(node_id)
+            .map_or_else(DigestSum::default, |n| n.digest)
+    }
+
+    /// Agents waiting for a node, by name.
+    pub fn waiting(&self) -> impl Iterator<Item = &Assignment> {
+        self.waiting.iter().filter_map(|a| self.assignments.get(a))
+    }
+
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// How many assignments have each status (every status present, zeros included).
+    pub fn count_by_status(&self) -> BTreeMap<AssignmentStatus, usize> {
+        let mut counts: BTreeMap<AssignmentStatus, usize> =
+            AssignmentStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for a in self.waiting() {
+            *counts.entry(a.status).or_default() += 1;
+        }
+        counts.insert(
+            AssignmentStatus::Running,
+            self.assignments.len() - self.waiting.len(),
+        );
+        counts
     }
 
     /// Nodes holding at least one agent.
@@ -187,11 +244,14 @@ impl State {
     /// The answer an assign request already has: the result of the same
     /// `request_id`, or the agent's current assignment.
     pub fn existing(&self, req: &AssignRequest) -> Option<Assignment> {
-        req.request_id
-            .as_ref()
-            .and_then(|r| self.requests.get(r))
+        self.answered(req.request_id.as_deref())
             .or_else(|| self.assignments.get(&req.agent_name))
             .cloned()
+    }
+
+    /// The assignment a request with this `request_id` produced, if one did.
+    pub fn answered(&self, request_id: Option<&str>) -> Option<&Assignment> {
+        request_id.and_then(|r| self.requests.get(r))
     }
 
     /// The change placing a new agent on `node_id`.
@@ -218,6 +278,7 @@ impl State {
             labels: req.labels.clone(),
             request_id: req.request_id.clone(),
             candidates,
+            resources: req.resources,
         }
     }
 
@@ -247,13 +308,13 @@ impl State {
             labels: current.labels.clone(),
             request_id: None,
             candidates: None,
+            resources: current.resources,
         })
     }
 
     /// The change moving `agent_name` off its node: to `to`, or, with `to` `None`,
     /// marking it as waiting for one. `None` if there is nothing to record (no such
     /// agent, or already marked waiting).
-    #[allow(clippy::too_many_arguments)]
     pub fn move_change(
         &self,
         author: &Author,
@@ -268,13 +329,16 @@ impl State {
         if to.is_none() && current.status == waiting {
             return None;
         }
-        // An agent that already waited and is now placed is "reassigned".
-        let action = match (to, current.status) {
-            (Some(_), AssignmentStatus::Orphaned | AssignmentStatus::Migrating) => {
+        // An agent that already waited and is now placed is "reassigned"; an
+        // operator's move is always "migrated".
+        let action = match (to, current.status, kind) {
+            (_, _, MoveKind::Operator) => kind.action(),
+            (Some(_), AssignmentStatus::Orphaned | AssignmentStatus::Migrating, _) => {
                 AssignmentAction::Reassigned
             }
             _ => kind.action(),
         };
+
         Some(Change {
             event_id: new_event_id(),
             action,
@@ -294,6 +358,7 @@ impl State {
             labels: current.labels.clone(),
             request_id: current.request_id.clone(),
             candidates,
+            resources: current.resources,
         })
     }
 }
@@ -305,25 +370,36 @@ pub enum MoveKind {
     Orphan,
     /// Its node is draining.
     Drain,
+    /// An operator asked (`move`).
+    Operator,
 }
 
 impl MoveKind {
     pub fn action(self) -> AssignmentAction {
         match self {
             MoveKind::Orphan => AssignmentAction::Orphaned,
-            MoveKind::Drain => AssignmentAction::Migrated,
+            MoveKind::Drain | MoveKind::Operator => AssignmentAction::Migrated,
         }
     }
     pub fn reason(self) -> &'static str {
         match self {
             MoveKind::Orphan => "orphaned",
             MoveKind::Drain => "drained",
+            MoveKind::Operator => "operator",
         }
     }
     fn waiting_status(self) -> AssignmentStatus {
         match self {
             MoveKind::Orphan => AssignmentStatus::Orphaned,
-            MoveKind::Drain => AssignmentStatus::Migrating,
+            MoveKind::Drain | MoveKind::Operator => AssignmentStatus::Migrating,
+        }
+    }
+
+    /// The kind of move that continues a waiting agent's wait.
+    pub fn resuming(status: AssignmentStatus) -> MoveKind {
+        match status {
+            AssignmentStatus::Migrating => MoveKind::Drain,
+            _ => MoveKind::Orphan,
         }
     }
 }

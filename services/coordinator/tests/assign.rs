@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use shoal_protocol::{
-    AgentAction, AgentNotice, AssignRequest, AssignmentAction, AssignmentEvent, ErrorCode,
+    AgentNotice, AssignRequest, AssignmentAction, AssignmentEvent, ErrorCode,
     ListAssignmentsRequest, NodeStatus, Subjects,
 };
 use shoal_testkit::{NatsServer, wait_for};
@@ -44,9 +44,23 @@ async fn pinned_assignments_are_idempotent_readable_everywhere_and_notified() {
     // The same request_id again: the first result, nothing new written.
     let again = shoal.assign(&req).await.unwrap();
     assert_eq!(again, first);
-    // The same agent under another request: its current assignment.
-    let other = shoal.assign(&pinned("agent-a", "n1")).await.unwrap();
-    assert_eq!(other.node_id, "n2");
+    // The same agent under another request: its current assignment, when the pin
+    // agrees or there is none; a pin elsewhere is a conflict naming where it is.
+    let same = shoal.assign(&pinned("agent-a", "n2")).await.unwrap();
+    assert_eq!(same.node_id, "n2");
+    let unpinned = AssignRequest {
+        node_id: None,
+        ..pinned("agent-a", "n2")
+    };
+    assert_eq!(shoal.assign(&unpinned).await.unwrap().node_id, "n2");
+    let e = shoal.assign(&pinned("agent-a", "n1")).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Conflict), "{e}");
+    let shoal_protocol::ClientError::Service(conflict) = &e else {
+        panic!("{e}")
+    };
+    let details = conflict.details.as_ref().unwrap();
+    assert_eq!(details["node_id"], "n2", "{details}");
+    assert!(conflict.message.contains("move"), "{}", conflict.message);
 
     let notice: AgentNotice = serde_json::from_slice(
         &tokio::time::timeout(LONG, notices.next())
@@ -56,13 +70,12 @@ async fn pinned_assignments_are_idempotent_readable_everywhere_and_notified() {
             .payload,
     )
     .unwrap();
+    let AgentNotice::Start(start) = notice else {
+        panic!("{notice:?}")
+    };
     assert_eq!(
-        (
-            notice.action,
-            notice.agent_name.as_str(),
-            notice.node_id.as_str()
-        ),
-        (AgentAction::Start, "agent-a", "n2")
+        (start.agent_name.as_str(), start.node_id.as_str()),
+        ("agent-a", "n2")
     );
     let event: AssignmentEvent = serde_json::from_slice(
         &tokio::time::timeout(LONG, events.next())
@@ -136,7 +149,7 @@ async fn pinned_assignments_are_idempotent_readable_everywhere_and_notified() {
             .payload,
     )
     .unwrap();
-    assert_eq!(notice.action, AgentAction::Stop);
+    assert_eq!(notice.action(), "stop");
     let log = log_records(&client).await.unwrap();
     let counts = assigned_counts(&log);
     assert_eq!(

@@ -278,6 +278,14 @@ impl ShoalClient {
         )
         .await
     }
+    /// Fills in a `request_id` when there is none, so the retries this client makes
+    /// cannot move twice.
+    pub async fn move_agent(&self, req: &MoveRequest) -> Result<Assignment, ClientError> {
+        let mut req = req.clone();
+        req.request_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        self.call(Endpoint::CoordinatorMove, &req).await
+    }
     pub async fn get_assignment(&self, agent_name: &str) -> Result<Assignment, ClientError> {
         self.call(
             Endpoint::CoordinatorAssignmentsGet,

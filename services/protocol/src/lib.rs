@@ -10,6 +10,7 @@
 pub mod catalogue;
 pub mod client;
 pub mod decode;
+pub mod digest;
 pub mod error;
 pub mod reply;
 pub mod subjects;
@@ -18,6 +19,7 @@ pub mod validate;
 
 pub use client::{ClientError, ShoalClient};
 pub use decode::{MAX_PAYLOAD_BYTES, decode};
+pub use digest::{AgentsDigest, DigestSum};
 pub use error::{ErrorCode, ErrorEnvelope, ShoalError};
 pub use reply::respond;
 pub use subjects::{Endpoint, NodeSubjectKind, ServiceKind, Subjects};

@@ -83,6 +83,7 @@ pub enum Endpoint {
     BalancerStats,
     CoordinatorAssign,
     CoordinatorUnassign,
+    CoordinatorMove,
     CoordinatorAssignmentsGet,
     CoordinatorAssignmentsList,
     CoordinatorLeaderGet,
@@ -92,7 +93,7 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 20] = [
+    pub const ALL: [Endpoint; 21] = [
         Endpoint::RegistryNodesList,
         Endpoint::RegistryNodesGet,
         Endpoint::RegistryNodesRegister,
@@ -107,6 +108,7 @@ impl Endpoint {
         Endpoint::BalancerStats,
         Endpoint::CoordinatorAssign,
         Endpoint::CoordinatorUnassign,
+        Endpoint::CoordinatorMove,
         Endpoint::CoordinatorAssignmentsGet,
         Endpoint::CoordinatorAssignmentsList,
         Endpoint::CoordinatorLeaderGet,
@@ -129,6 +131,7 @@ impl Endpoint {
             | BalancerStats => ServiceKind::Balancer,
             CoordinatorAssign
             | CoordinatorUnassign
+            | CoordinatorMove
             | CoordinatorAssignmentsGet
             | CoordinatorAssignmentsList
             | CoordinatorLeaderGet
@@ -156,6 +159,7 @@ impl Endpoint {
             BalancerStats => "stats",
             CoordinatorAssign => "assign",
             CoordinatorUnassign => "unassign",
+            CoordinatorMove => "move",
             CoordinatorAssignmentsGet => "assignments.get",
             CoordinatorAssignmentsList => "assignments.list",
             CoordinatorLeaderGet => "leader.get",
@@ -177,6 +181,7 @@ impl Endpoint {
             self,
             Endpoint::CoordinatorAssign
                 | Endpoint::CoordinatorUnassign
+                | Endpoint::CoordinatorMove
                 | Endpoint::CoordinatorLeaderPromote
         )
     }

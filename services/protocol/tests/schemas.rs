@@ -64,6 +64,10 @@ fn assignment() -> Assignment {
         service: Some("wrapper".into()),
         labels: BTreeMap::new(),
         request_id: Some("r-1".into()),
+        resources: Some(Resources {
+            cpu: 2.5,
+            memory: 1.0,
+        }),
     }
 }
 
@@ -123,6 +127,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             active_agents: 3,
             uptime_s: 100,
             sent_at: at,
+            agents_digest: Some(DigestSum::of(["a1", "a2", "a3"]).digest()),
         }
     );
     sample!(
@@ -135,13 +140,15 @@ fn samples() -> BTreeMap<&'static str, Value> {
     );
     sample!(
         AgentNotice,
-        AgentNotice {
-            action: AgentAction::Start,
-            agent_name: "codex".into(),
+        AgentNotice::Sync(AgentSync {
             node_id: "node-1".into(),
+            agents: vec!["codex".into(), "claude".into()],
             epoch: 7,
             at,
-        }
+            part: 1,
+            parts: 1,
+            digest: DigestSum::of(["codex", "claude"]).digest(),
+        })
     );
     sample!(
         SyncRequest,
@@ -212,6 +219,10 @@ fn samples() -> BTreeMap<&'static str, Value> {
             labels: BTreeMap::from([("zone".into(), "a".into())]),
             strategy: Some(Strategy::Weighted),
             exclude: vec!["node-3".into()],
+            resources: Some(Resources {
+                cpu: 5.0,
+                memory: 2.0,
+            }),
         }
     );
     sample!(
@@ -270,6 +281,15 @@ fn samples() -> BTreeMap<&'static str, Value> {
             labels: BTreeMap::new(),
             node_id: None,
             request_id: Some("r-1".into()),
+            resources: None,
+        }
+    );
+    sample!(
+        MoveRequest,
+        MoveRequest {
+            agent_name: "codex".into(),
+            node_id: Some("node-2".into()),
+            request_id: Some("r-2".into()),
         }
     );
     sample!(Assignment, assignment());
@@ -366,6 +386,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             reason: "drained".into(),
             epoch: 7,
             at,
+            resources: None,
         }
     );
     sample!(
@@ -387,6 +408,12 @@ fn samples() -> BTreeMap<&'static str, Value> {
             balancer: Some(balancer_stats),
             reassignments_paused: false,
             reassignments: 0,
+            agents_by_status: BTreeMap::from([
+                (AssignmentStatus::Running, 7),
+                (AssignmentStatus::Orphaned, 1),
+                (AssignmentStatus::Migrating, 0),
+            ]),
+            waiting_agents: 1,
         }
     );
     sample!(Empty, Empty {});
@@ -524,4 +551,35 @@ fn asyncapi_lists_every_subject_with_publishers_and_subscribers() {
             assert!(refs.contains("ErrorEnvelope"), "{id}");
         }
     }
+}
+
+#[test]
+fn start_and_stop_notices_keep_their_wire_form_and_match_the_schema() {
+    let at = Utc.with_ymd_and_hms(2026, 2, 10, 8, 0, 0).unwrap();
+    let start = AgentNotice::Start(AgentChange {
+        agent_name: "codex".into(),
+        node_id: "node-1".into(),
+        epoch: 7,
+        at,
+    });
+    let json = serde_json::to_value(&start).unwrap();
+    assert_eq!(
+        json,
+        json!({"action": "start", "agent_name": "codex", "node_id": "node-1", "epoch": 7, "at": "2026-02-10T08:00:00Z"})
+    );
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(committed_dir().join("AgentNotice.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    assert!(validator.is_valid(&json));
+    let mut stop = json.clone();
+    stop["action"] = json!("stop");
+    assert!(validator.is_valid(&stop));
+    // A sync without its list is not a notice.
+    assert!(!validator.is_valid(
+        &json!({"action": "sync", "node_id": "node-1", "epoch": 7, "at": "2026-02-10T08:00:00Z"})
+    ));
+    let decoded: AgentNotice = decode(serde_json::to_vec(&stop).unwrap().as_slice()).unwrap();
+    assert_eq!(decoded.action(), "stop");
 }

@@ -40,6 +40,7 @@ fn heartbeat(id: &str, seq: u64, agents: u32) -> Heartbeat {
         active_agents: agents,
         uptime_s: 100,
         sent_at: Utc::now(),
+        agents_digest: None,
     }
 }
 

@@ -496,13 +496,12 @@ async fn drain_filters_and_stats_agree_on_both_replicas() -> Result<()> {
 
     // Agents told to n1 show in its heartbeats, then in capacity and stats.
     for agent in ["a1", "a2", "a3"] {
-        let notice = shoal_protocol::AgentNotice {
-            action: shoal_protocol::AgentAction::Start,
+        let notice = shoal_protocol::AgentNotice::Start(shoal_protocol::AgentChange {
             agent_name: agent.into(),
             node_id: "n1".into(),
             epoch: 1,
             at: chrono::Utc::now(),
-        };
+        });
         c.nats()
             .publish(
                 c.subjects().node_agents("n1"),

@@ -6,6 +6,7 @@ use std::fmt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::coordinator::Resources;
 use super::node::Node;
 use crate::ShoalError;
 use crate::validate::{self, Validate};
@@ -83,6 +84,10 @@ pub struct SelectRequest {
     /// Node ids not to pick.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// What the work will use on the node; counted against the picked node's
+    /// estimated load at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 impl Validate for SelectRequest {
@@ -91,7 +96,8 @@ impl Validate for SelectRequest {
             validate::non_empty_text("service", s)?;
         }
         validate::labels("labels", &self.labels)?;
-        validate::short_list("exclude", &self.exclude)
+        validate::short_list("exclude", &self.exclude)?;
+        self.resources.as_ref().map_or(Ok(()), Validate::validate)
     }
 }
 

@@ -26,6 +26,31 @@ pub struct AssignRequest {
     /// Makes retries safe: a repeated request_id returns the first result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// What the agent is expected to use on its node. Without it the balancer counts
+    /// the node's observed per-agent average, or its configured default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// What one agent is expected to use, in the units nodes report in heartbeats:
+/// percent of the node's CPU and of its memory (as Kubernetes requests and Nomad
+/// resources are for their schedulers). A placement adds it to the node's estimated
+/// load at once, so a burst spreads instead of piling onto the node that looked idle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Resources {
+    /// Percent of the node's CPU, 0 to 100.
+    #[serde(default)]
+    pub cpu: f64,
+    /// Percent of the node's memory, 0 to 100.
+    #[serde(default)]
+    pub memory: f64,
+}
+
+impl Validate for Resources {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::percent("resources.cpu", self.cpu)?;
+        validate::percent("resources.memory", self.memory)
+    }
 }
 
 impl Validate for AssignRequest {
@@ -35,6 +60,29 @@ impl Validate for AssignRequest {
             validate::non_empty_text("service", s)?;
         }
         validate::labels("labels", &self.labels)?;
+        validate::optional_id("node_id", self.node_id.as_deref())?;
+        if let Some(r) = &self.request_id {
+            validate::non_empty_text("request_id", r)?;
+        }
+        self.resources.as_ref().map_or(Ok(()), Validate::validate)
+    }
+}
+
+/// `move`: move a placed agent to the named node, or to the balancer's pick among the
+/// other nodes. Recorded as `migrated` with reason `operator`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MoveRequest {
+    pub agent_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Makes retries safe: a repeated request_id returns the first result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Validate for MoveRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("agent_name", &self.agent_name)?;
         validate::optional_id("node_id", self.node_id.as_deref())?;
         if let Some(r) = &self.request_id {
             validate::non_empty_text("request_id", r)?;
@@ -56,6 +104,25 @@ pub enum AssignmentStatus {
     Migrating,
 }
 
+impl AssignmentStatus {
+    pub const ALL: [AssignmentStatus; 3] = [
+        AssignmentStatus::Running,
+        AssignmentStatus::Orphaned,
+        AssignmentStatus::Migrating,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentStatus::Running => "running",
+            AssignmentStatus::Orphaned => "orphaned",
+            AssignmentStatus::Migrating => "migrating",
+        }
+    }
+    /// Orphaned or migrating: the agent waits for a node that can take it.
+    pub fn is_waiting(self) -> bool {
+        self != AssignmentStatus::Running
+    }
+}
+
 /// An agent's current placement; the reply of `assign` and `assignments.get`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Assignment {
@@ -71,6 +138,8 @@ pub struct Assignment {
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 /// `unassign`, `assignments.get`.
@@ -277,6 +346,10 @@ pub struct AssignmentEvent {
     pub reason: String,
     pub epoch: u64,
     pub at: DateTime<Utc>,
+    /// The agent's resource request, if it has one (the balancer counts it against
+    /// the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 impl Validate for AssignmentEvent {}
@@ -314,4 +387,11 @@ pub struct ClusterStats {
     pub reassignments_paused: bool,
     #[serde(default)]
     pub reassignments: u64,
+    /// Assignments by status (`running`, `orphaned`, `migrating`).
+    #[serde(default)]
+    pub agents_by_status: BTreeMap<AssignmentStatus, usize>,
+    /// Agents waiting for a node (orphaned or migrating): placed as soon as a node can
+    /// take them.
+    #[serde(default)]
+    pub waiting_agents: usize,
 }

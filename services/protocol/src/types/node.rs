@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ShoalError;
+use crate::digest::AgentsDigest;
 use crate::validate::{self, Validate};
 
 /// A node's role, as in the Go wrapper's node model.
@@ -140,6 +141,11 @@ pub struct Heartbeat {
     pub active_agents: u32,
     pub uptime_s: u64,
     pub sent_at: DateTime<Utc>,
+    /// Count and order-independent hash of the agents the node runs (see
+    /// `digest.rs`); the coordinator leader sends a `sync` when it disagrees. Nodes that
+    /// leave it out are never checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_digest: Option<AgentsDigest>,
 }
 
 impl Validate for Heartbeat {
@@ -170,17 +176,21 @@ impl Validate for Leave {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentAction {
-    Start,
-    Stop,
+/// `<prefix>.node.<id>.agents`: what the coordinator tells a node. `start` and `stop`
+/// name one agent; `sync` lists every agent assigned to the node, and the node makes
+/// its own set equal to it. The leader sends a sync whenever the node announces and
+/// whenever the node's heartbeat digest disagrees with its own for two heartbeats.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum AgentNotice {
+    Start(AgentChange),
+    Stop(AgentChange),
+    Sync(AgentSync),
 }
 
-/// `<prefix>.node.<id>.agents`: the coordinator tells a node to start or stop an agent.
+/// A `start` or `stop` notice: one agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct AgentNotice {
-    pub action: AgentAction,
+pub struct AgentChange {
     pub agent_name: String,
     pub node_id: String,
     /// The coordinator epoch that made the decision; a node may ignore notices from an
@@ -189,10 +199,75 @@ pub struct AgentNotice {
     pub at: DateTime<Utc>,
 }
 
+/// A `sync` notice: every agent assigned to the node. A list too long for one NATS
+/// message comes in `parts` messages, sent back to back; the node replaces its set once
+/// it holds parts 1 to `parts` of the same sync.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentSync {
+    pub node_id: String,
+    /// This part's share of the node's agents (all of them when `parts` is 1).
+    pub agents: Vec<String>,
+    pub epoch: u64,
+    pub at: DateTime<Utc>,
+    /// 1-based number of this part.
+    #[serde(default = "one")]
+    pub part: u32,
+    /// How many parts the list was split into.
+    #[serde(default = "one")]
+    pub parts: u32,
+    /// The whole list's digest, as the node's heartbeats report it.
+    pub digest: AgentsDigest,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl AgentNotice {
+    pub fn node_id(&self) -> &str {
+        match self {
+            AgentNotice::Start(c) | AgentNotice::Stop(c) => &c.node_id,
+            AgentNotice::Sync(s) => &s.node_id,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        match self {
+            AgentNotice::Start(c) | AgentNotice::Stop(c) => c.epoch,
+            AgentNotice::Sync(s) => s.epoch,
+        }
+    }
+
+    /// The `action` field's value.
+    pub fn action(&self) -> &'static str {
+        match self {
+            AgentNotice::Start(_) => "start",
+            AgentNotice::Stop(_) => "stop",
+            AgentNotice::Sync(_) => "sync",
+        }
+    }
+}
+
 impl Validate for AgentNotice {
     fn validate(&self) -> Result<(), ShoalError> {
-        validate::id("agent_name", &self.agent_name)?;
-        validate::id("node_id", &self.node_id)
+        validate::id("node_id", self.node_id())?;
+        match self {
+            AgentNotice::Start(c) | AgentNotice::Stop(c) => {
+                validate::id("agent_name", &c.agent_name)
+            }
+            AgentNotice::Sync(s) => {
+                if s.parts == 0 || s.part == 0 || s.part > s.parts {
+                    return Err(validate::field_error(
+                        "part",
+                        format!(
+                            "part must be from 1 to parts, got {} of {}",
+                            s.part, s.parts
+                        ),
+                    ));
+                }
+                s.agents.iter().try_for_each(|a| validate::id("agents", a))
+            }
+        }
     }
 }
 
