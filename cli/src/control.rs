@@ -130,13 +130,26 @@ pub async fn down(paths: &Paths) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     } else {
-        for i in state.instances.iter().rev().filter(|i| alive(i.pid)) {
-            let sig = if i.kind == Kind::Postgres {
-                nix::sys::signal::Signal::SIGINT
-            } else {
-                nix::sys::signal::Signal::SIGTERM
-            };
-            signal(i.pid, sig);
+        // `shoal up` is gone: stop what it left, one kind at a time, in its order.
+        for rank in 0..=Kind::NatsServer.stop_rank() {
+            let group: Vec<_> = state
+                .instances
+                .iter()
+                .filter(|i| i.kind.stop_rank() == rank && alive(i.pid))
+                .collect();
+            for i in &group {
+                let sig = if i.kind == Kind::Postgres {
+                    nix::sys::signal::Signal::SIGINT
+                } else {
+                    nix::sys::signal::Signal::SIGTERM
+                };
+                signal(i.pid, sig);
+            }
+            let started = Instant::now();
+            while group.iter().any(|i| alive(i.pid)) && started.elapsed() < Duration::from_secs(10)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         paths.clear();
     }

@@ -19,8 +19,18 @@ fn service_of(command: &Command) -> &'static str {
 fn writes_through_leader(command: &Command) -> bool {
     matches!(
         command,
-        Command::Assign { .. } | Command::Unassign { .. } | Command::Promote { .. }
+        Command::Assign { .. }
+            | Command::Unassign { .. }
+            | Command::Move { .. }
+            | Command::Promote { .. }
     )
+}
+
+/// Whether an error's details name a node (`node_id`) rather than only an agent.
+fn names_a_node(e: &shoal_protocol::ShoalError) -> bool {
+    e.details
+        .as_ref()
+        .is_some_and(|d| d.get("node_id").is_some())
 }
 
 /// The error as a user should read it: what happened, then what to try.
@@ -38,18 +48,29 @@ pub fn explain(command: &Command, error: &ClientError) -> String {
             "the {service} did not answer on {subject} within {timeout:?} — it may be overloaded or stuck; see `shoal logs {service}` or retry with --timeout"
         ),
         ClientError::Service(e) => {
+            let pinned_elsewhere = e
+                .details
+                .as_ref()
+                .is_some_and(|d| d.get("requested_node_id").is_some());
             let hint = match e.code {
                 ErrorCode::NotFound => match command {
                     Command::Node { .. } | Command::Drain { .. } | Command::Undrain { .. } => {
                         " — list nodes with `shoal nodes`"
                     }
                     Command::Promote { .. } => " — see the coordinators with `shoal status`",
+                    _ if names_a_node(e) => " — list nodes with `shoal nodes`",
                     _ => " — list assignments with `shoal assignments`",
                 },
+                ErrorCode::Conflict if pinned_elsewhere => {
+                    " — see where it runs with `shoal assignments`"
+                }
+                ErrorCode::Conflict => {
+                    " — the node cannot take agents now; see its status with `shoal nodes`, or let the balancer pick (drop --node)"
+                }
                 ErrorCode::NoCapacity => " — see node status and capacity with `shoal nodes`",
                 ErrorCode::NotLeader => " — a leader election is under way; retry in a few seconds (`shoal leader`)",
                 ErrorCode::Unavailable => " — a dependency is down; see `shoal status` and `shoal logs`",
-                ErrorCode::BadRequest | ErrorCode::Conflict | ErrorCode::Internal => "",
+                ErrorCode::BadRequest | ErrorCode::Internal => "",
             };
             format!("{} ({}){hint}", e.message, e.code)
         }
@@ -73,6 +94,41 @@ mod tests {
         );
         assert!(text.contains("no coordinator leader yet"), "{text}");
         assert!(text.contains("shoal status"), "{text}");
+    }
+
+    #[test]
+    fn every_pin_error_points_where_to_look() {
+        let assign = Command::Assign {
+            agent: "agent-9".into(),
+            service: None,
+            labels: vec![],
+            node: Some("node-99".into()),
+        };
+        let unknown_node = ShoalError::not_found("no node with id \"node-99\"")
+            .with_details(serde_json::json!({ "node_id": "node-99" }));
+        let text = explain(&assign, &ClientError::Service(unknown_node.clone()));
+        assert!(text.ends_with("list nodes with `shoal nodes`"), "{text}");
+        let moving = Command::Move {
+            agent: "agent-9".into(),
+            node: Some("node-99".into()),
+        };
+        let text = explain(&moving, &ClientError::Service(unknown_node));
+        assert!(text.ends_with("list nodes with `shoal nodes`"), "{text}");
+        let unknown_agent = ShoalError::not_found("agent \"ghost\" has no assignment")
+            .with_details(serde_json::json!({ "agent_name": "ghost" }));
+        let text = explain(&moving, &ClientError::Service(unknown_agent));
+        assert!(text.ends_with("`shoal assignments`"), "{text}");
+        let offline = ShoalError::conflict("node \"node-2\" is offline and cannot take agents")
+            .with_details(serde_json::json!({ "node_id": "node-2" }));
+        let text = explain(&assign, &ClientError::Service(offline));
+        assert!(text.contains("see its status with `shoal nodes`"), "{text}");
+        let elsewhere = ShoalError::conflict(
+            "agent \"agent-9\" is already on node \"node-1\": to move it, use move (shoal move agent-9 --node node-2)",
+        )
+        .with_details(serde_json::json!({ "node_id": "node-1", "requested_node_id": "node-2" }));
+        let text = explain(&assign, &ClientError::Service(elsewhere));
+        assert!(text.contains("shoal move agent-9 --node node-2"), "{text}");
+        assert!(text.ends_with("`shoal assignments`"), "{text}");
     }
 
     #[test]

@@ -132,7 +132,16 @@ pub enum Command {
     },
     /// Remove an agent's assignment.
     Unassign { agent: String },
-    /// Current assignments.
+    /// Move a placed agent: to the named node, or (without --node) wherever the
+    /// balancer picks among the other nodes. Recorded as `migrated` by `operator`.
+    Move {
+        agent: String,
+        /// Move it to this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Current assignments; `--status orphaned` (or `migrating`) lists the agents
+    /// waiting for a node.
     Assignments {
         #[arg(long)]
         node: Option<String>,
@@ -282,16 +291,7 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     one_of(s, &Strategy::ALL, Strategy::as_str)
 }
 fn parse_assignment_status(s: &str) -> Result<AssignmentStatus, String> {
-    let all = [
-        AssignmentStatus::Running,
-        AssignmentStatus::Orphaned,
-        AssignmentStatus::Migrating,
-    ];
-    one_of(s, &all, |v| match v {
-        AssignmentStatus::Running => "running",
-        AssignmentStatus::Orphaned => "orphaned",
-        AssignmentStatus::Migrating => "migrating",
-    })
+    one_of(s, &AssignmentStatus::ALL, AssignmentStatus::as_str)
 }
 
 #[cfg(test)]
@@ -349,6 +349,7 @@ mod tests {
             "promote",
             "assign",
             "unassign",
+            "move",
             "assignments",
             "history",
             "strategy",

@@ -31,6 +31,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// When a kind stops, first to last: coordinators before the nodes, so a clean
+    /// stop moves no agent; the services before the servers they need.
+    pub fn stop_rank(self) -> u8 {
+        match self {
+            Kind::Coordinator => 0,
+            Kind::Announcer => 1,
+            Kind::Balancer | Kind::Registry => 2,
+            Kind::Postgres => 3,
+            Kind::NatsServer => 4,
+        }
+    }
+
     /// The NATS micro service name, for services.
     pub fn service_name(self) -> Option<&'static str> {
         match self {

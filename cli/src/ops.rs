@@ -97,6 +97,21 @@ pub async fn run(
                 )
             })
         }
+        Command::Move { agent, node } => {
+            let assignment = client
+                .move_agent(&MoveRequest {
+                    agent_name: agent.clone(),
+                    node_id: node.clone(),
+                    request_id: None,
+                })
+                .await?;
+            render(as_json, &assignment, || {
+                format!(
+                    "{} → {} (epoch {})",
+                    assignment.agent_name, assignment.node_id, assignment.epoch
+                )
+            })
+        }
         Command::Unassign { agent } => {
             let reply = client.unassign(agent).await?;
             render(as_json, &reply, || {
@@ -117,12 +132,23 @@ pub async fn run(
                     t.row(vec![
                         a.agent_name.clone(),
                         a.node_id.clone(),
-                        json_word(&a.status),
+                        a.status.as_str().to_string(),
                         a.epoch.to_string(),
                         a.assigned_at.to_rfc3339(),
                     ]);
                 }
-                format!("{}\n{} assignment(s)", t.render(), list.count)
+                let waiting = list
+                    .assignments
+                    .iter()
+                    .filter(|a| a.status.is_waiting())
+                    .count();
+                let note = match waiting {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} waiting for a node that can take them (their NODE is where they were)"
+                    ),
+                };
+                format!("{}\n{} assignment(s){note}", t.render(), list.count)
             })
         }
         Command::History {
@@ -184,14 +210,6 @@ fn render<T: Serialize>(as_json: bool, value: &T, human: impl FnOnce() -> String
     if as_json { json(value) } else { human() }
 }
 
-/// A serde enum's JSON word (`running`), for table cells.
-fn json_word<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 fn nodes_table(nodes: &[Node]) -> String {
     let mut t = Table::new(vec![
         "ID",
@@ -249,6 +267,22 @@ fn node_fields(n: &Node) -> String {
     ])
 }
 
+/// `12 (10 running, 2 waiting: 2 orphaned, 0 migrating)`.
+fn assignments_line(s: &ClusterStats) -> String {
+    let count = |status| s.agents_by_status.get(&status).copied().unwrap_or(0);
+    if s.waiting_agents == 0 {
+        return format!("{} (all running)", s.total_assignments);
+    }
+    format!(
+        "{} ({} running, {} waiting: {} orphaned, {} migrating — see `shoal assignments --status orphaned`)",
+        s.total_assignments,
+        count(AssignmentStatus::Running),
+        s.waiting_agents,
+        count(AssignmentStatus::Orphaned),
+        count(AssignmentStatus::Migrating),
+    )
+}
+
 fn stats_text(s: &ClusterStats) -> String {
     let mut pairs = vec![
         ("answered by", s.local_node.clone()),
@@ -258,7 +292,7 @@ fn stats_text(s: &ClusterStats) -> String {
                 format!("{} (epoch {})", l.coordinator_id, l.epoch)
             }),
         ),
-        ("assignments", s.total_assignments.to_string()),
+        ("assignments", assignments_line(s)),
         (
             "reassignments",
             format!(

@@ -1,7 +1,8 @@
 //! `shoal up`: the whole control plane on this machine, in the foreground. Starts
 //! what is not given by URL (nats-server with JetStream, Postgres), then registry,
 //! balancer, two coordinators and N announcers; Ctrl-C (or `shoal down`) stops them
-//! in order: nodes, services, then the servers.
+//! in order: coordinators (so a clean stop moves no agent), nodes, services, then the
+//! servers.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -461,24 +462,35 @@ async fn supervise(running: &mut [Running], signals: &mut Signals) {
     }
 }
 
-/// Stops in reverse start order (nodes, services, Postgres, nats-server): each gets
-/// SIGTERM (SIGINT for Postgres: fast shutdown) and 10 s before SIGKILL.
+/// Stops in [`Kind::stop_rank`] order (coordinators, nodes, services, Postgres,
+/// nats-server), one kind at a time: each process of the kind gets SIGTERM (SIGINT
+/// for Postgres: fast shutdown), then 10 s before SIGKILL.
 async fn stop_all(running: &mut Vec<Running>) {
-    while let Some(mut r) = running.pop() {
-        let signal = if r.instance.kind == Kind::Postgres {
-            Signal::SIGINT
-        } else {
-            Signal::SIGTERM
-        };
-        if let Ok(pid) = i32::try_from(r.instance.pid) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    running.sort_by_key(|r| r.instance.kind.stop_rank());
+    for rank in 0..=Kind::NatsServer.stop_rank() {
+        let split = running
+            .iter()
+            .position(|r| r.instance.kind.stop_rank() > rank)
+            .unwrap_or(running.len());
+        let mut group: Vec<Running> = running.drain(..split).collect();
+        for r in &group {
+            let signal = if r.instance.kind == Kind::Postgres {
+                Signal::SIGINT
+            } else {
+                Signal::SIGTERM
+            };
+            if let Ok(pid) = i32::try_from(r.instance.pid) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+            }
         }
-        if tokio::time::timeout(Duration::from_secs(10), r.child.wait())
-            .await
-            .is_err()
-        {
-            eprintln!("{} did not stop within 10 s; killing it", r.instance.name);
-            let _ = r.child.kill().await;
+        for r in &mut group {
+            if tokio::time::timeout(Duration::from_secs(10), r.child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!("{} did not stop within 10 s; killing it", r.instance.name);
+                let _ = r.child.kill().await;
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `shoal watch`: nodes, leader and recent events, redrawn every second.
+//! `shoal watch`: the leader, agents (waiting ones stand out), nodes and recent
+//! events, redrawn every second.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -87,6 +88,14 @@ async fn screen(client: &ShoalClient, recent: &VecDeque<String>) -> String {
         }),
         Err(e) => format!("unknown ({})", e.code()),
     };
+    let agents = match client.cluster_stats().await {
+        Ok(s) if s.waiting_agents > 0 => format!(
+            "agents: {} — {} WAITING for a node (`shoal assignments --status orphaned`)",
+            s.total_assignments, s.waiting_agents
+        ),
+        Ok(s) => format!("agents: {} (all running)", s.total_assignments),
+        Err(e) => format!("agents: unknown ({})", e.code()),
+    };
     let nodes = match client.list_nodes(&ListNodesRequest::default()).await {
         Ok(list) => {
             let mut t = Table::new(vec!["NODE", "STATUS", "AGENTS", "CPU%", "LAST SEEN"]);
@@ -106,7 +115,7 @@ async fn screen(client: &ShoalClient, recent: &VecDeque<String>) -> String {
     let events: Vec<&str> = recent.iter().map(String::as_str).collect();
     // Clear the screen and home the cursor, then draw.
     format!(
-        "\x1b[2J\x1b[H{}  leader: {leader}\n\n{nodes}\n\nrecent events\n{}",
+        "\x1b[2J\x1b[H{}  leader: {leader}\n{agents}\n\n{nodes}\n\nrecent events\n{}",
         chrono::Utc::now().format("%H:%M:%S"),
         if events.is_empty() {
             "  (none yet)".to_string()

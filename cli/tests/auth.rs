@@ -284,6 +284,23 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
         })
         .await?;
     assert_eq!(pinned.node_id, "node-3");
+    // An operator's move, and back (both nodes must be allowed their notices).
+    let moved = ops
+        .move_agent(&shoal_protocol::MoveRequest {
+            agent_name: "auth-pinned".into(),
+            node_id: Some("node-1".into()),
+            request_id: None,
+        })
+        .await?;
+    assert_eq!(moved.node_id, "node-1");
+    let back = ops
+        .move_agent(&shoal_protocol::MoveRequest {
+            agent_name: "auth-pinned".into(),
+            node_id: Some("node-3".into()),
+            request_id: None,
+        })
+        .await?;
+    assert_eq!(back.node_id, "node-3");
 
     // Draining exercises the coordinator's migrations (events, node agents subjects).
     ops.drain_node("node-3").await?;

@@ -5,14 +5,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+
 use shoal_protocol::{
-    Assignment, AssignmentAction, AssignmentList, HistoryReply, LeaderReply, Node, NodeList,
-    NodeStatus, PromoteReply,
+    Assignment, AssignmentAction, AssignmentList, AssignmentStatus, HistoryReply, LeaderReply,
+    Node, NodeList, NodeStatus, PromoteReply,
 };
 use shoal_testkit::ports::free_port;
 use shoal_testkit::{ServiceProcess, nats_server_binary, wait_for};
@@ -23,9 +25,37 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// One CLI invocation.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 
+/// Where a `shoal up` keeps its state, and the ports it uses: kept across a
+/// `down` and the next `up`.
+struct Layout {
+    dir: Arc<tempfile::TempDir>,
+    nats_port: u16,
+    monitor_port: u16,
+    pg_port: u16,
+}
+
+impl Layout {
+    fn new() -> Result<Layout> {
+        let dir = tempfile::Builder::new().prefix("shoal-up-").tempdir()?;
+        // Postgres runs as the `postgres` user when the tests run as root: it must
+        // be able to reach its data directory under here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        Ok(Layout {
+            dir: Arc::new(dir),
+            nats_port: free_port(),
+            monitor_port: free_port(),
+            pg_port: free_port(),
+        })
+    }
+}
+
 /// A `shoal up` running in the foreground, and the `shoal` commands that talk to it.
 struct Stack {
-    dir: tempfile::TempDir,
+    dir: Arc<tempfile::TempDir>,
+    layout: (u16, u16, u16),
     nats_url: String,
     up: ServiceProcess,
     /// Every pid seen in `status`, killed on drop if still alive: `shoal up` runs
@@ -36,14 +66,28 @@ struct Stack {
 
 impl Stack {
     async fn up(extra: &[&str]) -> Result<Stack> {
-        let dir = tempfile::Builder::new().prefix("shoal-up-").tempdir()?;
-        // Postgres runs as the `postgres` user when the tests run as root: it must
-        // be able to reach its data directory under here.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )?;
-        let (nats_port, monitor_port, pg_port) = (free_port(), free_port(), free_port());
+        Stack::up_in(Layout::new()?, extra).await
+    }
+
+    /// `shoal up` again where this stack ran (after `down`): same directory, ports.
+    async fn again(&self, extra: &[&str]) -> Result<Stack> {
+        let (nats_port, monitor_port, pg_port) = self.layout;
+        let layout = Layout {
+            dir: self.dir.clone(),
+            nats_port,
+            monitor_port,
+            pg_port,
+        };
+        Stack::up_in(layout, extra).await
+    }
+
+    async fn up_in(layout: Layout, extra: &[&str]) -> Result<Stack> {
+        let Layout {
+            dir,
+            nats_port,
+            monitor_port,
+            pg_port,
+        } = layout;
         let mut args: Vec<String> = vec![
             "--dir".into(),
             dir.path().to_string_lossy().into_owned(),
@@ -69,6 +113,7 @@ impl Stack {
         up.wait_for_log("running; Ctrl-C", DEADLINE).await?;
         Ok(Stack {
             dir,
+            layout: (nats_port, monitor_port, pg_port),
             nats_url: format!("nats://127.0.0.1:{nats_port}"),
             up,
             seen: Mutex::new(Vec::new()),
@@ -367,5 +412,125 @@ async fn ctrl_c_stops_everything() -> Result<()> {
     all_gone(&pids).await?;
     println!("ctrl-c: everything stopped after {:?}", stopping.elapsed());
     assert!(!stack.state_file().exists());
+    Ok(())
+}
+
+/// Agents per node as `shoal assignments` lists them (running ones only) and as
+/// `shoal nodes` reports them (the nodes' own counts), once both agree and every
+/// agent is running on an online node.
+async fn converged(stack: &Stack, agents: usize) -> Option<BTreeMap<String, u32>> {
+    let list: AssignmentList = stack.json(&["assignments"]).await.ok()?;
+    let nodes: NodeList = stack.json(&["nodes"]).await.ok()?;
+    let online: BTreeMap<&str, u32> = nodes
+        .nodes
+        .iter()
+        .filter(|n| n.status == NodeStatus::Online)
+        .map(|n| (n.id.as_str(), n.active_agents))
+        .collect();
+    let mut assigned: BTreeMap<String, u32> = online.keys().map(|id| (id.to_string(), 0)).collect();
+    for a in &list.assignments {
+        if a.status != AssignmentStatus::Running || !online.contains_key(a.node_id.as_str()) {
+            return None;
+        }
+        *assigned.entry(a.node_id.clone()).or_default() += 1;
+    }
+    let reported: BTreeMap<String, u32> =
+        online.iter().map(|(id, n)| (id.to_string(), *n)).collect();
+    (list.count == agents && assigned == reported).then_some(assigned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_then_up_keeps_every_agent_running_where_its_node_says() -> Result<()> {
+    let mut stack = Stack::up(&["--nodes", "3"]).await?;
+    stack.online_nodes(3).await?;
+    stack.all_healthy(&FULL).await?;
+    let names: Vec<String> = (0..7).map(|i| format!("agent-{i}")).collect();
+    for name in &names {
+        let _: Assignment = wait_for("an assign to be accepted", DEADLINE, || async {
+            stack.json(&["assign", name]).await.ok()
+        })
+        .await?;
+    }
+    let before = wait_for("nodes to report their agents", DEADLINE, || {
+        converged(&stack, names.len())
+    })
+    .await?;
+
+    let down = stack.run(&["down"]).await?;
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    stack.up.wait_exit(Duration::from_secs(60)).await?;
+
+    let again = stack.again(&["--nodes", "3"]).await?;
+    let started = Instant::now();
+    let after = wait_for("every agent running where its node says", DEADLINE, || {
+        converged(&again, names.len())
+    })
+    .await?;
+    let took = started.elapsed();
+    println!(
+        "MEASURED down then up: {} agents running and reported by their nodes {took:?} after up",
+        names.len()
+    );
+    assert!(took <= Duration::from_secs(5), "converged after {took:?}");
+    assert_eq!(after, before, "agents moved on a clean stop and start");
+    // Nothing was reassigned: the coordinators stopped before the nodes.
+    let history: HistoryReply = again.json(&["history", "--limit", "100"]).await?;
+    let moved: Vec<_> = history
+        .history
+        .iter()
+        .filter(|r| r.action != AssignmentAction::Assigned)
+        .collect();
+    assert!(moved.is_empty(), "{moved:?}");
+    let down = again.run(&["down"]).await?;
+    assert!(down.status.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_conflicts_and_moves_from_the_command_line() -> Result<()> {
+    let stack = Stack::up(&["--nodes", "2", "--coordinators", "1"]).await?;
+    stack.online_nodes(2).await?;
+    let placed: Assignment = wait_for("an assign to be accepted", DEADLINE, || async {
+        stack
+            .json(&["assign", "mover", "--node", "node-1"])
+            .await
+            .ok()
+    })
+    .await?;
+    assert_eq!(placed.node_id, "node-1");
+    // Pinning it elsewhere is refused, saying where it is and what to run.
+    let out = stack.run(&["assign", "mover", "--node", "node-2"]).await?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already on node \"node-1\""), "{err}");
+    assert!(err.contains("shoal move mover --node node-2"), "{err}");
+    let moved: Assignment = stack.json(&["move", "mover", "--node", "node-2"]).await?;
+    assert_eq!(moved.node_id, "node-2");
+    let back: Assignment = stack.json(&["move", "mover"]).await?;
+    assert_eq!(
+        back.node_id, "node-1",
+        "the balancer's pick among the others"
+    );
+    let out = stack.run(&["move", "mover", "--node", "node-99"]).await?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("`shoal nodes`"), "{err}");
+    let history: HistoryReply = wait_for("the moves in history", DEADLINE, || async {
+        let h: HistoryReply = stack.json(&["history", "--agent", "mover"]).await.ok()?;
+        (h.history
+            .iter()
+            .filter(|r| r.action == AssignmentAction::Migrated && r.reason == "operator")
+            .count()
+            == 2)
+            .then_some(h)
+    })
+    .await?;
+    assert_eq!(history.count, 3, "{history:?}");
+    let down = stack.run(&["down"]).await?;
+    assert!(down.status.success());
     Ok(())
 }

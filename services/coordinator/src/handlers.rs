@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use shoal_protocol::{
     AgentNameRequest, AssignRequest, Assignment, AssignmentList, ClusterStats, Empty, Endpoint,
-    HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, PromoteReply,
+    HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, MoveRequest, PromoteReply,
     PromoteRequest, ShoalError, UnassignReply, decode, respond,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -23,7 +23,7 @@ use tracing::warn;
 use crate::context::Ctx;
 use crate::error::Error;
 use crate::guard::Guard;
-use crate::leader::Command;
+use crate::leader::{Command, not_leader};
 
 /// Serves the read endpoints on this replica until `shutdown`.
 pub async fn serve_reads(
@@ -160,6 +160,7 @@ pub async fn serve_writes(
     for endpoint in [
         Endpoint::CoordinatorAssign,
         Endpoint::CoordinatorUnassign,
+        Endpoint::CoordinatorMove,
         Endpoint::CoordinatorLeaderPromote,
     ] {
         let subjects = [
@@ -213,9 +214,7 @@ async fn serve_write(
     while let Ok(Some(request)) =
         tokio::time::timeout(Duration::from_millis(100), requests.next()).await
     {
-        let refused: Result<Empty, ShoalError> = Err(ShoalError::not_leader(
-            "this coordinator is no longer the leader: retry",
-        ));
+        let refused: Result<Empty, ShoalError> = Err(not_leader());
         let _ = respond(&request, refused).await;
     }
 }
@@ -232,7 +231,17 @@ async fn write(
         Endpoint::CoordinatorUnassign => {
             respond(&request, unassign(&payload, &commands).await).await
         }
-        _ => respond(&request, promote(&ctx, &payload, &commands).await).await,
+        Endpoint::CoordinatorMove => respond(&request, move_agent(&payload, &commands).await).await,
+        Endpoint::CoordinatorLeaderPromote => {
+            respond(&request, promote(&ctx, &payload, &commands).await).await
+        }
+        other => {
+            let unknown: Result<Empty, ShoalError> = Err(ShoalError::internal(format!(
+                "{} is not a write endpoint",
+                other.suffix()
+            )));
+            respond(&request, unknown).await
+        }
     };
     if let Err(e) = sent {
         warn!(subject = %request.message.subject, error = %e, "reply not sent");
@@ -243,10 +252,9 @@ async fn ask<T>(
     commands: &mpsc::Sender<Command>,
     make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> Command,
 ) -> Result<T, ShoalError> {
-    let gone = || ShoalError::not_leader("this coordinator is no longer the leader: retry");
     let (tx, rx) = oneshot::channel();
-    commands.send(make(tx)).await.map_err(|_| gone())?;
-    rx.await.map_err(|_| gone())?
+    commands.send(make(tx)).await.map_err(|_| not_leader())?;
+    rx.await.map_err(|_| not_leader())?
 }
 
 async fn assign(
@@ -255,6 +263,14 @@ async fn assign(
 ) -> Result<Assignment, ShoalError> {
     let req: AssignRequest = decode(payload)?;
     ask(commands, |tx| Command::Assign(req, tx)).await
+}
+
+async fn move_agent(
+    payload: &[u8],
+    commands: &mpsc::Sender<Command>,
+) -> Result<Assignment, ShoalError> {
+    let req: MoveRequest = decode(payload)?;
+    ask(commands, |tx| Command::Move(req, tx)).await
 }
 
 async fn unassign(

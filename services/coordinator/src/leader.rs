@@ -1,29 +1,29 @@
 //! A leader's term: rebuild the state from the log, append an epoch-start record,
-//! serve the write endpoints, move agents off failed and draining nodes, and stop at
-//! once when the lease is lost or an append is refused.
+//! serve the write endpoints, keep nodes told what they run, move agents off failed
+//! and draining nodes and place waiting ones, and stop at once when the lease is lost
+//! or an append is refused. The term's decisions are made in one loop over
+//! [`Leader`]; [`crate::writes`] holds the requests, [`crate::reconcile`] the moves.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde_json::json;
-use shoal_protocol::{
-    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply, SelectRequest,
-    ShoalError, UnassignReply,
-};
+use shoal_protocol::{AssignRequest, Assignment, MoveRequest, ShoalError, UnassignReply};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::context::Ctx;
-use crate::failover::plan_moves;
+use crate::digest_check::DigestChecks;
 use crate::guard::Guard;
 use crate::lease::Held;
 use crate::log::Appender;
-use crate::picker::{Pick, Picker};
-use crate::pipeline::{Notifier, Pipeline, Reply};
-use crate::record::{EpochStart, Explanation, LogRecord, new_event_id};
-use crate::state::{Author, MoveKind, State};
+use crate::node_watch::{self, NodeMessage};
+use crate::picker::Picker;
+use crate::pipeline::{NodeSync, Notifier, Pipeline, Reply};
+use crate::record::{Change, EpochStart, LogRecord, new_event_id};
+use crate::state::{Author, State};
+use crate::writes::Placement;
 
 /// Requests the write endpoints pass to the leader.
 pub enum Command {
@@ -32,40 +32,31 @@ pub enum Command {
         oneshot::Sender<Result<Assignment, ShoalError>>,
     ),
     Unassign(String, oneshot::Sender<Result<UnassignReply, ShoalError>>),
+    Move(MoveRequest, oneshot::Sender<Result<Assignment, ShoalError>>),
     /// Ok once the lease is marked as handed to the named replica.
     Promote(String, oneshot::Sender<Result<(), ShoalError>>),
-    /// The balancer's answer for an assign, back in the decision loop.
+    /// The balancer's answer for an assign or a move, back in the decision loop.
     Placed(Box<Placement>),
 }
 
-/// An assign waiting on (or back from) the balancer. Selections run outside the
-/// decision loop so that many are in flight at once; the loop alone checks the
-/// result against its state and appends, so the log stays the one serial point.
-pub struct Placement {
-    req: AssignRequest,
-    tx: oneshot::Sender<Result<Assignment, ShoalError>>,
-    attempt: u32,
-    exclude: Vec<String>,
-    result: Result<Pick, ShoalError>,
+/// What a write request gets when this replica no longer leads.
+pub fn not_leader() -> ShoalError {
+    ShoalError::not_leader("this coordinator is no longer the leader: retry")
+}
+
+impl Command {
+    fn refuse(self) {
+        match self {
+            Command::Assign(_, tx) | Command::Move(_, tx) => drop(tx.send(Err(not_leader()))),
+            Command::Unassign(_, tx) => drop(tx.send(Err(not_leader()))),
+            Command::Promote(_, tx) => drop(tx.send(Err(not_leader()))),
+            Command::Placed(p) => p.refuse(),
+        }
+    }
 }
 
 /// How long a new term waits for its tail before restarting it.
 const TAIL_PATIENCE: Duration = Duration::from_millis(300);
-
-/// How many balancer picks an assign may try before giving up.
-const MAX_PICKS: u32 = 4;
-
-impl Command {
-    fn refuse(self) {
-        let e = || ShoalError::not_leader("this coordinator is no longer the leader: retry");
-        match self {
-            Command::Assign(_, tx) => drop(tx.send(Err(e()))),
-            Command::Unassign(_, tx) => drop(tx.send(Err(e()))),
-            Command::Promote(_, tx) => drop(tx.send(Err(e()))),
-            Command::Placed(p) => drop(p.tx.send(Err(e()))),
-        }
-    }
-}
 
 /// Runs a term each time this replica holds the lease, until `shutdown`.
 pub async fn run_terms(ctx: Arc<Ctx>, shutdown: CancellationToken) {
@@ -105,15 +96,30 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     info!(
         epoch = author.epoch,
         assignments = state.len(),
+        waiting = state.waiting_count(),
         log_seq = state.last_seq(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "leading: state rebuilt, serving writes"
     );
     let failed = pipeline.failed();
     let (tx, mut rx) = mpsc::channel(4096);
+    let (node_tx, mut node_rx) = mpsc::channel(node_watch::QUEUE);
     let stop_endpoints = term.child_token();
-    let endpoints =
+    let mut endpoints =
         crate::handlers::serve_writes(ctx.clone(), tx.clone(), stop_endpoints.clone()).await;
+    match node_watch::spawn(
+        ctx.client.clone(),
+        ctx.subjects.clone(),
+        node_tx,
+        stop_endpoints.clone(),
+    )
+    .await
+    {
+        Ok(task) => endpoints.push(task),
+        Err(e) => {
+            warn!(error = %e, "cannot follow node announces and heartbeats: nodes are synced only by their digests' next term")
+        }
+    }
     let mut guard = Guard::new(
         ctx.cfg.max_reassignments_per_sec,
         ctx.cfg.mass_failure_share,
@@ -128,7 +134,9 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
         state,
         pipeline,
         guard,
+        checks: DigestChecks::default(),
         next_sweep: Instant::now(),
+        retry_backoff: RETRY_MIN,
         grace_logged: false,
     };
     let mut changes = ctx.members.changes();
@@ -143,6 +151,7 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
                 Some(c) => leader.handle(c).await,
                 None => break false,
             },
+            Some(message) = node_rx.recv() => leader.on_node(message),
             _ = changes.changed() => leader.reconcile().await,
             _ = tokio::time::sleep_until(next_sweep) => leader.reconcile().await,
         }
@@ -211,19 +220,27 @@ async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(
     None
 }
 
-struct Leader {
+/// Shortest wait before placing waiting agents again after the balancer could not.
+pub(crate) const RETRY_MIN: Duration = Duration::from_millis(100);
+
+/// The term's decision state; only the decision loop touches it.
+pub(crate) struct Leader {
     /// Where selections running outside the loop send their results.
-    loopback: mpsc::Sender<Command>,
+    pub(crate) loopback: mpsc::Sender<Command>,
     /// Batches the picks of concurrent assigns and moves into few requests.
-    picker: Picker,
-    ctx: Arc<Ctx>,
-    author: Author,
+    pub(crate) picker: Picker,
+    pub(crate) ctx: Arc<Ctx>,
+    pub(crate) author: Author,
     /// The state including changes sent but not yet acknowledged.
-    state: State,
-    pipeline: Pipeline,
-    guard: Guard,
-    next_sweep: Instant,
-    grace_logged: bool,
+    pub(crate) state: State,
+    pub(crate) pipeline: Pipeline,
+    pub(crate) guard: Guard,
+    /// Which nodes' heartbeats disagree with the state, and since when.
+    pub(crate) checks: DigestChecks,
+    pub(crate) next_sweep: Instant,
+    /// Doubles while the balancer refuses agents the membership says fit.
+    pub(crate) retry_backoff: Duration,
+    pub(crate) grace_logged: bool,
 }
 
 impl Leader {
@@ -233,295 +250,64 @@ impl Leader {
         }
         match command {
             Command::Assign(req, tx) => self.assign(req, tx).await,
-            Command::Unassign(agent, tx) => self.unassign(&agent, tx).await,
+            Command::Unassign(agent, tx) => self.unassign(&agent, tx),
+            Command::Move(req, tx) => self.move_agent(req, tx).await,
             Command::Promote(target, tx) => {
                 let _ = tx.send(self.promote(&target).await);
             }
-            Command::Placed(placement) => self.placed(*placement).await,
+            Command::Placed(placement) => self.placed(*placement),
         }
     }
 
-    async fn assign(
-        &mut self,
-        req: AssignRequest,
-        tx: oneshot::Sender<Result<Assignment, ShoalError>>,
-    ) {
-        if let Some(existing) = self.state.existing(&req) {
-            // Answer only once whatever produced it is in the log.
-            return self.pipeline.after_pending(Reply::Assign(tx, existing));
-        }
-        match &req.node_id {
-            Some(pin) => {
-                let count = self.state.count_on(pin);
-                let mut checked = self.ctx.members.read(|m| m.check_pin(pin, count));
-                if checked
-                    .as_ref()
-                    .is_err_and(|e| e.code == ErrorCode::NotFound)
-                    && self.ctx.members.fetch(pin).await
-                {
-                    checked = self.ctx.members.read(|m| m.check_pin(pin, count));
-                }
-                match checked {
-                    Ok(()) => {
-                        let pin = pin.clone();
-                        self.commit_assign(req, tx, pin, "pinned", None).await
-                    }
-                    Err(e) => drop(tx.send(Err(e))),
-                }
-            }
-            None => self.spawn_select(req, tx, 1, Vec::new()),
-        }
-    }
-
-    /// Asks the balancer from a task of its own; the answer comes back as
-    /// `Command::Placed`.
-    fn spawn_select(
-        &self,
-        req: AssignRequest,
-        tx: oneshot::Sender<Result<Assignment, ShoalError>>,
-        attempt: u32,
-        exclude: Vec<String>,
-    ) {
-        let (picker, loopback) = (self.picker.clone(), self.loopback.clone());
-        tokio::spawn(async move {
-            let request = SelectRequest {
-                service: req.service.clone(),
-                labels: req.labels.clone(),
-                strategy: None,
-                exclude: exclude.clone(),
-                resources: req.resources,
-            };
-            let result = picker.pick(request).await;
-            let placement = Placement {
-                req,
-                tx,
-                attempt,
-                exclude,
-                result,
-            };
-            if let Err(mpsc::error::SendError(Command::Placed(p))) =
-                loopback.send(Command::Placed(Box::new(placement))).await
-            {
-                let _ = p.tx.send(Err(ShoalError::not_leader(
-                    "this coordinator is no longer the leader: retry",
-                )));
-            }
-        });
-    }
-
-    /// Checks the balancer's pick against the state as it is now (another request
-    /// may have placed the same agent, or filled the node, meanwhile).
-    async fn placed(&mut self, p: Placement) {
-        let Placement {
-            req,
-            tx,
-            attempt,
-            mut exclude,
-            result,
-        } = p;
-        if let Some(existing) = self.state.existing(&req) {
-            return self.pipeline.after_pending(Reply::Assign(tx, existing));
-        }
-        let pick = match result {
-            Ok(pick) => pick,
-            Err(e) => return drop(tx.send(Err(e))),
-        };
-        let count = self.state.count_on(&pick.node_id);
-        if self.ctx.members.read(|m| m.refuses(&pick.node_id, count)) {
-            if attempt >= MAX_PICKS {
-                return drop(tx.send(Err(ShoalError::no_capacity(
-                    "the balancer's picks are all full, offline or draining",
-                ))));
-            }
-            exclude.push(pick.node_id);
-            return self.spawn_select(req, tx, attempt + 1, exclude);
-        }
-        self.commit_assign(req, tx, pick.node_id, "balanced", Some(pick.why))
-            .await
-    }
-
-    async fn commit_assign(
-        &mut self,
-        req: AssignRequest,
-        tx: oneshot::Sender<Result<Assignment, ShoalError>>,
-        node: String,
-        reason: &str,
-        candidates: Option<Explanation>,
-    ) {
-        let change =
-            State::assign_change(&self.author, &req, &node, reason, candidates, Utc::now());
-        self.state.apply_change(&change);
-        match self.state.get(&req.agent_name).cloned() {
-            Some(assignment) => self.pipeline.append(change, Reply::Assign(tx, assignment)),
-            None => drop(tx.send(Err(ShoalError::internal("assignment vanished")))),
-        }
-    }
-
-    async fn unassign(
-        &mut self,
-        agent: &str,
-        tx: oneshot::Sender<Result<UnassignReply, ShoalError>>,
-    ) {
-        match self.state.unassign_change(&self.author, agent, Utc::now()) {
-            Ok(change) => {
-                self.state.apply_change(&change);
-                let reply = UnassignReply {
-                    success: true,
-                    agent_name: agent.to_string(),
-                    node_id: change.previous_node_id.clone().unwrap_or_default(),
-                    epoch: change.epoch,
-                };
-                self.pipeline.append(change, Reply::Unassign(tx, reply));
-            }
-            Err(e) => drop(tx.send(Err(e))),
-        }
-    }
-
-    async fn promote(&mut self, target: &str) -> Result<(), ShoalError> {
-        if target == self.ctx.me {
-            return Ok(());
-        }
-        let alive = self
-            .ctx
-            .peers
-            .clone()
-            .with_retry_for(Duration::ZERO)
-            .call_direct::<_, LeaderReply>(Endpoint::CoordinatorLeaderGet, target, &Empty {})
-            .await;
-        match alive {
-            Ok(_) => {}
-            Err(ClientError::NoResponders { .. } | ClientError::Timeout { .. }) => {
-                return Err(ShoalError::not_found(format!(
-                    "no coordinator named {target:?} is answering"
-                ))
-                .with_details(json!({ "coordinator_id": target })));
-            }
-            Err(e) => return Err(ShoalError::unavailable(format!("asking {target:?}: {e}"))),
-        }
-        if !self.pipeline.idle().await {
-            return Err(ShoalError::not_leader(
-                "this coordinator lost the leadership",
-            ));
-        }
-        self.ctx.lease.handoff(target).await
-    }
-
-    /// Moves agents off offline/gone nodes (orphans) and draining nodes.
-    async fn reconcile(&mut self) {
+    /// Applies `change` to the state, queues it for the log, and notes the nodes
+    /// whose agents it changes (their heartbeats may lag the notices for a moment).
+    pub(crate) fn record(&mut self, change: Change, reply: Reply) {
         let now = Instant::now();
-        self.next_sweep = now + self.ctx.cfg.sweep_interval;
-        if !self.ctx.lease.is_leader() {
-            return;
+        for node in [&change.node_id, &change.previous_node_id]
+            .into_iter()
+            .flatten()
+        {
+            self.checks.touched(node, now);
         }
-        let (offline, total) = self.ctx.members.read(|m| m.offline_share());
-        match self.guard.update_pause(offline, total) {
-            Some(true) => warn!(offline, total, "mass failure: pausing reassignments"),
-            Some(false) => info!(offline, total, "mass failure over: resuming reassignments"),
-            None => {}
+        self.state.apply_change(&change);
+        self.pipeline.append(change, reply);
+    }
+
+    /// A slot was freed: waiting agents may fit now.
+    pub(crate) fn slot_freed(&mut self) {
+        if self.state.waiting_count() > 0 {
+            self.next_sweep = Instant::now();
         }
-        let judge_dead = !self.guard.in_grace(now);
-        if let Some(end) = self.guard.grace_ends(now) {
-            // A node that died during the grace is judged the moment it ends, not
-            // up to a sweep interval later.
-            self.next_sweep = self.next_sweep.min(end);
-        }
-        let moves = self
-            .ctx
-            .members
-            .read(|m| plan_moves(&self.state, m, judge_dead));
-        if !judge_dead && !self.grace_logged {
-            info!(window = ?self.ctx.cfg.detection_window, "new term: judging no node dead for one detection window");
-            self.grace_logged = true;
-        }
-        if moves.is_empty() || self.guard.paused() {
-            return;
-        }
-        // Record orphans as such first (the balancer stops counting them on their
-        // dead node), then ask the balancer for every move at once: one round trip
-        // for the batch instead of one per agent.
-        let mut todo = Vec::new();
-        for mv in moves {
-            if !self.ctx.lease.is_leader() {
-                return;
-            }
-            if !self.guard.take(Instant::now()) {
-                self.next_sweep = Instant::now() + Duration::from_millis(100);
-                break;
-            }
-            let Some(current) = self.state.get(&mv.agent_name).cloned() else {
-                continue;
-            };
-            if current.node_id != mv.from {
-                continue;
-            }
-            if mv.kind == MoveKind::Orphan {
-                let waiting = self.state.move_change(
-                    &self.author,
-                    &mv.agent_name,
-                    None,
-                    mv.kind,
-                    None,
-                    Utc::now(),
-                );
-                if let Some(waiting) = waiting {
-                    self.state.apply_change(&waiting);
-                    self.pipeline.append(waiting, Reply::None);
+    }
+
+    fn on_node(&mut self, message: NodeMessage) {
+        let now = Instant::now();
+        match message {
+            NodeMessage::Announced(id) => self.send_sync(&id, now),
+            NodeMessage::Heartbeat(id, Some(reported)) => {
+                let ours = self.state.digest_of(&id);
+                if self.checks.heartbeat(&id, ours.matches(&reported), now) {
+                    info!(
+                        node_id = %id,
+                        reported_agents = reported.count,
+                        assigned_agents = ours.count(),
+                        "node disagrees on its agents: syncing it"
+                    );
+                    self.send_sync(&id, now);
                 }
             }
-            todo.push((mv, current));
+            NodeMessage::Heartbeat(_, None) => {}
         }
-        let requests = todo
-            .iter()
-            .map(|(mv, current)| SelectRequest {
-                service: current.service.clone(),
-                labels: current.labels.clone(),
-                strategy: None,
-                exclude: vec![mv.from.clone()],
-                resources: current.resources,
-            })
-            .collect();
-        let picks = self.picker.pick_all(requests).await;
-        for ((mv, _), pick) in todo.into_iter().zip(picks) {
-            if !self.ctx.lease.is_leader() {
-                return;
-            }
-            let pick = match pick {
-                Ok(pick) => pick,
-                Err(e) => {
-                    if e.code == ErrorCode::NoCapacity {
-                        debug!(agent_name = %mv.agent_name, error = %e, "no node for agent yet");
-                    } else {
-                        warn!(agent_name = %mv.agent_name, from = %mv.from, error = %e, "cannot move agent yet");
-                    }
-                    self.next_sweep = Instant::now() + Duration::from_millis(500);
-                    continue;
-                }
-            };
-            let count = self.state.count_on(&pick.node_id);
-            if self.ctx.members.read(|m| m.refuses(&pick.node_id, count)) {
-                // Picked before the node filled up or went away: the next sweep asks again.
-                self.next_sweep = Instant::now() + Duration::from_millis(100);
-                continue;
-            }
-            let change = self.state.move_change(
-                &self.author,
-                &mv.agent_name,
-                Some(&pick.node_id),
-                mv.kind,
-                Some(pick.why),
-                Utc::now(),
-            );
-            if let Some(change) = change {
-                info!(
-                    agent_name = %change.agent_name,
-                    from = %mv.from,
-                    to = change.node_id.as_deref().unwrap_or("-"),
-                    reason = %change.reason,
-                    "moving agent"
-                );
-                self.state.apply_change(&change);
-                self.pipeline.append(change, Reply::None);
-            }
-        }
+    }
+
+    /// Tells `node` every agent it runs, once what is decided so far is in the log.
+    fn send_sync(&mut self, node: &str, now: Instant) {
+        self.pipeline.sync(NodeSync {
+            node_id: node.to_string(),
+            agents: self.state.names_on(node).map(str::to_string).collect(),
+            digest: self.state.digest_of(node).digest(),
+            epoch: self.author.epoch,
+        });
+        self.checks.touched(node, now);
     }
 }

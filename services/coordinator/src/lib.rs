@@ -3,12 +3,15 @@
 //! - [`lease`]: the leader lease (KV `shoal_leader`, CAS renewals, handoff);
 //! - [`log`], [`pipeline`]: the fenced assignment log every replica tails and only
 //!   the leader appends to;
-//! - [`state`], [`members`], [`failover`], [`guard`]: pure decisions;
-//! - [`leader`]: a leader's term; [`handlers`]: the endpoints;
+//! - [`state`], [`members`], [`failover`], [`guard`], [`digest_check`]: pure decisions;
+//! - [`leader`]: a leader's term, with [`writes`] (its requests), [`reconcile`] (its
+//!   moves) and [`node_watch`] (announces and heartbeats it answers with syncs);
+//! - [`handlers`]: the endpoints;
 //! - [`history`], [`history_consumer`]: the Postgres ledger.
 
 pub mod config;
 pub mod context;
+pub mod digest_check;
 pub mod error;
 pub mod failover;
 pub mod guard;
@@ -20,10 +23,13 @@ pub mod lease;
 pub mod log;
 pub mod members;
 pub mod membership;
+pub mod node_watch;
 pub mod picker;
 pub mod pipeline;
+pub mod reconcile;
 pub mod record;
 pub mod state;
+pub mod writes;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -25,11 +25,22 @@ pub enum Fate {
 }
 
 impl Members {
-    pub fn upsert(&mut self, node: Node) {
+    /// Adds or replaces a node's record; true when the change can matter to a
+    /// placement or a move (a new node, or a new status, drain flag, capacity,
+    /// services or labels), false for metrics alone.
+    pub fn upsert(&mut self, node: Node) -> bool {
+        let relevant = self.nodes.get(&node.id).is_none_or(|old| {
+            old.status != node.status
+                || old.draining != node.draining
+                || old.max_agents != node.max_agents
+                || old.services != node.services
+                || old.labels != node.labels
+        });
         self.nodes.insert(node.id.clone(), node);
+        relevant
     }
-    pub fn remove(&mut self, id: &str) {
-        self.nodes.remove(id);
+    pub fn remove(&mut self, id: &str) -> bool {
+        self.nodes.remove(id).is_some()
     }
     pub fn mark_loaded(&mut self) {
         self.loaded = true;
@@ -91,6 +102,23 @@ impl Members {
             .is_some_and(|n| Members::refusal(n, assigned).is_some())
     }
 
+    /// The nodes that can take agents now and how many more each can take, counting
+    /// the coordinator's own assignments (`assigned`): a local first fit, so the
+    /// leader asks the balancer only for agents some node can take.
+    pub fn free_slots(&self, assigned: impl Fn(&str) -> usize) -> FreeSlots<'_> {
+        let nodes = self
+            .nodes
+            .values()
+            .filter_map(|n| {
+                let used = assigned(&n.id);
+                Members::refusal(n, used)
+                    .is_none()
+                    .then(|| (n, n.max_agents as usize - used))
+            })
+            .collect();
+        FreeSlots { nodes }
+    }
+
     pub fn fate(&self, id: &str) -> Fate {
         match self.nodes.get(id) {
             None if self.loaded => Fate::Gone,
@@ -112,6 +140,36 @@ impl Members {
             }
         }
         (offline, total)
+    }
+}
+
+/// Free agent slots per selectable node; see [`Members::free_slots`].
+pub struct FreeSlots<'a> {
+    nodes: Vec<(&'a Node, usize)>,
+}
+
+impl FreeSlots<'_> {
+    /// Takes a slot on some node offering `service` and carrying `labels`, other than
+    /// `exclude`; false when no such node has one left.
+    pub fn take(
+        &mut self,
+        service: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+        exclude: Option<&str>,
+    ) -> bool {
+        let slot = self.nodes.iter_mut().find(|(n, free)| {
+            *free > 0
+                && exclude != Some(n.id.as_str())
+                && service.is_none_or(|s| n.has_service(s))
+                && n.matches_labels(labels)
+        });
+        match slot {
+            Some((_, free)) => {
+                *free -= 1;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -194,6 +252,44 @@ pub(crate) mod tests {
         assert_eq!(m.fate("shaky"), Fate::Stay);
         assert_eq!(m.fate("up"), Fate::Stay);
         assert_eq!(m.offline_share(), (1, 4));
+    }
+
+    #[test]
+    fn only_placement_relevant_changes_count() {
+        let mut m = members();
+        let mut up = node("up", NodeStatus::Online, 2);
+        up.cpu_usage = 55.0;
+        assert!(!m.upsert(up.clone()), "metrics alone");
+        up.labels.insert("zone".into(), "a".into());
+        assert!(m.upsert(up.clone()), "labels");
+        up.status = NodeStatus::Suspect;
+        assert!(m.upsert(up), "status");
+        assert!(m.upsert(node("new", NodeStatus::Online, 1)), "a new node");
+        assert!(m.remove("new"));
+        assert!(!m.remove("new"));
+    }
+
+    #[test]
+    fn free_slots_fit_agents_first_come_and_respect_constraints() {
+        let mut m = members();
+        let mut gpu = node("gpu", NodeStatus::Online, 3);
+        gpu.services = vec!["gpu".into()];
+        gpu.labels.insert("zone".into(), "b".into());
+        m.upsert(gpu);
+        let none = std::collections::BTreeMap::new();
+        let zone_b = std::collections::BTreeMap::from([("zone".into(), "b".into())]);
+        // "up" holds 1 of 2, "gpu" 2 of 3: one slot each; offline, suspect and
+        // draining nodes have none.
+        let mut free = m.free_slots(|id| match id {
+            "up" => 1,
+            "gpu" => 2,
+            _ => 0,
+        });
+        assert!(free.take(Some("gpu"), &zone_b, None));
+        assert!(!free.take(Some("gpu"), &none, None), "gpu is full now");
+        assert!(!free.take(None, &none, Some("up")), "up is excluded");
+        assert!(free.take(None, &none, None));
+        assert!(!free.take(None, &none, None), "every slot taken");
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl Membership {
         }
     }
 
-    /// Bumped on every membership change or node event.
+    /// Bumped on every membership change that can matter to a placement or a move
+    /// (not on metrics), and on every node event.
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changed.clone()
     }
@@ -128,21 +129,34 @@ async fn follow(
     }
     while let Some(entry) = watch.next().await {
         let entry = entry.map_err(|e| e.to_string())?;
-        {
+        let relevant = {
             let mut members = view.write().unwrap_or_else(|p| p.into_inner());
-            match entry.operation {
+            let relevant = match entry.operation {
                 kv::Operation::Put => match serde_json::from_slice::<Node>(&entry.value) {
-                    Ok(node) => members.upsert(node),
-                    Err(e) => warn!(key = %entry.key, error = %e, "unreadable membership record"),
+                    Ok(node) if node.id == entry.key => members.upsert(node),
+                    Ok(node) => {
+                        warn!(key = %entry.key, node_id = %node.id, "membership record names another node; ignored");
+                        false
+                    }
+                    Err(e) => {
+                        warn!(key = %entry.key, error = %e, "unreadable membership record");
+                        false
+                    }
                 },
                 kv::Operation::Delete | kv::Operation::Purge => members.remove(&entry.key),
-            }
+            };
             if entry.delta == 0 && !members.is_loaded() {
                 debug!(nodes = members.len(), "membership loaded");
                 members.mark_loaded();
+                true
+            } else {
+                relevant
             }
+        };
+        // Metrics snapshots change nothing the leader decides on: no wake-up.
+        if relevant {
+            changed.send_modify(|n| *n += 1);
         }
-        changed.send_modify(|n| *n += 1);
     }
     Ok(())
 }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use async_nats::jetstream::context::PublishAckFuture;
 use chrono::Utc;
-use shoal_protocol::{AgentChange, AgentNotice, Assignment, ShoalError, Subjects, UnassignReply};
+use shoal_protocol::{
+    AgentChange, AgentNotice, AgentSync, AgentsDigest, Assignment, ShoalError, Subjects,
+    UnassignReply,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -52,10 +55,21 @@ impl Reply {
     }
 }
 
+/// A `sync` to send a node once everything decided before it is in the log: the
+/// agents the leader has it running at that point.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSync {
+    pub node_id: String,
+    pub agents: Vec<String>,
+    pub digest: AgentsDigest,
+    pub epoch: u64,
+}
+
 /// What the leader hands the writer, in decision order.
 enum Input {
     Change(Box<Change>, Reply),
     Barrier(Reply),
+    Sync(NodeSync),
 }
 
 /// What the writer hands the collector, in log order.
@@ -69,6 +83,7 @@ enum Item {
         slot: OwnedSemaphorePermit,
     },
     Barrier(Reply),
+    Sync(NodeSync),
 }
 
 /// Changes in one log record at most (each is well under 1 KiB, so a record
@@ -96,6 +111,32 @@ impl Notifier {
         if let Err(e) = self.client.publish(subject, body.into()).await {
             debug!(error = %e, "event not published");
         }
+    }
+
+    /// Sends `sync`, split into parts that each fit the server's max payload.
+    pub async fn sync(&self, sync: &NodeSync) {
+        let subject = self.subjects.node_agents(&sync.node_id);
+        let budget = self
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(SYNC_OVERHEAD);
+        let parts = split_by_size(&sync.agents, budget);
+        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
+        let at = Utc::now();
+        for (i, agents) in parts.into_iter().enumerate() {
+            let notice = AgentNotice::Sync(AgentSync {
+                node_id: sync.node_id.clone(),
+                agents: agents.to_vec(),
+                epoch: sync.epoch,
+                at,
+                part: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                parts: count,
+                digest: sync.digest.clone(),
+            });
+            self.publish(subject.clone(), &notice).await;
+        }
+        debug!(node_id = %sync.node_id, agents = sync.agents.len(), parts = count, "sync sent");
     }
 
     pub async fn changed(&self, c: &Change) {
@@ -127,6 +168,28 @@ impl Notifier {
             .await;
         }
     }
+}
+
+/// Room a sync notice needs besides its agent names (field names, ids, the digest,
+/// timestamps), with a wide margin.
+const SYNC_OVERHEAD: usize = 1024;
+
+/// Splits `names` into runs whose JSON (quoted, comma-separated) fits `budget` bytes;
+/// always at least one run, so an empty list is still sent.
+fn split_by_size(names: &[String], budget: usize) -> Vec<&[String]> {
+    let mut parts = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, name) in names.iter().enumerate() {
+        // Quotes and a comma; escapes could double a name, so count it twice.
+        let cost = 2 * name.len() + 3;
+        if i > start && size + cost > budget {
+            parts.push(&names[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += cost;
+    }
+    parts.push(&names[start..]);
+    parts
 }
 
 pub struct Pipeline {
@@ -162,6 +225,11 @@ impl Pipeline {
         {
             reply.fail();
         }
+    }
+
+    /// Sends `sync` after everything already queued is in the log.
+    pub fn sync(&self, sync: NodeSync) {
+        let _ = self.inputs.send(Input::Sync(sync));
     }
 
     /// Runs `reply` after everything already queued.
@@ -213,6 +281,10 @@ async fn write(
         let (first, first_reply) = match input {
             Input::Barrier(reply) => {
                 let _ = items.send(Item::Barrier(reply));
+                continue;
+            }
+            Input::Sync(sync) => {
+                let _ = items.send(Item::Sync(sync));
                 continue;
             }
             Input::Change(change, reply) => (*change, reply),
@@ -270,6 +342,8 @@ async fn collect(
         match item {
             Item::Barrier(reply) if failed.is_cancelled() => reply.fail(),
             Item::Barrier(reply) => reply.succeed(),
+            Item::Sync(_) if failed.is_cancelled() => {}
+            Item::Sync(sync) => notifier.sync(&sync).await,
             Item::Append { replies, .. } if failed.is_cancelled() => {
                 replies.into_iter().for_each(Reply::fail)
             }
@@ -298,5 +372,26 @@ async fn collect(
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_splits_by_encoded_size_and_never_into_nothing() {
+        let names: Vec<String> = (0..1000).map(|i| format!("agent-{i:04}")).collect();
+        let parts = split_by_size(&names, 1000);
+        assert!(parts.len() > 1);
+        assert_eq!(parts.concat(), names);
+        for part in &parts {
+            let json = serde_json::to_vec(part).unwrap();
+            assert!(json.len() <= 1000, "{}", json.len());
+        }
+        assert_eq!(split_by_size(&[], 1000), vec![&[] as &[String]]);
+        // One name over the budget still goes, alone.
+        let long = vec!["x".repeat(600), "y".into()];
+        assert_eq!(split_by_size(&long, 1000).len(), 2);
     }
 }

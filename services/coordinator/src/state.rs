@@ -74,17 +74,7 @@ impl State {
         match (&c.action, &c.node_id) {
             (AssignmentAction::Unassigned, _) => self.remove(&c.agent_name),
             (_, Some(node_id)) => {
-                let assignment = Assignment {
-                    agent_name: c.agent_name.clone(),
-                    node_id: node_id.clone(),
-                    assigned_at: c.at,
-                    status: c.status,
-                    epoch: c.epoch,
-                    service: c.service.clone(),
-                    labels: c.labels.clone(),
-                    request_id: c.request_id.clone(),
-                    resources: c.resources,
-                };
+                let assignment = State::placed(c);
                 self.remove(&c.agent_name);
                 let node = self.by_node.entry(node_id.clone()).or_default();
                 node.names.insert(c.agent_name.clone());
@@ -104,6 +94,21 @@ impl State {
                     self.set_waiting(&c.agent_name, c.status);
                 }
             }
+        }
+    }
+
+    /// The assignment a change placing an agent (`node_id` set) results in.
+    pub fn placed(c: &Change) -> Assignment {
+        Assignment {
+            agent_name: c.agent_name.clone(),
+            node_id: c.node_id.clone().unwrap_or_default(),
+            assigned_at: c.at,
+            status: c.status,
+            epoch: c.epoch,
+            service: c.service.clone(),
+            labels: c.labels.clone(),
+            request_id: c.request_id.clone(),
+            resources: c.resources,
         }
     }
 

@@ -9,47 +9,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use futures::StreamExt;
 use shoal_protocol::{
-    AssignRequest, AssignmentAction, AssignmentEvent, ListAssignmentsRequest, ListNodesRequest,
-    NodeEvent, NodeEventKind, NodeStatus, ShoalClient, Subjects,
+    AssignRequest, AssignmentAction, AssignmentEvent, ListAssignmentsRequest, NodeEvent,
+    NodeEventKind, Subjects,
 };
-use shoal_testkit::{NatsServer, Postgres, ServiceProcess, wait_for};
-
-fn announcer(nats_url: &str, id: &str, max_agents: u32) -> ServiceProcess {
-    let max = max_agents.to_string();
-    service(
-        nats_url,
-        "shoal-announcer",
-        &format!("announcer-{id}"),
-        &[("SHOAL_NODE_ID", id), ("SHOAL_NODE_MAX_AGENTS", &max)],
-    )
-    .unwrap()
-}
-
-async fn wait_online(shoal: &ShoalClient, n: usize) {
-    wait_for("nodes online in the registry", LONG, || async {
-        let list = shoal
-            .list_nodes(&ListNodesRequest {
-                status: Some(NodeStatus::Online),
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-        (list.count == n).then_some(())
-    })
-    .await
-    .unwrap();
-}
-
-async fn on_node(shoal: &ShoalClient, node: &str) -> usize {
-    shoal
-        .list_assignments(&ListAssignmentsRequest {
-            node_id: Some(node.into()),
-            ..Default::default()
-        })
-        .await
-        .map(|l| l.count)
-        .unwrap_or(usize::MAX)
-}
+use shoal_testkit::{NatsServer, Postgres, wait_for};
 
 #[tokio::test]
 async fn agents_of_a_killed_node_are_reassigned_within_a_second() {

@@ -111,6 +111,35 @@ fn silence_makes_suspect_then_offline_and_heartbeats_recover() {
 }
 
 #[test]
+fn an_offline_node_shows_no_agents_until_it_reports_again() {
+    let c = Clock::new();
+    let mut m = joined(&c);
+    let (t, u) = c.at(500);
+    m.on_heartbeat(&heartbeat("n1", 1, 4), t, u);
+    if let Some(plan) = m.plan("n1", t, u) {
+        write(&mut m, &plan, 2, t);
+    }
+    assert_eq!(m.served("n1").unwrap().active_agents, 4);
+    let mut rev = 3;
+    for ms in [2600, 3600] {
+        let (t, u) = c.at(ms);
+        for plan in m.due(t, u) {
+            write(&mut m, &plan, rev, t);
+            rev += 1;
+        }
+    }
+    let served = m.served("n1").unwrap();
+    assert_eq!(served.status, NodeStatus::Offline);
+    assert_eq!(served.active_agents, 0, "its agents were moved off");
+    assert_eq!(m.stats(0).total_agents, 0);
+    let (t, u) = c.at(9000);
+    m.on_heartbeat(&heartbeat("n1", 2, 1), t, u);
+    let plan = m.plan("n1", t, u).unwrap();
+    assert_eq!(plan.node.status, NodeStatus::Online);
+    assert_eq!(plan.node.active_agents, 1);
+}
+
+#[test]
 fn a_heartbeat_in_flight_before_the_status_was_learned_does_not_recover() {
     let c = Clock::new();
     let mut m = joined(&c);

@@ -351,8 +351,9 @@ impl Member {
             reason
         };
         let mut node = stored.node.clone();
-        self.overlay(&mut node);
+        // Status first: the metrics overlay shows agents only on a live node.
         model::set_status(&mut node, target);
+        self.overlay(&mut node);
         Some(Plan {
             id: id.to_string(),
             op: Op::Update(stored.revision),

@@ -144,9 +144,13 @@ pub fn is_alive(status: NodeStatus) -> bool {
     matches!(status, NodeStatus::Online | NodeStatus::Draining)
 }
 
-/// Fields computed from others: healthy, capacity, load.
+/// Fields computed from others: healthy, capacity, load; an offline or departed
+/// node runs nothing (its agents are moved off), whatever it last reported.
 fn derive(node: &mut Node) {
     node.healthy = is_alive(node.status);
+    if matches!(node.status, NodeStatus::Offline | NodeStatus::Left) {
+        node.active_agents = 0;
+    }
     node.capacity = 1.0 - slot_share(node.active_agents, node.max_agents);
     // 0–100, as the seed shows it.
     node.load = 100.0

@@ -12,8 +12,8 @@ use async_nats::jetstream::{self, kv};
 use chrono::Utc;
 use futures::StreamExt;
 use shoal_protocol::{
-    AssignRequest, Assignment, ClientError, Empty, Endpoint, LeaderReply, MEMBERS_BUCKET, Node,
-    NodeRole, NodeStatus, ShoalClient, Subjects,
+    AssignRequest, Assignment, ClientError, Empty, Endpoint, LeaderReply, ListAssignmentsRequest,
+    ListNodesRequest, MEMBERS_BUCKET, Node, NodeRole, NodeStatus, ShoalClient, Subjects,
 };
 use shoal_testkit::{ServiceProcess, binary, wait_for};
 
@@ -166,6 +166,57 @@ pub async fn assign_acked(
             Err(_) => {}
         }
     }
+}
+
+/// A real announcer for node `id` (extra `SHOAL_…` settings in `extra`).
+pub fn announcer(nats_url: &str, id: &str, max_agents: u32) -> ServiceProcess {
+    announcer_with(nats_url, id, max_agents, &[])
+}
+
+pub fn announcer_with(
+    nats_url: &str,
+    id: &str,
+    max_agents: u32,
+    extra: &[(&str, &str)],
+) -> ServiceProcess {
+    let max = max_agents.to_string();
+    let mut envs = vec![("SHOAL_NODE_ID", id), ("SHOAL_NODE_MAX_AGENTS", &max)];
+    envs.extend_from_slice(extra);
+    service(
+        nats_url,
+        "shoal-announcer",
+        &format!("announcer-{id}"),
+        &envs,
+    )
+    .unwrap()
+}
+
+/// Waits until the registry lists `n` nodes online.
+pub async fn wait_online(shoal: &ShoalClient, n: usize) {
+    wait_for("nodes online in the registry", LONG, || async {
+        let list = shoal
+            .list_nodes(&ListNodesRequest {
+                status: Some(NodeStatus::Online),
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        (list.count == n).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// How many agents the coordinator has on `node` (`usize::MAX` if it cannot say).
+pub async fn on_node(shoal: &ShoalClient, node: &str) -> usize {
+    shoal
+        .list_assignments(&ListAssignmentsRequest {
+            node_id: Some(node.into()),
+            ..Default::default()
+        })
+        .await
+        .map(|l| l.count)
+        .unwrap_or(usize::MAX)
 }
 
 pub fn pinned(agent: &str, node: &str) -> AssignRequest {

@@ -1,0 +1,299 @@
+//! The leader's write requests: `assign` (pinned, or placed by the balancer),
+//! `unassign`, `move` and `leader.promote`. Balancer picks run outside the decision
+//! loop so that many are in flight at once; the loop alone checks each pick against
+//! its state and appends, so the log stays the one serial point.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use shoal_protocol::{
+    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply, MoveRequest,
+    SelectRequest, ShoalError, UnassignReply,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::leader::{Command, Leader, not_leader};
+use crate::picker::Pick;
+use crate::pipeline::Reply;
+use crate::record::Explanation;
+use crate::state::{MoveKind, State};
+
+/// How many balancer picks a request may try before giving up.
+const MAX_PICKS: u32 = 4;
+
+type AssignmentTx = oneshot::Sender<Result<Assignment, ShoalError>>;
+
+/// What a pick is for.
+pub enum Want {
+    Assign(AssignRequest),
+    Move(MoveRequest),
+}
+
+/// A request waiting on (or back from) the balancer.
+pub struct Placement {
+    want: Want,
+    tx: AssignmentTx,
+    attempt: u32,
+    select: SelectRequest,
+    result: Result<Pick, ShoalError>,
+}
+
+impl Placement {
+    pub fn refuse(self) {
+        let _ = self.tx.send(Err(not_leader()));
+    }
+}
+
+fn no_assignment(agent_name: &str) -> ShoalError {
+    ShoalError::not_found(format!("agent {agent_name:?} has no assignment"))
+        .with_details(json!({ "agent_name": agent_name }))
+}
+
+impl Leader {
+    pub(crate) async fn assign(&mut self, req: AssignRequest, tx: AssignmentTx) {
+        if let Some(done) = self.state.answered(req.request_id.as_deref()) {
+            // Answer only once whatever produced it is in the log.
+            let done = done.clone();
+            return self.pipeline.after_pending(Reply::Assign(tx, done));
+        }
+        if let Some(current) = self.state.get(&req.agent_name) {
+            let answer = match &req.node_id {
+                Some(pin) if *pin != current.node_id => Err(ShoalError::conflict(format!(
+                    "agent {:?} is already on node {:?}: to move it, use move (shoal move {} --node {pin})",
+                    current.agent_name, current.node_id, current.agent_name
+                ))
+                .with_details(json!({
+                    "agent_name": current.agent_name,
+                    "node_id": current.node_id,
+                    "status": current.status,
+                    "requested_node_id": pin,
+                }))),
+                _ => Ok(current.clone()),
+            };
+            return match answer {
+                Ok(current) => self.pipeline.after_pending(Reply::Assign(tx, current)),
+                Err(e) => drop(tx.send(Err(e))),
+            };
+        }
+        match req.node_id.clone() {
+            Some(pin) => match self.check_pin(&pin, None).await {
+                Ok(()) => self.commit_assign(req, tx, pin, "pinned", None),
+                Err(e) => drop(tx.send(Err(e))),
+            },
+            None => {
+                let select = SelectRequest {
+                    service: req.service.clone(),
+                    labels: req.labels.clone(),
+                    strategy: None,
+                    exclude: Vec::new(),
+                    resources: req.resources,
+                };
+                self.spawn_select(Want::Assign(req), tx, 1, select)
+            }
+        }
+    }
+
+    pub(crate) async fn move_agent(&mut self, req: MoveRequest, tx: AssignmentTx) {
+        if let Some(done) = self.state.answered(req.request_id.as_deref())
+            && done.agent_name == req.agent_name
+        {
+            let done = done.clone();
+            return self.pipeline.after_pending(Reply::Assign(tx, done));
+        }
+        let Some(current) = self.state.get(&req.agent_name).cloned() else {
+            return drop(tx.send(Err(no_assignment(&req.agent_name))));
+        };
+        match req.node_id.clone() {
+            Some(target) if target == current.node_id && !current.status.is_waiting() => {
+                self.pipeline.after_pending(Reply::Assign(tx, current))
+            }
+            Some(target) => {
+                // An agent waiting on its own node does not need a second slot there.
+                let itself = (target == current.node_id).then_some(1);
+                match self.check_pin(&target, itself).await {
+                    Ok(()) => self.commit_move(req, tx, target, None),
+                    Err(e) => drop(tx.send(Err(e))),
+                }
+            }
+            None => {
+                let select = SelectRequest {
+                    service: current.service.clone(),
+                    labels: current.labels.clone(),
+                    strategy: None,
+                    exclude: vec![current.node_id.clone()],
+                    resources: current.resources,
+                };
+                self.spawn_select(Want::Move(req), tx, 1, select)
+            }
+        }
+    }
+
+    /// Whether `node` may take one more agent (`already` of its agents being the one
+    /// placed). A node just joined may not be in the membership view yet: read it
+    /// from the bucket before calling it unknown.
+    async fn check_pin(&self, node: &str, already: Option<usize>) -> Result<(), ShoalError> {
+        let count = self.state.count_on(node) - already.unwrap_or(0);
+        let checked = self.ctx.members.read(|m| m.check_pin(node, count));
+        if checked
+            .as_ref()
+            .is_err_and(|e| e.code == ErrorCode::NotFound)
+            && self.ctx.members.fetch(node).await
+        {
+            return self.ctx.members.read(|m| m.check_pin(node, count));
+        }
+        checked
+    }
+
+    /// Asks the balancer from a task of its own; the answer comes back as
+    /// `Command::Placed`.
+    fn spawn_select(&self, want: Want, tx: AssignmentTx, attempt: u32, select: SelectRequest) {
+        let (picker, loopback) = (self.picker.clone(), self.loopback.clone());
+        tokio::spawn(async move {
+            let result = picker.pick(select.clone()).await;
+            let placement = Placement {
+                want,
+                tx,
+                attempt,
+                select,
+                result,
+            };
+            if let Err(mpsc::error::SendError(Command::Placed(p))) =
+                loopback.send(Command::Placed(Box::new(placement))).await
+            {
+                p.refuse();
+            }
+        });
+    }
+
+    /// Checks the balancer's pick against the state as it is now (another request
+    /// may have placed or moved the same agent, or filled the node, meanwhile).
+    pub(crate) fn placed(&mut self, p: Placement) {
+        let Placement {
+            want,
+            tx,
+            attempt,
+            mut select,
+            result,
+        } = p;
+        match &want {
+            Want::Assign(req) => {
+                if let Some(existing) = self.state.existing(req) {
+                    return self.pipeline.after_pending(Reply::Assign(tx, existing));
+                }
+            }
+            Want::Move(req) => {
+                if self.state.get(&req.agent_name).is_none() {
+                    return drop(tx.send(Err(no_assignment(&req.agent_name))));
+                }
+            }
+        }
+        let pick = match result {
+            Ok(pick) => pick,
+            Err(e) => return drop(tx.send(Err(e))),
+        };
+        let count = self.state.count_on(&pick.node_id);
+        if self.ctx.members.read(|m| m.refuses(&pick.node_id, count)) {
+            if attempt >= MAX_PICKS {
+                return drop(tx.send(Err(ShoalError::no_capacity(
+                    "the balancer's picks are all full, offline or draining",
+                ))));
+            }
+            select.exclude.push(pick.node_id);
+            return self.spawn_select(want, tx, attempt + 1, select);
+        }
+        match want {
+            Want::Assign(req) => {
+                self.commit_assign(req, tx, pick.node_id, "balanced", Some(pick.why))
+            }
+            Want::Move(req) => self.commit_move(req, tx, pick.node_id, Some(pick.why)),
+        }
+    }
+
+    fn commit_assign(
+        &mut self,
+        req: AssignRequest,
+        tx: AssignmentTx,
+        node: String,
+        reason: &str,
+        candidates: Option<Explanation>,
+    ) {
+        let change =
+            State::assign_change(&self.author, &req, &node, reason, candidates, Utc::now());
+        let assignment = State::placed(&change);
+        self.record(change, Reply::Assign(tx, assignment));
+    }
+
+    fn commit_move(
+        &mut self,
+        req: MoveRequest,
+        tx: AssignmentTx,
+        node: String,
+        candidates: Option<Explanation>,
+    ) {
+        let change = self.state.move_change(
+            &self.author,
+            &req.agent_name,
+            Some(&node),
+            MoveKind::Operator,
+            candidates,
+            Utc::now(),
+        );
+        let Some(mut change) = change else {
+            return drop(tx.send(Err(no_assignment(&req.agent_name))));
+        };
+        change.request_id = req.request_id;
+        let assignment = State::placed(&change);
+        self.record(change, Reply::Assign(tx, assignment));
+        self.slot_freed();
+    }
+
+    pub(crate) fn unassign(
+        &mut self,
+        agent: &str,
+        tx: oneshot::Sender<Result<UnassignReply, ShoalError>>,
+    ) {
+        match self.state.unassign_change(&self.author, agent, Utc::now()) {
+            Ok(change) => {
+                let reply = UnassignReply {
+                    success: true,
+                    agent_name: agent.to_string(),
+                    node_id: change.previous_node_id.clone().unwrap_or_default(),
+                    epoch: change.epoch,
+                };
+                self.record(change, Reply::Unassign(tx, reply));
+                self.slot_freed();
+            }
+            Err(e) => drop(tx.send(Err(e))),
+        }
+    }
+
+    pub(crate) async fn promote(&mut self, target: &str) -> Result<(), ShoalError> {
+        if target == self.ctx.me {
+            return Ok(());
+        }
+        let alive = self
+            .ctx
+            .peers
+            .clone()
+            .with_retry_for(Duration::ZERO)
+            .call_direct::<_, LeaderReply>(Endpoint::CoordinatorLeaderGet, target, &Empty {})
+            .await;
+        match alive {
+            Ok(_) => {}
+            Err(ClientError::NoResponders { .. } | ClientError::Timeout { .. }) => {
+                return Err(ShoalError::not_found(format!(
+                    "no coordinator named {target:?} is answering"
+                ))
+                .with_details(json!({ "coordinator_id": target })));
+            }
+            Err(e) => return Err(ShoalError::unavailable(format!("asking {target:?}: {e}"))),
+        }
+        if !self.pipeline.idle().await {
+            return Err(ShoalError::not_leader(
+                "this coordinator lost the leadership",
+            ));
+        }
+        self.ctx.lease.handoff(target).await
+    }
+}
