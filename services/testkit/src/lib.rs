@@ -29,10 +29,56 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Cutting a node off the network
+//!
+//! A [`NetNs`] is a test host with a network of its own: a network namespace
+//! joined to the host by a veth pair (a private /30 from 198.18.0.0/15,
+//! [`NetNs::host_ip`] on the host side, [`NetNs::ns_ip`] inside). Processes
+//! started in it with [`ServiceProcess::spawn_in`] reach a nats-server started
+//! with [`NatsOptions::for_netns`] (listening on 0.0.0.0, PINGing clients every
+//! second, dropping one after 2 unanswered PINGs or a write blocked for 2 s) at
+//! [`NetNs::nats_url`]. [`NetNs::cut`] drops every packet on the link, both
+//! ways and silently, like a pulled cable: no RST, no FIN, the process keeps
+//! running and believes it is connected, while the server closes its
+//! connection (about 3 s later, `Stale Connection`; `Slow Consumer (Write
+//! Deadline)` if much was being sent to it). [`NetNs::restore`] plugs it back
+//! in; the client learns of the drop at its next TCP retransmission (its
+//! back-off grows with the length of the cut: about 1 s after a 3 s cut, 6 s
+//! after an 8 s one) and reconnects. [`NatsServer::connections`] and
+//! [`NatsServer::closed_connections`] show the server's side. Needs root;
+//! without it [`NetNs::new`] says so.
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use std::net::IpAddr;
+//! use std::time::Duration;
+//! use shoal_testkit::{NatsOptions, NatsServer, NetNs, ServiceProcess, binary, wait_for};
+//!
+//! // Declared first, dropped last: the processes inside go before it.
+//! let netns = NetNs::new()?;
+//! let nats = NatsServer::start_with(NatsOptions::for_netns()).await?;
+//! let args = vec!["--nats-url".into(), netns.nats_url(&nats)?, "--node-id".into(), "n1".into()];
+//! let node = ServiceProcess::spawn_in(&netns, "node n1", &binary("shoal-announcer")?, &args, &[])?;
+//! node.wait_for_log("announcer ready", Duration::from_secs(10)).await?;
+//! netns.cut()?;
+//! let from_node = |c: &shoal_testkit::Connection| c.ip == IpAddr::V4(netns.ns_ip());
+//! wait_for("the server to drop n1", Duration::from_secs(10), || async {
+//!     let open = nats.connections().await.ok()?;
+//!     (!open.iter().any(from_node)).then_some(())
+//! })
+//! .await?;
+//! netns.restore()?;
+//! # Ok(())
+//! # }
+//! ```
 
+mod connz;
 pub mod http;
 pub mod micro;
 mod nats;
+mod nats_config;
+mod netns;
 mod pgdata;
 pub mod ports;
 mod postgres;
@@ -40,7 +86,10 @@ mod process;
 pub mod replicas;
 mod wait;
 
-pub use nats::{NatsCluster, NatsOptions, NatsServer, nats_server_binary, nats_server_binary_from};
+pub use connz::Connection;
+pub use nats::{NatsCluster, NatsServer, nats_server_binary, nats_server_binary_from};
+pub use nats_config::NatsOptions;
+pub use netns::NetNs;
 pub use postgres::Postgres;
 pub use process::{ServiceProcess, binary};
 pub use replicas::{is_error_envelope, request_all, request_json, request_random, wait_all_agree};

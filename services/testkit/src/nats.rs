@@ -1,6 +1,7 @@
 //! Real nats-server processes with JetStream: one server, or a routed cluster.
 
 use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::http;
+use crate::nats_config::{NatsOptions, Ports, config, connect_ip};
 use crate::ports::free_ports;
 use crate::process::{CommandSpec, Proc, log_file, with_log};
 use crate::wait::try_wait_for;
@@ -18,7 +20,6 @@ const STOP_DEADLINE: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: usize = 3;
 const PANIC_TAIL_LINES: usize = 50;
 const ERROR_TAIL_LINES: usize = 30;
-const CLUSTER_NAME: &str = "shoal-test";
 const MISSING: &str = "nats-server not found: run scripts/deps.sh (or set SHOAL_NATS_SERVER)";
 
 /// The checkout's root, where `scripts/deps.sh` puts `.shoal/tools/`.
@@ -49,21 +50,6 @@ pub fn nats_server_binary_from(env: Option<OsString>, root: &Path) -> Result<Pat
     }
 }
 
-/// Settings for [`NatsServer::start_with`].
-#[derive(Debug, Default, Clone)]
-pub struct NatsOptions {
-    /// Appended verbatim to the generated config file (accounts, authorization, ...).
-    pub extra_config: String,
-    pub server_name: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Ports {
-    client: u16,
-    monitor: u16,
-    cluster: Option<u16>,
-}
-
 /// One nats-server process with JetStream on, its config, log and file store in
 /// its own temporary directory. Dropping it kills the server (paused or not) and
 /// deletes the directory.
@@ -72,6 +58,8 @@ pub struct NatsServer {
     proc: Proc,
     server_name: String,
     ports: Ports,
+    /// Where the client port listens (see [`NatsOptions::listen_host`]).
+    listen_host: IpAddr,
     store_dir: PathBuf,
     /// Clustered servers only wait for their own JetStream on a restart: full
     /// health needs a meta quorum that may be down on purpose.
@@ -128,11 +116,8 @@ impl NatsServer {
             .clone()
             .unwrap_or_else(|| format!("shoal-{}", ports.client));
         let config_path = dir.path().join("nats-server.conf");
-        std::fs::write(
-            &config_path,
-            config(&name, ports, &store_dir, routes, &opts.extra_config),
-        )
-        .with_context(|| format!("writing {}", config_path.display()))?;
+        std::fs::write(&config_path, config(&name, ports, &store_dir, routes, opts))
+            .with_context(|| format!("writing {}", config_path.display()))?;
         let log_path = log_file(dir.path(), "nats-server")?;
         let mut spec = CommandSpec::new(binary);
         spec.arg("-c").arg(&config_path);
@@ -147,15 +132,25 @@ impl NatsServer {
             proc,
             server_name: name,
             ports,
+            listen_host: opts.listen_ip(),
             store_dir,
             standalone: ports.cluster.is_none(),
             dir,
         })
     }
 
-    /// `nats://127.0.0.1:PORT`
+    /// `nats://127.0.0.1:PORT` (or `nats://HOST:PORT` for a server listening
+    /// on one other address only): the URL for clients on this host. A process
+    /// in a [`crate::NetNs`] uses [`crate::NetNs::nats_url`] instead.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.ports.client)
+        let addr = SocketAddr::new(connect_ip(self.listen_host), self.ports.client);
+        format!("nats://{addr}")
+    }
+
+    /// The address the client port listens on: 127.0.0.1 unless
+    /// [`NatsOptions::listen_host`] said otherwise.
+    pub fn listen_host(&self) -> IpAddr {
+        self.listen_host
     }
 
     pub fn port(&self) -> u16 {
@@ -292,31 +287,6 @@ async fn is_ready(ports: Ports, full_health: bool) -> bool {
     reported == Some(u64::from(ports.client))
 }
 
-fn config(name: &str, ports: Ports, store_dir: &Path, routes: &[u16], extra: &str) -> String {
-    let quote = |s: &str| serde_json::Value::from(s).to_string();
-    let mut conf = format!(
-        "server_name: {name}\nlisten: \"127.0.0.1:{client}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
-         jetstream {{\n  store_dir: {store}\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}}\n",
-        name = quote(name),
-        client = ports.client,
-        monitor = ports.monitor,
-        store = quote(&store_dir.to_string_lossy()),
-    );
-    if let Some(cluster) = ports.cluster {
-        let routes: Vec<String> = routes
-            .iter()
-            .map(|port| format!("\"nats-route://127.0.0.1:{port}\""))
-            .collect();
-        conf.push_str(&format!(
-            "cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:{cluster}\"\n  routes: [{}]\n}}\n",
-            routes.join(", ")
-        ));
-    }
-    conf.push_str(extra);
-    conf.push('\n');
-    conf
-}
-
 /// `n` routed nats-servers (cluster `shoal-test`), JetStream on each, started
 /// together and ready once JetStream's meta leader is elected.
 pub struct NatsCluster {
@@ -325,13 +295,19 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub async fn start(n: usize) -> Result<NatsCluster> {
+        NatsCluster::start_with(n, NatsOptions::default()).await
+    }
+
+    /// Like [`Self::start`], every server with `opts` (its `server_name` is
+    /// ignored: the servers are `s1`, `s2`, ...).
+    pub async fn start_with(n: usize, opts: NatsOptions) -> Result<NatsCluster> {
         if n == 0 {
             bail!("a cluster needs at least one server");
         }
         let binary = nats_server_binary()?;
         let mut attempt = 1;
         loop {
-            let mut servers = NatsCluster::prepare(&binary, n)?;
+            let mut servers = NatsCluster::prepare(&binary, n, &opts)?;
             for server in &mut servers {
                 server.proc.start()?;
             }
@@ -350,7 +326,7 @@ impl NatsCluster {
         }
     }
 
-    fn prepare(binary: &Path, n: usize) -> Result<Vec<NatsServer>> {
+    fn prepare(binary: &Path, n: usize, opts: &NatsOptions) -> Result<Vec<NatsServer>> {
         let ports: Vec<Ports> = free_ports(3 * n)
             .chunks(3)
             .map(|p| Ports {
@@ -369,7 +345,7 @@ impl NatsCluster {
                     .collect();
                 let opts = NatsOptions {
                     server_name: Some(format!("s{}", i + 1)),
-                    ..NatsOptions::default()
+                    ..opts.clone()
                 };
                 NatsServer::prepare(binary, &opts, ports[i], &routes)
             })
@@ -521,24 +497,5 @@ mod tests {
     #[test]
     fn workspace_root_has_the_deps_script() {
         assert!(workspace_root().join("scripts/deps.sh").is_file());
-    }
-
-    #[test]
-    fn cluster_config_routes_to_the_others() {
-        let ports = Ports {
-            client: 1,
-            monitor: 2,
-            cluster: Some(3),
-        };
-        let conf = config("s1", ports, Path::new("/tmp/x"), &[13, 23], "accounts {}");
-        assert!(conf.contains("listen: \"127.0.0.1:1\""), "{conf}");
-        assert!(conf.contains("http: \"127.0.0.1:2\""), "{conf}");
-        assert!(conf.contains("store_dir: \"/tmp/x\""), "{conf}");
-        assert!(conf.contains("name: shoal-test"), "{conf}");
-        assert!(
-            conf.contains("routes: [\"nats-route://127.0.0.1:13\", \"nats-route://127.0.0.1:23\"]"),
-            "{conf}"
-        );
-        assert!(conf.trim_end().ends_with("accounts {}"), "{conf}");
     }
 }

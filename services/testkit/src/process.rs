@@ -19,6 +19,7 @@ use crate::wait::try_wait_for;
 const DROP_EXIT_DEADLINE: Duration = Duration::from_secs(5);
 const PAUSE_DEADLINE: Duration = Duration::from_secs(5);
 const KILL_CHILDREN_DEADLINE: Duration = Duration::from_secs(5);
+const EXEC_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How a child is (re)started; kept so the same command can run again after a
 /// kill or stop.
@@ -29,6 +30,10 @@ pub(crate) struct CommandSpec {
     pub envs: Vec<(OsString, OsString)>,
     pub cwd: Option<PathBuf>,
     pub run_as: Option<(Uid, Gid)>,
+    /// Set when `program` is a launcher that execs the real program in its
+    /// place (`ip netns exec`): starting returns once it has, so the pid is
+    /// the real program's when signals are sent.
+    pub execs_into: Option<PathBuf>,
 }
 
 impl CommandSpec {
@@ -39,6 +44,7 @@ impl CommandSpec {
             envs: Vec::new(),
             cwd: None,
             run_as: None,
+            execs_into: None,
         }
     }
 
@@ -148,7 +154,31 @@ impl Proc {
         self.last_status = None;
         self.child = Some(child);
         self.starts += 1;
-        Ok(())
+        self.wait_for_exec()
+    }
+
+    /// With [`CommandSpec::execs_into`], waits until the launcher has exec'd
+    /// (or exited: its log says why).
+    fn wait_for_exec(&self) -> Result<()> {
+        let (Some(target), Some(pid)) = (&self.spec.execs_into, self.pid()) else {
+            return Ok(());
+        };
+        let launcher = self.spec.program.canonicalize()?;
+        let until = std::time::Instant::now() + EXEC_DEADLINE;
+        loop {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"));
+            if has_ended(pid) || exe.is_ok_and(|exe| exe != launcher) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= until {
+                bail!(
+                    "{} did not exec {} within {EXEC_DEADLINE:?}",
+                    self.spec.program.display(),
+                    target.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// The pid while the child has not been reaped.
@@ -337,7 +367,7 @@ fn send(pid: u32, signal: Signal) -> Result<()> {
 }
 
 /// The fields of `/proc/<pid>/stat` after the command name: state, ppid, ...
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
+pub(crate) fn stat_fields(pid: u32) -> Option<Vec<String>> {
     stat_fields_at(&format!("/proc/{pid}/stat"))
 }
 
@@ -449,14 +479,19 @@ impl ServiceProcess {
         args: &[String],
         envs: &[(String, String)],
     ) -> Result<ServiceProcess> {
+        let mut spec = CommandSpec::new(bin);
+        spec.args = args.iter().map(OsString::from).collect();
+        spec.envs = envs.iter().map(|(k, v)| (k.into(), v.into())).collect();
+        ServiceProcess::start_spec(name, spec)
+    }
+
+    /// Starts `spec` with its log in a new temporary directory.
+    pub(crate) fn start_spec(name: &str, spec: CommandSpec) -> Result<ServiceProcess> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("shoal-{}-", file_stem(name)))
             .tempdir()
             .context("creating a temporary directory")?;
         let log_path = log_file(dir.path(), name)?;
-        let mut spec = CommandSpec::new(bin);
-        spec.args = args.iter().map(OsString::from).collect();
-        spec.envs = envs.iter().map(|(k, v)| (k.into(), v.into())).collect();
         let mut proc = Proc::new(name, spec, log_path, SERVICE_PANIC_TAIL_LINES);
         proc.start()?;
         Ok(ServiceProcess { proc, _dir: dir })

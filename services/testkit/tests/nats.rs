@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, kv, stream::StorageType};
-use shoal_testkit::{NatsCluster, NatsServer, wait_for};
+use shoal_testkit::{NatsCluster, NatsOptions, NatsServer, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -184,9 +184,10 @@ async fn dropping_a_paused_server_kills_it_and_deletes_its_files() -> Result<()>
 
 #[tokio::test]
 async fn start_with_appends_extra_config() -> Result<()> {
-    let opts = shoal_testkit::NatsOptions {
+    let opts = NatsOptions {
         server_name: Some("custom".into()),
         extra_config: "authorization { user: alice, password: secret }".into(),
+        ..Default::default()
     };
     let server = NatsServer::start_with(opts).await?;
     assert_eq!(server.server_name(), "custom");
@@ -199,6 +200,22 @@ async fn start_with_appends_extra_config() -> Result<()> {
             .connect(server.url())
             .await?;
     authed.flush().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn netns_options_listen_everywhere_and_drop_silent_clients_fast() -> Result<()> {
+    let server = NatsServer::start_with(NatsOptions::for_netns()).await?;
+    assert_eq!(server.listen_host().to_string(), "0.0.0.0");
+    assert_eq!(server.url(), format!("nats://127.0.0.1:{}", server.port()));
+    server.client().await?.flush().await?;
+    let varz = shoal_testkit::http::get(server.monitor_port(), "/varz").await?;
+    let varz: serde_json::Value = serde_json::from_str(&varz.body)?;
+    assert_eq!(varz["host"], "0.0.0.0");
+    // Go durations, in nanoseconds.
+    assert_eq!(varz["ping_interval"], 1_000_000_000u64, "{varz}");
+    assert_eq!(varz["ping_max"], 2, "{varz}");
+    assert_eq!(varz["write_deadline"], 2_000_000_000u64, "{varz}");
     Ok(())
 }
 
