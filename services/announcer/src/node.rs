@@ -172,6 +172,11 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut identity_checked = Instant::now();
     let mut was_connected = true;
+    // The server numbers each connection: a new number means the client reconnected,
+    // even so quickly that no tick saw it disconnected (a connection the server
+    // dropped while the link was down, noticed only once the link is back). Notices
+    // sent meanwhile are lost: announcing again gets the node a sync.
+    let mut connection = client.server_info().client_id;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -184,8 +189,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
                     was_connected = false;
                     continue;
                 }
-                if !was_connected {
+                let now_connection = client.server_info().client_id;
+                if !was_connected || now_connection != connection {
                     was_connected = true;
+                    connection = now_connection;
                     node.announce("reconnected").await;
                 }
                 if identity_checked.elapsed() >= IDENTITY_CHECK {

@@ -291,6 +291,15 @@ impl SimulatedCluster {
         self.shared.nodes()[i].agents.count()
     }
 
+    /// The names of the agents node `i` runs.
+    pub fn agents(&self, i: usize) -> Vec<String> {
+        self.shared.nodes()[i]
+            .agents
+            .names()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Node `i` stops heartbeating without a goodbye (kill -9).
     pub fn kill(&self, i: usize) {
         self.shared.nodes()[i].state = SimState::Killed;
@@ -373,10 +382,17 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration, cancel: Cancell
     let mut ticker = tokio::time::interval(interval / slots);
     let mut slot: u32 = 0;
     let mut batch = Vec::new();
+    // As the announcer does: a new connection means notices may have been lost.
+    let mut connection = shared.client.server_info().client_id;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        let now_connection = shared.client.server_info().client_id;
+        if now_connection != connection {
+            connection = now_connection;
+            shared.announce_where(|_, _| true).await;
         }
         {
             let mut rng = rand::rng();

@@ -96,5 +96,10 @@ mod tests {
         c.remove("y");
         assert_eq!(c.digest(), DigestSum::of(["x", "z"]).digest());
         assert_eq!(DigestSum::default().digest().hash, "0000000000000000");
+        // The example in docs/concepts.md.
+        assert_eq!(
+            DigestSum::of(["agent-1", "agent-7"]).digest().hash,
+            "387f3b14b751b8b2"
+        );
     }
 }
