@@ -187,6 +187,26 @@ async fn bad_requests_get_distinct_errors() {
     assert_eq!(code(&e), Some(ErrorCode::BadRequest), "{e}");
     let e = refuse(pinned("a1", "nowhere")).await;
     assert_eq!(code(&e), Some(ErrorCode::NotFound), "{e}");
+    let greedy = AssignRequest {
+        resources: Some(shoal_protocol::Resources {
+            cpu: 150.0,
+            memory: 1.0,
+        }),
+        ..pinned("a1", "full")
+    };
+    let e = refuse(greedy).await;
+    assert_eq!(code(&e), Some(ErrorCode::BadRequest), "{e}");
+    assert!(e.to_string().contains("resources.cpu"), "{e}");
+    // A move of an agent that is nowhere, or to a node that is not, is not_found.
+    let e = shoal
+        .move_agent(&shoal_protocol::MoveRequest {
+            agent_name: "ghost".into(),
+            node_id: Some("full".into()),
+            request_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::NotFound), "{e}");
     // The membership view may lag the test's writes by a moment.
     let e = wait_for("the offline node to be known", LONG, || async {
         let e = shoal.assign(&pinned("a1", "down")).await.unwrap_err();
