@@ -107,19 +107,32 @@ pub enum Command {
         label: Option<String>,
     },
     /// Show one node.
-    Node { id: String },
+    Node {
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
     /// Drain a node: its agents move off and it takes no new ones.
-    Drain { id: String },
+    Drain {
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
     /// End a drain.
-    Undrain { id: String },
+    Undrain {
+        #[arg(value_parser = parse_id)]
+        id: String,
+    },
     /// Cluster statistics (coordinator, registry, balancer).
     Stats,
     /// The current coordinator leader.
     Leader,
     /// Hand coordinator leadership to the named coordinator.
-    Promote { coordinator: String },
+    Promote {
+        #[arg(value_parser = parse_id)]
+        coordinator: String,
+    },
     /// Assign an agent to a node (the balancer picks unless --node pins one).
     Assign {
+        #[arg(value_parser = parse_id)]
         agent: String,
         #[arg(long)]
         service: Option<String>,
@@ -127,32 +140,36 @@ pub enum Command {
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
         /// Pin to this node.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_id)]
         node: Option<String>,
     },
     /// Remove an agent's assignment.
-    Unassign { agent: String },
+    Unassign {
+        #[arg(value_parser = parse_id)]
+        agent: String,
+    },
     /// Move a placed agent: to the named node, or (without --node) wherever the
     /// balancer picks among the other nodes. Recorded as `migrated` by `operator`.
     Move {
+        #[arg(value_parser = parse_id)]
         agent: String,
         /// Move it to this node.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_id)]
         node: Option<String>,
     },
     /// Current assignments; `--status orphaned` (or `migrating`) lists the agents
     /// waiting for a node.
     Assignments {
-        #[arg(long)]
+        #[arg(long, value_parser = parse_id)]
         node: Option<String>,
         #[arg(long, value_parser = parse_assignment_status)]
         status: Option<AssignmentStatus>,
     },
     /// Assignment history (from Postgres), newest first.
     History {
-        #[arg(long)]
+        #[arg(long, value_parser = parse_id)]
         agent: Option<String>,
-        #[arg(long)]
+        #[arg(long, value_parser = parse_id)]
         node: Option<String>,
         /// Only rows at or after this time (RFC 3339, e.g. 2026-02-10T08:00:00Z) or
         /// this long ago (e.g. 10m, 2h).
@@ -268,6 +285,14 @@ fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     Ok(chrono::Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
 }
 
+/// A node id, agent name or coordinator id, by the protocol's one id rule.
+fn parse_id(s: &str) -> Result<String, String> {
+    match shoal_protocol::validate::id_problem(s) {
+        None => Ok(s.to_string()),
+        Some(problem) => Err(format!("{s:?} {problem}")),
+    }
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -307,6 +332,12 @@ mod tests {
         assert_eq!(parse_strategy("weighted").unwrap(), Strategy::Weighted);
         assert!(parse_strategy("fast").unwrap_err().contains("round_robin"));
         assert!(parse_since("10m").unwrap() < chrono::Utc::now());
+        assert_eq!(parse_id("node-1").unwrap(), "node-1");
+        let e = parse_id("node@1").unwrap_err();
+        assert!(e.contains("letters, digits, '-' and '_'"), "{e}");
+        use clap::Parser;
+        let refused = Cli::try_parse_from(["shoal", "assign", "a/b"]).unwrap_err();
+        assert!(refused.to_string().contains("letters, digits"), "{refused}");
     }
 
     #[test]

@@ -31,6 +31,31 @@ pub fn decode_with_limit<T: DeserializeOwned + Validate>(
     } else {
         payload
     };
+    // Strict where serde_json is lenient: the whole payload is UTF-8 (serde_json
+    // skips unknown fields' strings unchecked), and a request is an object (serde
+    // would fill a struct from an array by field order).
+    if let Err(e) = std::str::from_utf8(payload) {
+        return Err(ShoalError::bad_request(format!(
+            "payload is not valid UTF-8 (at byte {})",
+            e.valid_up_to()
+        ))
+        .with_details(serde_json::json!({ "byte": e.valid_up_to() })));
+    }
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(payload)
+    {
+        let kind = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            serde_json::Value::Null => "null",
+            serde_json::Value::Object(_) => "an object",
+        };
+        return Err(ShoalError::bad_request(format!(
+            "a request must be a JSON object ({{\"field\": …}}), not {kind}"
+        )));
+    }
     let mut de = serde_json::Deserializer::from_slice(payload);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| describe(e, payload))?;
     // Anything after the value (`{"id":"a"} junk`) is malformed too.
@@ -128,6 +153,25 @@ mod tests {
             Some(Colour::Red)
         ));
         assert!(decode::<Msg>(br#"{"id":"n1"}"#).unwrap().inner.is_none());
+    }
+
+    #[test]
+    fn only_objects_of_valid_utf8_are_requests() {
+        // An array would fill the struct by field order.
+        let e = err(r#"["n1", 3]"#);
+        assert!(e.message.contains("JSON object"), "{}", e.message);
+        assert!(e.message.contains("an array"), "{}", e.message);
+        for other in ["\"n1\"", "3", "true", "null"] {
+            assert!(err(other).message.contains("JSON object"), "{other}");
+        }
+        // Invalid UTF-8 in an unknown field's value, which serde would skip.
+        let mut bad = br#"{"id":"n1","x":"#.to_vec();
+        bad.extend_from_slice(&[b'"', 0xff, 0xfe, b'"', b'}']);
+        let e = decode::<Msg>(&bad).unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{}", e.message);
+        assert_eq!(e.details.unwrap()["byte"], 16);
+        // Leading white space is fine.
+        assert!(decode::<Msg>(b"  \n {\"id\":\"n1\"}").is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod digest;
 pub mod error;
 pub mod reply;
 pub mod subjects;
+pub mod time;
 pub mod types;
 pub mod validate;
 

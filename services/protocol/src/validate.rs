@@ -1,12 +1,33 @@
 //! Checks on decoded requests that types alone cannot express: ids usable as subject
-//! tokens, metrics that are finite and in range, sizes within limits.
+//! tokens and KV keys, metrics that are finite and in range, sizes within limits.
+//!
+//! The limits keep every message Shoal derives from a request (a log record, a
+//! membership record, a batch of picks) far below NATS' max payload; they are in the
+//! JSON Schemas and in `docs/concepts.md`:
+//!
+//! | what | limit |
+//! |---|---|
+//! | node id, agent name, coordinator id | 1–128 of `A-Z a-z 0-9 - _` |
+//! | labels | 64 pairs; key 1–128 bytes, value up to 255 bytes |
+//! | services, features of a node | 64 each, 1–128 bytes each |
+//! | host name, address, version, reason, request id | up to 255 bytes |
+//! | ids in `exclude`, in a registry sync | 1,024 |
 
 use crate::ShoalError;
 
 /// Longest node id or agent name: both become a subject token.
 pub const MAX_ID_LEN: usize = 128;
-const MAX_TEXT_LEN: usize = 255;
-const MAX_LIST_LEN: usize = 64;
+/// What an id may hold: it becomes a NATS subject token and a KV key.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,128}$";
+pub const MAX_TEXT_LEN: usize = 255;
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_KEY_LEN: usize = 128;
+pub const MAX_LABEL_VALUE_LEN: usize = 255;
+/// Most services or features one node offers.
+pub const MAX_NAMES: usize = 64;
+pub const MAX_NAME_LEN: usize = 128;
+/// Most ids in a list such as `exclude`.
+pub const MAX_IDS: usize = 1024;
 
 /// A message is checked after it is decoded; the default accepts everything.
 pub trait Validate {
@@ -15,7 +36,8 @@ pub trait Validate {
     }
 }
 
-/// Why `token` cannot be one NATS subject token, if it cannot.
+/// Why `token` cannot be one NATS subject token, if it cannot (the subject prefix's
+/// tokens; ids have the stricter [`id`] rule).
 pub(crate) fn token_problem(token: &str) -> Option<&'static str> {
     if token.is_empty() {
         Some("is empty")
@@ -31,9 +53,26 @@ pub(crate) fn token_problem(token: &str) -> Option<&'static str> {
     }
 }
 
-/// An id that becomes a subject token: node ids, agent names, coordinator ids.
+/// Why `value` is not an id, if it is not.
+pub fn id_problem(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        Some("is empty")
+    } else if value.len() > MAX_ID_LEN {
+        Some("is longer than 128 bytes")
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Some("may hold only ASCII letters, digits, '-' and '_'")
+    } else {
+        None
+    }
+}
+
+/// An id: a node id, an agent name, a coordinator or instance id. It becomes a NATS
+/// subject token and a KV key: 1 to 128 ASCII letters, digits, `-` and `_`.
 pub fn id(field: &str, value: &str) -> Result<(), ShoalError> {
-    match token_problem(value) {
+    match id_problem(value) {
         None => Ok(()),
         Some(problem) => Err(field_error(field, format!("{field} {value:?} {problem}"))),
     }
@@ -84,30 +123,72 @@ pub fn non_empty_text(field: &str, value: &str) -> Result<(), ShoalError> {
     text(field, value)
 }
 
-/// A list of short strings (services, features, excluded ids).
-pub fn short_list(field: &str, values: &[String]) -> Result<(), ShoalError> {
-    if values.len() > MAX_LIST_LEN * 16 {
+/// A list of names such as services or features: at most [`MAX_NAMES`], each
+/// 1 to [`MAX_NAME_LEN`] bytes.
+pub fn names(field: &str, values: &[String]) -> Result<(), ShoalError> {
+    if values.len() > MAX_NAMES {
         return Err(field_error(
             field,
-            format!("{field} has more than {} entries", MAX_LIST_LEN * 16),
+            format!(
+                "{field} has {} entries, more than {MAX_NAMES}",
+                values.len()
+            ),
         ));
     }
-    values.iter().try_for_each(|v| non_empty_text(field, v))
+    values.iter().try_for_each(|v| name(field, v))
 }
 
+/// One name (a service): 1 to [`MAX_NAME_LEN`] bytes, not blank.
+pub fn name(field: &str, value: &str) -> Result<(), ShoalError> {
+    if value.len() > MAX_NAME_LEN {
+        return Err(field_error(
+            field,
+            format!("{field} {value:?} is longer than {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    non_empty_text(field, value)
+}
+
+/// A list of ids (excluded nodes, nodes asked to announce): at most [`MAX_IDS`].
+pub fn ids(field: &str, values: &[String]) -> Result<(), ShoalError> {
+    if values.len() > MAX_IDS {
+        return Err(field_error(
+            field,
+            format!("{field} has {} entries, more than {MAX_IDS}", values.len()),
+        ));
+    }
+    values.iter().try_for_each(|v| id(field, v))
+}
+
+/// Labels: at most [`MAX_LABELS`] pairs, keys 1 to [`MAX_LABEL_KEY_LEN`] bytes, values
+/// up to [`MAX_LABEL_VALUE_LEN`].
 pub fn labels(
     field: &str,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), ShoalError> {
-    if labels.len() > MAX_LIST_LEN {
+    if labels.len() > MAX_LABELS {
         return Err(field_error(
             field,
-            format!("{field} has more than {MAX_LIST_LEN} entries"),
+            format!(
+                "{field} has {} entries, more than {MAX_LABELS}",
+                labels.len()
+            ),
         ));
     }
     for (k, v) in labels {
+        if k.len() > MAX_LABEL_KEY_LEN {
+            return Err(field_error(
+                field,
+                format!("{field} key {k:?} is longer than {MAX_LABEL_KEY_LEN} bytes"),
+            ));
+        }
         non_empty_text(&format!("{field} key"), k)?;
-        text(&format!("{field}.{k}"), v)?;
+        if v.len() > MAX_LABEL_VALUE_LEN {
+            return Err(field_error(
+                field,
+                format!("{field}.{k} is longer than {MAX_LABEL_VALUE_LEN} bytes"),
+            ));
+        }
     }
     Ok(())
 }
@@ -121,12 +202,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_must_be_single_tokens() {
+    fn ids_are_letters_digits_dashes_and_underscores() {
         assert!(id("id", "node-1").is_ok());
-        for bad in ["", "a.b", "a*", ">", "a b", &"x".repeat(129)] {
+        assert!(id("id", "Node_7").is_ok());
+        assert!(id("id", &"x".repeat(128)).is_ok());
+        let pattern = regex_lite(ID_PATTERN);
+        for bad in [
+            "",
+            "a.b",
+            "a*",
+            ">",
+            "a b",
+            "a/b",
+            "a=b",
+            "node@1",
+            "nöde",
+            &"x".repeat(129),
+        ] {
             let e = id("id", bad).unwrap_err();
             assert!(e.message.starts_with("id "), "{}", e.message);
+            assert!(!pattern(bad), "{bad} matches the schema's pattern");
         }
+        let e = id("id", "a/b").unwrap_err();
+        assert!(
+            e.message.contains("letters, digits, '-' and '_'"),
+            "{}",
+            e.message
+        );
+    }
+
+    /// The schema's id pattern, checked by hand (the rule is simple enough).
+    fn regex_lite(pattern: &str) -> impl Fn(&str) -> bool {
+        assert_eq!(pattern, "^[A-Za-z0-9_-]{1,128}$");
+        |s: &str| id_problem(s).is_none()
+    }
+
+    #[test]
+    fn labels_and_names_have_limits() {
+        use std::collections::BTreeMap;
+        let ok: BTreeMap<String, String> = (0..MAX_LABELS)
+            .map(|i| (format!("{i:0>128}"), "v".repeat(MAX_LABEL_VALUE_LEN)))
+            .collect();
+        assert!(labels("labels", &ok).is_ok());
+        let mut more = ok.clone();
+        more.insert("one-more".into(), String::new());
+        assert!(labels("labels", &more).is_err());
+        let long_key = BTreeMap::from([("k".repeat(129), String::new())]);
+        assert!(labels("labels", &long_key).is_err());
+        let long_value = BTreeMap::from([("k".into(), "v".repeat(256))]);
+        assert!(labels("labels", &long_value).is_err());
+        let services: Vec<String> = (0..MAX_NAMES).map(|i| format!("s{i}")).collect();
+        assert!(names("services", &services).is_ok());
+        let too_many: Vec<String> = (0..=MAX_NAMES).map(|i| format!("s{i}")).collect();
+        assert!(names("services", &too_many).is_err());
+        assert!(names("services", &["x".repeat(129)]).is_err());
+        assert!(ids("exclude", &vec!["n".to_string(); MAX_IDS + 1]).is_err());
     }
 
     #[test]

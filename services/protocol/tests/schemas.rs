@@ -583,3 +583,71 @@ fn start_and_stop_notices_keep_their_wire_form_and_match_the_schema() {
     let decoded: AgentNotice = decode(serde_json::to_vec(&stop).unwrap().as_slice()).unwrap();
     assert_eq!(decoded.action(), "stop");
 }
+
+#[test]
+fn limits_are_the_same_in_the_schemas_and_the_decode_step() {
+    let validator = |name: &str| {
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(committed_dir().join(format!("{name}.json"))).unwrap(),
+        )
+        .unwrap();
+        jsonschema::validator_for(&schema).unwrap()
+    };
+    let assign = validator("AssignRequest");
+    let labels = |n: usize, key: usize, value: usize| -> Value {
+        (0..n)
+            .map(|i| (format!("{i:0>key$}"), json!("v".repeat(value))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let cases = [
+        (json!({"agent_name": "a-1_B"}), true),
+        (json!({"agent_name": "a/b"}), false),
+        (json!({"agent_name": "a=b"}), false),
+        (json!({"agent_name": "x".repeat(129)}), false),
+        (
+            json!({"agent_name": "a", "labels": labels(64, 128, 255)}),
+            true,
+        ),
+        (
+            json!({"agent_name": "a", "labels": labels(65, 8, 1)}),
+            false,
+        ),
+        (
+            json!({"agent_name": "a", "labels": labels(1, 129, 1)}),
+            false,
+        ),
+        (
+            json!({"agent_name": "a", "labels": labels(1, 8, 256)}),
+            false,
+        ),
+        (
+            json!({"agent_name": "a", "service": "s".repeat(129)}),
+            false,
+        ),
+        (
+            json!({"agent_name": "a", "request_id": "r".repeat(256)}),
+            false,
+        ),
+    ];
+    for (request, ok) in cases {
+        let bytes = serde_json::to_vec(&request).unwrap();
+        assert_eq!(assign.is_valid(&request), ok, "schema: {request}");
+        assert_eq!(
+            decode::<AssignRequest>(&bytes).is_ok(),
+            ok,
+            "decode: {request}"
+        );
+    }
+    let select = validator("SelectRequest");
+    let many: Vec<String> = (0..1025).map(|i| format!("n{i}")).collect();
+    let request = json!({"exclude": many});
+    assert!(!select.is_valid(&request));
+    assert!(decode::<SelectRequest>(&serde_json::to_vec(&request).unwrap()).is_err());
+    let announce = validator("Announce");
+    let services: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
+    let request = json!({"id": "n1", "hostname": "h", "ip_address": "", "max_agents": 1,
+        "started_at": "2026-02-10T08:00:00Z", "services": services});
+    assert!(!announce.is_valid(&request));
+    assert!(decode::<Announce>(&serde_json::to_vec(&request).unwrap()).is_err());
+}

@@ -9,7 +9,6 @@ use shoal_protocol::{
 };
 
 use crate::engine::Engine;
-use crate::ingest::is_key;
 use crate::member::Change;
 use crate::model;
 
@@ -48,20 +47,8 @@ pub fn stats(engine: &Engine, msg: &Message) -> Result<RegistryStats, ShoalError
     Ok(engine.lock().stats(engine.rejected()))
 }
 
-fn key_checked(id: &str) -> Result<(), ShoalError> {
-    if is_key(id) {
-        Ok(())
-    } else {
-        Err(ShoalError::bad_request(format!(
-            "id {id:?} must consist of letters, digits, '-' and '_'"
-        ))
-        .with_details(serde_json::json!({ "field": "id" })))
-    }
-}
-
 pub async fn register(engine: &Engine, msg: &Message) -> Result<NodeChangeReply, ShoalError> {
     let req: RegisterNodeRequest = decode(&msg.payload)?;
-    key_checked(&req.id)?;
     let node = engine
         .mutate(&req.id, |current| {
             let new = model::from_registration(&req, current, Utc::now());

@@ -14,15 +14,6 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::Engine;
 use crate::membership::HeartbeatOutcome;
 
-/// A node id must also be a KV key (`[-/_=.a-zA-Z0-9]`; dots are already refused
-/// as subject separators).
-pub fn is_key(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/' | b'='))
-}
-
 /// Decodes a node message and checks that it names the node of its subject.
 fn accept<T, F>(engine: &Engine, message: &Message, kind: NodeSubjectKind, id_of: F) -> Option<T>
 where
@@ -44,11 +35,10 @@ where
         Ok(v) => v,
         Err(ShoalError { message, .. }) => return refuse(&message),
     };
+    // The decode step checked the payload's id against the one id rule; the
+    // subject's token must be that same id.
     if id_of(&value) != id {
         return refuse("payload id differs from the subject's");
-    }
-    if !is_key(id) {
-        return refuse("node id is not usable as a key: use letters, digits, '-', '_'");
     }
     Some(value)
 }
@@ -100,18 +90,5 @@ pub async fn lifecycle(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_must_be_keys() {
-        assert!(is_key("node-1_a"));
-        assert!(!is_key("node@1"));
-        assert!(!is_key("nöde"));
-        assert!(!is_key(""));
     }
 }

@@ -74,15 +74,18 @@ impl fmt::Display for Strategy {
 pub struct SelectRequest {
     /// Only nodes offering this service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = crate::validate::MAX_NAME_LEN))]
     pub service: Option<String>,
     /// Only nodes carrying all these labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128}, "additionalProperties" = {"type": "string", "maxLength": 255}))]
     pub labels: BTreeMap<String, String>,
     /// Overrides the cluster strategy for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
     /// Node ids not to pick.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::validate::MAX_IDS), inner(pattern(crate::validate::ID_PATTERN)))]
     pub exclude: Vec<String>,
     /// What the work will use on the node; counted against the picked node's
     /// estimated load at once.
@@ -93,10 +96,10 @@ pub struct SelectRequest {
 impl Validate for SelectRequest {
     fn validate(&self) -> Result<(), ShoalError> {
         if let Some(s) = &self.service {
-            validate::non_empty_text("service", s)?;
+            validate::name("service", s)?;
         }
         validate::labels("labels", &self.labels)?;
-        validate::short_list("exclude", &self.exclude)?;
+        validate::ids("exclude", &self.exclude)?;
         self.resources.as_ref().map_or(Ok(()), Validate::validate)
     }
 }

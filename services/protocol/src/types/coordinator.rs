@@ -15,16 +15,21 @@ use crate::validate::{self, Validate};
 /// `assign`: place an agent on a node.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AssignRequest {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub agent_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = crate::validate::MAX_NAME_LEN))]
     pub service: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128}, "additionalProperties" = {"type": "string", "maxLength": 255}))]
     pub labels: BTreeMap<String, String>,
     /// Pin to this node instead of asking the balancer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub node_id: Option<String>,
     /// Makes retries safe: a repeated request_id returns the first result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub request_id: Option<String>,
     /// What the agent is expected to use on its node. Without it the balancer counts
     /// the node's observed per-agent average, or its configured default.
@@ -57,7 +62,7 @@ impl Validate for AssignRequest {
     fn validate(&self) -> Result<(), ShoalError> {
         validate::id("agent_name", &self.agent_name)?;
         if let Some(s) = &self.service {
-            validate::non_empty_text("service", s)?;
+            validate::name("service", s)?;
         }
         validate::labels("labels", &self.labels)?;
         validate::optional_id("node_id", self.node_id.as_deref())?;
@@ -72,11 +77,14 @@ impl Validate for AssignRequest {
 /// other nodes. Recorded as `migrated` with reason `operator`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MoveRequest {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub agent_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub node_id: Option<String>,
     /// Makes retries safe: a repeated request_id returns the first result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub request_id: Option<String>,
 }
 
@@ -128,6 +136,7 @@ impl AssignmentStatus {
 pub struct Assignment {
     pub agent_name: String,
     pub node_id: String,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub assigned_at: DateTime<Utc>,
     pub status: AssignmentStatus,
     /// The coordinator epoch (lease revision) under which this placement was written.
@@ -145,6 +154,7 @@ pub struct Assignment {
 /// `unassign`, `assignments.get`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentNameRequest {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub agent_name: String,
 }
 
@@ -168,11 +178,13 @@ pub struct UnassignReply {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ListAssignmentsRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub node_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<AssignmentStatus>,
     /// Only agents whose name sorts after this one: the `next` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub after: Option<String>,
     /// At most this many assignments (1 to 10,000). Without it the whole list is
     /// sent, or refused with `bad_request` if it would not fit in one NATS message.
@@ -213,6 +225,7 @@ pub struct LeaderInfo {
     pub coordinator_id: String,
     /// The lease revision at acquisition; strictly increases across leaders.
     pub epoch: u64,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub since: DateTime<Utc>,
 }
 
@@ -230,6 +243,7 @@ pub struct LeaderReply {
 /// `leader.promote`: hand leadership to the named coordinator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PromoteRequest {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub coordinator_id: String,
 }
 
@@ -274,12 +288,22 @@ impl AssignmentAction {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub agent_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub node_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::time::optional_rfc3339"
+    )]
     pub since: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::time::optional_rfc3339"
+    )]
     pub until: Option<DateTime<Utc>>,
     /// At most this many rows, newest first (default 100, at most 10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -322,6 +346,7 @@ pub struct HistoryEntry {
     pub reason: String,
     pub leader_id: String,
     pub epoch: u64,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub at: DateTime<Utc>,
     /// The balancer's candidates and scores for this decision, when it chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -345,6 +370,7 @@ pub struct AssignmentEvent {
     pub previous_node_id: Option<String>,
     pub reason: String,
     pub epoch: u64,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub at: DateTime<Utc>,
     /// The agent's resource request, if it has one (the balancer counts it against
     /// the node).
@@ -362,6 +388,7 @@ pub struct LeaderChanged {
     pub leader: Option<LeaderInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub at: DateTime<Utc>,
 }
 

@@ -93,22 +93,30 @@ impl NodeStatus {
 /// changes, and when a registry asks (`<prefix>.registry.sync`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Announce {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub id: String,
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub hostname: String,
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub ip_address: String,
     #[serde(default)]
     pub port: u16,
     #[serde(default)]
     pub role: NodeRole,
     #[serde(default)]
+    #[schemars(length(max = crate::validate::MAX_NAMES), inner(length(min = 1, max = crate::validate::MAX_NAME_LEN)))]
     pub services: Vec<String>,
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128}, "additionalProperties" = {"type": "string", "maxLength": 255}))]
     pub labels: BTreeMap<String, String>,
     pub max_agents: u32,
     #[serde(default)]
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub version: String,
     #[serde(default)]
+    #[schemars(length(max = crate::validate::MAX_NAMES), inner(length(min = 1, max = crate::validate::MAX_NAME_LEN)))]
     pub features: Vec<String>,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub started_at: DateTime<Utc>,
 }
 
@@ -117,16 +125,17 @@ impl Validate for Announce {
         validate::id("id", &self.id)?;
         validate::non_empty_text("hostname", &self.hostname)?;
         validate::text("ip_address", &self.ip_address)?;
-        validate::short_list("services", &self.services)?;
+        validate::names("services", &self.services)?;
         validate::labels("labels", &self.labels)?;
         validate::text("version", &self.version)?;
-        validate::short_list("features", &self.features)
+        validate::names("features", &self.features)
     }
 }
 
 /// `<prefix>.node.<id>.heartbeat`, every interval (default 1 s).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Heartbeat {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub id: String,
     /// Increases by one per heartbeat from the same process; restarts at 1.
     pub seq: u64,
@@ -140,6 +149,7 @@ pub struct Heartbeat {
     pub load_average: f64,
     pub active_agents: u32,
     pub uptime_s: u64,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub sent_at: DateTime<Utc>,
     /// Count and order-independent hash of the agents the node runs (see
     /// `digest.rs`); the coordinator leader sends a `sync` when it disagrees. Nodes that
@@ -161,9 +171,12 @@ impl Validate for Heartbeat {
 /// `<prefix>.node.<id>.leave`: a graceful goodbye.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Leave {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub reason: Option<String>,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub sent_at: DateTime<Utc>,
 }
 
@@ -191,11 +204,14 @@ pub enum AgentNotice {
 /// A `start` or `stop` notice: one agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentChange {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub agent_name: String,
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub node_id: String,
     /// The coordinator epoch that made the decision; a node may ignore notices from an
     /// epoch older than one it has already seen.
     pub epoch: u64,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub at: DateTime<Utc>,
 }
 
@@ -204,10 +220,13 @@ pub struct AgentChange {
 /// it holds parts 1 to `parts` of the same sync.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentSync {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub node_id: String,
     /// This part's share of the node's agents (all of them when `parts` is 1).
+    #[schemars(inner(pattern(crate::validate::ID_PATTERN)))]
     pub agents: Vec<String>,
     pub epoch: u64,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub at: DateTime<Utc>,
     /// 1-based number of this part.
     #[serde(default = "one")]
@@ -276,12 +295,13 @@ impl Validate for AgentNotice {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SyncRequest {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = crate::validate::MAX_IDS), inner(pattern(crate::validate::ID_PATTERN)))]
     pub ids: Vec<String>,
 }
 
 impl Validate for SyncRequest {
     fn validate(&self) -> Result<(), ShoalError> {
-        self.ids.iter().try_for_each(|id| validate::id("ids", id))
+        validate::ids("ids", &self.ids)
     }
 }
 
@@ -311,6 +331,7 @@ pub struct Node {
     /// Human form, e.g. `2h15m30s`.
     pub uptime: String,
     pub uptime_s: u64,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub last_seen: DateTime<Utc>,
     pub services: Vec<String>,
     pub labels: BTreeMap<String, String>,
@@ -318,6 +339,7 @@ pub struct Node {
     pub version: String,
     #[serde(default)]
     pub features: Vec<String>,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub started_at: DateTime<Utc>,
     /// Set by `nodes.drain`; a draining node takes no new agents.
     #[serde(default)]

@@ -16,18 +16,20 @@ pub struct ListNodesRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<NodeRole>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = crate::validate::MAX_NAME_LEN))]
     pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<NodeStatus>,
     /// `key=value` (or just `key`, matching any value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub label: Option<String>,
 }
 
 impl Validate for ListNodesRequest {
     fn validate(&self) -> Result<(), ShoalError> {
         if let Some(s) = &self.service {
-            validate::non_empty_text("service", s)?;
+            validate::name("service", s)?;
         }
         if let Some(l) = &self.label {
             validate::non_empty_text("label", l)?;
@@ -45,6 +47,7 @@ pub struct NodeList {
 /// `nodes.get`, `nodes.unregister`, `nodes.drain`, `nodes.undrain`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeIdRequest {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub id: String,
 }
 
@@ -57,9 +60,12 @@ impl Validate for NodeIdRequest {
 /// `nodes.register`: manual registration, as the seed's `POST /api/cluster/nodes`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RegisterNodeRequest {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub id: String,
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub hostname: String,
     #[serde(default)]
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub ip_address: String,
     #[serde(default)]
     pub port: u16,
@@ -67,8 +73,10 @@ pub struct RegisterNodeRequest {
     pub role: NodeRole,
     pub max_agents: u32,
     #[serde(default)]
+    #[schemars(length(max = crate::validate::MAX_NAMES), inner(length(min = 1, max = crate::validate::MAX_NAME_LEN)))]
     pub services: Vec<String>,
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128}, "additionalProperties" = {"type": "string", "maxLength": 255}))]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -77,7 +85,7 @@ impl Validate for RegisterNodeRequest {
         validate::id("id", &self.id)?;
         validate::non_empty_text("hostname", &self.hostname)?;
         validate::text("ip_address", &self.ip_address)?;
-        validate::short_list("services", &self.services)?;
+        validate::names("services", &self.services)?;
         validate::labels("labels", &self.labels)
     }
 }
@@ -135,6 +143,7 @@ pub struct NodeEvent {
     /// The node as it is after the event (absent once pruned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<Node>,
+    #[serde(deserialize_with = "crate::time::rfc3339")]
     pub at: DateTime<Utc>,
 }
 
