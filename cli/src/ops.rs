@@ -20,14 +20,20 @@ pub async fn run(
             status,
             label,
         } => {
-            let list = client
-                .list_nodes(&ListNodesRequest {
+            let nodes = client
+                .list_all_nodes(&ListNodesRequest {
                     role: *role,
                     service: service.clone(),
                     status: *status,
                     label: label.clone(),
+                    ..Default::default()
                 })
                 .await?;
+            let list = NodeList {
+                count: nodes.len(),
+                nodes,
+                next: None,
+            };
             render(as_json, &list, || nodes_table(&list.nodes))
         }
         Command::Node { id } => {
@@ -119,13 +125,18 @@ pub async fn run(
             })
         }
         Command::Assignments { node, status } => {
-            let list = client
-                .list_assignments(&ListAssignmentsRequest {
+            let assignments = client
+                .list_all_assignments(&ListAssignmentsRequest {
                     node_id: node.clone(),
                     status: *status,
                     ..Default::default()
                 })
                 .await?;
+            let list = AssignmentList {
+                count: assignments.len(),
+                assignments,
+                next: None,
+            };
             render(as_json, &list, || {
                 let mut t = Table::new(vec!["AGENT", "NODE", "STATUS", "EPOCH", "ASSIGNED"]);
                 for a in &list.assignments {

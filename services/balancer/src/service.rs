@@ -192,7 +192,10 @@ fn handle_select(shared: &Shared, msg: &Message) -> Result<SelectReply, ShoalErr
 
 /// Picks in order under one lock: each pick counts against its node for the next.
 fn handle_select_batch(shared: &Shared, msg: &Message) -> Result<SelectBatchReply, ShoalError> {
-    let req: SelectBatchRequest = decode(&msg.payload)?;
+    // Selections carry labels, so a batch may pass the 64 KiB request limit; it is
+    // bounded by its entry count and by the server's max payload instead.
+    let req: SelectBatchRequest =
+        shoal_protocol::decode::decode_with_limit(&msg.payload, usize::MAX)?;
     if !shared.synced.load(Ordering::Acquire) {
         return Err(ShoalError::unavailable(
             "the balancer is still loading membership: retry shortly",
@@ -417,24 +420,24 @@ async fn follow_assignments(
 /// Seeds placements from the coordinator, if one answers; events keep them current
 /// afterwards. Without a coordinator, heartbeats carry the agent counts.
 async fn load_assignments(client: ShoalClient, shared: Arc<Shared>) {
+    // Page by page: on a large cluster the whole list is more than one message.
     match client
-        .list_assignments(&ListAssignmentsRequest::default())
+        .list_all_assignments(&ListAssignmentsRequest::default())
         .await
     {
-        Ok(list) => {
-            let placed = list
-                .assignments
+        Ok(all) => {
+            let placed = all
                 .iter()
                 .filter(|a| a.status != AssignmentStatus::Orphaned)
                 .map(|a| (a.agent_name.as_str(), a.node_id.as_str()));
             shared.view().load_assignments(placed);
             info!(
-                assignments = list.count,
+                assignments = all.len(),
                 "placements loaded from the coordinator"
             );
         }
         Err(e) => {
-            debug!(error = %e, "no placements from the coordinator; counting from heartbeats")
+            info!(error = %e, "no placements from the coordinator yet; counting from heartbeats and events")
         }
     }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use shoal_protocol::{
     AgentNameRequest, AssignRequest, Assignment, AssignmentList, ClusterStats, Empty, Endpoint,
     HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, MoveRequest, PromoteReply,
-    PromoteRequest, ShoalError, UnassignReply, decode, respond,
+    PromoteRequest, ShoalError, UnassignReply, decode, respond, size,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -78,26 +78,20 @@ async fn get(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<Assignment, ShoalE
         })
 }
 
+/// A page of the assignments matching the filter: as many as `limit` asks and one
+/// NATS message carries; `next` says where the next page starts.
 async fn list(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<AssignmentList, ShoalError> {
     let req: ListAssignmentsRequest = decode(&m.payload)?;
-    let (assignments, next) = ctx.replica.read(|s| s.page(&req));
-    let list = AssignmentList {
+    let (mut assignments, mut next) = ctx.replica.read(|s| s.page(&req));
+    let budget = size::budget(ctx.client.server_info().max_payload);
+    size::fit_page(&mut assignments, &mut next, budget, |a| {
+        a.agent_name.clone()
+    })?;
+    Ok(AssignmentList {
         count: assignments.len(),
         assignments,
         next,
-    };
-    // A reply larger than a NATS message would never arrive: say so instead.
-    let max_payload = ctx.client.server_info().max_payload;
-    if req.limit.is_none() && list.count * 100 > max_payload {
-        let size = serde_json::to_vec(&list).map_or(0, |b| b.len());
-        if size > max_payload {
-            return Err(ShoalError::bad_request(format!(
-                "{} assignments match: the reply ({size} bytes) exceeds the NATS max payload ({max_payload} bytes); page with limit and after, or filter by node_id or status",
-                list.count
-            )));
-        }
-    }
-    Ok(list)
+    })
 }
 
 async fn leader(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<LeaderReply, ShoalError> {

@@ -212,7 +212,8 @@ async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(
             Ok(seq) => {
                 state.apply(seq, &record);
                 let appender = Appender::new(ctx.js.clone(), &ctx.subjects, seq);
-                return Some((state, Pipeline::new(appender, notifier)));
+                let budget = shoal_protocol::size::budget(ctx.client.server_info().max_payload);
+                return Some((state, Pipeline::new(appender, notifier, budget)));
             }
             Err(e) => warn!(attempt, error = %e, "epoch-start append refused, catching up"),
         }
@@ -261,7 +262,16 @@ impl Leader {
 
     /// Applies `change` to the state, queues it for the log, and notes the nodes
     /// whose agents it changes (their heartbeats may lag the notices for a moment).
-    pub(crate) fn record(&mut self, change: Change, reply: Reply) {
+    /// A change the log cannot take (too large for one message) is refused through
+    /// `reply` and changes nothing; false then.
+    pub(crate) fn record(&mut self, change: Change, reply: Reply) -> bool {
+        let bytes = match self.pipeline.encode(&change) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                reply.refuse(e);
+                return false;
+            }
+        };
         let now = Instant::now();
         for node in [&change.node_id, &change.previous_node_id]
             .into_iter()
@@ -270,7 +280,8 @@ impl Leader {
             self.checks.touched(node, now);
         }
         self.state.apply_change(&change);
-        self.pipeline.append(change, reply);
+        self.pipeline.append(change, bytes, reply);
+        true
     }
 
     /// A slot was freed: waiting agents may fit now.

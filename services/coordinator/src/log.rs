@@ -190,13 +190,13 @@ impl Appender {
         self.failed.clone()
     }
 
-    /// Sends one record; returns the sequence it must get and the ack to await.
+    /// Sends one encoded record; returns the sequence it must get and the ack to await.
     pub async fn send(
         &mut self,
-        record: &LogRecord,
+        record: bytes::Bytes,
     ) -> Result<(u64, jetstream::context::PublishAckFuture), jetstream::context::PublishError> {
         let publish = PublishMessage::build()
-            .payload(record.encode())
+            .payload(record)
             .expected_last_sequence(self.expected);
         match self.js.send_publish(self.subject.clone(), publish).await {
             Ok(ack) => {
@@ -212,7 +212,8 @@ impl Appender {
 
     /// Sends and waits for the ack (the epoch-start record).
     pub async fn append_now(&mut self, record: &LogRecord) -> Result<u64, String> {
-        let (want, ack) = self.send(record).await.map_err(|e| e.to_string())?;
+        let payload = record.encode().map_err(|e| e.to_string())?;
+        let (want, ack) = self.send(payload).await.map_err(|e| e.to_string())?;
         match ack.await {
             Ok(ack) if ack.sequence == want => Ok(want),
             Ok(ack) => {

@@ -6,14 +6,15 @@ use std::sync::Arc;
 
 use shoal_protocol::{
     ClientError, ErrorCode, SelectBatchRequest, SelectOutcome, SelectRequest, ShoalClient,
-    ShoalError, Strategy,
+    ShoalError, Strategy, size,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::debug;
 
 use crate::record::Explanation;
 
-/// Picks in one request; keeps the request well under the 64 KiB request limit.
+/// Picks in one request at most; a batch also ends where the request would outgrow
+/// the server's max payload (selections carry labels of up to ~25 KB).
 const MAX_BATCH: usize = 128;
 /// Batches in flight at once: while they are out, new picks queue and form the
 /// next batch.
@@ -37,7 +38,8 @@ impl Picker {
     /// Starts the batching task; it ends once every clone of the picker is dropped.
     pub fn spawn(peers: ShoalClient) -> Picker {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(batch_picks(rx, peers));
+        let budget = size::budget(peers.nats().server_info().max_payload);
+        tokio::spawn(batch_picks(rx, peers, budget));
         Picker { tx }
     }
 
@@ -54,19 +56,35 @@ impl Picker {
     }
 }
 
-async fn batch_picks(mut rx: mpsc::UnboundedReceiver<Waiting>, peers: ShoalClient) {
+async fn batch_picks(mut rx: mpsc::UnboundedReceiver<Waiting>, peers: ShoalClient, budget: usize) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut next = None;
     loop {
         // Wait for a free slot before taking picks: while both are busy the picks
         // pile up in the channel and leave together.
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = rx.recv().await else { return };
+        let first = match next.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
+        let mut used = size::encoded_len(&first.0);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(waiting) => batch.push(waiting),
+                Ok(waiting) => {
+                    let len = size::encoded_len(&waiting.0) + 1;
+                    if used + len > budget {
+                        next = Some(waiting);
+                        break;
+                    }
+                    used += len;
+                    batch.push(waiting);
+                }
                 Err(_) => break,
             }
         }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::context::PublishAckFuture;
+use bytes::Bytes;
 use chrono::Utc;
 use shoal_protocol::{
     AgentChange, AgentNotice, AgentSync, AgentsDigest, Assignment, ShoalError, Subjects,
@@ -40,6 +41,16 @@ impl Reply {
         }
     }
 
+    /// Answers with `e` (nothing was written).
+    pub fn refuse(self, e: ShoalError) {
+        match self {
+            Reply::None => warn!(error = %e, "change not made"),
+            Reply::Assign(tx, _) => drop(tx.send(Err(e))),
+            Reply::Unassign(tx, _) => drop(tx.send(Err(e))),
+            Reply::Idle(tx) => drop(tx.send(false)),
+        }
+    }
+
     fn fail(self) {
         let e = || {
             ShoalError::not_leader(
@@ -65,9 +76,15 @@ pub struct NodeSync {
     pub epoch: u64,
 }
 
+/// A change and its encoding (made once, when the leader decided it).
+struct Encoded {
+    change: Change,
+    bytes: Bytes,
+}
+
 /// What the leader hands the writer, in decision order.
 enum Input {
-    Change(Box<Change>, Reply),
+    Change(Box<Encoded>, Reply),
     Barrier(Reply),
     Sync(NodeSync),
 }
@@ -86,8 +103,8 @@ enum Item {
     Sync(NodeSync),
 }
 
-/// Changes in one log record at most (each is well under 1 KiB, so a record
-/// stays far below the 1 MiB message limit).
+/// Changes in one log record at most; a record also ends where it would outgrow the
+/// server's max payload.
 const MAX_BATCH: usize = 256;
 /// Appends in flight at once. While they are out, new changes queue and go out
 /// together in the next record: group commit, so under load one append (and one
@@ -196,18 +213,40 @@ pub struct Pipeline {
     inputs: mpsc::UnboundedSender<Input>,
     failed: CancellationToken,
     writer: tokio::task::JoinHandle<()>,
+    /// Bytes one log record may take.
+    budget: usize,
 }
 
 impl Pipeline {
-    pub fn new(appender: Appender, notifier: Notifier) -> Pipeline {
+    /// `budget`: the bytes one log record may take (under the server's max payload).
+    pub fn new(appender: Appender, notifier: Notifier, budget: usize) -> Pipeline {
         let (tx, rx) = mpsc::unbounded_channel();
         let failed = appender.failed();
-        let writer = tokio::spawn(write(rx, appender, notifier));
+        let writer = tokio::spawn(write(rx, appender, notifier, budget));
         Pipeline {
             inputs: tx,
             failed,
             writer,
+            budget,
         }
+    }
+
+    /// Encodes `change` for the log: refused if it cannot be encoded or would not fit
+    /// in a log record by itself (nothing then changes).
+    pub fn encode(&self, change: &Change) -> Result<Bytes, ShoalError> {
+        let bytes = change
+            .encode()
+            .map_err(|e| ShoalError::internal(format!("the change could not be encoded: {e}")))?;
+        if bytes.len() > self.budget {
+            return Err(ShoalError::bad_request(format!(
+                "the change for {:?} would be {} bytes, more than one message to the NATS server may carry ({} bytes): send fewer or shorter labels",
+                change.agent_name,
+                bytes.len(),
+                self.budget
+            ))
+            .with_details(serde_json::json!({ "agent_name": change.agent_name, "change_bytes": bytes.len() })));
+        }
+        Ok(bytes)
     }
 
     /// Cancelled once an append failed: the term must end.
@@ -215,14 +254,14 @@ impl Pipeline {
         self.failed.clone()
     }
 
-    /// Queues `change` for the log; `reply` runs once it is acknowledged.
-    pub fn append(&self, change: Change, reply: Reply) {
+    /// Queues `change` (encoded by [`Pipeline::encode`]) for the log; `reply` runs
+    /// once it is acknowledged.
+    pub fn append(&self, change: Change, bytes: Bytes, reply: Reply) {
         if self.failed.is_cancelled() {
             return reply.fail();
         }
-        if let Err(mpsc::error::SendError(Input::Change(_, reply))) =
-            self.inputs.send(Input::Change(Box::new(change), reply))
-        {
+        let input = Input::Change(Box::new(Encoded { change, bytes }), reply);
+        if let Err(mpsc::error::SendError(Input::Change(_, reply))) = self.inputs.send(input) {
             reply.fail();
         }
     }
@@ -256,11 +295,13 @@ impl Pipeline {
     }
 }
 
-/// Takes queued changes as records to the log, at most [`IN_FLIGHT`] at a time.
+/// Takes queued changes as records to the log, at most [`IN_FLIGHT`] at a time, each
+/// at most [`MAX_BATCH`] changes and `budget` bytes.
 async fn write(
     mut inputs: mpsc::UnboundedReceiver<Input>,
     mut appender: Appender,
     notifier: Notifier,
+    budget: usize,
 ) {
     let failed = appender.failed();
     let (items, collected) = mpsc::unbounded_channel();
@@ -289,15 +330,18 @@ async fn write(
             }
             Input::Change(change, reply) => (*change, reply),
         };
+        let mut size = first.bytes.len();
         let (mut changes, mut replies) = (vec![first], vec![first_reply]);
         while changes.len() < MAX_BATCH {
             match inputs.try_recv() {
-                Ok(Input::Change(change, reply)) => {
+                Ok(Input::Change(change, reply)) if size + 1 + change.bytes.len() <= budget => {
+                    size += 1 + change.bytes.len();
                     changes.push(*change);
                     replies.push(reply);
                 }
-                Ok(barrier) => {
-                    next = Some(barrier);
+                // A change that would not fit, a barrier or a sync: the next record.
+                Ok(other) => {
+                    next = Some(other);
                     break;
                 }
                 Err(_) => break,
@@ -307,13 +351,13 @@ async fn write(
             replies.into_iter().for_each(Reply::fail);
             continue;
         }
-        let record = LogRecord::of_changes(changes);
-        match appender.send(&record).await {
+        let encoded: Vec<Bytes> = changes.iter().map(|c| c.bytes.clone()).collect();
+        match appender.send(LogRecord::of_encoded(&encoded)).await {
             Ok((want, ack)) => {
                 let item = Item::Append {
                     want,
                     ack,
-                    changes: record.into_changes(),
+                    changes: changes.into_iter().map(|c| c.change).collect(),
                     replies,
                     slot,
                 };
@@ -323,7 +367,7 @@ async fn write(
                 }
             }
             Err(e) => {
-                warn!(error = %e, "append not sent");
+                warn!(error = %e, changes = changes.len(), bytes = size, "append not sent");
                 replies.into_iter().for_each(Reply::fail);
             }
         }

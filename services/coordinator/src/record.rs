@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shoal_protocol::{
@@ -93,10 +94,41 @@ impl Change {
     }
 }
 
+impl Change {
+    /// The change's JSON, as it goes into a record (see [`LogRecord::of_encoded`]).
+    pub fn encode(&self) -> Result<Bytes, serde_json::Error> {
+        serde_json::to_vec(self).map(Bytes::from)
+    }
+}
+
 impl LogRecord {
-    pub fn encode(&self) -> bytes::Bytes {
-        // A record is plain data: serialising it cannot fail.
-        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    pub fn encode(&self) -> Result<Bytes, serde_json::Error> {
+        serde_json::to_vec(self).map(Bytes::from)
+    }
+
+    /// The bytes of the record [`LogRecord::of_changes`] makes, from changes already
+    /// encoded with [`Change::encode`]: each change is encoded once, when the leader
+    /// decides it (and measured then), not again per record.
+    pub fn of_encoded(changes: &[Bytes]) -> Bytes {
+        let mut out = Vec::with_capacity(changes.iter().map(|c| c.len() + 1).sum::<usize>() + 32);
+        match changes {
+            // `{"type":"change",` + the change's own fields.
+            [one] if one.first() == Some(&b'{') => {
+                out.extend_from_slice(br#"{"type":"change","#);
+                out.extend_from_slice(&one[1..]);
+            }
+            _ => {
+                out.extend_from_slice(br#"{"type":"changes","changes":["#);
+                for (i, c) in changes.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(c);
+                }
+                out.extend_from_slice(b"]}");
+            }
+        }
+        Bytes::from(out)
     }
 
     /// Reads the `type` tag first, then the record as its own struct: serde's
@@ -165,7 +197,7 @@ mod tests {
             epoch: 7,
             at: Utc::now(),
         });
-        let bytes = record.encode();
+        let bytes = record.encode().unwrap();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["type"], "epoch_start");
         assert_eq!(LogRecord::decode(&bytes).unwrap(), record);
@@ -201,7 +233,7 @@ mod tests {
     #[test]
     fn a_batch_round_trips_in_order_and_a_single_change_keeps_its_old_form() {
         let batch = LogRecord::of_changes(vec![change("a"), change("b"), change("c")]);
-        let decoded = LogRecord::decode(&batch.encode()).unwrap();
+        let decoded = LogRecord::decode(&batch.encode().unwrap()).unwrap();
         assert_eq!(decoded, batch);
         let names: Vec<&str> = decoded
             .changes()
@@ -211,10 +243,34 @@ mod tests {
         assert_eq!(names, ["a", "b", "c"]);
 
         let single = LogRecord::of_changes(vec![change("a")]);
-        let v: Value = serde_json::from_slice(&single.encode()).unwrap();
+        let v: Value = serde_json::from_slice(&single.encode().unwrap()).unwrap();
         assert_eq!(v["type"], "change");
         assert_eq!(v["candidates"]["chosen"], "n1");
-        assert_eq!(LogRecord::decode(&single.encode()).unwrap(), single);
+        assert_eq!(
+            LogRecord::decode(&single.encode().unwrap()).unwrap(),
+            single
+        );
+    }
+
+    #[test]
+    fn records_of_encoded_changes_are_the_records_of_the_changes() {
+        let changes = vec![change("a"), change("b"), change("c")];
+        let encoded: Vec<Bytes> = changes.iter().map(|c| c.encode().unwrap()).collect();
+        let batch = LogRecord::of_encoded(&encoded);
+        assert_eq!(
+            LogRecord::decode(&batch).unwrap(),
+            LogRecord::of_changes(changes.clone())
+        );
+        let single = LogRecord::of_encoded(&encoded[..1]);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&single).unwrap(),
+            serde_json::from_slice::<Value>(
+                &LogRecord::of_changes(vec![changes[0].clone()])
+                    .encode()
+                    .unwrap()
+            )
+            .unwrap()
+        );
     }
 
     #[test]

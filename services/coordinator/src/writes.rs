@@ -244,8 +244,9 @@ impl Leader {
         };
         change.request_id = req.request_id;
         let assignment = State::placed(&change);
-        self.record(change, Reply::Assign(tx, assignment));
-        self.slot_freed();
+        if self.record(change, Reply::Assign(tx, assignment)) {
+            self.slot_freed();
+        }
     }
 
     pub(crate) fn unassign(
@@ -261,8 +262,9 @@ impl Leader {
                     node_id: change.previous_node_id.clone().unwrap_or_default(),
                     epoch: change.epoch,
                 };
-                self.record(change, Reply::Unassign(tx, reply));
-                self.slot_freed();
+                if self.record(change, Reply::Unassign(tx, reply)) {
+                    self.slot_freed();
+                }
             }
             Err(e) => drop(tx.send(Err(e))),
         }

@@ -33,7 +33,11 @@ async fn an_older_writer_is_refused_after_a_newer_epoch_start() {
     let started = Instant::now();
     let mut acks = Vec::new();
     for _ in 0..1000 {
-        acks.push(old.send(&epoch_start("old", 1)).await.unwrap());
+        acks.push(
+            old.send(epoch_start("old", 1).encode().unwrap())
+                .await
+                .unwrap(),
+        );
     }
     for (want, ack) in acks {
         assert_eq!(ack.await.unwrap().sequence, want);

@@ -215,6 +215,23 @@ impl ShoalClient {
     ) -> Result<SelectBatchReply, ClientError> {
         self.call(Endpoint::BalancerSelectBatch, req).await
     }
+    /// Every node matching `filter`, page after page.
+    pub async fn list_all_nodes(
+        &self,
+        filter: &ListNodesRequest,
+    ) -> Result<Vec<Node>, ClientError> {
+        let mut request = filter.clone();
+        let mut all = Vec::new();
+        loop {
+            let page = self.list_nodes(&request).await?;
+            all.extend(page.nodes);
+            match page.next {
+                Some(next) => request.after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
     /// Every assignment matching `filter`, fetched in pages of 2,000.
     pub async fn list_all_assignments(
         &self,

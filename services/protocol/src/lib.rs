@@ -13,6 +13,7 @@ pub mod decode;
 pub mod digest;
 pub mod error;
 pub mod reply;
+pub mod size;
 pub mod subjects;
 pub mod time;
 pub mod types;

@@ -30,7 +30,25 @@ pub async fn respond<T: Serialize>(
         tracing::debug!(subject = %request.message.subject, code = %e.code, message = %e.message, "request refused");
     }
     let (body, headers) = encode(&result);
+    let size = body.len();
     // The envelope travels in the body with the error headers set; passing `Err` to
     // async-nats would send the headers with an empty body.
-    request.respond_with_headers(Ok(body), headers).await
+    match request.respond_with_headers(Ok(body), headers).await {
+        // A reply the server would not carry would leave the client waiting for a
+        // timeout that looks like an outage: say why instead.
+        Err(e) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+            let too_large: Result<(), ShoalError> = Err(too_large(size));
+            let (body, headers) = encode(&too_large);
+            request.respond_with_headers(Ok(body), headers).await
+        }
+        sent => sent,
+    }
+}
+
+/// The error for a reply of `size` bytes that the server would not carry.
+pub fn too_large(size: usize) -> ShoalError {
+    ShoalError::bad_request(format!(
+        "the reply would be {size} bytes, more than the NATS server's max payload: ask for less (a smaller limit, a page after a cursor, or a narrower filter)"
+    ))
+    .with_details(serde_json::json!({ "reply_bytes": size }))
 }

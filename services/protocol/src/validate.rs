@@ -193,6 +193,17 @@ pub fn labels(
     Ok(())
 }
 
+/// A page size: 1 to `max` when given.
+pub fn page_limit(field: &str, limit: Option<u32>, max: u32) -> Result<(), ShoalError> {
+    match limit {
+        Some(n) if n == 0 || n > max => Err(field_error(
+            field,
+            format!("{field} must be 1 to {max}, got {n}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn field_error(field: &str, message: String) -> ShoalError {
     ShoalError::bad_request(message).with_details(serde_json::json!({ "field": field }))
 }

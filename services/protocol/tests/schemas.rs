@@ -164,13 +164,16 @@ fn samples() -> BTreeMap<&'static str, Value> {
             service: Some("wrapper".into()),
             status: Some(NodeStatus::Online),
             label: Some("zone=a".into()),
+            after: Some("node-0".into()),
+            limit: Some(100),
         }
     );
     sample!(
         NodeList,
         NodeList {
             nodes: vec![node()],
-            count: 1
+            count: 1,
+            next: Some("node-1".into()),
         }
     );
     sample!(

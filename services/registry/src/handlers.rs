@@ -5,32 +5,24 @@ use async_nats::Message;
 use chrono::Utc;
 use shoal_protocol::{
     Empty, ListNodesRequest, Node, NodeChangeReply, NodeEventKind, NodeIdRequest, NodeList,
-    NodeStatus, RegisterNodeRequest, RegistryStats, ShoalError, decode,
+    NodeStatus, RegisterNodeRequest, RegistryStats, ShoalError, decode, size,
 };
 
 use crate::engine::Engine;
 use crate::member::Change;
 use crate::model;
 
-/// Rough upper bound of one node's JSON, to refuse replies NATS would not carry.
-const NODE_JSON_BYTES: usize = 1200;
-
+/// A page of the nodes matching the filter: as many as `limit` asks and one NATS
+/// message carries; `next` says where the next page starts.
 pub fn list(engine: &Engine, msg: &Message) -> Result<NodeList, ShoalError> {
     let filter: ListNodesRequest = decode(&msg.payload)?;
-    let nodes = engine.lock().list(&filter);
-    let max_payload = engine.client.server_info().max_payload;
-    if nodes.len() * NODE_JSON_BYTES > max_payload {
-        let size = serde_json::to_vec(&nodes).map_or(usize::MAX, |v| v.len());
-        if size > max_payload {
-            return Err(ShoalError::bad_request(format!(
-                "{} nodes match: the reply ({size} bytes) exceeds the NATS max payload ({max_payload} bytes); narrow the request with filters (role, service, status, label)",
-                nodes.len()
-            )));
-        }
-    }
+    let (mut nodes, mut next) = engine.lock().list(&filter);
+    let budget = size::budget(engine.client.server_info().max_payload);
+    size::fit_page(&mut nodes, &mut next, budget, |n| n.id.clone())?;
     Ok(NodeList {
         count: nodes.len(),
         nodes,
+        next,
     })
 }
 

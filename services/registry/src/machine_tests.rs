@@ -379,7 +379,7 @@ fn unknown_heartbeating_nodes_are_asked_to_announce_at_a_bounded_rate() {
     let (t, _) = c.at(10_000);
     m.wanted_announces(t);
     assert!(m.served("x").is_none());
-    assert_eq!(m.list(&Default::default()).len(), 0);
+    assert_eq!(m.list(&Default::default()).0.len(), 0);
 }
 
 #[test]

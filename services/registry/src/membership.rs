@@ -197,15 +197,22 @@ impl Membership {
     }
 
     /// Members matching `filter`, sorted by id.
-    pub fn list(&self, filter: &ListNodesRequest) -> Vec<Node> {
+    /// The nodes matching `filter`, by id, from after `filter.after`, at most
+    /// `filter.limit`; and the id to continue after when more match.
+    pub fn list(&self, filter: &ListNodesRequest) -> (Vec<Node>, Option<String>) {
+        let after = filter.after.as_deref();
         let mut nodes: Vec<Node> = self
             .members
-            .values()
-            .filter_map(Member::served)
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a))
+            .filter_map(|(_, m)| m.served())
             .filter(|n| model::matches(n, filter))
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        nodes
+        let limit = filter.limit.map_or(usize::MAX, |l| l as usize);
+        let next = (nodes.len() > limit).then(|| nodes[limit - 1].id.clone());
+        nodes.truncate(limit);
+        (nodes, next)
     }
 
     pub fn count(&self) -> usize {

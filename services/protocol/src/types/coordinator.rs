@@ -186,8 +186,9 @@ pub struct ListAssignmentsRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub after: Option<String>,
-    /// At most this many assignments (1 to 10,000). Without it the whole list is
-    /// sent, or refused with `bad_request` if it would not fit in one NATS message.
+    /// At most this many assignments (1 to 10,000). A page also ends where the reply
+    /// would outgrow the server's max payload; `next` then says where to go on.
+    #[schemars(range(min = 1, max = 10_000))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
 }
@@ -199,13 +200,7 @@ impl Validate for ListAssignmentsRequest {
     fn validate(&self) -> Result<(), ShoalError> {
         validate::optional_id("node_id", self.node_id.as_deref())?;
         validate::optional_id("after", self.after.as_deref())?;
-        match self.limit {
-            Some(n) if n == 0 || n > MAX_ASSIGNMENTS_PAGE => Err(validate::field_error(
-                "limit",
-                format!("limit must be 1 to {MAX_ASSIGNMENTS_PAGE}, got {n}"),
-            )),
-            _ => Ok(()),
-        }
+        validate::page_limit("limit", self.limit, MAX_ASSIGNMENTS_PAGE)
     }
 }
 
@@ -316,13 +311,7 @@ impl Validate for HistoryRequest {
     fn validate(&self) -> Result<(), ShoalError> {
         validate::optional_id("agent_name", self.agent_name.as_deref())?;
         validate::optional_id("node_id", self.node_id.as_deref())?;
-        match self.limit {
-            Some(0) => Err(ShoalError::bad_request("limit must be at least 1")),
-            Some(n) if n > MAX_HISTORY_LIMIT => Err(ShoalError::bad_request(format!(
-                "limit must be at most {MAX_HISTORY_LIMIT}, got {n}"
-            ))),
-            _ => Ok(()),
-        }
+        validate::page_limit("limit", self.limit, MAX_HISTORY_LIMIT)
     }
 }
 

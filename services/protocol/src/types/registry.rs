@@ -24,7 +24,19 @@ pub struct ListNodesRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub label: Option<String>,
+    /// Only nodes whose id sorts after this one: the `next` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
+    pub after: Option<String>,
+    /// At most this many nodes (1 to 10,000). A page also ends where the reply would
+    /// outgrow the server's max payload; `next` then says where to go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub limit: Option<u32>,
 }
+
+/// Largest `limit` of a `nodes.list` page.
+pub const MAX_NODES_PAGE: u32 = 10_000;
 
 impl Validate for ListNodesRequest {
     fn validate(&self) -> Result<(), ShoalError> {
@@ -34,14 +46,19 @@ impl Validate for ListNodesRequest {
         if let Some(l) = &self.label {
             validate::non_empty_text("label", l)?;
         }
-        Ok(())
+        validate::optional_id("after", self.after.as_deref())?;
+        validate::page_limit("limit", self.limit, MAX_NODES_PAGE)
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeList {
     pub nodes: Vec<Node>,
+    /// Nodes in this reply.
     pub count: usize,
+    /// Set when more match: pass it as `after` to get the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `nodes.get`, `nodes.unregister`, `nodes.drain`, `nodes.undrain`.
