@@ -15,6 +15,8 @@ pub mod error;
 pub mod reply;
 pub mod size;
 pub mod subjects;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod time;
 pub mod types;
 pub mod validate;

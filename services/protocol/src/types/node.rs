@@ -193,12 +193,45 @@ impl Validate for Leave {
 /// name one agent; `sync` lists every agent assigned to the node, and the node makes
 /// its own set equal to it. The leader sends a sync whenever the node announces and
 /// whenever the node's heartbeat digest disagrees with its own for two heartbeats.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum AgentNotice {
     Start(AgentChange),
     Stop(AgentChange),
     Sync(AgentSync),
+}
+
+/// Reads `action` first, then the rest as that action's message, so an error names
+/// the field it is about (serde's internally tagged enums lose the path).
+impl<'de> Deserialize<'de> for AgentNotice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(d)?;
+        fn as_<'a, T: serde::de::DeserializeOwned, E: Error>(
+            value: serde_json::Value,
+        ) -> Result<T, E> {
+            serde_path_to_error::deserialize(value).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if path == "." {
+                    E::custom(inner)
+                } else {
+                    E::custom(format!("field `{path}`: {inner}"))
+                }
+            })
+        }
+        match value.get("action").and_then(serde_json::Value::as_str) {
+            Some("start") => as_(value).map(AgentNotice::Start),
+            Some("stop") => as_(value).map(AgentNotice::Stop),
+            Some("sync") => as_(value).map(AgentNotice::Sync),
+            Some(other) => Err(D::Error::custom(format!(
+                "field `action`: unknown action {other:?}, expected start, stop or sync"
+            ))),
+            None => Err(D::Error::custom(
+                "field `action` is missing or not a string: expected start, stop or sync",
+            )),
+        }
+    }
 }
 
 /// A `start` or `stop` notice: one agent.
