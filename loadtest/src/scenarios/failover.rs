@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shoal_coordinator::config::LOG_STREAM;
+use shoal_protocol::LOG_STREAM;
 
 use crate::args::{Args, Victim};
 use crate::measure::{Limit, run as measure};

@@ -4,11 +4,6 @@ use std::time::Duration;
 
 use shoal_runtime::CommonConfig;
 
-/// Name of the JetStream stream holding the fenced assignment log.
-pub const LOG_STREAM: &str = "SHOAL_ASSIGNMENTS";
-/// Durable consumer that copies the log into Postgres.
-pub const HISTORY_CONSUMER: &str = "shoal_history";
-
 /// Configuration of a coordinator instance.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(

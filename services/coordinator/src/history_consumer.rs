@@ -12,7 +12,7 @@ use shoal_runtime::retry::until_ok;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::config::HISTORY_CONSUMER;
+use shoal_protocol::HISTORY_CONSUMER;
 use crate::history::{HistoryStore, Row};
 use crate::record::LogRecord;
 

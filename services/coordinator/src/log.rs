@@ -12,7 +12,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::config::LOG_STREAM;
+use shoal_protocol::LOG_STREAM;
 use crate::error::Error;
 use crate::record::LogRecord;
 use crate::state::State;

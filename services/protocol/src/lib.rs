@@ -37,3 +37,11 @@ pub const LEADER_BUCKET: &str = "shoal_leader";
 pub const LEADER_KEY: &str = "coordinator";
 /// The KV bucket holding cluster settings such as the balancing strategy.
 pub const CONFIG_BUCKET: &str = "shoal_config";
+/// The JetStream stream holding the coordinator's fenced assignment log.
+pub const LOG_STREAM: &str = "SHOAL_ASSIGNMENTS";
+/// The durable consumer of [`LOG_STREAM`] that copies it into Postgres.
+pub const HISTORY_CONSUMER: &str = "shoal_history";
+/// The object store bucket holding the coordinator's snapshot of the assignments
+/// (object [`SNAPSHOT_OBJECT`]), from which the log below it is purged.
+pub const SNAPSHOT_BUCKET: &str = "shoal_snapshots";
+pub const SNAPSHOT_OBJECT: &str = "assignments";

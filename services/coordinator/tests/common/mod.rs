@@ -231,7 +231,7 @@ pub fn pinned(agent: &str, node: &str) -> AssignRequest {
 /// Every record in the assignment log, as JSON, with its sequence.
 pub async fn log_records(client: &async_nats::Client) -> Result<Vec<(u64, serde_json::Value)>> {
     let js = jetstream::new(client.clone());
-    let stream = js.get_stream("SHOAL_ASSIGNMENTS").await?;
+    let stream = js.get_stream(shoal_protocol::LOG_STREAM).await?;
     let last = stream.get_info().await?.state.last_sequence;
     let mut out = Vec::new();
     if last == 0 {
