@@ -147,7 +147,7 @@ fn env(url: &str, auth: &AuthFiles, user: &str, instance: &str) -> Vec<(String, 
 struct Plane {
     _registry: ServiceProcess,
     _balancer: ServiceProcess,
-    _coordinators: Vec<ServiceProcess>,
+    coordinators: Vec<ServiceProcess>,
     nodes: BTreeMap<String, ServiceProcess>,
 }
 
@@ -171,6 +171,9 @@ async fn start_plane(url: &str, auth: &AuthFiles, database_url: &str) -> Result<
         let name = format!("coordinator-{i}");
         let mut e = env(url, auth, "coordinator", &name);
         e.push(("SHOAL_DATABASE_URL".into(), database_url.into()));
+        // Compact after every few records, so snapshots and purges run as this user.
+        e.push(("SHOAL_SNAPSHOT_INTERVAL".into(), "200ms".into()));
+        e.push(("SHOAL_SNAPSHOT_MIN_RECORDS".into(), "3".into()));
         coordinators.push(ServiceProcess::spawn(
             &name,
             &binary("shoal-coordinator")?,
@@ -197,7 +200,7 @@ async fn start_plane(url: &str, auth: &AuthFiles, database_url: &str) -> Result<
     Ok(Plane {
         _registry: registry,
         _balancer: balancer,
-        _coordinators: coordinators,
+        coordinators,
         nodes,
     })
 }
@@ -349,6 +352,19 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
     .await?;
     assert_eq!(promoted.leader.coordinator_id, other);
     ops.undrain_node("node-3").await?;
+    // The leader snapshotted and purged the log as its user; the follower, started
+    // again, loads the snapshot.
+    wait_for("a leader to have compacted the log", DEADLINE, || {
+        let logs: String = plane.coordinators.iter().map(|c| c.log()).collect();
+        async move { logs.contains("log compacted").then_some(()) }
+    })
+    .await?;
+    let follower = &mut plane.coordinators[usize::from(other == "coordinator-1")];
+    follower.kill()?;
+    follower.respawn()?;
+    follower
+        .wait_for_log("state loaded from the snapshot", DEADLINE)
+        .await?;
     println!("auth: flow done after {:?}", started.elapsed());
 
     // Nothing in that flow was refused: the permissions are complete for it.

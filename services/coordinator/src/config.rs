@@ -60,6 +60,16 @@ pub struct Config {
     #[arg(long, env = "SHOAL_PEER_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub peer_timeout: Duration,
 
+    /// How often the leader checks whether to snapshot the assignments and purge the
+    /// log below the snapshot; 0s turns compaction off.
+    #[arg(long, env = "SHOAL_SNAPSHOT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub snapshot_interval: Duration,
+
+    /// The log must have grown by at least this many records since the last snapshot
+    /// (and by as many as there are assignments) before a new one is written.
+    #[arg(long, env = "SHOAL_SNAPSHOT_MIN_RECORDS", default_value_t = 10_000)]
+    pub snapshot_min_records: u64,
+
     /// Most history rows written to Postgres in one statement.
     #[arg(long, env = "SHOAL_HISTORY_BATCH", default_value_t = 500)]
     pub history_batch: usize,
@@ -81,6 +91,14 @@ impl Config {
         }
         if self.history_batch == 0 || self.history_batch > 5000 {
             return Err("--history-batch must be from 1 to 5000".into());
+        }
+        if !self.snapshot_interval.is_zero()
+            && self.snapshot_interval < crate::compaction::MIN_INTERVAL
+        {
+            return Err("--snapshot-interval must be 0s (off) or at least 100ms".into());
+        }
+        if self.snapshot_min_records == 0 {
+            return Err("--snapshot-min-records must be at least 1".into());
         }
         if self.kv_replicas == 0 || self.kv_replicas > 5 {
             return Err("--kv-replicas must be from 1 to 5".into());

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use async_nats::jetstream::object_store::ObjectStore;
 use async_nats::jetstream::{self, stream};
 use shoal_protocol::{ShoalClient, Subjects};
 
@@ -25,5 +26,10 @@ pub struct Ctx {
     pub members: Membership,
     pub lease: LeaseHandle,
     pub history: Option<Arc<HistoryStore>>,
+    /// The snapshot bucket; the leader compacts the log into it when `compaction`.
+    pub snapshots: Option<ObjectStore>,
+    /// The log may be purged below a snapshot (its stream allows purges and
+    /// `--snapshot-interval` is not 0).
+    pub compaction: bool,
     pub service: async_nats::service::Service,
 }

@@ -12,9 +12,9 @@ use shoal_runtime::retry::until_ok;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use shoal_protocol::HISTORY_CONSUMER;
 use crate::history::{HistoryStore, Row};
 use crate::record::LogRecord;
+use shoal_protocol::HISTORY_CONSUMER;
 
 pub fn spawn(
     store: Arc<HistoryStore>,

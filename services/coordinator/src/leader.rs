@@ -117,8 +117,17 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     {
         Ok(task) => endpoints.push(task),
         Err(e) => {
-            warn!(error = %e, "cannot follow node announces and heartbeats: nodes are synced only by their digests' next term")
+            warn!(error = %e, "cannot follow node announces and heartbeats: nodes are not synced this term")
         }
+    }
+    if ctx.compaction
+        && let Some(store) = ctx.snapshots.clone()
+    {
+        endpoints.push(tokio::spawn(crate::compaction::run(
+            ctx.clone(),
+            store,
+            stop_endpoints.clone(),
+        )));
     }
     let mut guard = Guard::new(
         ctx.cfg.max_reassignments_per_sec,

@@ -9,6 +9,7 @@
 //! - [`handlers`]: the endpoints;
 //! - [`history`], [`history_consumer`]: the Postgres ledger.
 
+pub mod compaction;
 pub mod config;
 pub mod context;
 pub mod digest_check;
@@ -28,6 +29,7 @@ pub mod picker;
 pub mod pipeline;
 pub mod reconcile;
 pub mod record;
+pub mod snapshot;
 pub mod state;
 pub mod writes;
 
@@ -68,6 +70,23 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     else {
         return Ok(());
     };
+    let snapshots =
+        shoal_runtime::retry::until_ok(&shutdown, "opening the snapshot bucket", || {
+            snapshot::open_bucket(&js, cfg.kv_replicas)
+        })
+        .await;
+    if snapshots.is_none() {
+        return Ok(());
+    }
+    let compaction = if stream.cached_info().config.deny_purge {
+        warn!(
+            stream = shoal_protocol::LOG_STREAM,
+            "the assignment log was created with deny_purge (by an older Shoal): it is never compacted; recreate the stream to compact it"
+        );
+        false
+    } else {
+        !cfg.snapshot_interval.is_zero()
+    };
     let Some(lease_kv) =
         shoal_runtime::retry::until_ok(&shutdown, "opening the lease bucket", || {
             lease::open_bucket(&js, cfg.lease_ttl, cfg.kv_replicas)
@@ -95,7 +114,12 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
             None
         }
     };
-    let replica = log::spawn_tail(stream.clone(), subjects.clone(), background.clone());
+    let replica = log::spawn_tail(
+        stream.clone(),
+        subjects.clone(),
+        snapshots.clone(),
+        background.clone(),
+    );
     let members = membership::spawn(
         js.clone(),
         client.clone(),
@@ -127,6 +151,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         members,
         lease: lease.clone(),
         history,
+        snapshots,
+        compaction,
         service,
     });
     let reads = handlers::serve_reads(ctx.clone(), shutdown.clone()).await?;

@@ -5,17 +5,18 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use async_nats::jetstream::object_store::ObjectStore;
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use futures::StreamExt;
 use shoal_protocol::Subjects;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use shoal_protocol::LOG_STREAM;
 use crate::error::Error;
 use crate::record::LogRecord;
 use crate::state::State;
+use shoal_protocol::LOG_STREAM;
 
 /// How long the tail may be quiet before it checks that it is not stuck.
 const STALL_CHECK: Duration = Duration::from_secs(1);
@@ -34,7 +35,8 @@ pub async fn open_stream(
         num_replicas: replicas,
         retention: stream::RetentionPolicy::Limits,
         deny_delete: true,
-        deny_purge: true,
+        // Purges are how the leader compacts the log below a snapshot.
+        deny_purge: false,
         ..Default::default()
     };
     js.get_or_create_stream(config).await.map_err(Error::js)
@@ -72,10 +74,13 @@ impl Replica {
     }
 }
 
-/// Starts tailing the log into a fresh state; runs until `shutdown`.
+/// Starts tailing the log into a state loaded from the newest snapshot (if
+/// `snapshots` has one), from the record after it; runs until `shutdown`. When the
+/// log has been purged past where the tail stands, the snapshot is loaded again.
 pub fn spawn_tail(
     stream: stream::Stream,
     subjects: Subjects,
+    snapshots: Option<ObjectStore>,
     shutdown: CancellationToken,
 ) -> Replica {
     let state = Arc::new(RwLock::new(State::default()));
@@ -88,7 +93,14 @@ pub fn spawn_tail(
     };
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
+        let mut load_snapshot = snapshots.is_some();
         while !shutdown.is_cancelled() {
+            if load_snapshot && let Some(store) = &snapshots {
+                match restore(store, &stream, &state, &applied_tx).await {
+                    Ok(()) => load_snapshot = false,
+                    Err(e) => warn!(error = %e, "cannot load the snapshot, retrying"),
+                }
+            }
             let from = *applied_tx.borrow() + 1;
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -99,8 +111,19 @@ pub fn spawn_tail(
                 }
                 r = tail_from(&stream, &subjects, from, &state, &applied_tx) => r,
             };
-            if let Err(e) = result {
-                warn!(error = %e, from, "log tail interrupted, resuming");
+            match result {
+                Err(TailError::Gap { expected, got }) => {
+                    info!(
+                        expected,
+                        got, "the log was compacted past this replica: loading the snapshot"
+                    );
+                    load_snapshot = true;
+                    continue;
+                }
+                Err(TailError::Failed(e)) => {
+                    warn!(error = %e, from, "log tail interrupted, resuming")
+                }
+                Ok(()) => {}
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -112,13 +135,78 @@ pub fn spawn_tail(
     replica
 }
 
+/// Replaces the state with the newest snapshot, if it is ahead of the tail and
+/// belongs to this log.
+async fn restore(
+    store: &ObjectStore,
+    stream: &stream::Stream,
+    state: &RwLock<State>,
+    applied: &watch::Sender<u64>,
+) -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    let Some(snapshot) = crate::snapshot::load(store, SNAPSHOT_PATIENCE)
+        .await
+        .map_err(|e| Error::JetStream(e.to_string()))?
+    else {
+        return Ok(());
+    };
+    let last = stream
+        .get_info()
+        .await
+        .map_err(Error::js)?
+        .state
+        .last_sequence;
+    if snapshot.log_seq > last {
+        warn!(
+            snapshot_seq = snapshot.log_seq,
+            log_last = last,
+            "ignoring a snapshot beyond the log's end (another log's)"
+        );
+        return Ok(());
+    }
+    if snapshot.log_seq <= *applied.borrow() {
+        return Ok(());
+    }
+    let (seq, assignments) = (snapshot.log_seq, snapshot.assignments.len());
+    let restored = State::from_snapshot(snapshot);
+    *state.write().unwrap_or_else(|p| p.into_inner()) = restored;
+    applied.send_replace(seq);
+    info!(
+        log_seq = seq,
+        assignments,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state loaded from the snapshot"
+    );
+    Ok(())
+}
+
+/// How long loading a snapshot may take before it is tried again.
+const SNAPSHOT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Why a tail stopped.
+enum TailError {
+    /// The log no longer holds the record the tail needs next (purged below a
+    /// snapshot).
+    Gap {
+        expected: u64,
+        got: u64,
+    },
+    Failed(Error),
+}
+
+impl From<Error> for TailError {
+    fn from(e: Error) -> TailError {
+        TailError::Failed(e)
+    }
+}
+
 async fn tail_from(
     stream: &stream::Stream,
     subjects: &Subjects,
     from: u64,
     state: &RwLock<State>,
     applied: &watch::Sender<u64>,
-) -> Result<(), Error> {
+) -> Result<(), TailError> {
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: subjects.coordinator_log(),
@@ -144,15 +232,19 @@ async fn tail_from(
                     .state
                     .last_sequence;
                 if last > *applied.borrow() {
-                    return Err(Error::JetStream(format!(
+                    return Err(TailError::Failed(Error::JetStream(format!(
                         "tail stalled at {} while the log ends at {last}",
                         *applied.borrow()
-                    )));
+                    ))));
                 }
                 continue;
             }
         };
         let seq = message.info().map_err(Error::js)?.stream_sequence;
+        let expected = *applied.borrow() + 1;
+        if seq > expected {
+            return Err(TailError::Gap { expected, got: seq });
+        }
         match LogRecord::decode(&message.payload) {
             Ok(record) => state
                 .write()

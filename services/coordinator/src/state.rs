@@ -10,6 +10,7 @@ use shoal_protocol::{
 };
 
 use crate::record::{Change, Explanation, LogRecord, new_event_id};
+use crate::snapshot::Snapshot;
 
 /// How many `request_id`s are remembered for idempotent retries.
 const REMEMBERED_REQUESTS: usize = 100_000;
@@ -73,18 +74,14 @@ impl State {
         }
         match (&c.action, &c.node_id) {
             (AssignmentAction::Unassigned, _) => self.remove(&c.agent_name),
-            (_, Some(node_id)) => {
+            (_, Some(_)) => {
                 let assignment = State::placed(c);
                 self.remove(&c.agent_name);
-                let node = self.by_node.entry(node_id.clone()).or_default();
-                node.names.insert(c.agent_name.clone());
-                node.digest.add(&c.agent_name);
                 // A request id answers with the agent's latest placement.
                 if let Some(request_id) = &c.request_id {
                     self.remember(request_id, &assignment);
                 }
-                self.set_waiting(&c.agent_name, c.status);
-                self.assignments.insert(c.agent_name.clone(), assignment);
+                self.insert(assignment);
             }
             // Still where it was, but waiting for a new node.
             (_, None) => {
@@ -110,6 +107,51 @@ impl State {
             request_id: c.request_id.clone(),
             resources: c.resources,
         }
+    }
+
+    /// Adds `assignment` (its agent not assigned yet) and its indexes.
+    fn insert(&mut self, assignment: Assignment) {
+        let node = self.by_node.entry(assignment.node_id.clone()).or_default();
+        node.names.insert(assignment.agent_name.clone());
+        node.digest.add(&assignment.agent_name);
+        self.set_waiting(&assignment.agent_name, assignment.status);
+        self.assignments
+            .insert(assignment.agent_name.clone(), assignment);
+    }
+
+    /// What a snapshot of this state holds (see [`crate::snapshot`]).
+    pub fn to_snapshot(&self) -> Snapshot {
+        Snapshot {
+            version: crate::snapshot::VERSION,
+            log_seq: self.last_seq,
+            epoch: self.epoch,
+            leader_id: self.leader_id.clone(),
+            reassignments: self.reassignments,
+            assignments: self.assignments.values().cloned().collect(),
+            requests: self
+                .request_order
+                .iter()
+                .filter_map(|r| self.requests.get(r).map(|a| (r.clone(), a.clone())))
+                .collect(),
+        }
+    }
+
+    /// The state a snapshot describes, as if its log had been applied.
+    pub fn from_snapshot(snapshot: Snapshot) -> State {
+        let mut state = State {
+            last_seq: snapshot.log_seq,
+            epoch: snapshot.epoch,
+            leader_id: snapshot.leader_id,
+            reassignments: snapshot.reassignments,
+            ..State::default()
+        };
+        for assignment in snapshot.assignments {
+            state.insert(assignment);
+        }
+        for (request_id, assignment) in &snapshot.requests {
+            state.remember(request_id, assignment);
+        }
+        state
     }
 
     fn set_waiting(&mut self, agent_name: &str, status: AssignmentStatus) {
@@ -574,6 +616,40 @@ mod tests {
         assert!(whole.len() > 1);
         assert_eq!(names, ["a2"]);
         assert_eq!(s.page(&ListAssignmentsRequest::default()).0.len(), 2);
+    }
+
+    #[test]
+    fn a_state_rebuilt_from_its_snapshot_answers_the_same() {
+        let mut s = State::default();
+        assigned(&mut s, "a1", "n1", Some("r1"));
+        assigned(&mut s, "a2", "n1", None);
+        assigned(&mut s, "a3", "n2", Some("r3"));
+        let wait = s
+            .move_change(&author(), "a3", None, MoveKind::Orphan, None, Utc::now())
+            .unwrap();
+        s.apply_change(&wait);
+        s.apply(
+            9,
+            &LogRecord::EpochStart(crate::record::EpochStart {
+                event_id: "e".into(),
+                leader_id: "c2".into(),
+                epoch: 4,
+                at: Utc::now(),
+            }),
+        );
+        let snapshot = s.to_snapshot();
+        let json = serde_json::to_vec(&snapshot).unwrap();
+        let back = State::from_snapshot(serde_json::from_slice(&json).unwrap());
+        assert_eq!(back.to_snapshot(), snapshot);
+        assert_eq!((back.last_seq(), back.epoch(), back.len()), (9, 4, 3));
+        assert_eq!(back.digest_of("n1"), s.digest_of("n1"));
+        assert_eq!(back.waiting_count(), 1);
+        assert_eq!(back.count_by_status(), s.count_by_status());
+        assert_eq!(
+            back.existing(&req("other", Some("r1"))).unwrap().agent_name,
+            "a1"
+        );
+        assert_eq!(back.page(&Default::default()), s.page(&Default::default()));
     }
 
     #[test]

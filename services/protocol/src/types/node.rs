@@ -207,9 +207,7 @@ impl<'de> Deserialize<'de> for AgentNotice {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let value = serde_json::Value::deserialize(d)?;
-        fn as_<T: serde::de::DeserializeOwned, E: Error>(
-            value: serde_json::Value,
-        ) -> Result<T, E> {
+        fn as_<T: serde::de::DeserializeOwned, E: Error>(value: serde_json::Value) -> Result<T, E> {
             serde_path_to_error::deserialize(value).map_err(|e| {
                 let path = e.path().to_string();
                 let inner = e.into_inner();
