@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use shoal_announcer::sim::SimMetrics;
+use shoal_protocol::Strategy;
 
 use crate::measure::{Limit, Load};
 
@@ -20,7 +22,7 @@ Runs that make assignments end by verifying that every acknowledged assignment i
 coordinator's state and in Postgres history exactly once; a failed verification exits 1.\n\n\
 Scenarios:\n  \
 assign      throughput and latency of assign, then unassign, of distinct agents\n  \
-burst       --agents assigned at once, then how evenly they spread (max-min, stddev)\n  \
+burst       --agents assigned at once, then how evenly they spread (max-min, stddev, and for\n              least_loaded the spread of estimated loads); --strategy all: one burst per strategy\n  \
 select      balancer selections with --nodes nodes in its view (10,000 for the goal)\n  \
 discovery   time from a node's announce to being listed and selectable, percentiles\n  \
 heartbeats  --nodes simulated nodes heartbeating: registry CPU and RSS, false suspect/offline\n  \
@@ -89,6 +91,21 @@ pub struct Args {
     #[arg(long, env = "SHOAL_LOADTEST_AGENTS", default_value_t = 1000)]
     pub agents: u64,
 
+    /// Burst scenario: the balancing strategy, set cluster-wide through the
+    /// balancer's strategy.set before the burst (round_robin, least_loaded,
+    /// least_agents, random, weighted), or `all` for one burst per strategy, each on
+    /// fresh agents (the previous burst's agents are unassigned first), with figures
+    /// per strategy; the cluster's strategy is set back afterwards. Without it the
+    /// burst uses the cluster's current strategy.
+    #[arg(long, env = "SHOAL_LOADTEST_STRATEGY", value_parser = parse_strategies)]
+    pub strategy: Option<Strategies>,
+
+    /// What the simulated nodes report: `varied` (each node its own random walk of
+    /// CPU and memory) or `equal` (every node CPU 30 %, memory 40 %, unchanging, so
+    /// how evenly work spreads can be measured without the metrics tilting it).
+    #[arg(long, env = "SHOAL_LOADTEST_NODE_METRICS", value_enum, default_value_t = NodeMetrics::Varied)]
+    pub node_metrics: NodeMetrics,
+
     /// Selections per strategy in the select scenario's in-process engine benchmark.
     #[arg(
         long,
@@ -108,6 +125,62 @@ pub struct Args {
     /// Write latency histograms and throughput over time as SVG to this file.
     #[arg(long, env = "SHOAL_LOADTEST_SVG")]
     pub svg: Option<PathBuf>,
+}
+
+/// `--strategy`: one strategy, or every one in turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategies {
+    One(Strategy),
+    All,
+}
+
+impl Strategies {
+    pub fn list(self) -> Vec<Strategy> {
+        match self {
+            Strategies::One(s) => vec![s],
+            Strategies::All => Strategy::ALL.to_vec(),
+        }
+    }
+}
+
+/// `--strategy` names no strategy.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "unknown strategy {0:?}: use round_robin, least_loaded, least_agents, random, weighted or all"
+)]
+pub struct UnknownStrategy(String);
+
+fn parse_strategies(name: &str) -> Result<Strategies, UnknownStrategy> {
+    match name {
+        "all" => Ok(Strategies::All),
+        _ => Strategy::parse(name)
+            .map(Strategies::One)
+            .ok_or_else(|| UnknownStrategy(name.to_string())),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NodeMetrics {
+    /// Each simulated node random-walks its own CPU and memory.
+    Varied,
+    /// Every simulated node reports the same fixed CPU and memory.
+    Equal,
+}
+
+impl NodeMetrics {
+    pub fn sim(self) -> SimMetrics {
+        match self {
+            NodeMetrics::Varied => SimMetrics::Varied,
+            NodeMetrics::Equal => SimMetrics::EQUAL,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeMetrics::Varied => "varied",
+            NodeMetrics::Equal => "equal",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -123,7 +123,7 @@ impl Report {
         if !self.figures.is_empty() {
             out += "\nfigures\n";
             for (k, v) in &self.figures {
-                out += &format!("  {k:<40} {v}\n");
+                render_figure(&mut out, 1, k, v);
             }
         }
         if !self.goals.is_empty() {
@@ -149,5 +149,23 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// A figure on one line, or a group of them (per strategy, say) indented below its
+/// name.
+fn render_figure(out: &mut String, depth: usize, name: &str, value: &serde_json::Value) {
+    let indent = "  ".repeat(depth);
+    match value {
+        serde_json::Value::Object(group) => {
+            *out += &format!("{indent}{name}\n");
+            for (k, v) in group {
+                render_figure(out, depth + 1, k, v);
+            }
+        }
+        v => {
+            let width = 42usize.saturating_sub(indent.len());
+            *out += &format!("{indent}{name:<width$} {v}\n");
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_announcer::sim::{SimConfig, SimulatedCluster};
+use shoal_announcer::sim::{SimConfig, SimMetrics, SimulatedCluster};
 use shoal_protocol::{ShoalClient, Subjects};
 use shoal_testkit::{NatsCluster, NatsServer, Postgres, ServiceProcess, binary, wait_for};
 
@@ -117,10 +117,13 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Opens the stack and starts `--nodes` simulated nodes with `--max-agents` each.
+    /// Opens the stack and starts `--nodes` simulated nodes with `--max-agents` each,
+    /// reporting `--node-metrics`.
     pub async fn with_nodes(args: &Args, spawn: Spawn) -> anyhow::Result<Stack> {
         let mut stack = Stack::open(args, spawn).await?;
-        stack.start_nodes(args.nodes, args.max_agents).await?;
+        stack
+            .start_nodes(args.nodes, args.max_agents, args.node_metrics.sim())
+            .await?;
         Ok(stack)
     }
 
@@ -147,7 +150,12 @@ impl Stack {
 
     /// Starts `count` simulated nodes (ids `lt-<i>`) and waits until the registry
     /// lists them all online.
-    pub async fn start_nodes(&mut self, count: usize, max_agents: u32) -> anyhow::Result<()> {
+    pub async fn start_nodes(
+        &mut self,
+        count: usize,
+        max_agents: u32,
+        metrics: SimMetrics,
+    ) -> anyhow::Result<()> {
         if count == 0 {
             return Ok(());
         }
@@ -158,11 +166,21 @@ impl Stack {
             .await
             .map(|s| s.online_nodes)
             .unwrap_or(0);
+        // A balancer not answering yet has no node in its view.
+        let unmeasured_before = self
+            .client
+            .clone()
+            .with_retry_for(Duration::ZERO)
+            .balancer_stats()
+            .await
+            .map(|s| s.unmeasured_nodes)
+            .unwrap_or(0);
         let nats = connect(&self.nats_url).await?;
         let cfg = SimConfig {
             count,
             id_prefix: "lt".into(),
             max_agents,
+            metrics,
             ..SimConfig::default()
         };
         self.nodes = Some(SimulatedCluster::start(nats, self.subjects.clone(), cfg).await?);
@@ -184,16 +202,18 @@ impl Stack {
             return Ok(());
         }
         // The balancer loads membership from KV on its own: measure from the moment
-        // it can pick every node, not while it still answers `unavailable`.
+        // it can pick every node, not while it still answers `unavailable`, and has
+        // had a heartbeat from each (until then least_loaded ranks a node as busy).
         let quick = self.client.clone().with_retry_for(Duration::ZERO);
         wait_for(
-            &format!("the balancer to load {count} more nodes"),
+            &format!("the balancer to load and measure {count} more nodes"),
             deadline,
             || {
                 let quick = quick.clone();
                 async move {
                     let stats = quick.balancer_stats().await.ok()?;
-                    (stats.nodes >= before + count).then_some(())
+                    (stats.nodes >= before + count && stats.unmeasured_nodes <= unmeasured_before)
+                        .then_some(())
                 }
             },
         )

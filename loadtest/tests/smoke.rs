@@ -74,11 +74,52 @@ fn assign_scenario_completes_and_verifies() {
 }
 
 #[test]
-fn burst_scenario_reports_distribution() {
-    let report = run(&["--scenario", "burst", "--nodes", "5", "--agents", "50"]);
-    assert_eq!(measurement(&report, "burst assign")["ok"], 50);
-    assert_eq!(report["figures"]["nodes"], 5);
-    assert!(report["figures"]["agents_per_node_max_minus_min"].is_number());
+fn burst_spreads_evenly_under_every_even_strategy() {
+    let report = run(&[
+        "--scenario",
+        "burst",
+        "--strategy",
+        "all",
+        "--node-metrics",
+        "equal",
+        "--nodes",
+        "10",
+        "--agents",
+        "300",
+    ]);
+    assert_eq!(report["figures"]["strategy"], "all");
+    let strategies = &report["figures"]["strategies"];
+    for strategy in [
+        "round_robin",
+        "least_loaded",
+        "least_agents",
+        "random",
+        "weighted",
+    ] {
+        assert_eq!(
+            measurement(&report, &format!("burst assign ({strategy})"))["ok"],
+            300
+        );
+        assert_eq!(strategies[strategy]["nodes"], 10, "{strategy}");
+    }
+    // Nodes reporting the same metrics: 30 agents each, give or take one or two.
+    for strategy in ["round_robin", "least_agents", "least_loaded"] {
+        let figures = &strategies[strategy];
+        let spread = figures["agents_per_node_max_minus_min"].as_f64().unwrap();
+        assert!(spread <= 2.0, "{strategy}: {figures}");
+        assert!(
+            figures["agents_per_node_min"].as_f64().unwrap() >= 28.0,
+            "{strategy}: {figures}"
+        );
+    }
+    // least_loaded levelled the balancer's estimates too.
+    let levelled = strategies["least_loaded"]["estimated_load_spread_agents"]
+        .as_f64()
+        .unwrap();
+    assert!(levelled <= 1.0, "{}", strategies["least_loaded"]);
+    for goal in report["goals"].as_array().unwrap() {
+        assert_eq!(goal["ok"], true, "{goal}");
+    }
 }
 
 #[test]

@@ -64,7 +64,9 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         }
     });
     let startup = Instant::now();
-    stack.start_nodes(args.nodes, args.max_agents).await?;
+    stack
+        .start_nodes(args.nodes, args.max_agents, args.node_metrics.sim())
+        .await?;
     report.figure("all_nodes_online_after_s", startup.elapsed().as_secs_f64());
     let duration = args.duration.unwrap_or(Duration::from_secs(60));
     let (ticks0, t0) = (cpu_ticks(pid)?, Instant::now());

@@ -5,7 +5,13 @@
 //!
 //! One task ticks over all nodes: the nodes are spread over slots of about 10 ms, so
 //! 10,000 nodes at 1 s cost 100 timer wake-ups a second, not 10,000 timers, and their
-//! heartbeats arrive evenly rather than in one burst. Metrics are synthetic but valid.
+//! heartbeats arrive evenly rather than in one burst. Metrics are synthetic but valid:
+//! by default each node random-walks its own ([`SimMetrics::Varied`]); with
+//! [`SimMetrics::Equal`] every node reports the same fixed values, so how evenly work
+//! spreads can be measured without the metrics tilting it. As on a real node, the
+//! metrics are sampled once per interval: the heartbeat sent at once when the agent
+//! count changes repeats the last sample. Agents never change a simulated node's
+//! CPU or memory.
 //!
 //! ```no_run
 //! # async fn demo(client: async_nats::Client) -> Result<(), shoal_announcer::Error> {
@@ -27,7 +33,6 @@ use std::time::Duration;
 use async_nats::{Client, Subject};
 use chrono::Utc;
 use futures::StreamExt;
-use rand::Rng;
 use shoal_protocol::{AgentNotice, Heartbeat, NodeRole, Subjects, SyncRequest};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +40,11 @@ use tracing::{debug, warn};
 
 use crate::agents::AgentSet;
 use crate::{Error, Identity, wire};
+
+mod usage;
+
+pub use usage::SimMetrics;
+use usage::Usage;
 
 /// Heartbeats of all nodes are spread over slots this long.
 const SLOT: Duration = Duration::from_millis(10);
@@ -52,6 +62,8 @@ pub struct SimConfig {
     pub labels: BTreeMap<String, String>,
     pub max_agents: u32,
     pub version: String,
+    /// What the nodes report as their usage.
+    pub metrics: SimMetrics,
 }
 
 impl Default for SimConfig {
@@ -66,6 +78,7 @@ impl Default for SimConfig {
             labels: BTreeMap::new(),
             max_agents: 10,
             version: shoal_runtime::VERSION.into(),
+            metrics: SimMetrics::default(),
         }
     }
 }
@@ -83,47 +96,28 @@ pub enum SimState {
     Left,
 }
 
-/// A random walk inside a range: synthetic but plausible metrics.
-#[derive(Debug, Clone, Copy)]
-struct Walk {
-    value: f64,
-}
-
-impl Walk {
-    fn new(rng: &mut impl Rng, low: f64, high: f64) -> Walk {
-        Walk {
-            value: rng.random_range(low..high),
-        }
-    }
-    fn step(&mut self, rng: &mut impl Rng, step: f64, max: f64) -> f64 {
-        self.value = (self.value + rng.random_range(-step..=step)).clamp(0.0, max);
-        self.value
-    }
-}
-
 struct SimNode {
     identity: Identity,
     heartbeat_subject: Subject,
     state: SimState,
     seq: u64,
     agents: AgentSet,
-    cpu: Walk,
-    memory: Walk,
-    disk: Walk,
-    load: Walk,
+    usage: Usage,
 }
 
 impl SimNode {
-    fn heartbeat(&mut self, rng: &mut impl Rng) -> Heartbeat {
+    /// A heartbeat with the last sampled metrics.
+    fn heartbeat(&mut self) -> Heartbeat {
         self.seq += 1;
         let uptime = Utc::now() - self.identity.started_at;
+        let u = &self.usage;
         Heartbeat {
             id: self.identity.id.clone(),
             seq: self.seq,
-            cpu_usage: self.cpu.step(rng, 2.0, 100.0),
-            memory_usage: self.memory.step(rng, 0.5, 100.0),
-            disk_usage: self.disk.step(rng, 0.01, 100.0),
-            load_average: self.load.step(rng, 0.1, 64.0),
+            cpu_usage: u.cpu.value,
+            memory_usage: u.memory.value,
+            disk_usage: u.disk.value,
+            load_average: u.load.value,
             active_agents: self.agents.count(),
             uptime_s: u64::try_from(uptime.num_seconds()).unwrap_or(0),
             sent_at: Utc::now(),
@@ -180,6 +174,15 @@ impl SimulatedCluster {
                 "simulated heartbeat interval must be more than zero".into(),
             ));
         }
+        if let SimMetrics::Equal { cpu, memory } = cfg.metrics
+            && ![cpu, memory]
+                .iter()
+                .all(|v| v.is_finite() && (0.0..=100.0).contains(v))
+        {
+            return Err(Error::Config(format!(
+                "simulated cpu {cpu} and memory {memory} must be percentages from 0 to 100"
+            )));
+        }
         let started_at = Utc::now();
         let mut rng = rand::rng();
         let nodes: Vec<SimNode> = (0..cfg.count)
@@ -208,10 +211,7 @@ impl SimulatedCluster {
                     state: SimState::Running,
                     seq: 0,
                     agents: AgentSet::default(),
-                    cpu: Walk::new(&mut rng, 5.0, 60.0),
-                    memory: Walk::new(&mut rng, 20.0, 70.0),
-                    disk: Walk::new(&mut rng, 10.0, 80.0),
-                    load: Walk::new(&mut rng, 0.1, 4.0),
+                    usage: Usage::new(cfg.metrics, &mut rng),
                 }
             })
             .collect();
@@ -403,7 +403,8 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration, cancel: Cancell
                 .step_by(slots as usize)
                 .filter(|n| n.state == SimState::Running)
             {
-                let hb = node.heartbeat(&mut rng);
+                node.usage.step(&mut rng);
+                let hb = node.heartbeat();
                 batch.push((node.heartbeat_subject.clone(), wire::encode_heartbeat(&hb)));
             }
         }
@@ -470,7 +471,7 @@ async fn agents_loop(
             match node.agents.apply(id, &notice) {
                 Ok(applied) if applied.changed() && node.state == SimState::Running => Some((
                     node.heartbeat_subject.clone(),
-                    wire::encode_heartbeat(&node.heartbeat(&mut rand::rng())),
+                    wire::encode_heartbeat(&node.heartbeat()),
                 )),
                 Ok(_) => None,
                 Err(ignored) => {

@@ -3,11 +3,13 @@
 //! Any number of replicas share the `<prefix>.balancer.*` queue group. Each keeps its
 //! own [`View`] of the cluster — membership from a watch of the `shoal_members` KV
 //! bucket, live load from node heartbeats, placements from the coordinator's
-//! assignment events plus its own in-flight picks — and follows the cluster strategy
-//! kept in the `shoal_config` bucket. Selection runs on in-memory indexes
+//! assignment events plus its own in-flight picks, and from these each node's
+//! estimated load ([`estimate`]) — and follows the cluster strategy kept in the
+//! `shoal_config` bucket. Selection runs on in-memory indexes
 //! ([`pool`]), so it costs O(log n), not a scan of the cluster.
 
 pub mod bench;
+pub mod estimate;
 mod explain;
 pub mod fenwick;
 mod kv;
@@ -15,21 +17,25 @@ mod pool;
 pub mod score;
 mod select;
 mod service;
+mod slot;
 pub mod view;
 
+#[cfg(test)]
+mod estimate_tests;
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
 use async_nats::Client;
-use shoal_protocol::Strategy;
+use shoal_protocol::{Resources, Strategy};
 use shoal_runtime::CommonConfig;
 use tokio_util::sync::CancellationToken;
 
 pub use bench::{BenchReport, select_throughput};
+pub use estimate::Decay;
 pub use kv::STRATEGY_KEY;
-pub use view::{Settings, View};
+pub use view::{DEFAULT_AGENT_COST, Settings, View};
 
 /// Configuration of a balancer instance.
 #[derive(clap::Parser, Debug, Clone)]
@@ -56,10 +62,75 @@ pub struct Config {
     #[arg(long, env = "SHOAL_BALANCER_MAX_CANDIDATES", default_value_t = 10)]
     pub max_candidates: usize,
 
+    /// CPU, in percent of a node, that an agent placed without `resources` in its
+    /// assign request is counted as using: added to the node's estimated load (what
+    /// least_loaded ranks by) the moment the agent is placed. A node whose agents are
+    /// measured to use more on average counts that instead.
+    #[arg(long, env = "SHOAL_BALANCER_AGENT_CPU", default_value_t = DEFAULT_AGENT_COST.cpu, value_parser = parse_percent)]
+    pub agent_cpu: f64,
+
+    /// Memory, in percent of a node, counted for an agent placed without `resources`
+    /// (as --agent-cpu).
+    #[arg(long, env = "SHOAL_BALANCER_AGENT_MEMORY", default_value_t = DEFAULT_AGENT_COST.memory, value_parser = parse_percent)]
+    pub agent_memory: f64,
+
+    /// How long a placement's cost counts in full on top of the node's measured load,
+    /// in time covered by the node's heartbeats after the placement: the agent
+    /// starting, and a heartbeat interval sampling it.
+    #[arg(long, env = "SHOAL_BALANCER_COST_HOLD", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub cost_hold: Duration,
+
+    /// After --cost-hold, the placement's cost fades linearly to nothing over this
+    /// long as the measured load takes it over. A node that stops heartbeating keeps
+    /// its placements' costs in full.
+    #[arg(long, env = "SHOAL_BALANCER_COST_FADE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cost_fade: Duration,
+
     /// Replicas of the KV buckets this balancer creates when they are missing (use 3
     /// on a 3-server NATS cluster).
     #[arg(long, env = "SHOAL_KV_REPLICAS", default_value_t = 1)]
     pub kv_replicas: usize,
+}
+
+/// A flag that should be a percentage is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("{value:?} is not a percentage from 0 to 100")]
+pub struct PercentError {
+    value: String,
+    #[source]
+    source: Option<std::num::ParseFloatError>,
+}
+
+fn parse_percent(value: &str) -> Result<f64, PercentError> {
+    let error = |source| PercentError {
+        value: value.to_string(),
+        source,
+    };
+    let v: f64 = value.trim().parse().map_err(|e| error(Some(e)))?;
+    if v.is_finite() && (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(error(None))
+    }
+}
+
+impl Config {
+    /// The view's settings from the flags.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            strategy: self.default_strategy,
+            pick_ttl: self.pick_ttl,
+            max_candidates: self.max_candidates,
+            agent_cost: Resources {
+                cpu: self.agent_cpu,
+                memory: self.agent_memory,
+            },
+            decay: Decay {
+                hold: self.cost_hold,
+                fade: self.cost_fade,
+            },
+        }
+    }
 }
 
 fn parse_strategy(name: &str) -> Result<Strategy, String> {

@@ -1,16 +1,18 @@
 //! How busy a node is, as the strategies see it.
 //!
-//! `least_loaded` ranks nodes by the load score
+//! The load score
 //!
 //! ```text
 //! load = 0.4 · cpu_usage/100 + 0.3 · memory_usage/100 + 0.3 · agents/max_agents
 //! ```
 //!
-//! a number from 0 (idle) to 1 (saturated). CPU weighs most because it is what an
+//! is a number from 0 (idle) to 1 (saturated). CPU weighs most because it is what an
 //! extra agent competes for first; memory and the agent slots share the rest. The
 //! agent term uses the balancer's *effective* agent count (see [`effective_agents`]),
-//! which moves with every pick, so a burst of selections climbs the score of the node
-//! it lands on and spreads instead of piling onto the node that looked emptiest.
+//! which moves with every pick. `least_loaded` ranks nodes by the score of their
+//! measured metrics plus the cost of the placements those metrics do not show yet
+//! (see [`crate::estimate`]), so a burst climbs the estimate of the node it lands on
+//! and spreads instead of piling onto the node that looked emptiest.
 //!
 //! `weighted` draws a node with probability proportional to its free capacity, the
 //! free agent slots `max_agents − agents`.

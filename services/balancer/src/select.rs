@@ -10,7 +10,8 @@ use rand::rngs::StdRng;
 use shoal_protocol::{Candidate, SelectReply, SelectRequest, ShoalError, Strategy};
 
 use crate::pool::Pool;
-use crate::view::{Slot, View};
+use crate::slot::Slot;
+use crate::view::View;
 
 /// Random draws tried before a filtered `random`/`weighted` selection falls back to
 /// a scan of the pool.
@@ -76,8 +77,10 @@ impl View {
                 score,
             })
             .collect();
-        let node = self.slot(choice.slot).live_node();
-        self.record_pick(choice.slot, now);
+        let slot = self.slot(choice.slot);
+        let node = slot.live_node();
+        let cost = slot.cost(req.resources, self.settings.agent_cost);
+        self.record_pick(choice.slot, now, cost);
         self.counters.selections += 1;
         *self
             .counters

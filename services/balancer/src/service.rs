@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::kv::{STRATEGY_KEY, open_or_create};
-use crate::view::{Settings, View};
+use crate::view::View;
 use crate::{Config, Error};
 
 const RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -61,11 +61,7 @@ pub(crate) async fn run(
         .subjects()
         .map_err(|e| Error::Config(e.to_string()))?;
     let shared = Arc::new(Shared {
-        view: Mutex::new(View::new(Settings {
-            strategy: cfg.default_strategy,
-            pick_ttl: cfg.pick_ttl,
-            max_candidates: cfg.max_candidates,
-        })),
+        view: Mutex::new(View::new(cfg.settings())),
         synced: AtomicBool::new(false),
         default_strategy: cfg.default_strategy,
     });
@@ -237,7 +233,10 @@ async fn handle_set(
 
 fn handle_stats(shared: &Shared, msg: &Message) -> Result<BalancerStats, ShoalError> {
     decode::<Empty>(&msg.payload)?;
-    Ok(shared.view().stats())
+    let mut view = shared.view();
+    // Picks the coordinator never confirmed no longer count, selections or not.
+    view.expire(Instant::now());
+    Ok(view.stats())
 }
 
 /// Keeps the view in line with `shoal_members`: snapshot, then updates. If the watch
@@ -409,7 +408,7 @@ async fn follow_assignments(
             msg = events.next() => match msg { Some(msg) => msg, None => return },
         };
         match decode::<AssignmentEvent>(&msg.payload) {
-            Ok(ev) => shared.view().apply_assignment(&ev),
+            Ok(ev) => shared.view().apply_assignment(&ev, Instant::now()),
             Err(e) => {
                 debug!(subject = %msg.subject, error = %e.message, "bad assignment event; ignored")
             }

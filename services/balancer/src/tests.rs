@@ -279,16 +279,16 @@ fn picks_fill_nodes_until_they_expire_or_are_confirmed() {
         at: Utc::now(),
         resources: None,
     };
-    v.apply_assignment(&event(AssignmentAction::Assigned, "agent-1"));
+    v.apply_assignment(&event(AssignmentAction::Assigned, "agent-1"), t1);
     assert_eq!(v.node("n").unwrap().active_agents, 1);
     // Still counted after the pick's TTL: the coordinator's placement carries it.
     let t2 = t1 + Duration::from_secs(6);
     v.expire(t2);
     assert_eq!(v.node("n").unwrap().active_agents, 1);
-    v.apply_assignment(&event(AssignmentAction::Assigned, "agent-2"));
+    v.apply_assignment(&event(AssignmentAction::Assigned, "agent-2"), t2);
     assert_eq!(v.node("n").unwrap().active_agents, 2);
     assert!(v.select(&req, t2).is_err(), "the coordinator filled it");
-    v.apply_assignment(&event(AssignmentAction::Unassigned, "agent-1"));
+    v.apply_assignment(&event(AssignmentAction::Unassigned, "agent-1"), t2);
     assert_eq!(pick(&mut v, &req, t2), "n");
 }
 
@@ -410,8 +410,14 @@ fn candidates_are_capped_and_explain_the_choice() {
         assert_eq!(reply.candidates.len(), 10, "{strategy}");
         assert_eq!(reply.candidates[0].node_id, reply.node_id, "{strategy}");
     }
+    // The earlier picks raised their nodes' estimates: the lowest now is the pick.
+    let lowest = (0..50)
+        .map(|i| v.node(&format!("n{i:02}")).unwrap())
+        .min_by(|a, b| a.load.total_cmp(&b.load))
+        .unwrap();
     let reply = v.select(&with(Strategy::LeastLoaded), now).unwrap();
-    assert_eq!(reply.node_id, "n00");
+    assert_eq!(reply.node_id, lowest.id);
+    assert_eq!(reply.candidates[0].score, lowest.load);
     assert!(
         reply
             .candidates
@@ -448,4 +454,40 @@ fn removed_nodes_are_forgotten_and_their_slots_reused_cleanly() {
         "new"
     );
     assert_eq!(v.len(), 1);
+}
+
+#[test]
+fn a_first_heartbeat_that_overtakes_the_record_still_counts() {
+    let mut v = view(Strategy::LeastLoaded);
+    let t0 = Instant::now();
+    v.upsert(node("steady", 100, 0), t0);
+    let busy = Heartbeat {
+        id: "new".into(),
+        seq: 1,
+        cpu_usage: 90.0,
+        memory_usage: 80.0,
+        disk_usage: 10.0,
+        load_average: 3.0,
+        active_agents: 0,
+        uptime_s: 1,
+        sent_at: Utc::now(),
+        agents_digest: None,
+    };
+    assert!(!v.apply_heartbeat(&busy, t0), "not a member yet");
+    // The record of a node that just announced carries no metrics yet.
+    v.upsert(
+        synthetic_node("new", 100, 0, 0.0, 0.0),
+        t0 + Duration::from_millis(5),
+    );
+    assert_eq!(v.node("new").unwrap().cpu_usage, 90.0);
+    assert_eq!(pick(&mut v, &SelectRequest::default(), t0), "steady");
+    // A heartbeat from long before the record is not trusted.
+    let mut stale = busy.clone();
+    stale.id = "late".into();
+    v.apply_heartbeat(&stale, t0);
+    v.upsert(
+        synthetic_node("late", 100, 0, 5.0, 5.0),
+        t0 + Duration::from_secs(10),
+    );
+    assert_eq!(v.node("late").unwrap().cpu_usage, 5.0);
 }

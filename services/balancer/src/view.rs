@@ -1,7 +1,8 @@
 //! The balancer's view of the cluster, as a plain struct with pure methods:
 //! membership records, live metrics from heartbeats, the coordinator's placements,
-//! this replica's own in-flight picks, and the per-pool indexes the strategies use.
-//! The service feeds it; nothing here does I/O, so it is unit-tested directly.
+//! this replica's own in-flight picks, each node's estimated load ([`crate::estimate`])
+//! and the per-pool indexes the strategies use. The service feeds it; nothing here
+//! does I/O and every method takes the time, so it is unit-tested directly.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -9,15 +10,21 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_protocol::{
-    AssignmentAction, AssignmentEvent, BalancerStats, Heartbeat, Node, NodeStatus, Strategy,
+    AssignmentAction, AssignmentEvent, BalancerStats, Heartbeat, LoadSpread, Node, NodeMetrics,
+    Resources, Strategy,
 };
 
-use crate::pool::{Keys, Pool};
-use crate::score::{effective_agents, free_slots, load_score};
+use crate::estimate::{Decay, load_of};
+use crate::pool::Pool;
+use crate::score::load_score;
+use crate::slot::{Slot, record_has_metrics};
 
 /// How long a node's heartbeat metrics win over the metrics in its membership record
 /// (written every ~10 s): a few heartbeat intervals.
 pub const HEARTBEAT_FRESH: Duration = Duration::from_secs(3);
+
+/// Heartbeats of unknown nodes kept before stale ones are dropped.
+const EARLY_LIMIT: usize = 1024;
 
 /// Tunables of a view.
 #[derive(Clone, Debug)]
@@ -28,7 +35,19 @@ pub struct Settings {
     pub pick_ttl: Duration,
     /// Longest candidate list in a select reply.
     pub max_candidates: usize,
+    /// What an agent without a resource request is assumed to use, at least.
+    pub agent_cost: Resources,
+    /// How a placement's cost fades into the measured load.
+    pub decay: Decay,
 }
+
+/// The default cost of an agent without a resource request: 2.5 % of CPU and of
+/// memory, about what kube-scheduler assumes for a pod without requests (100
+/// millicores, 200 MiB) on a node of 4 cores and 8 GiB.
+pub const DEFAULT_AGENT_COST: Resources = Resources {
+    cpu: 2.5,
+    memory: 2.5,
+};
 
 impl Default for Settings {
     fn default() -> Settings {
@@ -36,54 +55,9 @@ impl Default for Settings {
             strategy: Strategy::default(),
             pick_ttl: Duration::from_secs(5),
             max_candidates: 10,
+            agent_cost: DEFAULT_AGENT_COST,
+            decay: Decay::default(),
         }
-    }
-}
-
-pub(crate) struct Slot {
-    pub node: Node,
-    /// When the last heartbeat arrived (local clock).
-    pub heartbeat_at: Option<Instant>,
-    /// Agents the coordinator has placed here.
-    pub assigned: u32,
-    /// Expiry times of this replica's unconfirmed picks, oldest first.
-    pub in_flight: VecDeque<Instant>,
-    /// The keys the pools hold this node under; `None` while not eligible.
-    pub keys: Option<Keys>,
-    pub pools: Vec<usize>,
-}
-
-impl Slot {
-    pub fn agents(&self) -> u32 {
-        effective_agents(self.node.active_agents, self.assigned, self.in_flight.len())
-    }
-
-    /// Online, not draining and not full: the only nodes ever picked.
-    fn eligible_keys(&self) -> Option<Keys> {
-        let n = &self.node;
-        if n.status != NodeStatus::Online || n.draining {
-            return None;
-        }
-        let agents = self.agents();
-        (agents < n.max_agents).then(|| Keys {
-            agents,
-            load_bits: load_score(n.cpu_usage, n.memory_usage, agents, n.max_agents).to_bits(),
-            free: free_slots(agents, n.max_agents),
-        })
-    }
-
-    /// The node as this replica sees it now: live metrics and effective agents.
-    pub fn live_node(&self) -> Node {
-        let mut node = self.node.clone();
-        let agents = self.agents();
-        node.active_agents = agents;
-        node.capacity = if node.max_agents == 0 {
-            0.0
-        } else {
-            f64::from(free_slots(agents, node.max_agents)) / f64::from(node.max_agents)
-        };
-        node.load = load_score(node.cpu_usage, node.memory_usage, agents, node.max_agents);
-        node
     }
 }
 
@@ -110,6 +84,10 @@ pub struct View {
     assigned: HashMap<String, u32>,
     /// (expiry, slot, generation) of every pick, in expiry order (one TTL for all).
     expiries: VecDeque<(Instant, usize, u32)>,
+    /// The latest heartbeat of nodes whose record has not arrived yet.
+    early: HashMap<String, (NodeMetrics, Instant)>,
+    /// Size of `early` at which stale entries are dropped.
+    early_limit: usize,
     pub(crate) rng: StdRng,
     pub(crate) counters: Counters,
 }
@@ -136,6 +114,8 @@ impl View {
             assignments: HashMap::new(),
             assigned: HashMap::new(),
             expiries: VecDeque::new(),
+            early: HashMap::new(),
+            early_limit: EARLY_LIMIT,
             rng,
             counters: Counters::default(),
         }
@@ -180,7 +160,38 @@ impl View {
             no_capacity: self.counters.no_capacity,
             round_robin_index: self.pools[0].cursor as u64,
             nodes: self.by_id.len(),
+            unmeasured_nodes: self
+                .slots
+                .iter()
+                .flatten()
+                .filter(|s| !s.has_metrics)
+                .count(),
+            estimated_load: self.load_spread(),
         }
+    }
+
+    /// How far apart the eligible nodes' estimated loads are, with what one more
+    /// agent without a resource request would add to the least loaded one.
+    fn load_spread(&self) -> Option<LoadSpread> {
+        let pool = &self.pools[0];
+        let &(min_bits, min_slot) = pool.by_load.first()?;
+        let &(max_bits, _) = pool.by_load.last()?;
+        let slot = self.slot(min_slot);
+        let n = &slot.node;
+        let agents = slot.agents();
+        let slot_step = load_score(n.cpu_usage, n.memory_usage, agents + 1, n.max_agents)
+            - load_score(n.cpu_usage, n.memory_usage, agents, n.max_agents);
+        Some(LoadSpread {
+            min: f64::from_bits(min_bits),
+            max: f64::from_bits(max_bits),
+            agent_cost: load_of(slot.cost(None, self.settings.agent_cost)) + slot_step,
+            pending: self
+                .slots
+                .iter()
+                .flatten()
+                .map(|s| s.pending.len() as u64)
+                .sum(),
+        })
     }
 
     pub(crate) fn slot(&self, i: usize) -> &Slot {
@@ -191,23 +202,31 @@ impl View {
     pub fn upsert(&mut self, mut node: Node, now: Instant) {
         let pools = self.pools_for(&node.services);
         let Some(&i) = self.by_id.get(&node.id) else {
-            let slot = Slot {
-                assigned: self.assigned.get(&node.id).copied().unwrap_or(0),
-                node,
-                heartbeat_at: None,
-                in_flight: VecDeque::new(),
-                keys: None,
-                pools,
-            };
+            let assigned = self.assigned.get(&node.id).copied().unwrap_or(0);
+            let early = self.early.remove(&node.id);
+            let mut slot = Slot::new(node, assigned, pools);
+            if let Some((metrics, at)) = early
+                && now.saturating_duration_since(at) < HEARTBEAT_FRESH
+            {
+                // Without it the node would rank by the record's metrics, which for
+                // a node that just announced are zeros: it would look idle.
+                slot.heartbeat_at = Some(at);
+                slot.node.set_metrics(&metrics);
+                slot.measured(at, &self.settings.decay);
+            }
             let i = self.allocate(slot);
             self.reindex(i);
             return;
         };
+        let decay = self.settings.decay;
         let slot = self.slots[i].as_mut().expect("known node has a slot");
-        if slot
+        let fresh = slot
             .heartbeat_at
-            .is_some_and(|at| now.saturating_duration_since(at) < HEARTBEAT_FRESH)
-        {
+            .is_some_and(|at| now.saturating_duration_since(at) < HEARTBEAT_FRESH);
+        let record_measured = record_has_metrics(&node);
+        // A record without metrics never replaces measured ones.
+        let keep_live = fresh || (slot.has_metrics && !record_measured);
+        if keep_live {
             // The record's metrics are up to ~10 s old; the last heartbeat is fresher.
             let live = &slot.node;
             node.cpu_usage = live.cpu_usage;
@@ -222,7 +241,12 @@ impl View {
             self.unindex(i);
             self.slots[i].as_mut().expect("slot").pools = pools;
         }
-        self.slots[i].as_mut().expect("slot").node = node;
+        let slot = self.slots[i].as_mut().expect("slot");
+        slot.node = node;
+        if !keep_live && record_measured {
+            // Heartbeats are stale: the record's metrics are the latest measurement.
+            slot.measured(now, &decay);
+        }
         self.reindex(i);
     }
 
@@ -238,36 +262,49 @@ impl View {
         true
     }
 
-    /// Live metrics from a node's heartbeat; heartbeats of unknown nodes are ignored
-    /// (membership comes from the registry's records only).
+    /// Live metrics from a node's heartbeat. Membership comes from the registry's
+    /// records only: the heartbeat of an unknown node is kept a moment
+    /// ([`HEARTBEAT_FRESH`]) for its record to arrive, as a node's first heartbeat
+    /// usually overtakes it, and is otherwise ignored. Returns whether the node is
+    /// known.
     pub fn apply_heartbeat(&mut self, hb: &Heartbeat, now: Instant) -> bool {
         let Some(&i) = self.by_id.get(&hb.id) else {
+            self.keep_early(hb, now);
             return false;
         };
+        let decay = self.settings.decay;
         let slot = self.slots[i].as_mut().expect("slot");
         slot.heartbeat_at = Some(now);
         slot.node.set_metrics(&hb.into());
+        slot.measured(now, &decay);
         self.reindex(i);
         true
     }
 
-    /// Follows the coordinator's placements. A placement on a node also confirms the
-    /// oldest of this replica's in-flight picks there: from now on the coordinator's
-    /// count carries it.
-    pub fn apply_assignment(&mut self, ev: &AssignmentEvent) {
-        match ev.event {
+    /// Follows the coordinator's placements, which arrive at `now`. A placement on a
+    /// node also confirms the oldest of this replica's in-flight picks there: from
+    /// now on the coordinator's count carries it, and its cost counts as the agent's
+    /// (the event's resources, else the node's per-agent cost). An agent leaving a
+    /// node takes its pending cost with it.
+    pub fn apply_assignment(&mut self, ev: &AssignmentEvent, now: Instant) {
+        let previous = self.assignments.get(&ev.agent_name).cloned();
+        let target = match ev.event {
             AssignmentAction::Assigned
             | AssignmentAction::Reassigned
-            | AssignmentAction::Migrated => {
-                if let Some(node_id) = &ev.node_id {
-                    self.place(&ev.agent_name, Some(node_id));
-                    self.confirm_pick(node_id);
-                }
-            }
-            AssignmentAction::Unassigned | AssignmentAction::Orphaned => {
-                self.place(&ev.agent_name, None)
-            }
+            | AssignmentAction::Migrated => ev.node_id.as_deref(),
+            AssignmentAction::Unassigned | AssignmentAction::Orphaned => None,
+        };
+        if let Some(old) = previous.as_deref()
+            && target != Some(old)
+        {
+            self.unpend(old, &ev.agent_name);
         }
+        let Some(node_id) = target else {
+            self.place(&ev.agent_name, None);
+            return;
+        };
+        self.place(&ev.agent_name, Some(node_id));
+        self.confirm_pick(node_id, &ev.agent_name, ev.resources, now);
     }
 
     /// Seeds placements from the coordinator's current state, for agents no event has
@@ -314,30 +351,47 @@ impl View {
         }
     }
 
-    fn confirm_pick(&mut self, node_id: &str) {
+    fn confirm_pick(
+        &mut self,
+        node_id: &str,
+        agent: &str,
+        resources: Option<Resources>,
+        now: Instant,
+    ) {
+        let (floor, decay) = (self.settings.agent_cost, self.settings.decay);
+        if let Some(&i) = self.by_id.get(node_id) {
+            let slot = self.slots[i].as_mut().expect("slot");
+            let cost = slot.cost(resources, floor);
+            slot.pending.place(agent, cost, now, &decay);
+            self.reindex(i);
+        }
+    }
+
+    fn unpend(&mut self, node_id: &str, agent: &str) {
+        let decay = self.settings.decay;
         if let Some(&i) = self.by_id.get(node_id)
             && self.slots[i]
                 .as_mut()
                 .expect("slot")
-                .in_flight
-                .pop_front()
-                .is_some()
+                .pending
+                .remove(agent, &decay)
         {
             self.reindex(i);
         }
     }
 
-    /// Counts a pick against its node until it is confirmed or expires.
-    pub(crate) fn record_pick(&mut self, i: usize, now: Instant) {
+    /// Counts a pick against its node, agent and cost, until it is confirmed or
+    /// expires.
+    pub(crate) fn record_pick(&mut self, i: usize, now: Instant, cost: Resources) {
         if self.settings.pick_ttl.is_zero() {
             return;
         }
-        let expiry = now + self.settings.pick_ttl;
+        let (expiry, decay) = (now + self.settings.pick_ttl, self.settings.decay);
         self.slots[i]
             .as_mut()
             .expect("slot")
-            .in_flight
-            .push_back(expiry);
+            .pending
+            .pick(now, expiry, cost, &decay);
         self.expiries.push_back((expiry, i, self.generations[i]));
         self.reindex(i);
     }
@@ -352,14 +406,25 @@ impl View {
             if self.generations[i] != generation {
                 continue;
             }
+            let decay = self.settings.decay;
             let Some(slot) = self.slots[i].as_mut() else {
                 continue;
             };
             // A confirmed pick already left the queue; then the front is a later one.
-            if slot.in_flight.front().is_some_and(|&t| t <= now) {
-                slot.in_flight.pop_front();
+            if slot.pending.expire_front(now, &decay) {
                 self.reindex(i);
             }
+        }
+    }
+
+    /// Keeps the latest heartbeat of a node not known yet; stale ones are dropped
+    /// whenever the map outgrows its limit, so it stays bounded.
+    fn keep_early(&mut self, hb: &Heartbeat, now: Instant) {
+        self.early.insert(hb.id.clone(), (hb.into(), now));
+        if self.early.len() > self.early_limit {
+            self.early
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < HEARTBEAT_FRESH);
+            self.early_limit = EARLY_LIMIT.max(2 * self.early.len());
         }
     }
 

@@ -92,6 +92,13 @@ fn samples() -> BTreeMap<&'static str, Value> {
         no_capacity: 1,
         round_robin_index: 0,
         nodes: 3,
+        unmeasured_nodes: 0,
+        estimated_load: Some(LoadSpread {
+            min: 0.21,
+            max: 0.228,
+            agent_cost: 0.0073,
+            pending: 40,
+        }),
     };
     let mut out = BTreeMap::new();
     macro_rules! sample {

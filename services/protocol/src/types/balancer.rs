@@ -207,4 +207,29 @@ pub struct BalancerStats {
     /// Nodes in this replica's view.
     #[serde(default)]
     pub nodes: usize,
+    /// Nodes with no metrics measured yet (no heartbeat since they announced):
+    /// `least_loaded` ranks them as busy until their first heartbeat.
+    #[serde(default)]
+    pub unmeasured_nodes: usize,
+    /// How far apart the eligible nodes' estimated loads are (absent with no
+    /// eligible node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_load: Option<LoadSpread>,
+}
+
+/// The estimated loads `least_loaded` ranks by (measured load plus the cost of
+/// placements the measurements do not show yet), over a replica's eligible nodes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LoadSpread {
+    /// The lowest estimated load, 0 (idle) to 1 (saturated) or above when pending
+    /// placements would overload the node.
+    pub min: f64,
+    /// The highest estimated load.
+    pub max: f64,
+    /// What one more agent without a resource request would add to the least
+    /// loaded node's estimate: the unit to read `max - min` in.
+    pub agent_cost: f64,
+    /// Placements (this replica's picks included) whose cost still counts on top of
+    /// the measured load.
+    pub pending: u64,
 }
