@@ -26,7 +26,8 @@ burst       --agents assigned at once, then how evenly they spread (max-min, std
 select      balancer selections with --nodes nodes in its view (10,000 for the goal)\n  \
 discovery   time from a node's announce to being listed and selectable, percentiles\n  \
 heartbeats  --nodes simulated nodes heartbeating: registry CPU and RSS, false suspect/offline\n  \
-failover    kill -9 the leader coordinator mid-run (--spawn): time without a leader, client errors, nothing lost;\n              with --kill nats-server and --nats-servers 3, kill -9 the NATS server leading the assignment log instead"
+failover    kill -9 the leader coordinator mid-run (--spawn): time without a leader, client errors, nothing lost;\n              with --kill nats-server and --nats-servers 3, kill -9 the NATS server leading the assignment log instead\n  \
+compaction  --changes assign+unassign changes on top of --agents kept (--spawn): log stream size, how soon a\n              coordinator started afterwards is ready (snapshot + tail), kill -9 of the leader to the next acknowledged assign"
 )]
 pub struct Args {
     /// What to measure (see the list above).
@@ -87,9 +88,15 @@ pub struct Args {
     #[arg(long, env = "SHOAL_LOADTEST_REQUESTS")]
     pub requests: Option<u64>,
 
-    /// Agents in the burst scenario.
+    /// Agents in the burst scenario; in the compaction scenario, agents kept assigned
+    /// under the churn.
     #[arg(long, env = "SHOAL_LOADTEST_AGENTS", default_value_t = 1000)]
     pub agents: u64,
+
+    /// Compaction scenario: changes to make (half assigns, half unassigns of the same
+    /// agents) before a late replica starts.
+    #[arg(long, env = "SHOAL_LOADTEST_CHANGES", default_value_t = 1_000_000)]
+    pub changes: u64,
 
     /// Burst scenario: the balancing strategy, set cluster-wide through the
     /// balancer's strategy.set before the burst (round_robin, least_loaded,
@@ -199,6 +206,7 @@ pub enum Scenario {
     Discovery,
     Heartbeats,
     Failover,
+    Compaction,
 }
 
 impl Args {

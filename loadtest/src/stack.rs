@@ -127,6 +127,16 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Starts one more coordinator replica, named `id`.
+    pub fn add_coordinator(&mut self, id: &str) -> anyhow::Result<()> {
+        let process = self.service("shoal-coordinator", id)?;
+        self.coordinators.push(Coordinator {
+            id: id.to_string(),
+            process,
+        });
+        Ok(())
+    }
+
     /// Starts a service binary configured through its `SHOAL_…` environment.
     fn service(&self, bin: &str, instance: &str) -> anyhow::Result<ServiceProcess> {
         let mut env = vec![

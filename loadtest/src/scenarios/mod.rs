@@ -2,6 +2,7 @@
 
 pub mod assign;
 pub mod burst;
+pub mod compaction;
 pub mod discovery;
 pub mod failover;
 pub mod heartbeats;

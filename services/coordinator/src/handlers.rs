@@ -110,9 +110,14 @@ async fn stats(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<ClusterStats, Sh
     let (registry, balancer) = tokio::join!(quick.registry_stats(), quick.balancer_stats());
     let view = ctx.lease.view();
     let (offline, total) = ctx.members.read(|m| m.offline_share());
-    let (total_assignments, reassignments, agents_by_status) = ctx
-        .replica
-        .read(|s| (s.len(), s.reassignments(), s.count_by_status()));
+    let (total_assignments, reassignments, agents_by_status, log_seq) = ctx.replica.read(|s| {
+        (
+            s.len(),
+            s.reassignments(),
+            s.count_by_status(),
+            s.last_seq(),
+        )
+    });
     let waiting_agents = agents_by_status
         .iter()
         .filter(|(status, _)| status.is_waiting())
@@ -129,6 +134,7 @@ async fn stats(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<ClusterStats, Sh
         reassignments,
         agents_by_status,
         waiting_agents,
+        log_seq,
     })
 }
 

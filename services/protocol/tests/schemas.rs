@@ -424,6 +424,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
                 (AssignmentStatus::Migrating, 0),
             ]),
             waiting_agents: 1,
+            log_seq: 42,
         }
     );
     sample!(Empty, Empty {});

@@ -410,4 +410,8 @@ pub struct ClusterStats {
     /// take them.
     #[serde(default)]
     pub waiting_agents: usize,
+    /// The sequence of the last log record the answering replica has applied: it
+    /// has caught up once this reaches the log's end.
+    #[serde(default)]
+    pub log_seq: u64,
 }
