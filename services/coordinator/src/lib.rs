@@ -81,7 +81,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let compaction = if stream.cached_info().config.deny_purge {
         warn!(
             stream = shoal_protocol::LOG_STREAM,
-            "the assignment log was created with deny_purge (by an older Shoal): it is never compacted; recreate the stream to compact it"
+            "the assignment log was created with deny_purge (by an older Shoal), which NATS cannot lift: it is not compacted"
         );
         false
     } else {
