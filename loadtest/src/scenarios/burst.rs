@@ -1,7 +1,7 @@
 //! `burst`: --agents assignments fired at once, then how evenly they spread over the
 //! nodes (max − min agents per node, standard deviation; for least_loaded also how
 //! far apart the balancer's estimated loads end, in units of one agent's cost), as
-//! the Tasker seed's rapid-burst and round-robin-distribution tests check; no
+//! Tasker's rapid-burst and round-robin-distribution tests check; no
 //! duplicate ids. `--strategy` sets the cluster strategy first; `--strategy all` runs
 //! one burst per strategy, each on fresh agents, unassigning the previous burst's
 //! agents and waiting until the nodes and the balancer have let them go, so every

@@ -6,10 +6,6 @@ use async_nats::jetstream::{self, kv};
 
 use crate::Error;
 
-/// Key of the cluster balancing strategy in the `shoal_config` bucket; the value is
-/// `{"strategy": "<name>"}`.
-pub const STRATEGY_KEY: &str = "balancer.strategy";
-
 /// Opens `bucket`, creating it if it is missing (see [`shoal_runtime::kv`]).
 pub(crate) async fn open_or_create(
     js: &jetstream::Context,

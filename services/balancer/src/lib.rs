@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use bench::{BenchReport, select_throughput};
 pub use estimate::Decay;
-pub use kv::STRATEGY_KEY;
+pub use shoal_protocol::STRATEGY_KEY;
 pub use view::{DEFAULT_AGENT_COST, Settings, View};
 
 /// Configuration of a balancer instance.

@@ -19,9 +19,10 @@ use shoal_protocol::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::kv::{STRATEGY_KEY, open_or_create};
+use crate::kv::open_or_create;
 use crate::view::View;
 use crate::{Config, Error};
+use shoal_protocol::STRATEGY_KEY;
 
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 

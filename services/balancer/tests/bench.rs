@@ -13,7 +13,7 @@ fn bench_select_10k_nodes() {
     for strategy in Strategy::ALL {
         let report = select_throughput(10_000, 200_000, strategy);
         println!("{report}");
-        // The goal, meaningful in release builds only.
+        // The selection goal (100k/s), meaningful in release builds only.
         if !cfg!(debug_assertions) {
             assert!(report.per_sec >= 100_000.0, "{report}");
             assert!(report.p99 < Duration::from_millis(1), "{report}");

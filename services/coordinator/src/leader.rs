@@ -189,8 +189,8 @@ async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(
         if term.is_cancelled() {
             return None;
         }
-        let last = match ctx.stream.get_info().await {
-            Ok(info) => info.state.last_sequence,
+        let last = match crate::log::log_end(&ctx.stream).await {
+            Ok(last) => last,
             Err(e) => {
                 warn!(attempt, error = %e, "cannot read the log's end");
                 tokio::time::sleep(Duration::from_millis(100)).await;

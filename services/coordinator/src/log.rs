@@ -150,12 +150,7 @@ async fn restore(
     else {
         return Ok(());
     };
-    let last = stream
-        .get_info()
-        .await
-        .map_err(Error::js)?
-        .state
-        .last_sequence;
+    let last = log_end(stream).await?;
     if snapshot.log_seq > last {
         warn!(
             snapshot_seq = snapshot.log_seq,
@@ -178,6 +173,16 @@ async fn restore(
         "state loaded from the snapshot"
     );
     Ok(())
+}
+
+/// The sequence of the log's last record.
+pub async fn log_end(stream: &stream::Stream) -> Result<u64, Error> {
+    Ok(stream
+        .get_info()
+        .await
+        .map_err(Error::js)?
+        .state
+        .last_sequence)
 }
 
 /// How long loading a snapshot may take before it is tried again.
@@ -225,12 +230,7 @@ async fn tail_from(
             Err(_) => {
                 // Quiet: fine if there is nothing new. A consumer lost with a
                 // restarted server would otherwise go unnoticed for 15-30 s.
-                let last = stream
-                    .get_info()
-                    .await
-                    .map_err(Error::js)?
-                    .state
-                    .last_sequence;
+                let last = log_end(stream).await?;
                 if last > *applied.borrow() {
                     return Err(TailError::Failed(Error::JetStream(format!(
                         "tail stalled at {} while the log ends at {last}",

@@ -29,16 +29,7 @@ struct Stack {
 async fn stack() -> Stack {
     let nats = NatsServer::start().await.unwrap();
     let url = nats.url();
-    let services = vec![
-        service(&url, "shoal-registry", "registry", &[]).unwrap(),
-        service(
-            &url,
-            "shoal-balancer",
-            "balancer",
-            &[("SHOAL_BALANCER_STRATEGY", "least_agents")],
-        )
-        .unwrap(),
-    ];
+    let services = registry_and_balancer(&url);
     let coordinator = coordinator(&url, "c1", &[]).unwrap();
     let client = nats.client().await.unwrap();
     let shoal = shoal(&client);

@@ -21,14 +21,7 @@ async fn agents_of_a_killed_node_are_reassigned_within_a_second() {
     let db = pg.create_database().await.unwrap();
     let db_name = db.rsplit('/').next().unwrap().to_string();
     let url = nats.url();
-    let _registry = service(&url, "shoal-registry", "registry", &[]).unwrap();
-    let _balancer = service(
-        &url,
-        "shoal-balancer",
-        "balancer",
-        &[("SHOAL_BALANCER_STRATEGY", "least_agents")],
-    )
-    .unwrap();
+    let _services = registry_and_balancer(&url);
     let mut victim = announcer(&url, "a1", 100);
     let _a2 = announcer(&url, "a2", 100);
     let _a3 = announcer(&url, "a3", 100);
@@ -146,14 +139,7 @@ async fn agents_of_a_killed_node_are_reassigned_within_a_second() {
 async fn a_draining_node_is_emptied_and_takes_no_new_agents() {
     let nats = NatsServer::start().await.unwrap();
     let url = nats.url();
-    let _registry = service(&url, "shoal-registry", "registry", &[]).unwrap();
-    let _balancer = service(
-        &url,
-        "shoal-balancer",
-        "balancer",
-        &[("SHOAL_BALANCER_STRATEGY", "least_agents")],
-    )
-    .unwrap();
+    let _services = registry_and_balancer(&url);
     let _a1 = announcer(&url, "a1", 100);
     let _a2 = announcer(&url, "a2", 100);
     let _c1 = coordinator(&url, "c1", &[]).unwrap();
@@ -204,13 +190,7 @@ async fn a_burst_of_1000_least_agents_assigns_spreads_evenly() {
         put_node(&kv, &node(&format!("n{i}"), 1000)).await.unwrap();
     }
     let url = nats.url();
-    let _balancer = service(
-        &url,
-        "shoal-balancer",
-        "balancer",
-        &[("SHOAL_BALANCER_STRATEGY", "least_agents")],
-    )
-    .unwrap();
+    let _balancer = balancer(&url);
     let _c1 = coordinator(&url, "c1", &[]).unwrap();
     let shoal = shoal(&client).with_timeout(Duration::from_secs(10));
     wait_leader(&shoal, &["c1"], LONG).await.unwrap();

@@ -56,14 +56,7 @@ async fn maximal_requests_are_served_split_and_paged_never_dropped() {
             .unwrap();
     }
     let url = nats.url();
-    let _registry = service(&url, "shoal-registry", "registry", &[]).unwrap();
-    let _balancer = service(
-        &url,
-        "shoal-balancer",
-        "balancer",
-        &[("SHOAL_BALANCER_STRATEGY", "least_agents")],
-    )
-    .unwrap();
+    let _services = registry_and_balancer(&url);
     let c1 = coordinator(&url, "c1", &[]).unwrap();
     let shoal = shoal(&client).with_timeout(Duration::from_secs(10));
     let leader = wait_leader(&shoal, &["c1"], LONG).await.unwrap();

@@ -84,14 +84,7 @@ async fn a_node_cut_off_while_its_agents_moved_runs_only_what_it_is_told_once_ba
         .await
         .unwrap();
     let url = nats.url();
-    let _registry = service(&url, "shoal-registry", "registry", &[]).unwrap();
-    let _balancer = service(
-        &url,
-        "shoal-balancer",
-        "balancer",
-        &[("SHOAL_BALANCER_STRATEGY", "least_agents")],
-    )
-    .unwrap();
+    let _services = registry_and_balancer(&url);
     let _c1 = coordinator(&url, "c1", &[]).unwrap();
     let _a2 = announcer(&url, "a2", 1000);
     let _a3 = announcer(&url, "a3", 1000);

@@ -1,7 +1,7 @@
 //! Shoal's wire contract, shared by every service, client and test:
 //!
 //! - [`Subjects`]: every subject, built in one place under a configurable prefix;
-//! - [`types`]: every message, with the brief's JSON field names;
+//! - [`types`]: every message, with the contract's JSON field names;
 //! - [`ShoalError`]: the error envelope and its NATS service error headers;
 //! - [`decode()`]: the one decode step turning bad input into `bad_request`;
 //! - [`ShoalClient`]: request/reply with timeout and retries;
@@ -37,6 +37,9 @@ pub const LEADER_BUCKET: &str = "shoal_leader";
 pub const LEADER_KEY: &str = "coordinator";
 /// The KV bucket holding cluster settings such as the balancing strategy.
 pub const CONFIG_BUCKET: &str = "shoal_config";
+/// Key of the cluster balancing strategy in [`CONFIG_BUCKET`]; the value is
+/// `{"strategy": "<name>"}`.
+pub const STRATEGY_KEY: &str = "balancer.strategy";
 /// The JetStream stream holding the coordinator's fenced assignment log.
 pub const LOG_STREAM: &str = "SHOAL_ASSIGNMENTS";
 /// The durable consumer of [`LOG_STREAM`] that copies it into Postgres.

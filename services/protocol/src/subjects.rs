@@ -348,7 +348,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoint_subjects_follow_the_brief() {
+    fn endpoint_subjects_follow_the_contract() {
         let s = Subjects::default();
         assert_eq!(
             s.endpoint(Endpoint::RegistryNodesList),

@@ -152,7 +152,7 @@ fn derive(node: &mut Node) {
         node.active_agents = 0;
     }
     node.capacity = 1.0 - slot_share(node.active_agents, node.max_agents);
-    // 0–100, as the seed shows it.
+    // 0–100, as the REST API shows it.
     node.load = 100.0
         * load_score(
             node.cpu_usage,
@@ -179,7 +179,7 @@ pub fn matches(node: &Node, filter: &ListNodesRequest) -> bool {
             })
 }
 
-/// The seed's cluster statistics over `nodes`.
+/// The REST API's cluster statistics over `nodes`.
 pub fn stats<'a>(nodes: impl Iterator<Item = &'a Node>, rejected_messages: u64) -> RegistryStats {
     let mut s = RegistryStats {
         rejected_messages,
@@ -201,7 +201,7 @@ pub fn stats<'a>(nodes: impl Iterator<Item = &'a Node>, rejected_messages: u64) 
     s.utilization_pct = if s.max_agents == 0 {
         0.0
     } else {
-        // One decimal, as the seed shows it (26.7).
+        // One decimal, as the REST API shows it (26.7).
         (s.total_agents as f64 / s.max_agents as f64 * 1000.0).round() / 10.0
     };
     s
@@ -228,7 +228,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn announce_builds_a_seed_shaped_node() {
+    fn announce_builds_a_rest_api_shaped_node() {
         let node = from_announce(&announce("n1"), Utc::now());
         assert_eq!(node.address, "10.0.0.1:8151");
         assert_eq!(node.status, NodeStatus::Online);
@@ -297,7 +297,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn stats_follow_the_seed() {
+    fn stats_follow_the_rest_api() {
         let mut a = from_announce(&announce("a"), Utc::now());
         a.role = NodeRole::Leader;
         a.active_agents = 5;

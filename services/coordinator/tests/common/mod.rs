@@ -54,6 +54,25 @@ pub fn service(
     ServiceProcess::spawn(name, &binary(bin)?, &[], &envs)
 }
 
+/// A real registry, and a balancer on least_agents (whose picks a test can predict).
+pub fn registry_and_balancer(nats_url: &str) -> Vec<ServiceProcess> {
+    vec![
+        service(nats_url, "shoal-registry", "registry", &[]).unwrap(),
+        balancer(nats_url),
+    ]
+}
+
+/// A balancer on least_agents.
+pub fn balancer(nats_url: &str) -> ServiceProcess {
+    service(
+        nats_url,
+        "shoal-balancer",
+        "balancer",
+        &[("SHOAL_BALANCER_STRATEGY", "least_agents")],
+    )
+    .unwrap()
+}
+
 /// An online node as the registry would write it.
 pub fn node(id: &str, max_agents: u32) -> Node {
     Node {

@@ -383,7 +383,7 @@ pub struct LeaderChanged {
 
 impl Validate for LeaderChanged {}
 
-/// `stats`: the seed's `/api/cluster/stats`.
+/// `stats`: the `/api/cluster/stats` JSON of the Go wrapper's REST API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterStats {
     /// The coordinator that answered.

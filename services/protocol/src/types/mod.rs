@@ -1,5 +1,5 @@
-//! Every message on the wire. Field names follow the brief (which follows the seed's
-//! REST JSON); `schemas/` is generated from these types.
+//! Every message on the wire. Field names follow the REST JSON of the systems Shoal
+//! replaces where a field exists in both; `schemas/` is generated from these types.
 
 pub mod balancer;
 pub mod coordinator;

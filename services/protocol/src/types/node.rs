@@ -336,7 +336,7 @@ impl Validate for SyncRequest {
     }
 }
 
-/// A node as the registry serves it (the seed's `/api/cluster/nodes` JSON and more).
+/// A node as the registry serves it (the `/api/cluster/nodes` JSON and more).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Node {
     pub id: String,
@@ -431,7 +431,7 @@ pub const CPU_WEIGHT: f64 = 0.4;
 pub const MEMORY_WEIGHT: f64 = 0.3;
 pub const AGENTS_WEIGHT: f64 = 0.3;
 
-/// The load score, 0 (idle) to 1 (saturated), as the seed's GetLoad: CPU and
+/// The load score, 0 (idle) to 1 (saturated), as the Go wrapper's GetLoad: CPU and
 /// memory pressure plus the share of agent slots in use. Inputs out of range are
 /// clamped so a bad report cannot make a node look better than idle. The registry
 /// shows it as `load` (times 100); the balancer's `least_loaded` ranks by it.
@@ -457,7 +457,7 @@ pub fn slot_share(agents: u32, max_agents: u32) -> f64 {
     }
 }
 
-/// Formats seconds the way the seed shows uptime: `2h15m30s`, `45s`.
+/// Formats seconds the way the REST API shows uptime: `2h15m30s`, `45s`.
 pub fn format_uptime(seconds: u64) -> String {
     let (h, m, s) = (seconds / 3600, (seconds / 60) % 60, seconds % 60);
     match (h, m) {
@@ -472,7 +472,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn uptime_reads_like_the_seed() {
+    fn uptime_reads_like_the_rest_api() {
         assert_eq!(format_uptime(8130), "2h15m30s");
         assert_eq!(format_uptime(45), "45s");
         assert_eq!(format_uptime(61), "1m1s");

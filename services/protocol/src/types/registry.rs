@@ -74,7 +74,8 @@ impl Validate for NodeIdRequest {
     }
 }
 
-/// `nodes.register`: manual registration, as the seed's `POST /api/cluster/nodes`.
+/// `nodes.register`: manual registration, as `POST /api/cluster/nodes` of the Go
+/// wrapper's REST API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RegisterNodeRequest {
     #[schemars(pattern(crate::validate::ID_PATTERN))]
@@ -107,7 +108,8 @@ impl Validate for RegisterNodeRequest {
     }
 }
 
-/// Reply of `nodes.register`, `nodes.unregister`: `{success, node}` as in the seed.
+/// Reply of `nodes.register`, `nodes.unregister`: `{success, node}`, as the REST API
+/// answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct NodeChangeReply {
     pub success: bool,
@@ -115,7 +117,7 @@ pub struct NodeChangeReply {
     pub node: Option<Node>,
 }
 
-/// `stats`: the seed's registry statistics.
+/// `stats`: the registry's statistics, field for field as the REST API's.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RegistryStats {
     pub total_nodes: usize,
