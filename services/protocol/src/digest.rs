@@ -65,9 +65,12 @@ impl DigestSum {
         }
     }
 
-    /// Whether a reported digest describes this set.
+    /// Whether a reported digest describes this set (the hash read as hex, in either
+    /// case; one that is not hex describes nothing).
     pub fn matches(&self, reported: &AgentsDigest) -> bool {
-        reported.count == self.count && reported.hash.eq_ignore_ascii_case(&self.digest().hash)
+        reported.count == self.count
+            && reported.hash.len() == 16
+            && u64::from_str_radix(&reported.hash, 16) == Ok(self.sum)
     }
 }
 
@@ -96,6 +99,11 @@ mod tests {
         c.remove("y");
         assert_eq!(c.digest(), DigestSum::of(["x", "z"]).digest());
         assert_eq!(DigestSum::default().digest().hash, "0000000000000000");
+        let mut upper = a.digest();
+        upper.hash = upper.hash.to_uppercase();
+        assert!(a.matches(&upper));
+        upper.hash = "not hex at all!!".into();
+        assert!(!a.matches(&upper));
         // The example in docs/concepts.md.
         assert_eq!(
             DigestSum::of(["agent-1", "agent-7"]).digest().hash,
