@@ -74,7 +74,9 @@ pub fn explain(command: &Command, error: &ClientError) -> String {
             };
             format!("{} ({}){hint}", e.message, e.code)
         }
-        ClientError::BadReply { .. } | ClientError::Nats(_) => format!("{error}"),
+        ClientError::BadReply { .. } | ClientError::Encode { .. } | ClientError::Nats { .. } => {
+            format!("{error}")
+        }
     }
 }
 
