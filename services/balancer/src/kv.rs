@@ -3,16 +3,13 @@
 //! others open it, so start order does not matter.
 
 use async_nats::jetstream::{self, kv};
-
-use crate::Error;
+use shoal_runtime::JetStreamError;
 
 /// Opens `bucket`, creating it if it is missing (see [`shoal_runtime::kv`]).
 pub(crate) async fn open_or_create(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,
-) -> Result<kv::Store, Error> {
-    shoal_runtime::kv::open_or_create(js, bucket, replicas)
-        .await
-        .map_err(Error::JetStream)
+) -> Result<kv::Store, JetStreamError> {
+    shoal_runtime::kv::open_or_create(js, bucket, replicas).await
 }

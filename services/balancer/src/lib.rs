@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use async_nats::Client;
 use shoal_protocol::{Resources, Strategy};
-use shoal_runtime::CommonConfig;
+use shoal_runtime::{CommonConfig, ConfigError, JetStreamError, NatsError};
 use tokio_util::sync::CancellationToken;
 
 pub use bench::{BenchReport, select_throughput};
@@ -133,22 +133,24 @@ impl Config {
     }
 }
 
-fn parse_strategy(name: &str) -> Result<Strategy, String> {
-    Strategy::parse(name).ok_or_else(|| {
-        let valid: Vec<&str> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown strategy {name:?}: use one of {}", valid.join(", "))
-    })
+/// A `--default-strategy` that names no strategy.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown strategy {0:?}: use one of {valid}", valid = Strategy::ALL.map(Strategy::as_str).join(", "))]
+pub struct UnknownStrategy(String);
+
+fn parse_strategy(name: &str) -> Result<Strategy, UnknownStrategy> {
+    Strategy::parse(name).ok_or_else(|| UnknownStrategy(name.to_string()))
 }
 
 /// Errors that stop the balancer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("nats: {0}")]
-    Nats(String),
-    #[error("jetstream: {0}")]
-    JetStream(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
 }
 
 /// Runs the balancer until `shutdown` is cancelled.

@@ -16,6 +16,7 @@ use shoal_protocol::{
     SelectOutcome, SelectReply, SelectRequest, ServiceKind, ShoalClient, ShoalError, Strategy,
     StrategyMessage, Subjects, decode,
 };
+use shoal_runtime::{JetStreamContext, JetStreamError, NatsError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -53,14 +54,8 @@ pub(crate) async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let instance_id = cfg
-        .common
-        .instance_id()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let subjects = cfg
-        .common
-        .subjects()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let instance_id = cfg.common.instance_id()?;
+    let subjects = cfg.common.subjects()?;
     let shared = Arc::new(Shared {
         view: Mutex::new(View::new(cfg.settings())),
         synced: AtomicBool::new(false),
@@ -97,14 +92,14 @@ pub(crate) async fn run(
         Err(e) => warn!(error = %e, "strategy not read at start; the watch will deliver it"),
     }
 
-    let heartbeats = client
-        .subscribe(subjects.node_heartbeat_all())
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
-    let events = client
-        .subscribe(subjects.coordinator_events_all())
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    let subscribe = |subject: String| async {
+        client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|source| NatsError::subscribe(subject, source))
+    };
+    let heartbeats = subscribe(subjects.node_heartbeat_all()).await?;
+    let events = subscribe(subjects.coordinator_events_all()).await?;
 
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(watch_members(members, shared.clone(), shutdown.clone()));
@@ -126,24 +121,15 @@ pub(crate) async fn run(
     ));
     tasks.close();
 
-    let service = shoal_runtime::start_service(&client, ServiceKind::Balancer, &instance_id)
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    let service =
+        shoal_runtime::start_service(&client, ServiceKind::Balancer, &instance_id).await?;
     let endpoint = |e| shoal_runtime::add_endpoint(&service, &subjects, e, &instance_id);
     let (select, batch, get, set, stats) = (
-        endpoint(Endpoint::BalancerSelect).await,
-        endpoint(Endpoint::BalancerSelectBatch).await,
-        endpoint(Endpoint::BalancerStrategyGet).await,
-        endpoint(Endpoint::BalancerStrategySet).await,
-        endpoint(Endpoint::BalancerStats).await,
-    );
-    let nats = |e: anyhow::Error| Error::Nats(format!("{e:#}"));
-    let (select, batch, get, set, stats) = (
-        select.map_err(nats)?,
-        batch.map_err(nats)?,
-        get.map_err(nats)?,
-        set.map_err(nats)?,
-        stats.map_err(nats)?,
+        endpoint(Endpoint::BalancerSelect).await?,
+        endpoint(Endpoint::BalancerSelectBatch).await?,
+        endpoint(Endpoint::BalancerStrategyGet).await?,
+        endpoint(Endpoint::BalancerStrategySet).await?,
+        endpoint(Endpoint::BalancerStats).await?,
     );
     info!(instance_id = %instance_id, strategy = %shared.view().strategy(), "balancer ready");
 
@@ -170,10 +156,7 @@ pub(crate) async fn run(
     );
     shutdown.cancel();
     tasks.wait().await;
-    service
-        .stop()
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    shoal_runtime::stop_service(service).await?;
     Ok(())
 }
 
@@ -261,11 +244,18 @@ async fn watch_members_once(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(), Error> {
-    let js = |e: &dyn std::fmt::Display| Error::JetStream(e.to_string());
-    let mut watch = members.watch_with_history(">").await.map_err(|e| js(&e))?;
+    let mut watch = members
+        .watch_with_history(">")
+        .await
+        .jetstream("watching the membership bucket")?;
     // Keys seen during the snapshot; `None` once it is complete.
     let mut snapshot: Option<HashSet<String>> = Some(HashSet::new());
-    let empty = members.status().await.map_err(|e| js(&e))?.values() == 0;
+    let empty = members
+        .status()
+        .await
+        .jetstream("reading the membership bucket's status")?
+        .values()
+        == 0;
     if empty {
         finish_snapshot(shared, snapshot.take());
     }
@@ -276,8 +266,16 @@ async fn watch_members_once(
         };
         let entry = match entry {
             Some(Ok(entry)) => entry,
-            Some(Err(e)) => return Err(js(&e)),
-            None => return Err(Error::JetStream("membership watch ended".to_string())),
+            Some(Err(e)) => {
+                return Err(JetStreamError::new("following the membership bucket", e).into());
+            }
+            None => {
+                return Err(JetStreamError::new(
+                    "following the membership bucket",
+                    "the watch ended",
+                )
+                .into());
+            }
         };
         apply_member(shared, &entry);
         if let Some(keys) = snapshot.as_mut() {
@@ -335,7 +333,7 @@ async fn watch_strategy(config: kv::Store, shared: Arc<Shared>, shutdown: Cancel
             let mut watch = config
                 .watch_with_history(STRATEGY_KEY)
                 .await
-                .map_err(|e| Error::JetStream(e.to_string()))?;
+                .jetstream("watching the strategy")?;
             loop {
                 let entry = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -343,8 +341,16 @@ async fn watch_strategy(config: kv::Store, shared: Arc<Shared>, shutdown: Cancel
                 };
                 let entry = match entry {
                     Some(Ok(entry)) => entry,
-                    Some(Err(e)) => return Err(Error::JetStream(e.to_string())),
-                    None => return Err(Error::JetStream("strategy watch ended".to_string())),
+                    Some(Err(e)) => {
+                        return Err(JetStreamError::new("following the strategy", e).into());
+                    }
+                    None => {
+                        return Err(JetStreamError::new(
+                            "following the strategy",
+                            "the watch ended",
+                        )
+                        .into());
+                    }
                 };
                 match entry.operation {
                     kv::Operation::Put => match decode::<StrategyMessage>(&entry.value) {

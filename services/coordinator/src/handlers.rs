@@ -35,8 +35,7 @@ pub async fn serve_reads(
         ($endpoint:expr, $handler:ident) => {{
             let requests =
                 shoal_runtime::add_endpoint(&ctx.service, &ctx.subjects, $endpoint, &ctx.me)
-                    .await
-                    .map_err(Error::nats)?;
+                    .await?;
             tasks.push(spawn_serve(
                 requests,
                 shutdown.clone(),

@@ -9,6 +9,7 @@ use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 use shoal_protocol::Subjects;
 use shoal_runtime::retry::until_ok;
+use shoal_runtime::{JetStreamContext, JetStreamError};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -54,7 +55,7 @@ async fn consume(
     subjects: &Subjects,
     batch: usize,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), JetStreamError> {
     let config = consumer::pull::Config {
         durable_name: Some(HISTORY_CONSUMER.to_string()),
         description: Some("copies the assignment log into postgres".to_string()),
@@ -69,13 +70,16 @@ async fn consume(
     let consumer = stream
         .get_or_create_consumer(HISTORY_CONSUMER, config)
         .await
-        .map_err(|e| e.to_string())?;
-    let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        .jetstream("opening the history consumer")?;
+    let messages = consumer
+        .messages()
+        .await
+        .jetstream("reading the history consumer")?;
     let mut chunks = messages.ready_chunks(batch);
     while let Some(chunk) = chunks.next().await {
         let mut messages = Vec::with_capacity(chunk.len());
         for message in chunk {
-            messages.push(message.map_err(|e| e.to_string())?);
+            messages.push(message.jetstream("reading the history consumer")?);
         }
         let mut rows: Vec<Row> = Vec::with_capacity(messages.len());
         for m in &messages {

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::error::Error;
+use shoal_runtime::{JetStreamContext, JetStreamError};
 
 /// The lease's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -125,7 +125,7 @@ pub async fn open_bucket(
     js: &jetstream::Context,
     ttl: Duration,
     replicas: usize,
-) -> Result<kv::Store, Error> {
+) -> Result<kv::Store, JetStreamError> {
     let config = kv::Config {
         bucket: LEADER_BUCKET.to_string(),
         description: "shoal coordinator leader lease".to_string(),
@@ -142,7 +142,9 @@ pub async fn open_bucket(
         Err(e) => {
             // Another replica made it (perhaps with other settings): use it as it is.
             debug!(error = %e, "lease bucket not created, opening the existing one");
-            js.get_key_value(LEADER_BUCKET).await.map_err(Error::js)
+            js.get_key_value(LEADER_BUCKET)
+                .await
+                .jetstream("opening the lease bucket")
         }
     }
 }
@@ -247,29 +249,31 @@ impl LeaseTask {
         self.view.borrow().held.clone()
     }
 
+    /// The lease record to write; an encoding failure (never expected of this plain
+    /// struct) writes nothing, rather than an empty record.
     fn value(
         &self,
         epoch: Option<u64>,
         since: DateTime<Utc>,
         handoff_to: Option<&str>,
-    ) -> bytes::Bytes {
+    ) -> Result<bytes::Bytes, serde_json::Error> {
         let value = LeaseValue {
             coordinator_id: self.me.clone(),
             epoch,
             since,
             handoff_to: handoff_to.map(str::to_string),
         };
-        bytes::Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+        serde_json::to_vec(&value).map(bytes::Bytes::from)
     }
 
     async fn acquire(&mut self) {
         let since = Utc::now();
         let sent = Instant::now();
-        match self
-            .kv
-            .create(LEADER_KEY, self.value(None, since, None))
-            .await
-        {
+        let value = match self.value(None, since, None) {
+            Ok(value) => value,
+            Err(e) => return warn!(error = %e, "lease record not encoded"),
+        };
+        match self.kv.create(LEADER_KEY, value).await {
             Ok(revision) => self.win(revision, since, sent).await,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => debug!(error = %e, "lease not acquired"),
@@ -280,11 +284,11 @@ impl LeaseTask {
     async fn claim(&mut self, revision: u64) {
         let since = Utc::now();
         let sent = Instant::now();
-        match self
-            .kv
-            .update(LEADER_KEY, self.value(None, since, None), revision)
-            .await
-        {
+        let value = match self.value(None, since, None) {
+            Ok(value) => value,
+            Err(e) => return warn!(error = %e, "lease record not encoded"),
+        };
+        match self.kv.update(LEADER_KEY, value, revision).await {
             Ok(new_revision) => self.win(new_revision, since, sent).await,
             Err(e) => warn!(error = %e, "could not take over the handed-off lease"),
         }
@@ -319,12 +323,19 @@ impl LeaseTask {
     async fn renew(&mut self) {
         let Some(held) = self.held() else { return };
         let sent = Instant::now();
-        let value = self.value(Some(held.epoch), held.since, None);
-        let result = tokio::time::timeout(
-            self.ttl / 3,
-            self.kv.update(LEADER_KEY, value, self.revision),
-        )
-        .await;
+        let result = match self.value(Some(held.epoch), held.since, None) {
+            Ok(value) => {
+                let update = self.kv.update(LEADER_KEY, value, self.revision);
+                tokio::time::timeout(self.ttl / 3, update).await
+            }
+            Err(e) => {
+                warn!(error = %e, "lease record not encoded");
+                Ok(Err(kv::UpdateError::with_source(
+                    kv::UpdateErrorKind::Other,
+                    e,
+                )))
+            }
+        };
         match result {
             Ok(Ok(revision)) => {
                 self.revision = revision;
@@ -434,7 +445,9 @@ impl LeaseTask {
                 "this coordinator is no longer the leader",
             ));
         };
-        let value = self.value(Some(held.epoch), held.since, Some(target));
+        let value = self
+            .value(Some(held.epoch), held.since, Some(target))
+            .map_err(|e| ShoalError::internal(format!("lease record not encoded: {e}")))?;
         match self.kv.update(LEADER_KEY, value, self.revision).await {
             Ok(_) => {
                 held.token.cancel();

@@ -49,15 +49,9 @@ use history::HistoryStore;
 
 /// Runs the coordinator until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
-    cfg.validate().map_err(Error::Config)?;
-    let me = cfg
-        .common
-        .instance_id()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let subjects = cfg
-        .common
-        .subjects()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    cfg.validate()?;
+    let me = cfg.common.instance_id()?;
+    let subjects = cfg.common.subjects()?;
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(cfg.jetstream_timeout);
 
@@ -133,9 +127,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         me.clone(),
         cfg.lease_ttl,
     );
-    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, &me)
-        .await
-        .map_err(Error::nats)?;
+    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, &me).await?;
     let peers = ShoalClient::new(client.clone(), subjects.clone())
         .with_timeout(cfg.peer_timeout)
         .with_retry_for(cfg.peer_timeout);
@@ -175,6 +167,6 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     };
     drop(ctx.lease);
     let _ = tokio::time::timeout(Duration::from_secs(1), lease_task).await;
-    ctx.service.stop().await.map_err(Error::nats)?;
+    shoal_runtime::stop_service(ctx.service).await?;
     Ok(())
 }

@@ -5,18 +5,64 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::object_store::ObjectStore;
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use futures::StreamExt;
-use shoal_protocol::Subjects;
+use shoal_protocol::{LOG_STREAM, Subjects};
+use shoal_runtime::{JetStreamContext, JetStreamError};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::error::Error;
 use crate::record::LogRecord;
+use crate::snapshot::SnapshotError;
 use crate::state::State;
-use shoal_protocol::LOG_STREAM;
+
+/// Why the tail could not follow the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("the tail stalled at {applied} while the log ends at {last}")]
+    Stalled { applied: u64, last: u64 },
+}
+
+/// Why an append was not stored where it had to be.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("encoding the record: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The log did not end where this writer expected: another leader appended (an
+    /// epoch-start record), so this writer is fenced.
+    #[error("refused by the log: {0}")]
+    Refused(#[source] PublishError),
+    #[error("appended at {got} instead of {want}")]
+    Misplaced { got: u64, want: u64 },
+    /// No answer, or no way to send: the log may be without a leader for a while.
+    #[error("not stored: {0}")]
+    Lost(#[source] PublishError),
+}
+
+impl AppendError {
+    /// True when the log refused the append because another writer has appended
+    /// since: this writer is fenced, not just unlucky.
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            AppendError::Refused(_) | AppendError::Misplaced { .. }
+        )
+    }
+
+    fn from_publish(e: PublishError) -> AppendError {
+        match e.kind() {
+            PublishErrorKind::WrongLastSequence => AppendError::Refused(e),
+            _ => AppendError::Lost(e),
+        }
+    }
+}
 
 /// How long the tail may be quiet before it checks that it is not stuck.
 const STALL_CHECK: Duration = Duration::from_secs(1);
@@ -26,7 +72,7 @@ pub async fn open_stream(
     js: &jetstream::Context,
     subjects: &Subjects,
     replicas: usize,
-) -> Result<stream::Stream, Error> {
+) -> Result<stream::Stream, JetStreamError> {
     let config = stream::Config {
         name: LOG_STREAM.to_string(),
         description: Some("shoal coordinator assignment log (fenced appends)".to_string()),
@@ -39,7 +85,9 @@ pub async fn open_stream(
         deny_purge: false,
         ..Default::default()
     };
-    js.get_or_create_stream(config).await.map_err(Error::js)
+    js.get_or_create_stream(config)
+        .await
+        .jetstream("opening the assignment log")
 }
 
 /// A replica's copy of the current assignments, fed by the tail.
@@ -142,12 +190,9 @@ async fn restore(
     stream: &stream::Stream,
     state: &RwLock<State>,
     applied: &watch::Sender<u64>,
-) -> Result<(), Error> {
+) -> Result<(), LogError> {
     let started = std::time::Instant::now();
-    let Some(snapshot) = crate::snapshot::load(store, SNAPSHOT_PATIENCE)
-        .await
-        .map_err(|e| Error::JetStream(e.to_string()))?
-    else {
+    let Some(snapshot) = crate::snapshot::load(store, SNAPSHOT_PATIENCE).await? else {
         return Ok(());
     };
     let last = log_end(stream).await?;
@@ -176,11 +221,11 @@ async fn restore(
 }
 
 /// The sequence of the log's last record.
-pub async fn log_end(stream: &stream::Stream) -> Result<u64, Error> {
+pub async fn log_end(stream: &stream::Stream) -> Result<u64, JetStreamError> {
     Ok(stream
         .get_info()
         .await
-        .map_err(Error::js)?
+        .jetstream("reading where the assignment log ends")?
         .state
         .last_sequence)
 }
@@ -196,12 +241,12 @@ enum TailError {
         expected: u64,
         got: u64,
     },
-    Failed(Error),
+    Failed(LogError),
 }
 
-impl From<Error> for TailError {
-    fn from(e: Error) -> TailError {
-        TailError::Failed(e)
+impl<E: Into<LogError>> From<E> for TailError {
+    fn from(e: E) -> TailError {
+        TailError::Failed(e.into())
     }
 }
 
@@ -221,26 +266,30 @@ async fn tail_from(
             ..Default::default()
         })
         .await
-        .map_err(Error::js)?;
-    let mut messages = consumer.messages().await.map_err(Error::js)?;
+        .jetstream("following the assignment log")?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .jetstream("following the assignment log")?;
     loop {
         let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
-            Ok(Some(message)) => message.map_err(Error::js)?,
+            Ok(Some(message)) => message.jetstream("reading the assignment log")?,
             Ok(None) => return Ok(()),
             Err(_) => {
                 // Quiet: fine if there is nothing new. A consumer lost with a
                 // restarted server would otherwise go unnoticed for 15-30 s.
                 let last = log_end(stream).await?;
-                if last > *applied.borrow() {
-                    return Err(TailError::Failed(Error::JetStream(format!(
-                        "tail stalled at {} while the log ends at {last}",
-                        *applied.borrow()
-                    ))));
+                let applied = *applied.borrow();
+                if last > applied {
+                    return Err(LogError::Stalled { applied, last }.into());
                 }
                 continue;
             }
         };
-        let seq = message.info().map_err(Error::js)?.stream_sequence;
+        let seq = message
+            .info()
+            .jetstream("reading a log record's metadata")?
+            .stream_sequence;
         let expected = *applied.borrow() + 1;
         if seq > expected {
             return Err(TailError::Gap { expected, got: seq });
@@ -303,19 +352,25 @@ impl Appender {
     }
 
     /// Sends and waits for the ack (the epoch-start record).
-    pub async fn append_now(&mut self, record: &LogRecord) -> Result<u64, String> {
-        let payload = record.encode().map_err(|e| e.to_string())?;
-        let (want, ack) = self.send(payload).await.map_err(|e| e.to_string())?;
+    pub async fn append_now(&mut self, record: &LogRecord) -> Result<u64, AppendError> {
+        let payload = record.encode().map_err(AppendError::Encode)?;
+        let (want, ack) = self
+            .send(payload)
+            .await
+            .map_err(AppendError::from_publish)?;
         match ack.await {
             Ok(ack) if ack.sequence == want => Ok(want),
             Ok(ack) => {
                 self.failed.cancel();
-                Err(format!("appended at {} instead of {want}", ack.sequence))
+                Err(AppendError::Misplaced {
+                    got: ack.sequence,
+                    want,
+                })
             }
             Err(e) => {
                 self.failed.cancel();
                 debug!(error = %e, "fenced append refused");
-                Err(e.to_string())
+                Err(AppendError::from_publish(e))
             }
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use shoal_protocol::{MEMBERS_BUCKET, Node, Subjects};
+use shoal_runtime::{JetStreamContext, JetStreamError};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -116,19 +117,23 @@ async fn follow(
     store: &kv::Store,
     view: &RwLock<Members>,
     changed: &watch::Sender<u64>,
-) -> Result<(), String> {
-    let info = store.stream.get_info().await.map_err(|e| e.to_string())?;
+) -> Result<(), JetStreamError> {
+    let info = store
+        .stream
+        .get_info()
+        .await
+        .jetstream("reading the membership bucket's size")?;
     let mut watch = store
         .watch_with_history(">")
         .await
-        .map_err(|e| e.to_string())?;
+        .jetstream("watching the membership bucket")?;
     if info.state.messages == 0 {
         view.write()
             .unwrap_or_else(|p| p.into_inner())
             .mark_loaded();
     }
     while let Some(entry) = watch.next().await {
-        let entry = entry.map_err(|e| e.to_string())?;
+        let entry = entry.jetstream("following the membership bucket")?;
         let relevant = {
             let mut members = view.write().unwrap_or_else(|p| p.into_inner());
             let relevant = match entry.operation {

@@ -50,7 +50,11 @@ async fn an_older_writer_is_refused_after_a_newer_epoch_start() {
     let mut new = Appender::new(js.clone(), &subjects, last);
     new.append_now(&epoch_start("new", 2)).await.unwrap();
     let refused = old.append_now(&epoch_start("old", 1)).await.unwrap_err();
-    assert!(refused.contains("wrong last sequence"), "{refused}");
+    assert!(refused.is_fenced(), "{refused}");
+    assert!(
+        refused.to_string().contains("wrong last sequence"),
+        "{refused}"
+    );
     assert!(old.failed().is_cancelled());
     assert_eq!(
         stream.get_info().await.unwrap().state.last_sequence,

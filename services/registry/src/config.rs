@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_runtime::CommonConfig;
+use shoal_runtime::{CommonConfig, ConfigError};
 
 use crate::member::Thresholds;
 
@@ -65,18 +65,20 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn thresholds(&self) -> Result<Thresholds, String> {
+    pub fn thresholds(&self) -> Result<Thresholds, ConfigError> {
         if self.heartbeat_interval.is_zero() {
-            return Err("--heartbeat-interval must be more than zero".into());
-        }
-        if self.suspect_after == 0 || self.offline_after <= self.suspect_after {
-            return Err(format!(
-                "need 0 < --suspect-after ({}) < --offline-after ({})",
-                self.suspect_after, self.offline_after
+            return Err(ConfigError::invalid(
+                "--heartbeat-interval must be more than zero",
             ));
         }
+        if self.suspect_after == 0 || self.offline_after <= self.suspect_after {
+            return Err(ConfigError::invalid(format!(
+                "need 0 < --suspect-after ({}) < --offline-after ({})",
+                self.suspect_after, self.offline_after
+            )));
+        }
         if self.kv_replicas == 0 || self.kv_replicas > 5 {
-            return Err("--kv-replicas must be from 1 to 5".into());
+            return Err(ConfigError::invalid("--kv-replicas must be from 1 to 5"));
         }
         Ok(Thresholds {
             interval: self.heartbeat_interval,

@@ -14,6 +14,7 @@ use async_nats::jetstream::kv;
 use chrono::Utc;
 use futures::StreamExt;
 use shoal_protocol::{Node, NodeEvent, NodeStatus, ShoalError, Subjects, SyncRequest};
+use shoal_runtime::{JetStreamContext, JetStreamError};
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -274,16 +275,11 @@ impl Engine {
             // Last value of every key, then every change (`watch_all` sees changes only).
             .watch_with_history(">")
             .await
-            .map_err(|e| Error::Store(format!("watching the membership bucket: {e}")))?;
+            .jetstream("watching the membership bucket")?;
         let mut last = 0;
-        if store::message_count(&self.store)
-            .await
-            .map_err(Error::Store)?
-            > 0
-        {
+        if store::message_count(&self.store).await? > 0 {
             while let Some(entry) = watch.next().await {
-                let entry = entry
-                    .map_err(|e| Error::Store(format!("reading the membership bucket: {e}")))?;
+                let entry = entry.jetstream("reading the membership bucket")?;
                 last = self.apply(&entry);
                 if entry.delta == 0 {
                     break;
@@ -392,7 +388,13 @@ impl Engine {
     /// Publishes a sync request: the named nodes (all, if none) announce again.
     pub async fn ask_to_announce(&self, ids: Vec<String>) {
         debug!(count = ids.len(), "asking nodes to announce");
-        let payload = serde_json::to_vec(&SyncRequest { ids }).unwrap_or_default();
+        let payload = match serde_json::to_vec(&SyncRequest { ids }) {
+            Ok(payload) => payload,
+            Err(e) => {
+                warn!(error = %e, "sync request not encoded");
+                return;
+            }
+        };
         if let Err(e) = self
             .client
             .publish(self.subjects.registry_sync(), payload.into())
@@ -408,6 +410,6 @@ fn not_found(id: &str) -> ShoalError {
         .with_details(serde_json::json!({ "id": id }))
 }
 
-fn unavailable(e: &str) -> ShoalError {
+fn unavailable(e: &JetStreamError) -> ShoalError {
     ShoalError::unavailable(format!("membership bucket: {e}"))
 }

@@ -29,7 +29,7 @@ use async_nats::Client;
 use async_nats::jetstream;
 use serde::Serialize;
 use shoal_protocol::{Endpoint, ServiceKind, ShoalError};
-use shoal_runtime::EndpointRequests;
+use shoal_runtime::{ConfigError, ConnectError, EndpointRequests, JetStreamError, NatsError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -41,42 +41,30 @@ use membership::Membership;
 /// Errors that stop the registry.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("nats: {0}")]
-    Nats(String),
-    #[error("membership bucket: {0}")]
-    Store(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
+    #[error("connecting to NATS in the system account: {0}")]
+    SystemAccount(#[source] ConnectError),
+    #[error("stopped before the membership bucket was available")]
+    Stopped,
 }
 
 /// Runs the registry until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
-    let th = cfg.thresholds().map_err(Error::Config)?;
-    let instance_id = cfg
-        .common
-        .instance_id()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let subjects = cfg
-        .common
-        .subjects()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let th = cfg.thresholds()?;
+    let instance_id = cfg.common.instance_id()?;
+    let subjects = cfg.common.subjects()?;
     let js = jetstream::new(client.clone());
     let store = store::open_with_retry(&js, cfg.kv_replicas, &shutdown).await?;
 
     // Subscribed before the bucket is read, so nothing said meanwhile is lost.
-    let nats = |e: async_nats::SubscribeError| Error::Nats(e.to_string());
-    let heartbeats = client
-        .subscribe(subjects.node_heartbeat_all())
-        .await
-        .map_err(nats)?;
-    let announces = client
-        .subscribe(subjects.node_announce_all())
-        .await
-        .map_err(nats)?;
-    let leaves = client
-        .subscribe(subjects.node_leave_all())
-        .await
-        .map_err(nats)?;
+    let heartbeats = subscribe(&client, subjects.node_heartbeat_all()).await?;
+    let announces = subscribe(&client, subjects.node_announce_all()).await?;
+    let leaves = subscribe(&client, subjects.node_leave_all()).await?;
 
     let engine = Arc::new(Engine::new(
         Membership::new(th),
@@ -98,20 +86,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         }
     };
 
-    let service = shoal_runtime::start_service(&client, ServiceKind::Registry, &instance_id)
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    let service =
+        shoal_runtime::start_service(&client, ServiceKind::Registry, &instance_id).await?;
     let tasks = TaskTracker::new();
-    let endpoint = |e: Endpoint| {
-        let service = &service;
-        let subjects = &subjects;
-        let instance_id = &instance_id;
-        async move {
-            shoal_runtime::add_endpoint(service, subjects, e, instance_id)
-                .await
-                .map_err(|e| Error::Nats(e.to_string()))
-        }
-    };
+    let endpoint = |e: Endpoint| shoal_runtime::add_endpoint(&service, &subjects, e, &instance_id);
     spawn_sync(
         &tasks,
         endpoint(Endpoint::RegistryNodesList).await?,
@@ -189,11 +167,15 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     shutdown.cancelled().await;
     tasks.close();
     tasks.wait().await;
-    service
-        .stop()
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    shoal_runtime::stop_service(service).await?;
     Ok(())
+}
+
+async fn subscribe(client: &Client, subject: String) -> Result<async_nats::Subscriber, NatsError> {
+    client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|source| NatsError::subscribe(subject, source))
 }
 
 /// Serves an endpoint answered from memory.
@@ -242,6 +224,6 @@ async fn system_client(cfg: &Config, instance_id: &str) -> Result<Option<Client>
     nats.nats_token = None;
     let client = shoal_runtime::connect(&nats, &format!("shoal-registry-sys:{instance_id}"))
         .await
-        .map_err(|e| Error::Nats(format!("system account connection: {e:#}")))?;
+        .map_err(Error::SystemAccount)?;
     Ok(Some(client))
 }

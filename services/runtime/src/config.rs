@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use shoal_protocol::Subjects;
 
+use crate::error::ConfigError;
+
 /// How to reach NATS: shared by the services and the `shoal` CLI (`global` so the
 /// CLI takes them before or after its subcommand).
 #[derive(clap::Args, Debug, Clone)]
@@ -68,8 +70,11 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    pub fn subjects(&self) -> anyhow::Result<Subjects> {
-        Ok(Subjects::new(&self.prefix)?)
+    pub fn subjects(&self) -> Result<Subjects, ConfigError> {
+        Subjects::new(&self.prefix).map_err(|source| ConfigError::Refused {
+            what: "--prefix",
+            source,
+        })
     }
 }
 
@@ -99,17 +104,22 @@ pub struct CommonConfig {
 }
 
 impl CommonConfig {
-    pub fn subjects(&self) -> anyhow::Result<Subjects> {
+    pub fn subjects(&self) -> Result<Subjects, ConfigError> {
         self.nats.subjects()
     }
 
     /// The configured instance id, or `<hostname>-<pid>`.
-    pub fn instance_id(&self) -> anyhow::Result<String> {
+    pub fn instance_id(&self) -> Result<String, ConfigError> {
         let id = match &self.instance_id {
             Some(id) => id.clone(),
             None => format!("{}-{}", crate::hostname(), std::process::id()),
         };
-        shoal_protocol::validate::id("instance_id", &id)?;
+        shoal_protocol::validate::id("instance_id", &id).map_err(|source| {
+            ConfigError::Refused {
+                what: "--instance-id",
+                source,
+            }
+        })?;
         Ok(id)
     }
 }

@@ -4,6 +4,8 @@
 
 use async_nats::jetstream::{self, kv};
 
+use crate::error::JetStreamError;
+
 /// What a bucket holds, for `nats kv ls` and the server's stream info.
 pub fn description(bucket: &str) -> &'static str {
     match bucket {
@@ -20,7 +22,7 @@ pub async fn open_or_create(
     js: &jetstream::Context,
     bucket: &str,
     replicas: usize,
-) -> Result<kv::Store, String> {
+) -> Result<kv::Store, JetStreamError> {
     if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
@@ -37,8 +39,9 @@ pub async fn open_or_create(
     match created {
         Ok(store) => Ok(store),
         Err(create_error) => js.get_key_value(bucket).await.map_err(|open_error| {
-            format!(
-                "bucket {bucket} can be neither created ({create_error}) nor opened ({open_error})"
+            JetStreamError::new(
+                format!("bucket {bucket} could not be created ({create_error}), nor opened"),
+                open_error,
             )
         }),
     }

@@ -10,6 +10,8 @@ use serde::Serialize;
 use shoal_protocol::{Endpoint, ShoalError, Subjects};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::NatsError;
+
 /// Requests for one endpoint, from its shared subject and its per-instance subject.
 pub type EndpointRequests = Pin<Box<dyn Stream<Item = Request> + Send>>;
 
@@ -20,14 +22,14 @@ pub async fn add_endpoint(
     subjects: &Subjects,
     endpoint: Endpoint,
     instance_id: &str,
-) -> anyhow::Result<EndpointRequests> {
+) -> Result<EndpointRequests, NatsError> {
     let add = |name: String, subject: String| async move {
         service
             .endpoint_builder()
             .name(name)
             .add(subject.clone())
             .await
-            .map_err(|e| anyhow::anyhow!("subscribing to {subject}: {e}"))
+            .map_err(|source| NatsError::Endpoint { subject, source })
     };
     let shared = add(endpoint.name(), subjects.endpoint(endpoint)).await?;
     let direct = add(
