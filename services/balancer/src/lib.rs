@@ -12,7 +12,6 @@ pub mod bench;
 pub mod estimate;
 mod explain;
 pub mod fenwick;
-mod kv;
 mod pool;
 pub mod score;
 mod select;

@@ -2,7 +2,6 @@
 //! events, and answers the four endpoints. Handlers return `Result<T, ShoalError>`;
 //! `shoal_runtime::serve` encodes the reply once.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -12,20 +11,18 @@ use async_nats::{Client, Message};
 use futures::StreamExt;
 use shoal_protocol::{
     AssignmentEvent, AssignmentStatus, BalancerStats, CONFIG_BUCKET, Empty, Endpoint, Heartbeat,
-    ListAssignmentsRequest, MEMBERS_BUCKET, Node, SelectBatchReply, SelectBatchRequest,
-    SelectOutcome, SelectReply, SelectRequest, ServiceKind, ShoalClient, ShoalError, Strategy,
-    StrategyMessage, Subjects, decode,
+    ListAssignmentsRequest, MEMBERS_BUCKET, SelectBatchReply, SelectBatchRequest, SelectOutcome,
+    SelectReply, SelectRequest, ServiceKind, ShoalClient, ShoalError, Strategy, StrategyMessage,
+    Subjects, decode,
 };
-use shoal_runtime::{JetStreamContext, JetStreamError, NatsError};
+use shoal_runtime::NatsError;
+use shoal_runtime::kv::{BucketEvent, decode_member, follow_bucket, open_or_create};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::kv::open_or_create;
 use crate::view::View;
 use crate::{Config, Error};
 use shoal_protocol::STRATEGY_KEY;
-
-const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 struct Shared {
     view: Mutex<View>,
@@ -223,81 +220,31 @@ fn handle_stats(shared: &Shared, msg: &Message) -> Result<BalancerStats, ShoalEr
     Ok(view.stats())
 }
 
-/// Keeps the view in line with `shoal_members`: snapshot, then updates. If the watch
-/// breaks it is opened again, and the fresh snapshot also drops nodes deleted
-/// meanwhile.
+/// Keeps the view in line with `shoal_members`; `select` answers once the bucket's
+/// contents are in.
 async fn watch_members(members: kv::Store, shared: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        match watch_members_once(&members, &shared, &shutdown).await {
-            Ok(()) => return,
-            Err(e) => warn!(error = %e, "membership watch failed; watching again"),
+    follow_bucket(&members, &shutdown, |event| match event {
+        BucketEvent::Entry(entry) => apply_member(&shared, entry),
+        BucketEvent::Loaded => {
+            shared.synced.store(true, Ordering::Release);
+            let view = shared.view();
+            info!(
+                nodes = view.len(),
+                eligible = view.eligible(),
+                "membership loaded"
+            );
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY_DELAY) => {}
-        }
-    }
-}
-
-async fn watch_members_once(
-    members: &kv::Store,
-    shared: &Shared,
-    shutdown: &CancellationToken,
-) -> Result<(), Error> {
-    let mut watch = members
-        .watch_with_history(">")
-        .await
-        .jetstream("watching the membership bucket")?;
-    // Keys seen during the snapshot; `None` once it is complete.
-    let mut snapshot: Option<HashSet<String>> = Some(HashSet::new());
-    let empty = members
-        .status()
-        .await
-        .jetstream("reading the membership bucket's status")?
-        .values()
-        == 0;
-    if empty {
-        finish_snapshot(shared, snapshot.take());
-    }
-    loop {
-        let entry = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            entry = watch.next() => entry,
-        };
-        let entry = match entry {
-            Some(Ok(entry)) => entry,
-            Some(Err(e)) => {
-                return Err(JetStreamError::new("following the membership bucket", e).into());
-            }
-            None => {
-                return Err(JetStreamError::new(
-                    "following the membership bucket",
-                    "the watch ended",
-                )
-                .into());
-            }
-        };
-        apply_member(shared, &entry);
-        if let Some(keys) = snapshot.as_mut() {
-            keys.insert(entry.key.clone());
-            if entry.seen_current || entry.delta == 0 {
-                finish_snapshot(shared, snapshot.take());
-            }
-        }
-    }
+    })
+    .await;
 }
 
 fn apply_member(shared: &Shared, entry: &kv::Entry) {
     match entry.operation {
-        kv::Operation::Put => match serde_json::from_slice::<Node>(&entry.value) {
-            Ok(node) if node.id == entry.key => shared.view().upsert(node, Instant::now()),
-            Ok(node) => {
-                warn!(key = %entry.key, node_id = %node.id, "membership record under another node's key; ignored")
+        kv::Operation::Put => {
+            if let Some(node) = decode_member(&entry.key, &entry.value) {
+                shared.view().upsert(node, Instant::now());
             }
-            Err(e) => {
-                warn!(key = %entry.key, error = %e, "membership record is not a node; ignored")
-            }
-        },
+        }
         kv::Operation::Delete | kv::Operation::Purge => {
             if shared.view().remove(&entry.key) {
                 debug!(node_id = %entry.key, "node removed");
@@ -306,75 +253,26 @@ fn apply_member(shared: &Shared, entry: &kv::Entry) {
     }
 }
 
-fn finish_snapshot(shared: &Shared, seen: Option<HashSet<String>>) {
-    let Some(seen) = seen else { return };
-    let mut view = shared.view();
-    let gone: Vec<String> = view
-        .node_ids()
-        .filter(|id| !seen.contains(*id))
-        .map(str::to_string)
-        .collect();
-    for id in &gone {
-        view.remove(id);
-    }
-    let (nodes, eligible) = (view.len(), view.eligible());
-    drop(view);
-    if !shared.synced.swap(true, Ordering::AcqRel) {
-        info!(nodes, eligible, "membership loaded");
-    } else {
-        info!(nodes, eligible, removed = gone.len(), "membership reloaded");
-    }
-}
-
 /// Follows the cluster strategy in `shoal_config`.
 async fn watch_strategy(config: kv::Store, shared: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        let result: Result<(), Error> = async {
-            let mut watch = config
-                .watch_with_history(STRATEGY_KEY)
-                .await
-                .jetstream("watching the strategy")?;
-            loop {
-                let entry = tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    entry = watch.next() => entry,
-                };
-                let entry = match entry {
-                    Some(Ok(entry)) => entry,
-                    Some(Err(e)) => {
-                        return Err(JetStreamError::new("following the strategy", e).into());
-                    }
-                    None => {
-                        return Err(JetStreamError::new(
-                            "following the strategy",
-                            "the watch ended",
-                        )
-                        .into());
-                    }
-                };
-                match entry.operation {
-                    kv::Operation::Put => match decode::<StrategyMessage>(&entry.value) {
-                        Ok(m) => shared.set_strategy(m.strategy, "config"),
-                        Err(e) => {
-                            warn!(error = %e.message, "stored strategy is not valid; ignored")
-                        }
-                    },
-                    kv::Operation::Delete | kv::Operation::Purge => {
-                        shared.set_strategy(shared.default_strategy, "config deleted")
-                    }
-                }
+    follow_bucket(&config, &shutdown, |event| {
+        let BucketEvent::Entry(entry) = event else {
+            return;
+        };
+        if entry.key != STRATEGY_KEY {
+            return;
+        }
+        match entry.operation {
+            kv::Operation::Put => match decode::<StrategyMessage>(&entry.value) {
+                Ok(m) => shared.set_strategy(m.strategy, "config"),
+                Err(e) => warn!(error = %e.message, "stored strategy is not valid; ignored"),
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                shared.set_strategy(shared.default_strategy, "config deleted")
             }
         }
-        .await;
-        match result {
-            Ok(()) => return,
-            Err(e) => warn!(error = %e, "strategy watch failed; watching again"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY_DELAY) => {}
-        }
-    }
+    })
+    .await;
 }
 
 async fn follow_heartbeats(

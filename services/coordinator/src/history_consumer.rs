@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 use shoal_protocol::Subjects;
-use shoal_runtime::retry::until_ok;
+use shoal_runtime::retry::{resume, until_ok};
 use shoal_runtime::{JetStreamContext, JetStreamError};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -33,19 +33,12 @@ pub fn spawn(
         {
             return;
         }
-        while !shutdown.is_cancelled() {
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = consume(&store, &stream, &subjects, batch, &shutdown) => r,
-            };
-            if let Err(e) = result {
-                warn!(error = %e, "history consumer interrupted, resuming");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        resume(
+            &shutdown,
+            "copying the assignment log into postgres",
+            || consume(&store, &stream, &subjects, batch, &shutdown),
+        )
+        .await;
     })
 }
 
@@ -109,5 +102,8 @@ async fn consume(
             }
         }
     }
-    Ok(())
+    Err(JetStreamError::new(
+        "reading the history consumer",
+        "its messages ended",
+    ))
 }

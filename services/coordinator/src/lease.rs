@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use shoal_runtime::{JetStreamContext, JetStreamError};
+use shoal_runtime::JetStreamError;
+use shoal_runtime::jetstream::open_or_create;
 
 /// The lease's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,16 +138,12 @@ pub async fn open_bucket(
         limit_markers: Some(ttl.max(Duration::from_secs(1))),
         ..Default::default()
     };
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        Err(e) => {
-            // Another replica made it (perhaps with other settings): use it as it is.
-            debug!(error = %e, "lease bucket not created, opening the existing one");
-            js.get_key_value(LEADER_BUCKET)
-                .await
-                .jetstream("opening the lease bucket")
-        }
-    }
+    open_or_create(
+        "the lease bucket",
+        || js.get_key_value(LEADER_BUCKET),
+        js.create_key_value(config),
+    )
+    .await
 }
 
 struct LeaseTask {

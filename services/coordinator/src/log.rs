@@ -2,6 +2,7 @@
 //! [`State`]; the leader appends with `Nats-Expected-Last-Sequence`, so a deposed
 //! leader's appends are refused once a newer leader has written its epoch-start.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use async_nats::jetstream::object_store::ObjectStore;
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use futures::StreamExt;
 use shoal_protocol::{LOG_STREAM, Subjects};
+use shoal_runtime::retry::resume;
 use shoal_runtime::{JetStreamContext, JetStreamError};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -28,6 +30,8 @@ pub enum LogError {
     Snapshot(#[from] SnapshotError),
     #[error("the tail stalled at {applied} while the log ends at {last}")]
     Stalled { applied: u64, last: u64 },
+    #[error("the log's consumer stopped delivering")]
+    Ended,
 }
 
 /// Why an append was not stored where it had to be.
@@ -85,9 +89,12 @@ pub async fn open_stream(
         deny_purge: false,
         ..Default::default()
     };
-    js.get_or_create_stream(config)
-        .await
-        .jetstream("opening the assignment log")
+    shoal_runtime::jetstream::open_or_create(
+        "the assignment log",
+        || js.get_stream(LOG_STREAM),
+        js.create_stream(config),
+    )
+    .await
 }
 
 /// A replica's copy of the current assignments, fed by the tail.
@@ -140,47 +147,66 @@ pub fn spawn_tail(
         restart: restart.clone(),
     };
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(50);
-        let mut load_snapshot = snapshots.is_some();
-        while !shutdown.is_cancelled() {
-            if load_snapshot && let Some(store) = &snapshots {
-                match restore(store, &stream, &state, &applied_tx).await {
-                    Ok(()) => load_snapshot = false,
-                    Err(e) => warn!(error = %e, "cannot load the snapshot, retrying"),
-                }
+        let tail = Tail {
+            load_snapshot: AtomicBool::new(snapshots.is_some()),
+            stream,
+            subjects,
+            snapshots,
+            state,
+            applied: applied_tx,
+            restart,
+        };
+        resume(&shutdown, "following the assignment log", || tail.session()).await;
+    });
+    replica
+}
+
+/// What a replica's tail works with.
+struct Tail {
+    stream: stream::Stream,
+    subjects: Subjects,
+    snapshots: Option<ObjectStore>,
+    state: Arc<RwLock<State>>,
+    applied: watch::Sender<u64>,
+    restart: Arc<Notify>,
+    /// The snapshot is (re)loaded before tailing: at start, and after the log was
+    /// compacted past the tail.
+    load_snapshot: AtomicBool,
+}
+
+impl Tail {
+    /// Follows the log from the record after the last applied until the tail fails,
+    /// is asked to restart, or finds the log compacted past it (both end the session
+    /// for a new one to start at once).
+    async fn session(&self) -> Result<(), LogError> {
+        if self.load_snapshot.load(Ordering::Relaxed)
+            && let Some(store) = &self.snapshots
+        {
+            match restore(store, &self.stream, &self.state, &self.applied).await {
+                Ok(()) => self.load_snapshot.store(false, Ordering::Relaxed),
+                Err(e) => warn!(error = %e, "cannot load the snapshot, retrying"),
             }
-            let from = *applied_tx.borrow() + 1;
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = restart.notified() => {
-                    debug!(from, "log tail restarted on request");
-                    backoff = Duration::from_millis(50);
-                    continue;
-                }
-                r = tail_from(&stream, &subjects, from, &state, &applied_tx) => r,
-            };
-            match result {
+        }
+        let from = *self.applied.borrow() + 1;
+        tokio::select! {
+            _ = self.restart.notified() => {
+                debug!(from, "log tail restarted on request");
+                Ok(())
+            }
+            r = tail_from(&self.stream, &self.subjects, from, &self.state, &self.applied) => match r {
                 Err(TailError::Gap { expected, got }) => {
                     info!(
                         expected,
                         got, "the log was compacted past this replica: loading the snapshot"
                     );
-                    load_snapshot = true;
-                    continue;
+                    self.load_snapshot.store(true, Ordering::Relaxed);
+                    Ok(())
                 }
-                Err(TailError::Failed(e)) => {
-                    warn!(error = %e, from, "log tail interrupted, resuming")
-                }
-                Ok(()) => {}
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+                Err(TailError::Failed(e)) => Err(e),
+                Ok(()) => Err(LogError::Ended),
+            },
         }
-    });
-    replica
+    }
 }
 
 /// Replaces the state with the newest snapshot, if it is ahead of the tail and

@@ -49,7 +49,7 @@ pub enum Error {
     JetStream(#[from] JetStreamError),
     #[error("connecting to NATS in the system account: {0}")]
     SystemAccount(#[source] ConnectError),
-    #[error("stopped before the membership bucket was available")]
+    #[error("stopped before the membership bucket was read")]
     Stopped,
 }
 
@@ -72,7 +72,18 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         client.clone(),
         subjects.clone(),
     ));
-    let (watch, last_revision) = engine.load().await?;
+    let tasks = TaskTracker::new();
+    // The bucket is read before serving: requests are answered from memory.
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    tasks.spawn(engine.clone().follow(loaded_tx, shutdown.clone()));
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            tasks.close();
+            tasks.wait().await;
+            return Err(Error::Stopped);
+        }
+        _ = loaded_rx => {}
+    }
     let loaded = engine.lock().count();
     info!(nodes = loaded, "membership loaded");
 
@@ -88,7 +99,6 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
 
     let service =
         shoal_runtime::start_service(&client, ServiceKind::Registry, &instance_id).await?;
-    let tasks = TaskTracker::new();
     let endpoint = |e: Endpoint| shoal_runtime::add_endpoint(&service, &subjects, e, &instance_id);
     spawn_sync(
         &tasks,
@@ -151,11 +161,6 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         leaves,
         shutdown.clone(),
     ));
-    tasks.spawn(
-        engine
-            .clone()
-            .follow(watch, last_revision, shutdown.clone()),
-    );
     tasks.spawn(engine.clone().tick(shutdown.clone()));
     if let Some(sys) = sys {
         tasks.spawn(advisory::follow(engine.clone(), sys, shutdown.clone()));

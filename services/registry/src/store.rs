@@ -1,46 +1,26 @@
-//! The membership bucket: opening it, compare-and-set writes, re-reads, and the
-//! snapshot + watch that keep a replica's view equal to the bucket.
+//! The membership bucket: opening it, compare-and-set writes and re-reads.
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use shoal_protocol::{MEMBERS_BUCKET, Node};
+use shoal_runtime::kv::decode_member;
 use shoal_runtime::{JetStreamContext, JetStreamError};
-use tracing::warn;
 
 use crate::Error;
 use crate::member::{Op, Outcome, Plan};
 
-/// Opens `shoal_members`, creating it (file storage) if it does not exist.
-pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, JetStreamError> {
-    shoal_runtime::kv::open_or_create(js, MEMBERS_BUCKET, replicas).await
-}
-
-/// Opens the bucket, retrying until JetStream answers (it may still be starting).
+/// Opens `shoal_members` (creating it if it does not exist), retrying until JetStream
+/// answers (it may still be starting).
 pub async fn open_with_retry(
     js: &jetstream::Context,
     replicas: usize,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<kv::Store, Error> {
     shoal_runtime::retry::until_ok(shutdown, "opening the membership bucket", || {
-        open(js, replicas)
+        shoal_runtime::kv::open_or_create(js, MEMBERS_BUCKET, replicas)
     })
     .await
     .ok_or(Error::Stopped)
-}
-
-/// Decodes a bucket value; a value that is not a node is skipped, not fatal.
-pub fn decode_node(key: &str, value: &[u8]) -> Option<Node> {
-    match serde_json::from_slice::<Node>(value) {
-        Ok(node) if node.id == key => Some(node),
-        Ok(node) => {
-            warn!(key, node_id = %node.id, "bucket entry names another node, ignored");
-            None
-        }
-        Err(e) => {
-            warn!(key, error = %e, "bucket entry is not a node, ignored");
-            None
-        }
-    }
 }
 
 /// The current entry of `key`: `(revision, None)` if deleted, `None` if never written.
@@ -54,7 +34,7 @@ pub async fn read(
         .jetstream(format!("reading {key} in the membership bucket"))?;
     Ok(entry.map(|e| {
         let node = match e.operation {
-            kv::Operation::Put => decode_node(key, &e.value),
+            kv::Operation::Put => decode_member(key, &e.value),
             kv::Operation::Delete | kv::Operation::Purge => None,
         };
         (e.revision, node)
@@ -136,14 +116,4 @@ pub async fn execute(store: &kv::Store, plan: &Plan) -> (Outcome, Option<JetStre
         },
         Err(CasError::Other(e)) => (Outcome::Failed, Some(e)),
     }
-}
-
-/// Number of entries in the bucket (values, deletes included).
-pub async fn message_count(store: &kv::Store) -> Result<u64, JetStreamError> {
-    let mut stream = store.stream.clone();
-    stream
-        .info()
-        .await
-        .map(|info| info.state.messages)
-        .jetstream("reading the membership bucket's size")
 }

@@ -4,6 +4,7 @@
 
 mod config;
 pub mod error;
+pub mod jetstream;
 pub mod kv;
 pub mod retry;
 mod serve;
