@@ -23,7 +23,7 @@ use tracing::warn;
 use crate::context::Ctx;
 use crate::error::Error;
 use crate::guard::Guard;
-use crate::leader::{Command, not_leader};
+use crate::leader::{LeaderCommand, not_leader};
 
 /// Serves the read endpoints on this replica until `shutdown`.
 pub async fn serve_reads(
@@ -152,7 +152,7 @@ async fn history(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<HistoryReply, 
 /// Subscribes the write endpoints (shared and direct subjects) until `stop`.
 pub async fn serve_writes(
     ctx: Arc<Ctx>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<LeaderCommand>,
     stop: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
@@ -195,7 +195,7 @@ async fn serve_write(
     mut requests: ServiceEndpoint,
     endpoint: Endpoint,
     ctx: Arc<Ctx>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<LeaderCommand>,
     stop: CancellationToken,
 ) {
     loop {
@@ -222,7 +222,7 @@ async fn write(
     request: async_nats::service::Request,
     endpoint: Endpoint,
     ctx: Arc<Ctx>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<LeaderCommand>,
 ) {
     let payload = request.message.payload.clone();
     let sent = match endpoint {
@@ -248,8 +248,8 @@ async fn write(
 }
 
 async fn ask<T>(
-    commands: &mpsc::Sender<Command>,
-    make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> Command,
+    commands: &mpsc::Sender<LeaderCommand>,
+    make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> LeaderCommand,
 ) -> Result<T, ShoalError> {
     let (tx, rx) = oneshot::channel();
     commands.send(make(tx)).await.map_err(|_| not_leader())?;
@@ -258,36 +258,36 @@ async fn ask<T>(
 
 async fn assign(
     payload: &[u8],
-    commands: &mpsc::Sender<Command>,
+    commands: &mpsc::Sender<LeaderCommand>,
 ) -> Result<Assignment, ShoalError> {
     let req: AssignRequest = decode(payload)?;
-    ask(commands, |tx| Command::Assign(req, tx)).await
+    ask(commands, |tx| LeaderCommand::Assign(req, tx)).await
 }
 
 async fn move_agent(
     payload: &[u8],
-    commands: &mpsc::Sender<Command>,
+    commands: &mpsc::Sender<LeaderCommand>,
 ) -> Result<Assignment, ShoalError> {
     let req: MoveRequest = decode(payload)?;
-    ask(commands, |tx| Command::Move(req, tx)).await
+    ask(commands, |tx| LeaderCommand::Move(req, tx)).await
 }
 
 async fn unassign(
     payload: &[u8],
-    commands: &mpsc::Sender<Command>,
+    commands: &mpsc::Sender<LeaderCommand>,
 ) -> Result<UnassignReply, ShoalError> {
     let req: AgentNameRequest = decode(payload)?;
-    ask(commands, |tx| Command::Unassign(req.agent_name, tx)).await
+    ask(commands, |tx| LeaderCommand::Unassign(req.agent_name, tx)).await
 }
 
 async fn promote(
     ctx: &Ctx,
     payload: &[u8],
-    commands: &mpsc::Sender<Command>,
+    commands: &mpsc::Sender<LeaderCommand>,
 ) -> Result<PromoteReply, ShoalError> {
     let req: PromoteRequest = decode(payload)?;
     let target = req.coordinator_id;
-    ask(commands, |tx| Command::Promote(target.clone(), tx)).await?;
+    ask(commands, |tx| LeaderCommand::Promote(target.clone(), tx)).await?;
     let mut view = ctx.lease.subscribe();
     let deadline = ctx.cfg.lease_ttl + Duration::from_secs(1);
     let taken = tokio::time::timeout(

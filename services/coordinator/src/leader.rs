@@ -26,7 +26,7 @@ use crate::state::{Author, State};
 use crate::writes::Placement;
 
 /// Requests the write endpoints pass to the leader.
-pub enum Command {
+pub enum LeaderCommand {
     Assign(
         AssignRequest,
         oneshot::Sender<Result<Assignment, ShoalError>>,
@@ -44,13 +44,15 @@ pub fn not_leader() -> ShoalError {
     ShoalError::not_leader("this coordinator is no longer the leader: retry")
 }
 
-impl Command {
+impl LeaderCommand {
     fn refuse(self) {
         match self {
-            Command::Assign(_, tx) | Command::Move(_, tx) => drop(tx.send(Err(not_leader()))),
-            Command::Unassign(_, tx) => drop(tx.send(Err(not_leader()))),
-            Command::Promote(_, tx) => drop(tx.send(Err(not_leader()))),
-            Command::Placed(p) => p.refuse(),
+            LeaderCommand::Assign(_, tx) | LeaderCommand::Move(_, tx) => {
+                drop(tx.send(Err(not_leader())))
+            }
+            LeaderCommand::Unassign(_, tx) => drop(tx.send(Err(not_leader()))),
+            LeaderCommand::Promote(_, tx) => drop(tx.send(Err(not_leader()))),
+            LeaderCommand::Placed(p) => p.refuse(),
         }
     }
 }
@@ -236,7 +238,7 @@ pub(crate) const RETRY_MIN: Duration = Duration::from_millis(100);
 /// The term's decision state; only the decision loop touches it.
 pub(crate) struct Leader {
     /// Where selections running outside the loop send their results.
-    pub(crate) loopback: mpsc::Sender<Command>,
+    pub(crate) loopback: mpsc::Sender<LeaderCommand>,
     /// Batches the picks of concurrent assigns and moves into few requests.
     pub(crate) picker: Picker,
     pub(crate) ctx: Arc<Ctx>,
@@ -254,18 +256,18 @@ pub(crate) struct Leader {
 }
 
 impl Leader {
-    async fn handle(&mut self, command: Command) {
+    async fn handle(&mut self, command: LeaderCommand) {
         if !self.ctx.lease.is_leader() {
             return command.refuse();
         }
         match command {
-            Command::Assign(req, tx) => self.assign(req, tx).await,
-            Command::Unassign(agent, tx) => self.unassign(&agent, tx),
-            Command::Move(req, tx) => self.move_agent(req, tx).await,
-            Command::Promote(target, tx) => {
+            LeaderCommand::Assign(req, tx) => self.assign(req, tx).await,
+            LeaderCommand::Unassign(agent, tx) => self.unassign(&agent, tx),
+            LeaderCommand::Move(req, tx) => self.move_agent(req, tx).await,
+            LeaderCommand::Promote(target, tx) => {
                 let _ = tx.send(self.promote(&target).await);
             }
-            Command::Placed(placement) => self.placed(*placement),
+            LeaderCommand::Placed(placement) => self.placed(*placement),
         }
     }
 

@@ -61,7 +61,7 @@ impl LeaseView {
     }
 }
 
-enum Command {
+enum LeaseCommand {
     /// Give up the lease (a fenced append) and delete the key; stay a candidate.
     Resign(&'static str, oneshot::Sender<()>),
     Handoff(String, oneshot::Sender<Result<(), ShoalError>>),
@@ -73,7 +73,7 @@ enum Command {
 #[derive(Clone)]
 pub struct LeaseHandle {
     view: watch::Receiver<LeaseView>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<LeaseCommand>,
 }
 
 impl LeaseHandle {
@@ -92,7 +92,7 @@ impl LeaseHandle {
         let (tx, rx) = oneshot::channel();
         if self
             .commands
-            .send(Command::Resign(reason, tx))
+            .send(LeaseCommand::Resign(reason, tx))
             .await
             .is_ok()
         {
@@ -104,7 +104,7 @@ impl LeaseHandle {
     /// key back while it shuts down.
     pub async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Stop(tx)).await.is_ok() {
+        if self.commands.send(LeaseCommand::Stop(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -113,7 +113,7 @@ impl LeaseHandle {
     pub async fn handoff(&self, target: &str) -> Result<(), ShoalError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Handoff(target.to_string(), tx))
+            .send(LeaseCommand::Handoff(target.to_string(), tx))
             .await
             .map_err(|_| ShoalError::unavailable("the lease task has stopped"))?;
         rx.await
@@ -187,7 +187,7 @@ pub fn spawn(
 }
 
 impl LeaseTask {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<LeaseCommand>) {
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch: Option<kv::Watch> = None;
@@ -206,14 +206,14 @@ impl LeaseTask {
             };
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Resign(reason, done)) => {
+                    Some(LeaseCommand::Resign(reason, done)) => {
                         self.release(reason).await;
                         let _ = done.send(());
                     }
-                    Some(Command::Handoff(target, reply)) => {
+                    Some(LeaseCommand::Handoff(target, reply)) => {
                         let _ = reply.send(self.handoff(&target).await);
                     }
-                    Some(Command::Stop(done)) => {
+                    Some(LeaseCommand::Stop(done)) => {
                         self.release("coordinator stopping").await;
                         let _ = done.send(());
                         return;

@@ -4,6 +4,7 @@
 //! - [`log`], [`pipeline`]: the fenced assignment log every replica tails and only
 //!   the leader appends to;
 //! - [`state`], [`members`], [`failover`], [`guard`], [`digest_check`]: pure decisions;
+//! - [`members_feed`]: keeps [`members`] equal to the registry's bucket (I/O);
 //! - [`leader`]: a leader's term, with [`writes`] (its requests), [`reconcile`] (its
 //!   moves) and [`node_watch`] (announces and heartbeats it answers with syncs);
 //! - [`handlers`]: the endpoints;
@@ -23,7 +24,7 @@ pub mod leader;
 pub mod lease;
 pub mod log;
 pub mod members;
-pub mod membership;
+pub mod members_feed;
 pub mod node_watch;
 pub mod picker;
 pub mod pipeline;
@@ -114,7 +115,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         snapshots.clone(),
         background.clone(),
     );
-    let members = membership::spawn(
+    let members = members_feed::spawn(
         js.clone(),
         client.clone(),
         subjects.clone(),

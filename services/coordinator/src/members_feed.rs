@@ -16,13 +16,13 @@ use tracing::{debug, warn};
 use crate::members::Members;
 
 #[derive(Clone)]
-pub struct Membership {
+pub struct MembersFeed {
     view: Arc<RwLock<Members>>,
     changed: watch::Receiver<u64>,
     js: jetstream::Context,
 }
 
-impl Membership {
+impl MembersFeed {
     pub fn read<T>(&self, f: impl FnOnce(&Members) -> T) -> T {
         f(&self.view.read().unwrap_or_else(|p| p.into_inner()))
     }
@@ -65,7 +65,7 @@ pub fn spawn(
     client: async_nats::Client,
     subjects: Subjects,
     shutdown: CancellationToken,
-) -> Membership {
+) -> MembersFeed {
     let view = Arc::new(RwLock::new(Members::default()));
     let (tx, rx) = watch::channel(0u64);
     let tx = Arc::new(tx);
@@ -76,7 +76,7 @@ pub fn spawn(
         shutdown.clone(),
     ));
     tokio::spawn(watch_events(client, subjects, tx, shutdown));
-    Membership {
+    MembersFeed {
         view,
         changed: rx,
         js,
