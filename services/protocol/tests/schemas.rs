@@ -28,7 +28,7 @@ fn node() -> Node {
         active_agents: 5,
         max_agents: 10,
         capacity: 0.5,
-        load: 45.3,
+        load: 0.52,
         cpu_usage: 42.5,
         memory_usage: 65.2,
         disk_usage: 55.0,
