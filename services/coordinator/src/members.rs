@@ -84,10 +84,7 @@ impl Members {
     /// Checks a pinned placement: the node must exist, be online, not draining,
     /// and have a free slot (counting the coordinator's own assignments).
     pub fn check_pin(&self, id: &str, assigned: usize) -> Result<(), ShoalError> {
-        let node = self.nodes.get(id).ok_or_else(|| {
-            ShoalError::not_found(format!("no node with id {id:?}"))
-                .with_details(serde_json::json!({ "node_id": id }))
-        })?;
+        let node = self.nodes.get(id).ok_or_else(|| ShoalError::no_node(id))?;
         match Members::refusal(node, assigned) {
             Some(e) => Err(e.with_details(serde_json::json!({ "node_id": id }))),
             None => Ok(()),

@@ -210,7 +210,7 @@ impl Engine {
             };
             let Some((new, what)) = change(node.as_ref())? else {
                 let served = self.lock().served(id);
-                return served.or(node).ok_or_else(|| not_found(id));
+                return served.or(node).ok_or_else(|| ShoalError::no_node(id));
             };
             match store::put(&self.store, id, &new, revision).await {
                 Ok(rev) => {
@@ -230,7 +230,10 @@ impl Engine {
     /// Deletes one node (manual unregistration), publishing `left`.
     pub async fn remove(&self, id: &str) -> Result<Node, ShoalError> {
         for _ in 0..REQUEST_ATTEMPTS {
-            let stored = self.lock().stored(id).ok_or_else(|| not_found(id))?;
+            let stored = self
+                .lock()
+                .stored(id)
+                .ok_or_else(|| ShoalError::no_node(id))?;
             match store::delete(&self.store, id, stored.revision).await {
                 Ok(()) => {
                     self.lock().deleted(id, Instant::now());
@@ -349,11 +352,6 @@ impl Engine {
             warn!(error = %e, "sync request not published");
         }
     }
-}
-
-fn not_found(id: &str) -> ShoalError {
-    ShoalError::not_found(format!("no node with id {id:?}"))
-        .with_details(serde_json::json!({ "id": id }))
 }
 
 fn unavailable(e: &JetStreamError) -> ShoalError {

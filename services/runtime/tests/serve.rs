@@ -37,7 +37,7 @@ async fn start_test_service(
                 let request: NodeIdRequest = decode(&message.payload)?;
                 match request.id.as_str() {
                     "n1" => Ok(serde_json::json!({ "id": "n1", "answered_by": instance })),
-                    other => Err(ShoalError::not_found(format!("no node with id {other:?}"))),
+                    other => Err(ShoalError::no_node(other)),
                 }
             }
         },
