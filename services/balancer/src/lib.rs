@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use async_nats::Client;
 use shoal_protocol::{Resources, Strategy};
-use shoal_runtime::{CommonConfig, ConfigError, JetStreamError, NatsError};
+use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs, JetStreamError, NatsError};
 use tokio_util::sync::CancellationToken;
 
 pub use bench::{BenchReport, select_throughput};
@@ -85,10 +85,8 @@ pub struct Config {
     #[arg(long, env = "SHOAL_BALANCER_COST_FADE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub cost_fade: Duration,
 
-    /// Replicas of the KV buckets this balancer creates when they are missing (use 3
-    /// on a 3-server NATS cluster).
-    #[arg(long, env = "SHOAL_KV_REPLICAS", default_value_t = 1)]
-    pub kv_replicas: usize,
+    #[command(flatten)]
+    pub jetstream: JetStreamArgs,
 }
 
 /// A flag that should be a percentage is not one.

@@ -62,7 +62,7 @@ pub(crate) async fn run(
     let js = jetstream::new(client.clone());
     let Some(members) =
         shoal_runtime::retry::until_ok(&shutdown, "opening the members bucket", || {
-            open_or_create(&js, MEMBERS_BUCKET, cfg.kv_replicas)
+            open_or_create(&js, MEMBERS_BUCKET, cfg.jetstream.kv_replicas)
         })
         .await
     else {
@@ -70,7 +70,7 @@ pub(crate) async fn run(
     };
     let Some(config) =
         shoal_runtime::retry::until_ok(&shutdown, "opening the config bucket", || {
-            open_or_create(&js, CONFIG_BUCKET, cfg.kv_replicas)
+            open_or_create(&js, CONFIG_BUCKET, cfg.jetstream.kv_replicas)
         })
         .await
     else {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_runtime::{CommonConfig, ConfigError};
+use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs};
 
 /// Configuration of a coordinator instance.
 #[derive(clap::Parser, Debug, Clone)]
@@ -25,10 +25,8 @@ pub struct Config {
     #[arg(long, env = "SHOAL_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Replicas of the lease bucket and the assignment log stream (3 in a 3-server
-    /// NATS cluster).
-    #[arg(long, env = "SHOAL_KV_REPLICAS", default_value_t = 1)]
-    pub kv_replicas: usize,
+    #[command(flatten)]
+    pub jetstream: JetStreamArgs,
 
     /// After winning the lease, judge no node dead for this long (one heartbeat
     /// detection window), as the registry's view may predate the failover.
@@ -100,9 +98,6 @@ impl Config {
         }
         if self.snapshot_min_records == 0 {
             return refuse("--snapshot-min-records must be at least 1");
-        }
-        if self.kv_replicas == 0 || self.kv_replicas > 5 {
-            return refuse("--kv-replicas must be from 1 to 5");
         }
         Ok(())
     }

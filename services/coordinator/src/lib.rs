@@ -59,7 +59,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     // JetStream may still be starting (or recovering): keep trying.
     let Some(stream) =
         shoal_runtime::retry::until_ok(&shutdown, "opening the assignment log", || {
-            log::open_stream(&js, &subjects, cfg.kv_replicas)
+            log::open_stream(&js, &subjects, cfg.jetstream.kv_replicas)
         })
         .await
     else {
@@ -67,7 +67,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     };
     let snapshots =
         shoal_runtime::retry::until_ok(&shutdown, "opening the snapshot bucket", || {
-            snapshot::open_bucket(&js, cfg.kv_replicas)
+            snapshot::open_bucket(&js, cfg.jetstream.kv_replicas)
         })
         .await;
     if snapshots.is_none() {
@@ -84,7 +84,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     };
     let Some(lease_kv) =
         shoal_runtime::retry::until_ok(&shutdown, "opening the lease bucket", || {
-            lease::open_bucket(&js, cfg.lease_ttl, cfg.kv_replicas)
+            lease::open_bucket(&js, cfg.lease_ttl, cfg.jetstream.kv_replicas)
         })
         .await
     else {

@@ -59,7 +59,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let instance_id = cfg.common.instance_id()?;
     let subjects = cfg.common.subjects()?;
     let js = jetstream::new(client.clone());
-    let store = store::open_with_retry(&js, cfg.kv_replicas, &shutdown).await?;
+    let store = store::open_with_retry(&js, cfg.jetstream.kv_replicas, &shutdown).await?;
 
     // Subscribed before the bucket is read, so nothing said meanwhile is lost.
     let heartbeats = subscribe(&client, subjects.node_heartbeat_all()).await?;

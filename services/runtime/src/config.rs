@@ -78,6 +78,21 @@ impl NatsArgs {
     }
 }
 
+/// How the services that create JetStream buckets and streams make them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JetStreamArgs {
+    /// Replicas of the KV buckets and streams this service creates when they are
+    /// missing, 1 to 5 (3 on a 3-server NATS cluster). Existing ones are used as
+    /// they are.
+    #[arg(
+        long,
+        env = "SHOAL_KV_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5)
+    )]
+    pub kv_replicas: usize,
+}
+
 /// Flags every service shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonConfig {

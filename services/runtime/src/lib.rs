@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-pub use config::{CommonConfig, NatsArgs};
+pub use config::{CommonConfig, JetStreamArgs, NatsArgs};
 pub use error::{ConfigError, ConnectError, JetStreamContext, JetStreamError, NatsError};
 pub use serve::{EndpointRequests, add_endpoint, serve};
 
