@@ -15,8 +15,8 @@ use shoal_protocol::{
     SelectReply, SelectRequest, ServiceKind, ShoalClient, ShoalError, Strategy, StrategyMessage,
     Subjects, decode,
 };
-use shoal_runtime::NatsError;
 use shoal_runtime::kv::{BucketEvent, decode_member, follow_bucket, open_or_create};
+use shoal_runtime::{Endpoints, NatsError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -116,45 +116,63 @@ pub(crate) async fn run(
         ShoalClient::new(client.clone(), subjects.clone()).with_retry_for(Duration::ZERO),
         shared.clone(),
     ));
-    tasks.close();
-
     let service =
         shoal_runtime::start_service(&client, ServiceKind::Balancer, &instance_id).await?;
-    let endpoint = |e| shoal_runtime::add_endpoint(&service, &subjects, e, &instance_id);
-    let (select, batch, get, set, stats) = (
-        endpoint(Endpoint::BalancerSelect).await?,
-        endpoint(Endpoint::BalancerSelectBatch).await?,
-        endpoint(Endpoint::BalancerStrategyGet).await?,
-        endpoint(Endpoint::BalancerStrategySet).await?,
-        endpoint(Endpoint::BalancerStats).await?,
-    );
+    let endpoints = Endpoints::new(&service, &subjects, &instance_id, &tasks);
+    let s = &shared;
+    endpoints
+        .serve(
+            Endpoint::BalancerSelect,
+            &shutdown,
+            from_view(s, handle_select),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::BalancerSelectBatch,
+            &shutdown,
+            from_view(s, handle_select_batch),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::BalancerStrategyGet,
+            &shutdown,
+            from_view(s, handle_get),
+        )
+        .await?;
+    endpoints
+        .serve(Endpoint::BalancerStrategySet, &shutdown, {
+            let (shared, config) = (shared.clone(), config.clone());
+            move |m| {
+                let (shared, config) = (shared.clone(), config.clone());
+                async move { handle_set(&shared, &config, &m).await }
+            }
+        })
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::BalancerStats,
+            &shutdown,
+            from_view(s, handle_stats),
+        )
+        .await?;
     info!(instance_id = %instance_id, strategy = %shared.view().strategy(), "balancer ready");
 
-    let s = &shared;
-    tokio::join!(
-        shoal_runtime::serve(
-            select,
-            shutdown.clone(),
-            |m| async move { handle_select(s, &m) }
-        ),
-        shoal_runtime::serve(batch, shutdown.clone(), |m| async move {
-            handle_select_batch(s, &m)
-        }),
-        shoal_runtime::serve(get, shutdown.clone(), |m| async move { handle_get(s, &m) }),
-        shoal_runtime::serve(set, shutdown.clone(), |m| {
-            let config = &config;
-            async move { handle_set(s, config, &m).await }
-        }),
-        shoal_runtime::serve(
-            stats,
-            shutdown.clone(),
-            |m| async move { handle_stats(s, &m) }
-        ),
-    );
-    shutdown.cancel();
+    shutdown.cancelled().await;
+    tasks.close();
     tasks.wait().await;
     shoal_runtime::stop_service(service).await?;
     Ok(())
+}
+
+/// A handler answered from the view.
+fn from_view<T: 'static>(
+    shared: &Arc<Shared>,
+    handler: fn(&Shared, &Message) -> Result<T, ShoalError>,
+) -> impl Fn(Message) -> std::future::Ready<Result<T, ShoalError>> + Send + 'static {
+    let shared = shared.clone();
+    move |m| std::future::ready(handler(&shared, &m))
 }
 
 fn handle_select(shared: &Shared, msg: &Message) -> Result<SelectReply, ShoalError> {

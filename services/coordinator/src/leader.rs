@@ -11,6 +11,7 @@ use chrono::Utc;
 use shoal_protocol::{AssignRequest, Assignment, MoveRequest, ShoalError, UnassignReply};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::context::Ctx;
@@ -106,30 +107,29 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     let failed = pipeline.failed();
     let (tx, mut rx) = mpsc::channel(4096);
     let (node_tx, mut node_rx) = mpsc::channel(node_watch::QUEUE);
+    // The term's endpoints and helpers, stopped together when it ends.
     let stop_endpoints = term.child_token();
-    let mut endpoints =
-        crate::handlers::serve_writes(ctx.clone(), tx.clone(), stop_endpoints.clone()).await;
-    match node_watch::spawn(
+    let term_tasks = TaskTracker::new();
+    crate::handlers::serve_writes(ctx, &tx, &stop_endpoints, &term_tasks).await;
+    if let Err(e) = node_watch::spawn(
         ctx.client.clone(),
         ctx.subjects.clone(),
         node_tx,
         stop_endpoints.clone(),
+        &term_tasks,
     )
     .await
     {
-        Ok(task) => endpoints.push(task),
-        Err(e) => {
-            warn!(error = %e, "cannot follow node announces and heartbeats: nodes are not synced this term")
-        }
+        warn!(error = %e, "cannot follow node announces and heartbeats: nodes are not synced this term")
     }
     if ctx.compaction
         && let Some(store) = ctx.snapshots.clone()
     {
-        endpoints.push(tokio::spawn(crate::compaction::run(
+        term_tasks.spawn(crate::compaction::run(
             ctx.clone(),
             store,
             stop_endpoints.clone(),
-        )));
+        ));
     }
     let mut guard = Guard::new(
         ctx.cfg.max_reassignments_per_sec,
@@ -168,9 +168,8 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
         }
     };
     stop_endpoints.cancel();
-    for task in endpoints {
-        let _ = task.await;
-    }
+    term_tasks.close();
+    term_tasks.wait().await;
     rx.close();
     while let Ok(command) = rx.try_recv() {
         command.refuse();

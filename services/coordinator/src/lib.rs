@@ -40,6 +40,7 @@ use std::time::Duration;
 use async_nats::Client;
 use shoal_protocol::{ServiceKind, ShoalClient};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -148,7 +149,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         compaction,
         service,
     });
-    let reads = handlers::serve_reads(ctx.clone(), shutdown.clone()).await?;
+    let reads = TaskTracker::new();
+    handlers::serve_reads(&ctx, &shutdown, &reads).await?;
     let terms = tokio::spawn(leader::run_terms(ctx.clone(), shutdown.clone()));
     info!(instance_id = %me, "coordinator ready");
 
@@ -158,9 +160,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let _ = terms.await;
     lease.stop().await;
     drop(lease);
-    for task in reads {
-        let _ = task.await;
-    }
+    reads.close();
+    reads.wait().await;
     background.cancel();
     let Ok(ctx) = Arc::try_unwrap(ctx) else {
         warn!("coordinator state still shared at shutdown");

@@ -22,14 +22,13 @@ mod store;
 #[cfg(test)]
 mod machine_tests;
 
-use std::future::Future;
+use std::future::Ready;
 use std::sync::Arc;
 
-use async_nats::Client;
 use async_nats::jetstream;
-use serde::Serialize;
+use async_nats::{Client, Message};
 use shoal_protocol::{Endpoint, ServiceKind, ShoalError};
-use shoal_runtime::{ConfigError, ConnectError, EndpointRequests, JetStreamError, NatsError};
+use shoal_runtime::{ConfigError, ConnectError, Endpoints, JetStreamError, NatsError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -99,56 +98,57 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
 
     let service =
         shoal_runtime::start_service(&client, ServiceKind::Registry, &instance_id).await?;
-    let endpoint = |e: Endpoint| shoal_runtime::add_endpoint(&service, &subjects, e, &instance_id);
-    spawn_sync(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesList).await?,
-        &engine,
-        &shutdown,
-        handlers::list,
-    );
-    spawn_sync(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesGet).await?,
-        &engine,
-        &shutdown,
-        handlers::get,
-    );
-    spawn_sync(
-        &tasks,
-        endpoint(Endpoint::RegistryStats).await?,
-        &engine,
-        &shutdown,
-        handlers::stats,
-    );
-    spawn_async(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesRegister).await?,
-        &engine,
-        &shutdown,
-        |e, m| async move { handlers::register(&e, &m).await },
-    );
-    spawn_async(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesUnregister).await?,
-        &engine,
-        &shutdown,
-        |e, m| async move { handlers::unregister(&e, &m).await },
-    );
-    spawn_async(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesDrain).await?,
-        &engine,
-        &shutdown,
-        |e, m| async move { handlers::drain(&e, &m).await },
-    );
-    spawn_async(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesUndrain).await?,
-        &engine,
-        &shutdown,
-        |e, m| async move { handlers::undrain(&e, &m).await },
-    );
+    let endpoints = Endpoints::new(&service, &subjects, &instance_id, &tasks);
+    let e = &engine;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesList,
+            &shutdown,
+            from_memory(e, handlers::list),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesGet,
+            &shutdown,
+            from_memory(e, handlers::get),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryStats,
+            &shutdown,
+            from_memory(e, handlers::stats),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesRegister,
+            &shutdown,
+            writing(e, |e, m| async move { handlers::register(&e, &m).await }),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesUnregister,
+            &shutdown,
+            writing(e, |e, m| async move { handlers::unregister(&e, &m).await }),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesDrain,
+            &shutdown,
+            writing(e, |e, m| async move { handlers::drain(&e, &m).await }),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesUndrain,
+            &shutdown,
+            writing(e, |e, m| async move { handlers::undrain(&e, &m).await }),
+        )
+        .await?;
 
     tasks.spawn(ingest::heartbeats(
         engine.clone(),
@@ -183,38 +183,25 @@ async fn subscribe(client: &Client, subject: String) -> Result<async_nats::Subsc
         .map_err(|source| NatsError::subscribe(subject, source))
 }
 
-/// Serves an endpoint answered from memory.
-fn spawn_sync<T>(
-    tasks: &TaskTracker,
-    requests: EndpointRequests,
+/// A handler answered from memory.
+fn from_memory<T>(
     engine: &Arc<Engine>,
-    shutdown: &CancellationToken,
-    handler: fn(&Engine, &async_nats::Message) -> Result<T, ShoalError>,
-) where
-    T: Serialize + Send + 'static,
+    handler: fn(&Engine, &Message) -> Result<T, ShoalError>,
+) -> impl Fn(Message) -> Ready<Result<T, ShoalError>> + Send + 'static
+where
+    T: 'static,
 {
     let engine = engine.clone();
-    tasks.spawn(shoal_runtime::serve(requests, shutdown.clone(), move |m| {
-        std::future::ready(handler(&engine, &m))
-    }));
+    move |m| std::future::ready(handler(&engine, &m))
 }
 
-/// Serves an endpoint that writes to the bucket.
-fn spawn_async<H, Fut, T>(
-    tasks: &TaskTracker,
-    requests: EndpointRequests,
-    engine: &Arc<Engine>,
-    shutdown: &CancellationToken,
-    handler: H,
-) where
-    H: Fn(Arc<Engine>, async_nats::Message) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<T, ShoalError>> + Send + 'static,
-    T: Serialize + Send + 'static,
+/// A handler that writes to the bucket.
+fn writing<H, Fut>(engine: &Arc<Engine>, handler: H) -> impl Fn(Message) -> Fut + Send + 'static
+where
+    H: Fn(Arc<Engine>, Message) -> Fut + Send + 'static,
 {
     let engine = engine.clone();
-    tasks.spawn(shoal_runtime::serve(requests, shutdown.clone(), move |m| {
-        handler(engine.clone(), m)
-    }));
+    move |m| handler(engine.clone(), m)
 }
 
 /// A second connection in the system account, if credentials were given.

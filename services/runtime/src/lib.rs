@@ -21,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 
 pub use config::{CommonConfig, JetStreamArgs, NatsArgs};
 pub use error::{ConfigError, ConnectError, JetStreamContext, JetStreamError, NatsError};
-pub use serve::{EndpointRequests, add_endpoint, serve};
+pub use serve::{EndpointRequests, Endpoints, add_endpoint, serve, serve_until};
 
 /// The version every service reports in `$SRV.INFO`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
