@@ -8,6 +8,7 @@
 //! `shoal_config` bucket. Selection runs on in-memory indexes
 //! ([`pool`]), so it costs O(log n), not a scan of the cluster.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod bench;
 pub mod estimate;
 mod explain;
@@ -31,6 +32,7 @@ use shoal_protocol::{Resources, Strategy};
 use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs, JetStreamError, NatsError};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(any(test, feature = "test-util"))]
 pub use bench::{BenchReport, select_throughput};
 pub use estimate::Decay;
 pub use shoal_protocol::STRATEGY_KEY;

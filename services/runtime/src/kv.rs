@@ -152,16 +152,7 @@ mod tests {
 
     #[test]
     fn a_membership_record_must_name_the_node_of_its_key() {
-        let node = serde_json::json!({
-            "id": "n1", "hostname": "h", "ip_address": "10.0.0.1", "port": 1,
-            "address": "10.0.0.1:1", "role": "worker", "status": "online", "healthy": true,
-            "active_agents": 0, "max_agents": 1, "capacity": 1.0, "load": 0.0,
-            "cpu_usage": 0.0, "memory_usage": 0.0, "disk_usage": 0.0, "load_average": 0.0,
-            "uptime": "0s", "uptime_s": 0, "last_seen": "2026-02-10T08:00:00Z",
-            "services": [], "labels": {}, "version": "", "features": [],
-            "started_at": "2026-02-10T08:00:00Z", "draining": false, "manual": false
-        })
-        .to_string();
+        let node = serde_json::to_string(&Node::example("n1")).unwrap();
         assert_eq!(decode_member("n1", node.as_bytes()).unwrap().id, "n1");
         assert!(decode_member("n2", node.as_bytes()).is_none());
         assert!(decode_member("n1", b"{}").is_none());
