@@ -101,9 +101,4 @@ impl Config {
         }
         Ok(())
     }
-
-    /// Interval between lease renewals.
-    pub fn renew_interval(&self) -> Duration {
-        self.lease_ttl / 3
-    }
 }

@@ -48,9 +48,6 @@ impl Members {
     pub fn is_loaded(&self) -> bool {
         self.loaded
     }
-    pub fn get(&self, id: &str) -> Option<&Node> {
-        self.nodes.get(id)
-    }
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
