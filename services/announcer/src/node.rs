@@ -165,8 +165,11 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     // The server numbers each connection: a new number means the client reconnected,
     // even so quickly that no tick saw it disconnected (a connection the server
     // dropped while the link was down, noticed only once the link is back). Notices
-    // sent meanwhile are lost: announcing again gets the node a sync.
-    let mut connection = client.server_info().client_id;
+    // sent meanwhile are lost: announcing again gets the node a sync. The first
+    // connection, if it is made after the start, is no reconnection: the start
+    // announce was queued for it.
+    let mut connection =
+        (client.connection_state() == State::Connected).then(|| client.server_info().client_id);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -180,9 +183,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
                     continue;
                 }
                 let now_connection = client.server_info().client_id;
-                if !was_connected || now_connection != connection {
-                    was_connected = true;
-                    connection = now_connection;
+                let reconnected = connection.is_some_and(|c| !was_connected || c != now_connection);
+                was_connected = true;
+                connection = Some(now_connection);
+                if reconnected {
                     node.announce("reconnected").await;
                 }
                 if identity_checked.elapsed() >= IDENTITY_CHECK {
