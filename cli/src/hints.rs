@@ -74,7 +74,9 @@ pub fn explain(command: &Command, error: &ClientError) -> String {
             };
             format!("{} ({}){hint}", e.message, e.code)
         }
-        ClientError::BadReply { .. } | ClientError::Nats(_) => format!("{error}"),
+        ClientError::BadReply { .. } | ClientError::Encode { .. } | ClientError::Nats { .. } => {
+            format!("{error}")
+        }
     }
 }
 
@@ -104,8 +106,7 @@ mod tests {
             labels: vec![],
             node: Some("node-99".into()),
         };
-        let unknown_node = ShoalError::not_found("no node with id \"node-99\"")
-            .with_details(serde_json::json!({ "node_id": "node-99" }));
+        let unknown_node = ShoalError::no_node("node-99");
         let text = explain(&assign, &ClientError::Service(unknown_node.clone()));
         assert!(text.ends_with("list nodes with `shoal nodes`"), "{text}");
         let moving = Command::Move {
@@ -134,10 +135,7 @@ mod tests {
     #[test]
     fn not_found_points_at_the_listing() {
         let cmd = Command::Node { id: "n9".into() };
-        let text = explain(
-            &cmd,
-            &ClientError::Service(ShoalError::not_found("no node with id \"n9\"")),
-        );
+        let text = explain(&cmd, &ClientError::Service(ShoalError::no_node("n9")));
         assert_eq!(
             text,
             "no node with id \"n9\" (not_found) — list nodes with `shoal nodes`"

@@ -261,7 +261,7 @@ fn node_fields(n: &Node) -> String {
         ("draining", n.draining.to_string()),
         ("agents", format!("{}/{}", n.active_agents, n.max_agents)),
         ("capacity", format!("{:.2}", n.capacity)),
-        ("load", format!("{:.1}", n.load)),
+        ("load", format!("{:.2}", n.load)),
         (
             "cpu/mem/disk %",
             format!(

@@ -30,7 +30,7 @@ pub async fn assignments(
         .difference(&acked.unassigned)
         .map(String::as_str)
         .collect();
-    let list = converged_list(stack, prefix, &expected, report).await?;
+    let list = converged_list(stack, prefix, &expected, &acked.unassigned, report).await?;
     let ours: Vec<_> = list
         .iter()
         .filter(|a| a.agent_name.starts_with(prefix))
@@ -176,10 +176,14 @@ pub async fn assignments(
 /// log, which may trail the leader; after a lost NATS server a tail restarts its
 /// consumer). Returns the list of the last replica asked: if one never converges
 /// within the deadline, its list, so the checks below name what it lacks.
+/// Each replica's list, once it holds every acknowledged assignment and none of the
+/// acknowledged unassignments (its tail has applied them all), or as it is after
+/// 30 s.
 async fn converged_list(
     stack: &Stack,
     prefix: &str,
     expected: &BTreeSet<&str>,
+    unassigned: &BTreeSet<String>,
     report: &mut Report,
 ) -> anyhow::Result<Vec<shoal_protocol::Assignment>> {
     let replicas: Vec<Option<&str>> = if stack.coordinators.is_empty() {
@@ -204,7 +208,7 @@ async fn converged_list(
                 .map(|a| a.agent_name.as_str())
                 .filter(|a| a.starts_with(prefix))
                 .collect();
-            expected.is_subset(&present)
+            expected.is_subset(&present) && !unassigned.iter().any(|a| present.contains(a.as_str()))
         };
         let converged = wait_for(
             "every acknowledged assignment on each coordinator replica",

@@ -77,22 +77,29 @@ pub fn detect_ip() -> String {
         .to_string()
 }
 
+/// A `--labels` or `--role` value that is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlagError {
+    #[error("label {0:?} is not key=value")]
+    Label(String),
+    #[error("unknown role {0:?}: expected one of leader, worker, replica, standby")]
+    Role(String),
+}
+
 /// Parses `key=value` label flags.
-pub fn parse_label(text: &str) -> Result<(String, String), String> {
+pub fn parse_label(text: &str) -> Result<(String, String), FlagError> {
     match text.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-        _ => Err(format!("label {text:?} is not key=value")),
+        _ => Err(FlagError::Label(text.to_string())),
     }
 }
 
 /// Parses a role name (`leader`, `worker`, `replica`, `standby`).
-pub fn parse_role(text: &str) -> Result<NodeRole, String> {
+pub fn parse_role(text: &str) -> Result<NodeRole, FlagError> {
     NodeRole::ALL
         .into_iter()
         .find(|r| r.as_str() == text)
-        .ok_or_else(|| {
-            format!("unknown role {text:?}: expected one of leader, worker, replica, standby")
-        })
+        .ok_or_else(|| FlagError::Role(text.to_string()))
 }
 
 #[cfg(test)]
@@ -113,7 +120,12 @@ mod tests {
         assert!(parse_label("novalue").is_err());
         assert!(parse_label("=x").is_err());
         assert_eq!(parse_role("standby"), Ok(NodeRole::Standby));
-        assert!(parse_role("boss").unwrap_err().contains("unknown role"));
+        assert!(
+            parse_role("boss")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown role")
+        );
     }
 
     #[test]

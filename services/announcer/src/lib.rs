@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_nats::Client;
 use shoal_protocol::NodeRole;
-use shoal_runtime::CommonConfig;
+use shoal_runtime::{CommonConfig, ConfigError, NatsError};
 use tokio_util::sync::CancellationToken;
 
 pub use identity::Identity;
@@ -118,13 +118,19 @@ impl Config {
     }
 }
 
-/// Errors that stop the announcer.
+/// Errors that stop the announcer (or a simulated cluster), and a message not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("nats: {0}")]
-    Nats(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error("encoding {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Runs the announcer until `shutdown` is cancelled, then says goodbye.

@@ -7,6 +7,7 @@ use async_nats::connection::State;
 use chrono::Utc;
 use futures::StreamExt;
 use shoal_protocol::{AgentNotice, Heartbeat, ServiceKind, Subjects, SyncRequest, Validate};
+use shoal_runtime::{ConfigError, NatsError};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -126,33 +127,22 @@ impl Node {
 }
 
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
-    let subjects = cfg
-        .common
-        .subjects()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let subjects = cfg.common.subjects()?;
     let identity = cfg.identity();
     identity
         .announce()
         .validate()
-        .map_err(|e| Error::Config(e.message))?;
+        .map_err(|source| ConfigError::Refused {
+            what: "this node's identity",
+            source,
+        })?;
     if cfg.heartbeat_interval.is_zero() {
-        return Err(Error::Config(
-            "--heartbeat-interval must be more than zero".into(),
-        ));
+        return Err(ConfigError::invalid("--heartbeat-interval must be more than zero").into());
     }
     let id = identity.id.clone();
-    let service = shoal_runtime::start_service(&client, ServiceKind::Announcer, &id)
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
-    let nats = |e: async_nats::SubscribeError| Error::Nats(e.to_string());
-    let mut sync = client
-        .subscribe(subjects.registry_sync())
-        .await
-        .map_err(nats)?;
-    let mut agent_notices = client
-        .subscribe(subjects.node_agents(&id))
-        .await
-        .map_err(nats)?;
+    let service = shoal_runtime::start_service(&client, ServiceKind::Announcer, &id).await?;
+    let mut sync = subscribe(&client, subjects.registry_sync()).await?;
+    let mut agent_notices = subscribe(&client, subjects.node_agents(&id)).await?;
 
     let mut sampler = Sampler::new(cfg.disk_path.clone());
     let mut node = Node {
@@ -175,8 +165,11 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     // The server numbers each connection: a new number means the client reconnected,
     // even so quickly that no tick saw it disconnected (a connection the server
     // dropped while the link was down, noticed only once the link is back). Notices
-    // sent meanwhile are lost: announcing again gets the node a sync.
-    let mut connection = client.server_info().client_id;
+    // sent meanwhile are lost: announcing again gets the node a sync. The first
+    // connection, if it is made after the start, is no reconnection: the start
+    // announce was queued for it.
+    let mut connection =
+        (client.connection_state() == State::Connected).then(|| client.server_info().client_id);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -190,9 +183,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
                     continue;
                 }
                 let now_connection = client.server_info().client_id;
-                if !was_connected || now_connection != connection {
-                    was_connected = true;
-                    connection = now_connection;
+                let reconnected = connection.is_some_and(|c| !was_connected || c != now_connection);
+                was_connected = true;
+                connection = Some(now_connection);
+                if reconnected {
                     node.announce("reconnected").await;
                 }
                 if identity_checked.elapsed() >= IDENTITY_CHECK {
@@ -228,5 +222,15 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         warn!(node_id = %id, error = %e, "goodbye not flushed");
     }
     info!(node_id = %id, "node left");
-    service.stop().await.map_err(|e| Error::Nats(e.to_string()))
+    Ok(shoal_runtime::stop_service(service).await?)
+}
+
+pub(crate) async fn subscribe(
+    client: &Client,
+    subject: String,
+) -> Result<async_nats::Subscriber, NatsError> {
+    client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|source| NatsError::subscribe(subject, source))
 }

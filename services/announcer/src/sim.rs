@@ -40,6 +40,7 @@ use tracing::{debug, warn};
 
 use crate::agents::AgentSet;
 use crate::{Error, Identity, wire};
+use shoal_runtime::{ConfigError, NatsError};
 
 mod usage;
 
@@ -170,18 +171,20 @@ impl SimulatedCluster {
         cfg: SimConfig,
     ) -> Result<SimulatedCluster, Error> {
         if cfg.interval.is_zero() {
-            return Err(Error::Config(
-                "simulated heartbeat interval must be more than zero".into(),
-            ));
+            return Err(ConfigError::invalid(
+                "simulated heartbeat interval must be more than zero",
+            )
+            .into());
         }
         if let SimMetrics::Equal { cpu, memory } = cfg.metrics
             && ![cpu, memory]
                 .iter()
                 .all(|v| v.is_finite() && (0.0..=100.0).contains(v))
         {
-            return Err(Error::Config(format!(
+            return Err(ConfigError::invalid(format!(
                 "simulated cpu {cpu} and memory {memory} must be percentages from 0 to 100"
-            )));
+            ))
+            .into());
         }
         let started_at = Utc::now();
         let mut rng = rand::rng();
@@ -220,7 +223,10 @@ impl SimulatedCluster {
             n.identity
                 .announce()
                 .validate()
-                .map_err(|e| Error::Config(e.message))?;
+                .map_err(|source| ConfigError::Refused {
+                    what: "a simulated node's identity",
+                    source,
+                })?;
         }
         let index = nodes
             .iter()
@@ -233,15 +239,8 @@ impl SimulatedCluster {
             nodes: Mutex::new(nodes),
             index,
         });
-        let nats = |e: async_nats::SubscribeError| Error::Nats(e.to_string());
-        let sync = client
-            .subscribe(subjects.registry_sync())
-            .await
-            .map_err(nats)?;
-        let notices = client
-            .subscribe(subjects.node_agents("*"))
-            .await
-            .map_err(nats)?;
+        let sync = crate::node::subscribe(&client, subjects.registry_sync()).await?;
+        let notices = crate::node::subscribe(&client, subjects.node_agents("*")).await?;
         let cancel = CancellationToken::new();
         let tasks = vec![
             tokio::spawn(sync_loop(shared.clone(), sync, cancel.clone())),
@@ -362,7 +361,7 @@ impl SimulatedCluster {
             .client
             .flush()
             .await
-            .map_err(|e| Error::Nats(e.to_string()))
+            .map_err(|e| NatsError::Flush(e).into())
     }
 }
 
@@ -404,8 +403,12 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration, cancel: Cancell
                 .filter(|n| n.state == SimState::Running)
             {
                 node.usage.step(&mut rng);
-                let hb = node.heartbeat();
-                batch.push((node.heartbeat_subject.clone(), wire::encode_heartbeat(&hb)));
+                match wire::encode_heartbeat(&node.heartbeat()) {
+                    Ok(payload) => batch.push((node.heartbeat_subject.clone(), payload)),
+                    Err(e) => {
+                        warn!(node_id = %node.identity.id, error = %e, "simulated heartbeat not sent")
+                    }
+                }
             }
         }
         for (subject, payload) in batch.drain(..) {
@@ -469,10 +472,15 @@ async fn agents_loop(
                 continue;
             }
             match node.agents.apply(id, &notice) {
-                Ok(applied) if applied.changed() && node.state == SimState::Running => Some((
-                    node.heartbeat_subject.clone(),
-                    wire::encode_heartbeat(&node.heartbeat()),
-                )),
+                Ok(applied) if applied.changed() && node.state == SimState::Running => {
+                    match wire::encode_heartbeat(&node.heartbeat()) {
+                        Ok(payload) => Some((node.heartbeat_subject.clone(), payload)),
+                        Err(e) => {
+                            warn!(node_id = %id, error = %e, "simulated heartbeat not sent");
+                            None
+                        }
+                    }
+                }
                 Ok(_) => None,
                 Err(ignored) => {
                     warn!(node_id = %id, reason = %ignored, "agent notice ignored");

@@ -6,26 +6,41 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde::Serialize;
 use shoal_protocol::{Announce, Heartbeat, Leave, Subjects, SyncRequest};
+use shoal_runtime::NatsError;
 
 use crate::Error;
 
-fn encode<T: Serialize>(message: &T) -> Bytes {
-    // These types are plain structs of strings and numbers: encoding cannot fail.
-    Bytes::from(serde_json::to_vec(message).unwrap_or_default())
+/// Encodes a message; an error (never expected of these plain structs) is reported,
+/// never sent as an empty payload.
+fn encode<T: Serialize>(what: &'static str, message: &T) -> Result<Bytes, Error> {
+    serde_json::to_vec(message)
+        .map(Bytes::from)
+        .map_err(|source| Error::Encode { what, source })
+}
+
+async fn publish(client: &Client, subject: String, payload: Bytes) -> Result<(), Error> {
+    client
+        .publish(subject.clone(), payload)
+        .await
+        .map_err(|source| NatsError::publish(subject, source).into())
 }
 
 pub async fn announce(client: &Client, subjects: &Subjects, a: &Announce) -> Result<(), Error> {
-    client
-        .publish(subjects.node_announce(&a.id), encode(a))
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))
+    publish(
+        client,
+        subjects.node_announce(&a.id),
+        encode("an announce", a)?,
+    )
+    .await
 }
 
 pub async fn heartbeat(client: &Client, subjects: &Subjects, hb: &Heartbeat) -> Result<(), Error> {
-    client
-        .publish(subjects.node_heartbeat(&hb.id), encode(hb))
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))
+    publish(
+        client,
+        subjects.node_heartbeat(&hb.id),
+        encode_heartbeat(hb)?,
+    )
+    .await
 }
 
 pub async fn leave(
@@ -39,10 +54,12 @@ pub async fn leave(
         reason: Some(reason.to_string()),
         sent_at: Utc::now(),
     };
-    client
-        .publish(subjects.node_leave(id), encode(&leave))
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))
+    publish(
+        client,
+        subjects.node_leave(id),
+        encode("a goodbye", &leave)?,
+    )
+    .await
 }
 
 /// Whether a registry's sync request asks node `id` to announce again.
@@ -51,8 +68,8 @@ pub fn sync_wants(request: &SyncRequest, id: &str) -> bool {
 }
 
 /// Encodes a heartbeat (the simulated cluster builds many per tick, then publishes).
-pub fn encode_heartbeat(hb: &Heartbeat) -> Bytes {
-    encode(hb)
+pub fn encode_heartbeat(hb: &Heartbeat) -> Result<Bytes, Error> {
+    encode("a heartbeat", hb)
 }
 
 #[cfg(test)]

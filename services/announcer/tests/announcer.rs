@@ -337,3 +337,39 @@ async fn simulated_nodes_behave_like_announcers() -> Result<()> {
     );
     Ok(())
 }
+
+/// An announcer started before its NATS server announces once, when the server
+/// comes up: the first connection is not a reconnection (which would announce again
+/// and get the node a needless sync from the leader).
+#[tokio::test]
+async fn the_first_connection_is_announced_once() -> Result<()> {
+    let mut nats = NatsServer::start().await?;
+    nats.stop().await?;
+    let args: Vec<String> = [
+        "--nats-url",
+        &nats.url(),
+        "--node-id",
+        "once",
+        "--heartbeat-interval",
+        "100ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let node = ServiceProcess::spawn("announcer once", &binary("shoal-announcer")?, &args, &[])?;
+    node.wait_for_log("announcer ready", DEADLINE).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.start_again().await?;
+    let nc = nats.client().await?;
+    let seen = Seen::record(&nc).await?;
+    wait_for("5 heartbeats", DEADLINE, || {
+        let h = seen.last_heartbeat("once").filter(|h| h.seq >= 5);
+        async move { h }
+    })
+    .await?;
+    // At most the start announce (queued before the connection; this subscription
+    // may come too late for it), and never a second.
+    assert!(seen.announces_of("once") <= 1, "{}", node.log());
+    assert!(!node.log().contains("reconnected"), "{}", node.log());
+    Ok(())
+}

@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shoal_protocol::{Node, NodeRole, NodeStatus, SelectRequest, Strategy};
+use shoal_protocol::{Node, SelectRequest, Strategy};
 
 use crate::view::{Settings, View};
 
@@ -48,34 +47,16 @@ pub fn synthetic_node(
     cpu: f64,
     memory: f64,
 ) -> Node {
-    let now = Utc::now();
     Node {
-        id: id.to_string(),
-        hostname: format!("host-{id}"),
-        ip_address: "10.0.0.1".to_string(),
-        port: 8150,
-        address: "10.0.0.1:8150".to_string(),
-        role: NodeRole::Worker,
-        status: NodeStatus::Online,
-        healthy: true,
         active_agents,
         max_agents,
-        capacity: 0.0,
-        load: 0.0,
         cpu_usage: cpu,
         memory_usage: memory,
-        disk_usage: 10.0,
-        load_average: 0.5,
         uptime: "1m0s".to_string(),
         uptime_s: 60,
-        last_seen: now,
         services: vec!["agents".to_string()],
         labels: BTreeMap::from([("zone".to_string(), "z1".to_string())]),
-        version: "bench".to_string(),
-        features: Vec::new(),
-        started_at: now,
-        draining: false,
-        manual: false,
+        ..Node::example(id)
     }
 }
 

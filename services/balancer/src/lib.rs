@@ -8,11 +8,11 @@
 //! `shoal_config` bucket. Selection runs on in-memory indexes
 //! ([`pool`]), so it costs O(log n), not a scan of the cluster.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod bench;
 pub mod estimate;
 mod explain;
 pub mod fenwick;
-mod kv;
 mod pool;
 pub mod score;
 mod select;
@@ -29,9 +29,10 @@ use std::time::Duration;
 
 use async_nats::Client;
 use shoal_protocol::{Resources, Strategy};
-use shoal_runtime::CommonConfig;
+use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs, JetStreamError, NatsError};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(any(test, feature = "test-util"))]
 pub use bench::{BenchReport, select_throughput};
 pub use estimate::Decay;
 pub use shoal_protocol::STRATEGY_KEY;
@@ -86,10 +87,8 @@ pub struct Config {
     #[arg(long, env = "SHOAL_BALANCER_COST_FADE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub cost_fade: Duration,
 
-    /// Replicas of the KV buckets this balancer creates when they are missing (use 3
-    /// on a 3-server NATS cluster).
-    #[arg(long, env = "SHOAL_KV_REPLICAS", default_value_t = 1)]
-    pub kv_replicas: usize,
+    #[command(flatten)]
+    pub jetstream: JetStreamArgs,
 }
 
 /// A flag that should be a percentage is not one.
@@ -133,22 +132,24 @@ impl Config {
     }
 }
 
-fn parse_strategy(name: &str) -> Result<Strategy, String> {
-    Strategy::parse(name).ok_or_else(|| {
-        let valid: Vec<&str> = Strategy::ALL.iter().map(|s| s.as_str()).collect();
-        format!("unknown strategy {name:?}: use one of {}", valid.join(", "))
-    })
+/// A `--default-strategy` that names no strategy.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown strategy {0:?}: use one of {valid}", valid = Strategy::ALL.map(Strategy::as_str).join(", "))]
+pub struct UnknownStrategy(String);
+
+fn parse_strategy(name: &str) -> Result<Strategy, UnknownStrategy> {
+    Strategy::parse(name).ok_or_else(|| UnknownStrategy(name.to_string()))
 }
 
 /// Errors that stop the balancer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("nats: {0}")]
-    Nats(String),
-    #[error("jetstream: {0}")]
-    JetStream(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
 }
 
 /// Runs the balancer until `shutdown` is cancelled.

@@ -2,7 +2,6 @@
 //! events, and answers the four endpoints. Handlers return `Result<T, ShoalError>`;
 //! `shoal_runtime::serve` encodes the reply once.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -12,19 +11,18 @@ use async_nats::{Client, Message};
 use futures::StreamExt;
 use shoal_protocol::{
     AssignmentEvent, AssignmentStatus, BalancerStats, CONFIG_BUCKET, Empty, Endpoint, Heartbeat,
-    ListAssignmentsRequest, MEMBERS_BUCKET, Node, SelectBatchReply, SelectBatchRequest,
-    SelectOutcome, SelectReply, SelectRequest, ServiceKind, ShoalClient, ShoalError, Strategy,
-    StrategyMessage, Subjects, decode,
+    ListAssignmentsRequest, MEMBERS_BUCKET, SelectBatchReply, SelectBatchRequest, SelectOutcome,
+    SelectReply, SelectRequest, ServiceKind, ShoalClient, ShoalError, Strategy, StrategyMessage,
+    Subjects, decode,
 };
+use shoal_runtime::kv::{BucketEvent, decode_member, follow_bucket, open_or_create};
+use shoal_runtime::{Endpoints, NatsError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::kv::open_or_create;
 use crate::view::View;
 use crate::{Config, Error};
 use shoal_protocol::STRATEGY_KEY;
-
-const RETRY_DELAY: Duration = Duration::from_millis(500);
 
 struct Shared {
     view: Mutex<View>,
@@ -53,14 +51,8 @@ pub(crate) async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let instance_id = cfg
-        .common
-        .instance_id()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let subjects = cfg
-        .common
-        .subjects()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let instance_id = cfg.common.instance_id()?;
+    let subjects = cfg.common.subjects()?;
     let shared = Arc::new(Shared {
         view: Mutex::new(View::new(cfg.settings())),
         synced: AtomicBool::new(false),
@@ -70,7 +62,7 @@ pub(crate) async fn run(
     let js = jetstream::new(client.clone());
     let Some(members) =
         shoal_runtime::retry::until_ok(&shutdown, "opening the members bucket", || {
-            open_or_create(&js, MEMBERS_BUCKET, cfg.kv_replicas)
+            open_or_create(&js, MEMBERS_BUCKET, cfg.jetstream.kv_replicas)
         })
         .await
     else {
@@ -78,7 +70,7 @@ pub(crate) async fn run(
     };
     let Some(config) =
         shoal_runtime::retry::until_ok(&shutdown, "opening the config bucket", || {
-            open_or_create(&js, CONFIG_BUCKET, cfg.kv_replicas)
+            open_or_create(&js, CONFIG_BUCKET, cfg.jetstream.kv_replicas)
         })
         .await
     else {
@@ -97,14 +89,14 @@ pub(crate) async fn run(
         Err(e) => warn!(error = %e, "strategy not read at start; the watch will deliver it"),
     }
 
-    let heartbeats = client
-        .subscribe(subjects.node_heartbeat_all())
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
-    let events = client
-        .subscribe(subjects.coordinator_events_all())
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    let subscribe = |subject: String| async {
+        client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|source| NatsError::subscribe(subject, source))
+    };
+    let heartbeats = subscribe(subjects.node_heartbeat_all()).await?;
+    let events = subscribe(subjects.coordinator_events_all()).await?;
 
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(watch_members(members, shared.clone(), shutdown.clone()));
@@ -124,57 +116,63 @@ pub(crate) async fn run(
         ShoalClient::new(client.clone(), subjects.clone()).with_retry_for(Duration::ZERO),
         shared.clone(),
     ));
-    tasks.close();
-
-    let service = shoal_runtime::start_service(&client, ServiceKind::Balancer, &instance_id)
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
-    let endpoint = |e| shoal_runtime::add_endpoint(&service, &subjects, e, &instance_id);
-    let (select, batch, get, set, stats) = (
-        endpoint(Endpoint::BalancerSelect).await,
-        endpoint(Endpoint::BalancerSelectBatch).await,
-        endpoint(Endpoint::BalancerStrategyGet).await,
-        endpoint(Endpoint::BalancerStrategySet).await,
-        endpoint(Endpoint::BalancerStats).await,
-    );
-    let nats = |e: anyhow::Error| Error::Nats(format!("{e:#}"));
-    let (select, batch, get, set, stats) = (
-        select.map_err(nats)?,
-        batch.map_err(nats)?,
-        get.map_err(nats)?,
-        set.map_err(nats)?,
-        stats.map_err(nats)?,
-    );
+    let service =
+        shoal_runtime::start_service(&client, ServiceKind::Balancer, &instance_id).await?;
+    let endpoints = Endpoints::new(&service, &subjects, &instance_id, &tasks);
+    let s = &shared;
+    endpoints
+        .serve(
+            Endpoint::BalancerSelect,
+            &shutdown,
+            from_view(s, handle_select),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::BalancerSelectBatch,
+            &shutdown,
+            from_view(s, handle_select_batch),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::BalancerStrategyGet,
+            &shutdown,
+            from_view(s, handle_get),
+        )
+        .await?;
+    endpoints
+        .serve(Endpoint::BalancerStrategySet, &shutdown, {
+            let (shared, config) = (shared.clone(), config.clone());
+            move |m| {
+                let (shared, config) = (shared.clone(), config.clone());
+                async move { handle_set(&shared, &config, &m).await }
+            }
+        })
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::BalancerStats,
+            &shutdown,
+            from_view(s, handle_stats),
+        )
+        .await?;
     info!(instance_id = %instance_id, strategy = %shared.view().strategy(), "balancer ready");
 
-    let s = &shared;
-    tokio::join!(
-        shoal_runtime::serve(
-            select,
-            shutdown.clone(),
-            |m| async move { handle_select(s, &m) }
-        ),
-        shoal_runtime::serve(batch, shutdown.clone(), |m| async move {
-            handle_select_batch(s, &m)
-        }),
-        shoal_runtime::serve(get, shutdown.clone(), |m| async move { handle_get(s, &m) }),
-        shoal_runtime::serve(set, shutdown.clone(), |m| {
-            let config = &config;
-            async move { handle_set(s, config, &m).await }
-        }),
-        shoal_runtime::serve(
-            stats,
-            shutdown.clone(),
-            |m| async move { handle_stats(s, &m) }
-        ),
-    );
-    shutdown.cancel();
+    shutdown.cancelled().await;
+    tasks.close();
     tasks.wait().await;
-    service
-        .stop()
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    shoal_runtime::stop_service(service).await?;
     Ok(())
+}
+
+/// A handler answered from the view.
+fn from_view<T: 'static>(
+    shared: &Arc<Shared>,
+    handler: fn(&Shared, &Message) -> Result<T, ShoalError>,
+) -> impl Fn(Message) -> std::future::Ready<Result<T, ShoalError>> + Send + 'static {
+    let shared = shared.clone();
+    move |m| std::future::ready(handler(&shared, &m))
 }
 
 fn handle_select(shared: &Shared, msg: &Message) -> Result<SelectReply, ShoalError> {
@@ -240,66 +238,31 @@ fn handle_stats(shared: &Shared, msg: &Message) -> Result<BalancerStats, ShoalEr
     Ok(view.stats())
 }
 
-/// Keeps the view in line with `shoal_members`: snapshot, then updates. If the watch
-/// breaks it is opened again, and the fresh snapshot also drops nodes deleted
-/// meanwhile.
+/// Keeps the view in line with `shoal_members`; `select` answers once the bucket's
+/// contents are in.
 async fn watch_members(members: kv::Store, shared: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        match watch_members_once(&members, &shared, &shutdown).await {
-            Ok(()) => return,
-            Err(e) => warn!(error = %e, "membership watch failed; watching again"),
+    follow_bucket(&members, &shutdown, |event| match event {
+        BucketEvent::Entry(entry) => apply_member(&shared, entry),
+        BucketEvent::Loaded => {
+            shared.synced.store(true, Ordering::Release);
+            let view = shared.view();
+            info!(
+                nodes = view.len(),
+                eligible = view.eligible(),
+                "membership loaded"
+            );
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY_DELAY) => {}
-        }
-    }
-}
-
-async fn watch_members_once(
-    members: &kv::Store,
-    shared: &Shared,
-    shutdown: &CancellationToken,
-) -> Result<(), Error> {
-    let js = |e: &dyn std::fmt::Display| Error::JetStream(e.to_string());
-    let mut watch = members.watch_with_history(">").await.map_err(|e| js(&e))?;
-    // Keys seen during the snapshot; `None` once it is complete.
-    let mut snapshot: Option<HashSet<String>> = Some(HashSet::new());
-    let empty = members.status().await.map_err(|e| js(&e))?.values() == 0;
-    if empty {
-        finish_snapshot(shared, snapshot.take());
-    }
-    loop {
-        let entry = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            entry = watch.next() => entry,
-        };
-        let entry = match entry {
-            Some(Ok(entry)) => entry,
-            Some(Err(e)) => return Err(js(&e)),
-            None => return Err(Error::JetStream("membership watch ended".to_string())),
-        };
-        apply_member(shared, &entry);
-        if let Some(keys) = snapshot.as_mut() {
-            keys.insert(entry.key.clone());
-            if entry.seen_current || entry.delta == 0 {
-                finish_snapshot(shared, snapshot.take());
-            }
-        }
-    }
+    })
+    .await;
 }
 
 fn apply_member(shared: &Shared, entry: &kv::Entry) {
     match entry.operation {
-        kv::Operation::Put => match serde_json::from_slice::<Node>(&entry.value) {
-            Ok(node) if node.id == entry.key => shared.view().upsert(node, Instant::now()),
-            Ok(node) => {
-                warn!(key = %entry.key, node_id = %node.id, "membership record under another node's key; ignored")
+        kv::Operation::Put => {
+            if let Some(node) = decode_member(&entry.key, &entry.value) {
+                shared.view().upsert(node, Instant::now());
             }
-            Err(e) => {
-                warn!(key = %entry.key, error = %e, "membership record is not a node; ignored")
-            }
-        },
+        }
         kv::Operation::Delete | kv::Operation::Purge => {
             if shared.view().remove(&entry.key) {
                 debug!(node_id = %entry.key, "node removed");
@@ -308,67 +271,26 @@ fn apply_member(shared: &Shared, entry: &kv::Entry) {
     }
 }
 
-fn finish_snapshot(shared: &Shared, seen: Option<HashSet<String>>) {
-    let Some(seen) = seen else { return };
-    let mut view = shared.view();
-    let gone: Vec<String> = view
-        .node_ids()
-        .filter(|id| !seen.contains(*id))
-        .map(str::to_string)
-        .collect();
-    for id in &gone {
-        view.remove(id);
-    }
-    let (nodes, eligible) = (view.len(), view.eligible());
-    drop(view);
-    if !shared.synced.swap(true, Ordering::AcqRel) {
-        info!(nodes, eligible, "membership loaded");
-    } else {
-        info!(nodes, eligible, removed = gone.len(), "membership reloaded");
-    }
-}
-
 /// Follows the cluster strategy in `shoal_config`.
 async fn watch_strategy(config: kv::Store, shared: Arc<Shared>, shutdown: CancellationToken) {
-    loop {
-        let result: Result<(), Error> = async {
-            let mut watch = config
-                .watch_with_history(STRATEGY_KEY)
-                .await
-                .map_err(|e| Error::JetStream(e.to_string()))?;
-            loop {
-                let entry = tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    entry = watch.next() => entry,
-                };
-                let entry = match entry {
-                    Some(Ok(entry)) => entry,
-                    Some(Err(e)) => return Err(Error::JetStream(e.to_string())),
-                    None => return Err(Error::JetStream("strategy watch ended".to_string())),
-                };
-                match entry.operation {
-                    kv::Operation::Put => match decode::<StrategyMessage>(&entry.value) {
-                        Ok(m) => shared.set_strategy(m.strategy, "config"),
-                        Err(e) => {
-                            warn!(error = %e.message, "stored strategy is not valid; ignored")
-                        }
-                    },
-                    kv::Operation::Delete | kv::Operation::Purge => {
-                        shared.set_strategy(shared.default_strategy, "config deleted")
-                    }
-                }
+    follow_bucket(&config, &shutdown, |event| {
+        let BucketEvent::Entry(entry) = event else {
+            return;
+        };
+        if entry.key != STRATEGY_KEY {
+            return;
+        }
+        match entry.operation {
+            kv::Operation::Put => match decode::<StrategyMessage>(&entry.value) {
+                Ok(m) => shared.set_strategy(m.strategy, "config"),
+                Err(e) => warn!(error = %e.message, "stored strategy is not valid; ignored"),
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                shared.set_strategy(shared.default_strategy, "config deleted")
             }
         }
-        .await;
-        match result {
-            Ok(()) => return,
-            Err(e) => warn!(error = %e, "strategy watch failed; watching again"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETRY_DELAY) => {}
-        }
-    }
+    })
+    .await;
 }
 
 async fn follow_heartbeats(

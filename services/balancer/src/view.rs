@@ -143,10 +143,6 @@ impl View {
         self.pools[0].len()
     }
 
-    pub fn node_ids(&self) -> impl Iterator<Item = &str> {
-        self.by_id.keys().map(String::as_str)
-    }
-
     /// A node as this replica sees it (live metrics, effective agents).
     pub fn node(&self, id: &str) -> Option<Node> {
         self.by_id.get(id).map(|&i| self.slot(i).live_node())

@@ -17,9 +17,20 @@ use shoal_protocol::{HISTORY_CONSUMER, SNAPSHOT_OBJECT};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use shoal_runtime::{JetStreamContext, JetStreamError};
+
 use crate::context::Ctx;
-use crate::snapshot;
+use crate::snapshot::{self, SnapshotError};
 use crate::state::State;
+
+/// Why the log was not compacted this time.
+#[derive(Debug, thiserror::Error)]
+enum CompactError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Purge(#[from] JetStreamError),
+}
 
 /// The object's metadata key holding the sequence a snapshot covers.
 const LOG_SEQ_KEY: &str = "log_seq";
@@ -65,16 +76,14 @@ pub async fn run(ctx: Arc<Ctx>, store: ObjectStore, stop: CancellationToken) {
 
 /// Writes a snapshot of the replica's state and purges the log below it; returns the
 /// sequence the snapshot covers.
-async fn compact(ctx: &Ctx, store: &ObjectStore) -> Result<u64, crate::Error> {
+async fn compact(ctx: &Ctx, store: &ObjectStore) -> Result<u64, CompactError> {
     let started = Instant::now();
     let snapshot = ctx.replica.read(State::to_snapshot);
     let seq = snapshot.log_seq;
     let assignments = snapshot.assignments.len();
     let mut meta_seq = std::collections::HashMap::new();
     meta_seq.insert(LOG_SEQ_KEY.to_string(), seq.to_string());
-    let bytes = snapshot::save(store, &snapshot, meta_seq)
-        .await
-        .map_err(|e| crate::Error::JetStream(e.to_string()))?;
+    let bytes = snapshot::save(store, &snapshot, meta_seq).await?;
     // Not past what the history consumer has written to Postgres.
     let floor = match ctx.stream.consumer_info(HISTORY_CONSUMER).await {
         Ok(info) => Some(info.ack_floor.stream_sequence),
@@ -89,7 +98,7 @@ async fn compact(ctx: &Ctx, store: &ObjectStore) -> Result<u64, crate::Error> {
             .purge()
             .sequence(upto + 1)
             .await
-            .map_err(crate::Error::js)?
+            .jetstream("purging the assignment log")?
             .purged
     } else {
         0

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_runtime::CommonConfig;
+use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs};
 
 /// Configuration of a coordinator instance.
 #[derive(clap::Parser, Debug, Clone)]
@@ -25,10 +25,8 @@ pub struct Config {
     #[arg(long, env = "SHOAL_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Replicas of the lease bucket and the assignment log stream (3 in a 3-server
-    /// NATS cluster).
-    #[arg(long, env = "SHOAL_KV_REPLICAS", default_value_t = 1)]
-    pub kv_replicas: usize,
+    #[command(flatten)]
+    pub jetstream: JetStreamArgs,
 
     /// After winning the lease, judge no node dead for this long (one heartbeat
     /// detection window), as the registry's view may predate the failover.
@@ -77,37 +75,30 @@ pub struct Config {
 
 impl Config {
     /// The checks clap cannot express.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let refuse = |message: &str| Err(ConfigError::invalid(message));
         if self.lease_ttl < Duration::from_secs(1) {
-            return Err(
-                "--lease-ttl must be at least 1s (JetStream ages keys out in whole seconds)".into(),
+            return refuse(
+                "--lease-ttl must be at least 1s (JetStream ages keys out in whole seconds)",
             );
         }
         if !(0.0..=1.0).contains(&self.mass_failure_share) {
-            return Err("--mass-failure-share must be between 0 and 1".into());
+            return refuse("--mass-failure-share must be between 0 and 1");
         }
         if self.max_reassignments_per_sec == 0 {
-            return Err("--max-reassignments-per-sec must be at least 1".into());
+            return refuse("--max-reassignments-per-sec must be at least 1");
         }
         if self.history_batch == 0 || self.history_batch > 5000 {
-            return Err("--history-batch must be from 1 to 5000".into());
+            return refuse("--history-batch must be from 1 to 5000");
         }
         if !self.snapshot_interval.is_zero()
             && self.snapshot_interval < crate::compaction::MIN_INTERVAL
         {
-            return Err("--snapshot-interval must be 0s (off) or at least 100ms".into());
+            return refuse("--snapshot-interval must be 0s (off) or at least 100ms");
         }
         if self.snapshot_min_records == 0 {
-            return Err("--snapshot-min-records must be at least 1".into());
-        }
-        if self.kv_replicas == 0 || self.kv_replicas > 5 {
-            return Err("--kv-replicas must be from 1 to 5".into());
+            return refuse("--snapshot-min-records must be at least 1");
         }
         Ok(())
-    }
-
-    /// Interval between lease renewals.
-    pub fn renew_interval(&self) -> Duration {
-        self.lease_ttl / 3
     }
 }

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::history::HistoryStore;
 use crate::lease::LeaseHandle;
 use crate::log::Replica;
-use crate::membership::Membership;
+use crate::members_feed::MembersFeed;
 
 pub struct Ctx {
     pub cfg: Config,
@@ -23,7 +23,7 @@ pub struct Ctx {
     pub peers: ShoalClient,
     pub stream: stream::Stream,
     pub replica: Replica,
-    pub members: Membership,
+    pub members: MembersFeed,
     pub lease: LeaseHandle,
     pub history: Option<Arc<HistoryStore>>,
     /// The snapshot bucket; the leader compacts the log into it when `compaction`.

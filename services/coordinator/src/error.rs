@@ -1,22 +1,15 @@
 //! Errors that stop the coordinator (request failures are `ShoalError` replies).
 
+use shoal_runtime::{ConfigError, JetStreamError, NatsError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("nats: {0}")]
-    Nats(String),
-    #[error("jetstream: {0}")]
-    JetStream(String),
-    #[error("postgres: {0}")]
-    Postgres(String),
-}
-
-impl Error {
-    pub fn nats(e: impl std::fmt::Display) -> Error {
-        Error::Nats(e.to_string())
-    }
-    pub fn js(e: impl std::fmt::Display) -> Error {
-        Error::JetStream(e.to_string())
-    }
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
+    #[error("the history database (--database-url): {0}")]
+    Postgres(#[source] deadpool_postgres::CreatePoolError),
 }

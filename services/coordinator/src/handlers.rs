@@ -1,72 +1,69 @@
 //! The coordinator's endpoints. Reads (`assignments.get/list`, `leader.get`, `stats`,
 //! `history`) are answered by every replica from its tail of the log; writes
-//! (`assign`, `unassign`, `leader.promote`) are subscribed by the leader alone, for
-//! the length of its term, and passed to the term's single decision loop.
+//! (`assign`, `unassign`, `move`, `leader.promote`) are subscribed by the leader
+//! alone, for the length of its term, and passed to the term's single decision loop.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::service::endpoint::Endpoint as ServiceEndpoint;
-use futures::StreamExt;
-use serde::Serialize;
+use async_nats::Message;
+use bytes::Bytes;
 use shoal_protocol::{
     AgentNameRequest, AssignRequest, Assignment, AssignmentList, ClusterStats, Empty, Endpoint,
     HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, MoveRequest, PromoteReply,
-    PromoteRequest, ShoalError, UnassignReply, decode, respond, size,
+    PromoteRequest, ShoalError, UnassignReply, decode, size,
 };
+use shoal_runtime::Endpoints;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use crate::context::Ctx;
 use crate::error::Error;
 use crate::guard::Guard;
-use crate::leader::{Command, not_leader};
+use crate::leader::{LeaderCommand, not_leader};
 
-/// Serves the read endpoints on this replica until `shutdown`.
+/// Serves the read endpoints on this replica, on `tasks`, until `shutdown`.
 pub async fn serve_reads(
-    ctx: Arc<Ctx>,
-    shutdown: CancellationToken,
-) -> Result<Vec<JoinHandle<()>>, Error> {
-    let mut tasks = Vec::new();
-    macro_rules! read_endpoint {
-        ($endpoint:expr, $handler:ident) => {{
-            let requests =
-                shoal_runtime::add_endpoint(&ctx.service, &ctx.subjects, $endpoint, &ctx.me)
-                    .await
-                    .map_err(Error::nats)?;
-            tasks.push(spawn_serve(
-                requests,
-                shutdown.clone(),
-                ctx.clone(),
-                $handler,
-            ));
-        }};
-    }
-    read_endpoint!(Endpoint::CoordinatorAssignmentsGet, get);
-    read_endpoint!(Endpoint::CoordinatorAssignmentsList, list);
-    read_endpoint!(Endpoint::CoordinatorLeaderGet, leader);
-    read_endpoint!(Endpoint::CoordinatorStats, stats);
-    read_endpoint!(Endpoint::CoordinatorHistory, history);
-    Ok(tasks)
+    ctx: &Arc<Ctx>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<(), Error> {
+    let endpoints = Endpoints::new(&ctx.service, &ctx.subjects, &ctx.me, tasks);
+    endpoints
+        .serve(
+            Endpoint::CoordinatorAssignmentsGet,
+            shutdown,
+            with(ctx, get),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::CoordinatorAssignmentsList,
+            shutdown,
+            with(ctx, list),
+        )
+        .await?;
+    endpoints
+        .serve(Endpoint::CoordinatorLeaderGet, shutdown, with(ctx, leader))
+        .await?;
+    endpoints
+        .serve(Endpoint::CoordinatorStats, shutdown, with(ctx, stats))
+        .await?;
+    endpoints
+        .serve(Endpoint::CoordinatorHistory, shutdown, with(ctx, history))
+        .await?;
+    Ok(())
 }
 
-fn spawn_serve<T, F, Fut>(
-    requests: shoal_runtime::EndpointRequests,
-    shutdown: CancellationToken,
-    ctx: Arc<Ctx>,
-    handler: F,
-) -> JoinHandle<()>
+/// A handler given the coordinator's shared state.
+fn with<H, Fut>(ctx: &Arc<Ctx>, handler: H) -> impl Fn(Message) -> Fut + Send + 'static
 where
-    F: Fn(Arc<Ctx>, async_nats::Message) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<T, ShoalError>> + Send,
-    T: Serialize + Send,
+    H: Fn(Arc<Ctx>, Message) -> Fut + Send + 'static,
 {
-    tokio::spawn(async move {
-        shoal_runtime::serve(requests, shutdown, |m| handler(ctx.clone(), m)).await;
-    })
+    let ctx = ctx.clone();
+    move |m| handler(ctx.clone(), m)
 }
 
 async fn get(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<Assignment, ShoalError> {
@@ -150,107 +147,71 @@ async fn history(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<HistoryReply, 
     })
 }
 
-/// Subscribes the write endpoints (shared and direct subjects) until `stop`.
+/// Serves the write endpoints on `tasks` until `stop` (the end of a term), each
+/// request on its own task (the leader pipelines the writes), passed to the term's
+/// decision loop through `commands`. Requests still arriving once the endpoints
+/// stop are refused with `not_leader`, so their clients retry with the next leader.
 pub async fn serve_writes(
-    ctx: Arc<Ctx>,
-    commands: mpsc::Sender<Command>,
-    stop: CancellationToken,
-) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    for endpoint in [
-        Endpoint::CoordinatorAssign,
-        Endpoint::CoordinatorUnassign,
-        Endpoint::CoordinatorMove,
-        Endpoint::CoordinatorLeaderPromote,
-    ] {
-        let subjects = [
-            (endpoint.name(), ctx.subjects.endpoint(endpoint)),
-            (
-                format!("{}-direct", endpoint.name()),
-                ctx.subjects.direct(endpoint, &ctx.me),
-            ),
-        ];
-        for (name, subject) in subjects {
-            match ctx
-                .service
-                .endpoint_builder()
-                .name(name)
-                .add(subject.clone())
-                .await
-            {
-                Ok(requests) => tasks.push(tokio::spawn(serve_write(
-                    requests,
-                    endpoint,
-                    ctx.clone(),
-                    commands.clone(),
-                    stop.clone(),
-                ))),
-                Err(e) => warn!(subject, error = %e, "cannot subscribe a write endpoint"),
-            }
-        }
-    }
-    tasks
-}
-
-async fn serve_write(
-    mut requests: ServiceEndpoint,
-    endpoint: Endpoint,
-    ctx: Arc<Ctx>,
-    commands: mpsc::Sender<Command>,
-    stop: CancellationToken,
+    ctx: &Arc<Ctx>,
+    commands: &mpsc::Sender<LeaderCommand>,
+    stop: &CancellationToken,
+    tasks: &TaskTracker,
 ) {
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            request = requests.next() => match request {
-                // Each request in its own task: the leader pipelines the writes.
-                Some(request) => drop(tokio::spawn(write(request, endpoint, ctx.clone(), commands.clone()))),
-                None => return,
-            },
+    let endpoints = Endpoints::new(&ctx.service, &ctx.subjects, &ctx.me, tasks);
+    let served = [
+        endpoints
+            .serve_until(
+                Endpoint::CoordinatorAssign,
+                stop,
+                not_leader,
+                to_leader(commands, assign),
+            )
+            .await,
+        endpoints
+            .serve_until(
+                Endpoint::CoordinatorUnassign,
+                stop,
+                not_leader,
+                to_leader(commands, unassign),
+            )
+            .await,
+        endpoints
+            .serve_until(
+                Endpoint::CoordinatorMove,
+                stop,
+                not_leader,
+                to_leader(commands, move_agent),
+            )
+            .await,
+        endpoints
+            .serve_until(Endpoint::CoordinatorLeaderPromote, stop, not_leader, {
+                let (ctx, commands) = (ctx.clone(), commands.clone());
+                move |m: Message| promote(ctx.clone(), m.payload, commands.clone())
+            })
+            .await,
+    ];
+    for result in served {
+        if let Err(e) = result {
+            warn!(error = %e, "cannot serve a write endpoint");
         }
-    }
-    let _ = requests.stop().await;
-    // Requests delivered before the unsubscribe: refuse them so their clients retry.
-    while let Ok(Some(request)) =
-        tokio::time::timeout(Duration::from_millis(100), requests.next()).await
-    {
-        let refused: Result<Empty, ShoalError> = Err(not_leader());
-        let _ = respond(&request, refused).await;
     }
 }
 
-async fn write(
-    request: async_nats::service::Request,
-    endpoint: Endpoint,
-    ctx: Arc<Ctx>,
-    commands: mpsc::Sender<Command>,
-) {
-    let payload = request.message.payload.clone();
-    let sent = match endpoint {
-        Endpoint::CoordinatorAssign => respond(&request, assign(&payload, &commands).await).await,
-        Endpoint::CoordinatorUnassign => {
-            respond(&request, unassign(&payload, &commands).await).await
-        }
-        Endpoint::CoordinatorMove => respond(&request, move_agent(&payload, &commands).await).await,
-        Endpoint::CoordinatorLeaderPromote => {
-            respond(&request, promote(&ctx, &payload, &commands).await).await
-        }
-        other => {
-            let unknown: Result<Empty, ShoalError> = Err(ShoalError::internal(format!(
-                "{} is not a write endpoint",
-                other.suffix()
-            )));
-            respond(&request, unknown).await
-        }
-    };
-    if let Err(e) = sent {
-        warn!(subject = %request.message.subject, error = %e, "reply not sent");
-    }
+/// A write handler given the way to the term's decision loop.
+fn to_leader<H, Fut>(
+    commands: &mpsc::Sender<LeaderCommand>,
+    handler: H,
+) -> impl Fn(Message) -> Fut + Send + 'static
+where
+    H: Fn(Bytes, mpsc::Sender<LeaderCommand>) -> Fut + Send + 'static,
+{
+    let commands = commands.clone();
+    move |m| handler(m.payload, commands.clone())
 }
 
 async fn ask<T>(
-    commands: &mpsc::Sender<Command>,
-    make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> Command,
+    commands: &mpsc::Sender<LeaderCommand>,
+    make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> LeaderCommand,
 ) -> Result<T, ShoalError> {
     let (tx, rx) = oneshot::channel();
     commands.send(make(tx)).await.map_err(|_| not_leader())?;
@@ -258,37 +219,37 @@ async fn ask<T>(
 }
 
 async fn assign(
-    payload: &[u8],
-    commands: &mpsc::Sender<Command>,
+    payload: Bytes,
+    commands: mpsc::Sender<LeaderCommand>,
 ) -> Result<Assignment, ShoalError> {
-    let req: AssignRequest = decode(payload)?;
-    ask(commands, |tx| Command::Assign(req, tx)).await
+    let req: AssignRequest = decode(&payload)?;
+    ask(&commands, |tx| LeaderCommand::Assign(req, tx)).await
 }
 
 async fn move_agent(
-    payload: &[u8],
-    commands: &mpsc::Sender<Command>,
+    payload: Bytes,
+    commands: mpsc::Sender<LeaderCommand>,
 ) -> Result<Assignment, ShoalError> {
-    let req: MoveRequest = decode(payload)?;
-    ask(commands, |tx| Command::Move(req, tx)).await
+    let req: MoveRequest = decode(&payload)?;
+    ask(&commands, |tx| LeaderCommand::Move(req, tx)).await
 }
 
 async fn unassign(
-    payload: &[u8],
-    commands: &mpsc::Sender<Command>,
+    payload: Bytes,
+    commands: mpsc::Sender<LeaderCommand>,
 ) -> Result<UnassignReply, ShoalError> {
-    let req: AgentNameRequest = decode(payload)?;
-    ask(commands, |tx| Command::Unassign(req.agent_name, tx)).await
+    let req: AgentNameRequest = decode(&payload)?;
+    ask(&commands, |tx| LeaderCommand::Unassign(req.agent_name, tx)).await
 }
 
 async fn promote(
-    ctx: &Ctx,
-    payload: &[u8],
-    commands: &mpsc::Sender<Command>,
+    ctx: Arc<Ctx>,
+    payload: Bytes,
+    commands: mpsc::Sender<LeaderCommand>,
 ) -> Result<PromoteReply, ShoalError> {
-    let req: PromoteRequest = decode(payload)?;
+    let req: PromoteRequest = decode(&payload)?;
     let target = req.coordinator_id;
-    ask(commands, |tx| Command::Promote(target.clone(), tx)).await?;
+    ask(&commands, |tx| LeaderCommand::Promote(target.clone(), tx)).await?;
     let mut view = ctx.lease.subscribe();
     let deadline = ctx.cfg.lease_ttl + Duration::from_secs(1);
     let taken = tokio::time::timeout(

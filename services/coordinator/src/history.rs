@@ -13,6 +13,32 @@ use tokio_postgres::types::{Json, ToSql};
 use crate::error::Error;
 use crate::record::{Change, Explanation};
 
+/// Why the history database did not do what was asked (logged and answered after
+/// "history database: ").
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("no connection: {0}")]
+    Pool(#[source] deadpool_postgres::PoolError),
+    #[error("{what}: {source}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("migration {version} ({name}): {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// Names the statement a Postgres error came from.
+fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> HistoryError {
+    move |source| HistoryError::Query { what, source }
+}
+
 /// Embedded migrations, applied in order, each once.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
@@ -65,21 +91,24 @@ impl HistoryStore {
         });
         let pool = cfg
             .create_pool(Some(Runtime::Tokio1), NoTls)
-            .map_err(|e| Error::Postgres(format!("--database-url: {e}")))?;
+            .map_err(Error::Postgres)?;
         Ok(HistoryStore { pool })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, String> {
-        self.pool.get().await.map_err(|e| e.to_string())
+    async fn client(&self) -> Result<deadpool_postgres::Object, HistoryError> {
+        self.pool.get().await.map_err(HistoryError::Pool)
     }
 
     /// Applies the migrations not applied yet.
-    pub async fn migrate(&self) -> Result<(), String> {
+    pub async fn migrate(&self) -> Result<(), HistoryError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(query("starting the migration"))?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(query("taking the migration lock"))?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS shoal_schema_migrations (
                 version INTEGER PRIMARY KEY,
@@ -87,33 +116,39 @@ impl HistoryStore {
                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(query("creating the migrations table"))?;
         let applied: i32 = tx
             .query_one(
                 "SELECT COALESCE(MAX(version), 0) FROM shoal_schema_migrations",
                 &[],
             )
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(query("reading the applied migrations"))?
             .get(0);
         for (version, name, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > applied) {
             tx.batch_execute(sql)
                 .await
-                .map_err(|e| format!("migration {version} ({name}): {e}"))?;
+                .map_err(|source| HistoryError::Migration {
+                    version: *version,
+                    name,
+                    source,
+                })?;
             tx.execute(
                 "INSERT INTO shoal_schema_migrations (version, name) VALUES ($1, $2)",
                 &[version, name],
             )
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(query("recording a migration"))?;
             tracing::info!(version, name, "applied history migration");
         }
-        tx.commit().await.map_err(|e| e.to_string())
+        tx.commit()
+            .await
+            .map_err(query("committing the migrations"))
     }
 
     /// Inserts `rows` (in statements of up to [`ROWS_PER_INSERT`]); rows already
     /// present are skipped. Returns how many were new.
-    pub async fn insert(&self, rows: &[Row]) -> Result<u64, String> {
+    pub async fn insert(&self, rows: &[Row]) -> Result<u64, HistoryError> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -127,7 +162,8 @@ impl HistoryStore {
 
     /// Rows matching `req`, newest first.
     pub async fn query(&self, req: &HistoryRequest) -> Result<Vec<HistoryEntry>, ShoalError> {
-        let unavailable = |e: String| ShoalError::unavailable(format!("history database: {e}"));
+        let unavailable =
+            |e: HistoryError| ShoalError::unavailable(format!("history database: {e}"));
         let client = self.client().await.map_err(unavailable)?;
         let limit = i64::from(req.limit.unwrap_or(DEFAULT_LIMIT));
         let rows = client
@@ -148,7 +184,7 @@ impl HistoryStore {
                 ],
             )
             .await
-            .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(query("querying the history")(e)))?;
         rows.iter()
             .map(|row| {
                 let action: String = row.get(5);
@@ -173,7 +209,7 @@ impl HistoryStore {
     }
 }
 
-async fn insert_chunk(client: &tokio_postgres::Client, rows: &[Row]) -> Result<u64, String> {
+async fn insert_chunk(client: &tokio_postgres::Client, rows: &[Row]) -> Result<u64, HistoryError> {
     const COLUMNS: usize = 12;
     let values: Vec<RowValues> = rows.iter().map(RowValues::from).collect();
     let mut sql = String::from(
@@ -212,7 +248,7 @@ async fn insert_chunk(client: &tokio_postgres::Client, rows: &[Row]) -> Result<u
     client
         .execute(&sql, &params)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(query("inserting history rows"))
 }
 
 struct RowValues {

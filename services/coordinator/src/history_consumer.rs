@@ -8,7 +8,8 @@ use std::time::Duration;
 use async_nats::jetstream::{consumer, stream};
 use futures::StreamExt;
 use shoal_protocol::Subjects;
-use shoal_runtime::retry::until_ok;
+use shoal_runtime::retry::{resume, until_ok};
+use shoal_runtime::{JetStreamContext, JetStreamError};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -32,19 +33,12 @@ pub fn spawn(
         {
             return;
         }
-        while !shutdown.is_cancelled() {
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = consume(&store, &stream, &subjects, batch, &shutdown) => r,
-            };
-            if let Err(e) = result {
-                warn!(error = %e, "history consumer interrupted, resuming");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-        }
+        resume(
+            &shutdown,
+            "copying the assignment log into postgres",
+            || consume(&store, &stream, &subjects, batch, &shutdown),
+        )
+        .await;
     })
 }
 
@@ -54,7 +48,7 @@ async fn consume(
     subjects: &Subjects,
     batch: usize,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) -> Result<(), JetStreamError> {
     let config = consumer::pull::Config {
         durable_name: Some(HISTORY_CONSUMER.to_string()),
         description: Some("copies the assignment log into postgres".to_string()),
@@ -69,13 +63,16 @@ async fn consume(
     let consumer = stream
         .get_or_create_consumer(HISTORY_CONSUMER, config)
         .await
-        .map_err(|e| e.to_string())?;
-    let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        .jetstream("opening the history consumer")?;
+    let messages = consumer
+        .messages()
+        .await
+        .jetstream("reading the history consumer")?;
     let mut chunks = messages.ready_chunks(batch);
     while let Some(chunk) = chunks.next().await {
         let mut messages = Vec::with_capacity(chunk.len());
         for message in chunk {
-            messages.push(message.map_err(|e| e.to_string())?);
+            messages.push(message.jetstream("reading the history consumer")?);
         }
         let mut rows: Vec<Row> = Vec::with_capacity(messages.len());
         for m in &messages {
@@ -105,5 +102,8 @@ async fn consume(
             }
         }
     }
-    Ok(())
+    Err(JetStreamError::new(
+        "reading the history consumer",
+        "its messages ended",
+    ))
 }

@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use shoal_protocol::{AssignRequest, Assignment, MoveRequest, ShoalError, UnassignReply};
+use shoal_runtime::JetStreamError;
+use shoal_runtime::retry::until_ok;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::context::Ctx;
 use crate::digest_check::DigestChecks;
 use crate::guard::Guard;
 use crate::lease::Held;
-use crate::log::Appender;
+use crate::log::{AppendError, Appender};
 use crate::node_watch::{self, NodeMessage};
 use crate::picker::Picker;
 use crate::pipeline::{NodeSync, Notifier, Pipeline, Reply};
@@ -26,7 +29,7 @@ use crate::state::{Author, State};
 use crate::writes::Placement;
 
 /// Requests the write endpoints pass to the leader.
-pub enum Command {
+pub enum LeaderCommand {
     Assign(
         AssignRequest,
         oneshot::Sender<Result<Assignment, ShoalError>>,
@@ -44,13 +47,15 @@ pub fn not_leader() -> ShoalError {
     ShoalError::not_leader("this coordinator is no longer the leader: retry")
 }
 
-impl Command {
+impl LeaderCommand {
     fn refuse(self) {
         match self {
-            Command::Assign(_, tx) | Command::Move(_, tx) => drop(tx.send(Err(not_leader()))),
-            Command::Unassign(_, tx) => drop(tx.send(Err(not_leader()))),
-            Command::Promote(_, tx) => drop(tx.send(Err(not_leader()))),
-            Command::Placed(p) => p.refuse(),
+            LeaderCommand::Assign(_, tx) | LeaderCommand::Move(_, tx) => {
+                drop(tx.send(Err(not_leader())))
+            }
+            LeaderCommand::Unassign(_, tx) => drop(tx.send(Err(not_leader()))),
+            LeaderCommand::Promote(_, tx) => drop(tx.send(Err(not_leader()))),
+            LeaderCommand::Placed(p) => p.refuse(),
         }
     }
 }
@@ -90,8 +95,14 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
         epoch: held.epoch,
     };
     let started = Instant::now();
-    let Some((state, pipeline)) = start(ctx, &author, &term).await else {
-        return !term.is_cancelled();
+    let begun = tokio::select! {
+        begun = start(ctx, &author, &term) => begun,
+        _ = shutdown.cancelled() => return false,
+    };
+    let (state, pipeline) = match begun {
+        Ok(begun) => begun,
+        Err(NotStarted::Fenced) => return !term.is_cancelled(),
+        Err(NotStarted::LeaseLost) => return false,
     };
     info!(
         epoch = author.epoch,
@@ -104,30 +115,29 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     let failed = pipeline.failed();
     let (tx, mut rx) = mpsc::channel(4096);
     let (node_tx, mut node_rx) = mpsc::channel(node_watch::QUEUE);
+    // The term's endpoints and helpers, stopped together when it ends.
     let stop_endpoints = term.child_token();
-    let mut endpoints =
-        crate::handlers::serve_writes(ctx.clone(), tx.clone(), stop_endpoints.clone()).await;
-    match node_watch::spawn(
+    let term_tasks = TaskTracker::new();
+    crate::handlers::serve_writes(ctx, &tx, &stop_endpoints, &term_tasks).await;
+    if let Err(e) = node_watch::spawn(
         ctx.client.clone(),
         ctx.subjects.clone(),
         node_tx,
         stop_endpoints.clone(),
+        &term_tasks,
     )
     .await
     {
-        Ok(task) => endpoints.push(task),
-        Err(e) => {
-            warn!(error = %e, "cannot follow node announces and heartbeats: nodes are not synced this term")
-        }
+        warn!(error = %e, "cannot follow node announces and heartbeats: nodes are not synced this term")
     }
     if ctx.compaction
         && let Some(store) = ctx.snapshots.clone()
     {
-        endpoints.push(tokio::spawn(crate::compaction::run(
+        term_tasks.spawn(crate::compaction::run(
             ctx.clone(),
             store,
             stop_endpoints.clone(),
-        )));
+        ));
     }
     let mut guard = Guard::new(
         ctx.cfg.max_reassignments_per_sec,
@@ -166,9 +176,8 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
         }
     };
     stop_endpoints.cancel();
-    for task in endpoints {
-        let _ = task.await;
-    }
+    term_tasks.close();
+    term_tasks.wait().await;
     rx.close();
     while let Ok(command) = rx.try_recv() {
         command.refuse();
@@ -178,25 +187,57 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     fenced
 }
 
-/// Rebuilds the state up to the log's end and appends the epoch-start record; a
-/// deposed leader's append landing in between makes it retry from the new end.
-async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(State, Pipeline)> {
-    let notifier = Notifier {
-        client: ctx.client.clone(),
-        subjects: ctx.subjects.clone(),
-    };
-    for attempt in 1..=10u32 {
-        if term.is_cancelled() {
-            return None;
-        }
-        let last = match crate::log::log_end(&ctx.stream).await {
-            Ok(last) => last,
-            Err(e) => {
-                warn!(attempt, error = %e, "cannot read the log's end");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+/// How many epoch-start appends in a row may be refused before this replica counts
+/// as fenced: a deposed leader has at most a few appends in flight, so more
+/// refusals mean another writer is active.
+const MAX_REFUSALS: u32 = 10;
+
+/// Why a term did not start.
+#[derive(Debug, PartialEq, Eq)]
+enum NotStarted {
+    /// Epoch-start appends kept being refused: another writer is active.
+    Fenced,
+    /// The lease was lost before the term could start.
+    LeaseLost,
+}
+
+/// Why one try at starting a term failed (and is tried again while the lease holds).
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    LogEnd(#[from] JetStreamError),
+    #[error("the log tail did not reach record {last} in time")]
+    Behind { last: u64 },
+    #[error("epoch-start record: {0}")]
+    Append(#[from] AppendError),
+}
+
+/// Rebuilds the state up to the log's end and appends the epoch-start record. A
+/// failure that is not a refusal (the log unreadable or without a leader for a
+/// while, the tail behind) is tried again, with a growing pause, for as long as the
+/// lease holds: giving the lease up would not help another replica, which would
+/// meet the same log.
+async fn start(
+    ctx: &Ctx,
+    author: &Author,
+    term: &CancellationToken,
+) -> Result<(State, Pipeline), NotStarted> {
+    match until_ok(term, "starting the term", || begin(ctx, author)).await {
+        Some(Ok(started)) => Ok(started),
+        Some(Err(fenced)) => Err(fenced),
+        None => Err(NotStarted::LeaseLost),
+    }
+}
+
+/// One try at starting a term. A refused epoch-start append (a deposed leader's
+/// append landed in between) is retried at once from the log's new end, up to
+/// [`MAX_REFUSALS`] times; refused that often, this replica is fenced.
+async fn begin(
+    ctx: &Ctx,
+    author: &Author,
+) -> Result<Result<(State, Pipeline), NotStarted>, StartError> {
+    for refusals in 0..MAX_REFUSALS {
+        let last = crate::log::log_end(&ctx.stream).await?;
         // A tail that is not there within a moment may be following a consumer
         // lost with a NATS server: start it again rather than wait for it.
         let caught_up = match ctx.replica.snapshot_at(last, TAIL_PATIENCE).await {
@@ -206,10 +247,7 @@ async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(
                 ctx.replica.snapshot_at(last, ctx.cfg.lease_ttl).await
             }
         };
-        let Some(mut state) = caught_up else {
-            warn!(attempt, last, "log tail did not catch up in time");
-            continue;
-        };
+        let mut state = caught_up.ok_or(StartError::Behind { last })?;
         let mut appender = Appender::new(ctx.js.clone(), &ctx.subjects, state.last_seq());
         let record = LogRecord::EpochStart(EpochStart {
             event_id: new_event_id(),
@@ -222,12 +260,19 @@ async fn start(ctx: &Ctx, author: &Author, term: &CancellationToken) -> Option<(
                 state.apply(seq, &record);
                 let appender = Appender::new(ctx.js.clone(), &ctx.subjects, seq);
                 let budget = shoal_protocol::size::budget(ctx.client.server_info().max_payload);
-                return Some((state, Pipeline::new(appender, notifier, budget)));
+                let notifier = Notifier {
+                    client: ctx.client.clone(),
+                    subjects: ctx.subjects.clone(),
+                };
+                return Ok(Ok((state, Pipeline::new(appender, notifier, budget))));
             }
-            Err(e) => warn!(attempt, error = %e, "epoch-start append refused, catching up"),
+            Err(e) if e.is_fenced() => {
+                warn!(refusals = refusals + 1, error = %e, "epoch-start append refused, catching up")
+            }
+            Err(e) => return Err(e.into()),
         }
     }
-    None
+    Ok(Err(NotStarted::Fenced))
 }
 
 /// Shortest wait before placing waiting agents again after the balancer could not.
@@ -236,7 +281,7 @@ pub(crate) const RETRY_MIN: Duration = Duration::from_millis(100);
 /// The term's decision state; only the decision loop touches it.
 pub(crate) struct Leader {
     /// Where selections running outside the loop send their results.
-    pub(crate) loopback: mpsc::Sender<Command>,
+    pub(crate) loopback: mpsc::Sender<LeaderCommand>,
     /// Batches the picks of concurrent assigns and moves into few requests.
     pub(crate) picker: Picker,
     pub(crate) ctx: Arc<Ctx>,
@@ -254,18 +299,18 @@ pub(crate) struct Leader {
 }
 
 impl Leader {
-    async fn handle(&mut self, command: Command) {
+    async fn handle(&mut self, command: LeaderCommand) {
         if !self.ctx.lease.is_leader() {
             return command.refuse();
         }
         match command {
-            Command::Assign(req, tx) => self.assign(req, tx).await,
-            Command::Unassign(agent, tx) => self.unassign(&agent, tx),
-            Command::Move(req, tx) => self.move_agent(req, tx).await,
-            Command::Promote(target, tx) => {
+            LeaderCommand::Assign(req, tx) => self.assign(req, tx).await,
+            LeaderCommand::Unassign(agent, tx) => self.unassign(&agent, tx),
+            LeaderCommand::Move(req, tx) => self.move_agent(req, tx).await,
+            LeaderCommand::Promote(target, tx) => {
                 let _ = tx.send(self.promote(&target).await);
             }
-            Command::Placed(placement) => self.placed(*placement),
+            LeaderCommand::Placed(placement) => self.placed(*placement),
         }
     }
 

@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::error::Error;
+use shoal_runtime::JetStreamError;
+use shoal_runtime::jetstream::open_or_create;
 
 /// The lease's value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,7 +61,7 @@ impl LeaseView {
     }
 }
 
-enum Command {
+enum LeaseCommand {
     /// Give up the lease (a fenced append) and delete the key; stay a candidate.
     Resign(&'static str, oneshot::Sender<()>),
     Handoff(String, oneshot::Sender<Result<(), ShoalError>>),
@@ -72,7 +73,7 @@ enum Command {
 #[derive(Clone)]
 pub struct LeaseHandle {
     view: watch::Receiver<LeaseView>,
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<LeaseCommand>,
 }
 
 impl LeaseHandle {
@@ -91,7 +92,7 @@ impl LeaseHandle {
         let (tx, rx) = oneshot::channel();
         if self
             .commands
-            .send(Command::Resign(reason, tx))
+            .send(LeaseCommand::Resign(reason, tx))
             .await
             .is_ok()
         {
@@ -103,7 +104,7 @@ impl LeaseHandle {
     /// key back while it shuts down.
     pub async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Stop(tx)).await.is_ok() {
+        if self.commands.send(LeaseCommand::Stop(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -112,7 +113,7 @@ impl LeaseHandle {
     pub async fn handoff(&self, target: &str) -> Result<(), ShoalError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Handoff(target.to_string(), tx))
+            .send(LeaseCommand::Handoff(target.to_string(), tx))
             .await
             .map_err(|_| ShoalError::unavailable("the lease task has stopped"))?;
         rx.await
@@ -125,7 +126,7 @@ pub async fn open_bucket(
     js: &jetstream::Context,
     ttl: Duration,
     replicas: usize,
-) -> Result<kv::Store, Error> {
+) -> Result<kv::Store, JetStreamError> {
     let config = kv::Config {
         bucket: LEADER_BUCKET.to_string(),
         description: "shoal coordinator leader lease".to_string(),
@@ -137,14 +138,12 @@ pub async fn open_bucket(
         limit_markers: Some(ttl.max(Duration::from_secs(1))),
         ..Default::default()
     };
-    match js.create_key_value(config).await {
-        Ok(store) => Ok(store),
-        Err(e) => {
-            // Another replica made it (perhaps with other settings): use it as it is.
-            debug!(error = %e, "lease bucket not created, opening the existing one");
-            js.get_key_value(LEADER_BUCKET).await.map_err(Error::js)
-        }
-    }
+    open_or_create(
+        "the lease bucket",
+        || js.get_key_value(LEADER_BUCKET),
+        js.create_key_value(config),
+    )
+    .await
 }
 
 struct LeaseTask {
@@ -188,7 +187,7 @@ pub fn spawn(
 }
 
 impl LeaseTask {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut commands: mpsc::Receiver<LeaseCommand>) {
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch: Option<kv::Watch> = None;
@@ -207,14 +206,14 @@ impl LeaseTask {
             };
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Resign(reason, done)) => {
+                    Some(LeaseCommand::Resign(reason, done)) => {
                         self.release(reason).await;
                         let _ = done.send(());
                     }
-                    Some(Command::Handoff(target, reply)) => {
+                    Some(LeaseCommand::Handoff(target, reply)) => {
                         let _ = reply.send(self.handoff(&target).await);
                     }
-                    Some(Command::Stop(done)) => {
+                    Some(LeaseCommand::Stop(done)) => {
                         self.release("coordinator stopping").await;
                         let _ = done.send(());
                         return;
@@ -247,29 +246,31 @@ impl LeaseTask {
         self.view.borrow().held.clone()
     }
 
+    /// The lease record to write; an encoding failure (never expected of this plain
+    /// struct) writes nothing, rather than an empty record.
     fn value(
         &self,
         epoch: Option<u64>,
         since: DateTime<Utc>,
         handoff_to: Option<&str>,
-    ) -> bytes::Bytes {
+    ) -> Result<bytes::Bytes, serde_json::Error> {
         let value = LeaseValue {
             coordinator_id: self.me.clone(),
             epoch,
             since,
             handoff_to: handoff_to.map(str::to_string),
         };
-        bytes::Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+        serde_json::to_vec(&value).map(bytes::Bytes::from)
     }
 
     async fn acquire(&mut self) {
         let since = Utc::now();
         let sent = Instant::now();
-        match self
-            .kv
-            .create(LEADER_KEY, self.value(None, since, None))
-            .await
-        {
+        let value = match self.value(None, since, None) {
+            Ok(value) => value,
+            Err(e) => return warn!(error = %e, "lease record not encoded"),
+        };
+        match self.kv.create(LEADER_KEY, value).await {
             Ok(revision) => self.win(revision, since, sent).await,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => debug!(error = %e, "lease not acquired"),
@@ -280,11 +281,11 @@ impl LeaseTask {
     async fn claim(&mut self, revision: u64) {
         let since = Utc::now();
         let sent = Instant::now();
-        match self
-            .kv
-            .update(LEADER_KEY, self.value(None, since, None), revision)
-            .await
-        {
+        let value = match self.value(None, since, None) {
+            Ok(value) => value,
+            Err(e) => return warn!(error = %e, "lease record not encoded"),
+        };
+        match self.kv.update(LEADER_KEY, value, revision).await {
             Ok(new_revision) => self.win(new_revision, since, sent).await,
             Err(e) => warn!(error = %e, "could not take over the handed-off lease"),
         }
@@ -319,12 +320,19 @@ impl LeaseTask {
     async fn renew(&mut self) {
         let Some(held) = self.held() else { return };
         let sent = Instant::now();
-        let value = self.value(Some(held.epoch), held.since, None);
-        let result = tokio::time::timeout(
-            self.ttl / 3,
-            self.kv.update(LEADER_KEY, value, self.revision),
-        )
-        .await;
+        let result = match self.value(Some(held.epoch), held.since, None) {
+            Ok(value) => {
+                let update = self.kv.update(LEADER_KEY, value, self.revision);
+                tokio::time::timeout(self.ttl / 3, update).await
+            }
+            Err(e) => {
+                warn!(error = %e, "lease record not encoded");
+                Ok(Err(kv::UpdateError::with_source(
+                    kv::UpdateErrorKind::Other,
+                    e,
+                )))
+            }
+        };
         match result {
             Ok(Ok(revision)) => {
                 self.revision = revision;
@@ -434,7 +442,9 @@ impl LeaseTask {
                 "this coordinator is no longer the leader",
             ));
         };
-        let value = self.value(Some(held.epoch), held.since, Some(target));
+        let value = self
+            .value(Some(held.epoch), held.since, Some(target))
+            .map_err(|e| ShoalError::internal(format!("lease record not encoded: {e}")))?;
         match self.kv.update(LEADER_KEY, value, self.revision).await {
             Ok(_) => {
                 held.token.cancel();

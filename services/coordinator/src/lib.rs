@@ -4,6 +4,7 @@
 //! - [`log`], [`pipeline`]: the fenced assignment log every replica tails and only
 //!   the leader appends to;
 //! - [`state`], [`members`], [`failover`], [`guard`], [`digest_check`]: pure decisions;
+//! - [`members_feed`]: keeps [`members`] equal to the registry's bucket (I/O);
 //! - [`leader`]: a leader's term, with [`writes`] (its requests), [`reconcile`] (its
 //!   moves) and [`node_watch`] (announces and heartbeats it answers with syncs);
 //! - [`handlers`]: the endpoints;
@@ -23,7 +24,7 @@ pub mod leader;
 pub mod lease;
 pub mod log;
 pub mod members;
-pub mod membership;
+pub mod members_feed;
 pub mod node_watch;
 pub mod picker;
 pub mod pipeline;
@@ -39,6 +40,7 @@ use std::time::Duration;
 use async_nats::Client;
 use shoal_protocol::{ServiceKind, ShoalClient};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use config::Config;
@@ -49,22 +51,16 @@ use history::HistoryStore;
 
 /// Runs the coordinator until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
-    cfg.validate().map_err(Error::Config)?;
-    let me = cfg
-        .common
-        .instance_id()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let subjects = cfg
-        .common
-        .subjects()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    cfg.validate()?;
+    let me = cfg.common.instance_id()?;
+    let subjects = cfg.common.subjects()?;
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(cfg.jetstream_timeout);
 
     // JetStream may still be starting (or recovering): keep trying.
     let Some(stream) =
         shoal_runtime::retry::until_ok(&shutdown, "opening the assignment log", || {
-            log::open_stream(&js, &subjects, cfg.kv_replicas)
+            log::open_stream(&js, &subjects, cfg.jetstream.kv_replicas)
         })
         .await
     else {
@@ -72,7 +68,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     };
     let snapshots =
         shoal_runtime::retry::until_ok(&shutdown, "opening the snapshot bucket", || {
-            snapshot::open_bucket(&js, cfg.kv_replicas)
+            snapshot::open_bucket(&js, cfg.jetstream.kv_replicas)
         })
         .await;
     if snapshots.is_none() {
@@ -89,7 +85,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     };
     let Some(lease_kv) =
         shoal_runtime::retry::until_ok(&shutdown, "opening the lease bucket", || {
-            lease::open_bucket(&js, cfg.lease_ttl, cfg.kv_replicas)
+            lease::open_bucket(&js, cfg.lease_ttl, cfg.jetstream.kv_replicas)
         })
         .await
     else {
@@ -120,7 +116,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         snapshots.clone(),
         background.clone(),
     );
-    let members = membership::spawn(
+    let members = members_feed::spawn(
         js.clone(),
         client.clone(),
         subjects.clone(),
@@ -133,9 +129,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         me.clone(),
         cfg.lease_ttl,
     );
-    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, &me)
-        .await
-        .map_err(Error::nats)?;
+    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, &me).await?;
     let peers = ShoalClient::new(client.clone(), subjects.clone())
         .with_timeout(cfg.peer_timeout)
         .with_retry_for(cfg.peer_timeout);
@@ -155,7 +149,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         compaction,
         service,
     });
-    let reads = handlers::serve_reads(ctx.clone(), shutdown.clone()).await?;
+    let reads = TaskTracker::new();
+    handlers::serve_reads(&ctx, &shutdown, &reads).await?;
     let terms = tokio::spawn(leader::run_terms(ctx.clone(), shutdown.clone()));
     info!(instance_id = %me, "coordinator ready");
 
@@ -165,9 +160,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let _ = terms.await;
     lease.stop().await;
     drop(lease);
-    for task in reads {
-        let _ = task.await;
-    }
+    reads.close();
+    reads.wait().await;
     background.cancel();
     let Ok(ctx) = Arc::try_unwrap(ctx) else {
         warn!("coordinator state still shared at shutdown");
@@ -175,6 +169,6 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     };
     drop(ctx.lease);
     let _ = tokio::time::timeout(Duration::from_secs(1), lease_task).await;
-    ctx.service.stop().await.map_err(Error::nats)?;
+    shoal_runtime::stop_service(ctx.service).await?;
     Ok(())
 }

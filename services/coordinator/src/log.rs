@@ -2,21 +2,71 @@
 //! [`State`]; the leader appends with `Nats-Expected-Last-Sequence`, so a deposed
 //! leader's appends are refused once a newer leader has written its epoch-start.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::object_store::ObjectStore;
 use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
 use futures::StreamExt;
-use shoal_protocol::Subjects;
+use shoal_protocol::{LOG_STREAM, Subjects};
+use shoal_runtime::retry::resume;
+use shoal_runtime::{JetStreamContext, JetStreamError};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::error::Error;
 use crate::record::LogRecord;
+use crate::snapshot::SnapshotError;
 use crate::state::State;
-use shoal_protocol::LOG_STREAM;
+
+/// Why the tail could not follow the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("the tail stalled at {applied} while the log ends at {last}")]
+    Stalled { applied: u64, last: u64 },
+    #[error("the log's consumer stopped delivering")]
+    Ended,
+}
+
+/// Why an append was not stored where it had to be.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("encoding the record: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The log did not end where this writer expected: another leader appended (an
+    /// epoch-start record), so this writer is fenced.
+    #[error("refused by the log: {0}")]
+    Refused(#[source] PublishError),
+    #[error("appended at {got} instead of {want}")]
+    Misplaced { got: u64, want: u64 },
+    /// No answer, or no way to send: the log may be without a leader for a while.
+    #[error("not stored: {0}")]
+    Lost(#[source] PublishError),
+}
+
+impl AppendError {
+    /// True when the log refused the append because another writer has appended
+    /// since: this writer is fenced, not just unlucky.
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            AppendError::Refused(_) | AppendError::Misplaced { .. }
+        )
+    }
+
+    fn from_publish(e: PublishError) -> AppendError {
+        match e.kind() {
+            PublishErrorKind::WrongLastSequence => AppendError::Refused(e),
+            _ => AppendError::Lost(e),
+        }
+    }
+}
 
 /// How long the tail may be quiet before it checks that it is not stuck.
 const STALL_CHECK: Duration = Duration::from_secs(1);
@@ -26,7 +76,7 @@ pub async fn open_stream(
     js: &jetstream::Context,
     subjects: &Subjects,
     replicas: usize,
-) -> Result<stream::Stream, Error> {
+) -> Result<stream::Stream, JetStreamError> {
     let config = stream::Config {
         name: LOG_STREAM.to_string(),
         description: Some("shoal coordinator assignment log (fenced appends)".to_string()),
@@ -39,7 +89,12 @@ pub async fn open_stream(
         deny_purge: false,
         ..Default::default()
     };
-    js.get_or_create_stream(config).await.map_err(Error::js)
+    shoal_runtime::jetstream::open_or_create(
+        "the assignment log",
+        || js.get_stream(LOG_STREAM),
+        js.create_stream(config),
+    )
+    .await
 }
 
 /// A replica's copy of the current assignments, fed by the tail.
@@ -92,47 +147,66 @@ pub fn spawn_tail(
         restart: restart.clone(),
     };
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(50);
-        let mut load_snapshot = snapshots.is_some();
-        while !shutdown.is_cancelled() {
-            if load_snapshot && let Some(store) = &snapshots {
-                match restore(store, &stream, &state, &applied_tx).await {
-                    Ok(()) => load_snapshot = false,
-                    Err(e) => warn!(error = %e, "cannot load the snapshot, retrying"),
-                }
+        let tail = Tail {
+            load_snapshot: AtomicBool::new(snapshots.is_some()),
+            stream,
+            subjects,
+            snapshots,
+            state,
+            applied: applied_tx,
+            restart,
+        };
+        resume(&shutdown, "following the assignment log", || tail.session()).await;
+    });
+    replica
+}
+
+/// What a replica's tail works with.
+struct Tail {
+    stream: stream::Stream,
+    subjects: Subjects,
+    snapshots: Option<ObjectStore>,
+    state: Arc<RwLock<State>>,
+    applied: watch::Sender<u64>,
+    restart: Arc<Notify>,
+    /// The snapshot is (re)loaded before tailing: at start, and after the log was
+    /// compacted past the tail.
+    load_snapshot: AtomicBool,
+}
+
+impl Tail {
+    /// Follows the log from the record after the last applied until the tail fails,
+    /// is asked to restart, or finds the log compacted past it (both end the session
+    /// for a new one to start at once).
+    async fn session(&self) -> Result<(), LogError> {
+        if self.load_snapshot.load(Ordering::Relaxed)
+            && let Some(store) = &self.snapshots
+        {
+            match restore(store, &self.stream, &self.state, &self.applied).await {
+                Ok(()) => self.load_snapshot.store(false, Ordering::Relaxed),
+                Err(e) => warn!(error = %e, "cannot load the snapshot, retrying"),
             }
-            let from = *applied_tx.borrow() + 1;
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = restart.notified() => {
-                    debug!(from, "log tail restarted on request");
-                    backoff = Duration::from_millis(50);
-                    continue;
-                }
-                r = tail_from(&stream, &subjects, from, &state, &applied_tx) => r,
-            };
-            match result {
+        }
+        let from = *self.applied.borrow() + 1;
+        tokio::select! {
+            _ = self.restart.notified() => {
+                debug!(from, "log tail restarted on request");
+                Ok(())
+            }
+            r = tail_from(&self.stream, &self.subjects, from, &self.state, &self.applied) => match r {
                 Err(TailError::Gap { expected, got }) => {
                     info!(
                         expected,
                         got, "the log was compacted past this replica: loading the snapshot"
                     );
-                    load_snapshot = true;
-                    continue;
+                    self.load_snapshot.store(true, Ordering::Relaxed);
+                    Ok(())
                 }
-                Err(TailError::Failed(e)) => {
-                    warn!(error = %e, from, "log tail interrupted, resuming")
-                }
-                Ok(()) => {}
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+                Err(TailError::Failed(e)) => Err(e),
+                Ok(()) => Err(LogError::Ended),
+            },
         }
-    });
-    replica
+    }
 }
 
 /// Replaces the state with the newest snapshot, if it is ahead of the tail and
@@ -142,12 +216,9 @@ async fn restore(
     stream: &stream::Stream,
     state: &RwLock<State>,
     applied: &watch::Sender<u64>,
-) -> Result<(), Error> {
+) -> Result<(), LogError> {
     let started = std::time::Instant::now();
-    let Some(snapshot) = crate::snapshot::load(store, SNAPSHOT_PATIENCE)
-        .await
-        .map_err(|e| Error::JetStream(e.to_string()))?
-    else {
+    let Some(snapshot) = crate::snapshot::load(store, SNAPSHOT_PATIENCE).await? else {
         return Ok(());
     };
     let last = log_end(stream).await?;
@@ -176,11 +247,11 @@ async fn restore(
 }
 
 /// The sequence of the log's last record.
-pub async fn log_end(stream: &stream::Stream) -> Result<u64, Error> {
+pub async fn log_end(stream: &stream::Stream) -> Result<u64, JetStreamError> {
     Ok(stream
         .get_info()
         .await
-        .map_err(Error::js)?
+        .jetstream("reading where the assignment log ends")?
         .state
         .last_sequence)
 }
@@ -196,12 +267,12 @@ enum TailError {
         expected: u64,
         got: u64,
     },
-    Failed(Error),
+    Failed(LogError),
 }
 
-impl From<Error> for TailError {
-    fn from(e: Error) -> TailError {
-        TailError::Failed(e)
+impl<E: Into<LogError>> From<E> for TailError {
+    fn from(e: E) -> TailError {
+        TailError::Failed(e.into())
     }
 }
 
@@ -221,26 +292,30 @@ async fn tail_from(
             ..Default::default()
         })
         .await
-        .map_err(Error::js)?;
-    let mut messages = consumer.messages().await.map_err(Error::js)?;
+        .jetstream("following the assignment log")?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .jetstream("following the assignment log")?;
     loop {
         let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
-            Ok(Some(message)) => message.map_err(Error::js)?,
+            Ok(Some(message)) => message.jetstream("reading the assignment log")?,
             Ok(None) => return Ok(()),
             Err(_) => {
                 // Quiet: fine if there is nothing new. A consumer lost with a
                 // restarted server would otherwise go unnoticed for 15-30 s.
                 let last = log_end(stream).await?;
-                if last > *applied.borrow() {
-                    return Err(TailError::Failed(Error::JetStream(format!(
-                        "tail stalled at {} while the log ends at {last}",
-                        *applied.borrow()
-                    ))));
+                let applied = *applied.borrow();
+                if last > applied {
+                    return Err(LogError::Stalled { applied, last }.into());
                 }
                 continue;
             }
         };
-        let seq = message.info().map_err(Error::js)?.stream_sequence;
+        let seq = message
+            .info()
+            .jetstream("reading a log record's metadata")?
+            .stream_sequence;
         let expected = *applied.borrow() + 1;
         if seq > expected {
             return Err(TailError::Gap { expected, got: seq });
@@ -303,19 +378,25 @@ impl Appender {
     }
 
     /// Sends and waits for the ack (the epoch-start record).
-    pub async fn append_now(&mut self, record: &LogRecord) -> Result<u64, String> {
-        let payload = record.encode().map_err(|e| e.to_string())?;
-        let (want, ack) = self.send(payload).await.map_err(|e| e.to_string())?;
+    pub async fn append_now(&mut self, record: &LogRecord) -> Result<u64, AppendError> {
+        let payload = record.encode().map_err(AppendError::Encode)?;
+        let (want, ack) = self
+            .send(payload)
+            .await
+            .map_err(AppendError::from_publish)?;
         match ack.await {
             Ok(ack) if ack.sequence == want => Ok(want),
             Ok(ack) => {
                 self.failed.cancel();
-                Err(format!("appended at {} instead of {want}", ack.sequence))
+                Err(AppendError::Misplaced {
+                    got: ack.sequence,
+                    want,
+                })
             }
             Err(e) => {
                 self.failed.cancel();
                 debug!(error = %e, "fenced append refused");
-                Err(e.to_string())
+                Err(AppendError::from_publish(e))
             }
         }
     }

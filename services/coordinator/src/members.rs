@@ -48,9 +48,6 @@ impl Members {
     pub fn is_loaded(&self) -> bool {
         self.loaded
     }
-    pub fn get(&self, id: &str) -> Option<&Node> {
-        self.nodes.get(id)
-    }
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -84,10 +81,7 @@ impl Members {
     /// Checks a pinned placement: the node must exist, be online, not draining,
     /// and have a free slot (counting the coordinator's own assignments).
     pub fn check_pin(&self, id: &str, assigned: usize) -> Result<(), ShoalError> {
-        let node = self.nodes.get(id).ok_or_else(|| {
-            ShoalError::not_found(format!("no node with id {id:?}"))
-                .with_details(serde_json::json!({ "node_id": id }))
-        })?;
+        let node = self.nodes.get(id).ok_or_else(|| ShoalError::no_node(id))?;
         match Members::refusal(node, assigned) {
             Some(e) => Err(e.with_details(serde_json::json!({ "node_id": id }))),
             None => Ok(()),
@@ -176,37 +170,14 @@ impl FreeSlots<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use chrono::Utc;
-    use shoal_protocol::{ErrorCode, NodeRole};
+    use shoal_protocol::ErrorCode;
 
     pub(crate) fn node(id: &str, status: NodeStatus, max_agents: u32) -> Node {
         Node {
-            id: id.into(),
-            hostname: "h".into(),
-            ip_address: "127.0.0.1".into(),
-            port: 0,
-            address: "127.0.0.1:0".into(),
-            role: NodeRole::Worker,
             status,
             healthy: status == NodeStatus::Online,
-            active_agents: 0,
             max_agents,
-            capacity: 1.0,
-            load: 0.0,
-            cpu_usage: 0.0,
-            memory_usage: 0.0,
-            disk_usage: 0.0,
-            load_average: 0.0,
-            uptime: "0s".into(),
-            uptime_s: 0,
-            last_seen: Utc::now(),
-            services: vec![],
-            labels: Default::default(),
-            version: String::new(),
-            features: vec![],
-            started_at: Utc::now(),
-            draining: false,
-            manual: false,
+            ..Node::example(id)
         }
     }
 

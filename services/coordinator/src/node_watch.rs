@@ -8,8 +8,8 @@ use futures::StreamExt;
 use serde::Deserialize;
 use shoal_protocol::{AgentsDigest, NodeSubjectKind, Subjects};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 /// A node message for the decision loop.
@@ -32,16 +32,18 @@ struct DigestOnly {
     agents_digest: Option<AgentsDigest>,
 }
 
-/// Subscribes to every node's announces and heartbeats until `stop`.
+/// Subscribes to every node's announces and heartbeats, followed on `tasks` until
+/// `stop`.
 pub async fn spawn(
     client: async_nats::Client,
     subjects: Subjects,
     to_leader: mpsc::Sender<NodeMessage>,
     stop: CancellationToken,
-) -> Result<JoinHandle<()>, async_nats::SubscribeError> {
+    tasks: &TaskTracker,
+) -> Result<(), async_nats::SubscribeError> {
     let announces = client.subscribe(subjects.node_announce_all()).await?;
     let heartbeats = client.subscribe(subjects.node_heartbeat_all()).await?;
-    Ok(tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut both = futures::stream::select(announces, heartbeats);
         let mut dropped = 0u64;
         loop {
@@ -62,7 +64,8 @@ pub async fn spawn(
                 }
             }
         }
-    }))
+    });
+    Ok(())
 }
 
 fn parse(subjects: &Subjects, message: &async_nats::Message) -> Option<NodeMessage> {

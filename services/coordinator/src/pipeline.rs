@@ -122,8 +122,9 @@ pub struct Notifier {
 
 impl Notifier {
     async fn publish<T: serde::Serialize>(&self, subject: String, message: &T) {
-        let Ok(body) = serde_json::to_vec(message) else {
-            return;
+        let body = match serde_json::to_vec(message) {
+            Ok(body) => body,
+            Err(e) => return warn!(subject, error = %e, "notice not encoded"),
         };
         if let Err(e) = self.client.publish(subject, body.into()).await {
             debug!(error = %e, "event not published");

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, object_store};
 use serde::{Deserialize, Serialize};
 use shoal_protocol::{Assignment, SNAPSHOT_BUCKET, SNAPSHOT_OBJECT};
+use shoal_runtime::JetStreamError;
 use tokio::io::AsyncReadExt;
 
 /// The snapshot format this build writes and reads.
@@ -38,8 +39,6 @@ pub struct Snapshot {
 /// Why a snapshot could not be saved or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("opening the snapshot bucket: {0}")]
-    Bucket(#[source] async_nats::Error),
     #[error("writing the snapshot: {0}")]
     Put(#[source] object_store::PutError),
     #[error("reading the snapshot: {0}")]
@@ -56,19 +55,20 @@ pub enum SnapshotError {
 pub async fn open_bucket(
     js: &jetstream::Context,
     replicas: usize,
-) -> Result<object_store::ObjectStore, SnapshotError> {
-    if let Ok(store) = js.get_object_store(SNAPSHOT_BUCKET).await {
-        return Ok(store);
-    }
-    js.create_object_store(object_store::Config {
+) -> Result<object_store::ObjectStore, JetStreamError> {
+    let create = js.create_object_store(object_store::Config {
         bucket: SNAPSHOT_BUCKET.to_string(),
         description: Some("shoal coordinator: snapshot of the assignment log".to_string()),
         storage: jetstream::stream::StorageType::File,
         num_replicas: replicas,
         ..Default::default()
-    })
+    });
+    shoal_runtime::jetstream::open_or_create(
+        "the snapshot bucket",
+        || js.get_object_store(SNAPSHOT_BUCKET),
+        create,
+    )
     .await
-    .map_err(|e| SnapshotError::Bucket(e.into()))
 }
 
 /// Replaces the snapshot with `snapshot` (with `metadata` on the object); returns its

@@ -13,7 +13,7 @@ use shoal_protocol::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::leader::{Command, Leader, not_leader};
+use crate::leader::{Leader, LeaderCommand, not_leader};
 use crate::picker::Pick;
 use crate::pipeline::Reply;
 use crate::record::Explanation;
@@ -146,7 +146,7 @@ impl Leader {
     }
 
     /// Asks the balancer from a task of its own; the answer comes back as
-    /// `Command::Placed`.
+    /// `LeaderCommand::Placed`.
     fn spawn_select(&self, want: Want, tx: AssignmentTx, attempt: u32, select: SelectRequest) {
         let (picker, loopback) = (self.picker.clone(), self.loopback.clone());
         tokio::spawn(async move {
@@ -158,8 +158,9 @@ impl Leader {
                 select,
                 result,
             };
-            if let Err(mpsc::error::SendError(Command::Placed(p))) =
-                loopback.send(Command::Placed(Box::new(placement))).await
+            if let Err(mpsc::error::SendError(LeaderCommand::Placed(p))) = loopback
+                .send(LeaderCommand::Placed(Box::new(placement)))
+                .await
             {
                 p.refuse();
             }

@@ -2,13 +2,13 @@
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::*;
 use shoal_coordinator::log::{Appender, open_stream};
 use shoal_coordinator::record::{EpochStart, LogRecord};
-use shoal_protocol::{ListAssignmentsRequest, Subjects};
+use shoal_protocol::{LeaderReply, ListAssignmentsRequest, Subjects};
 use shoal_testkit::{NatsServer, wait_for};
 
 fn epoch_start(leader: &str, epoch: u64) -> LogRecord {
@@ -50,7 +50,11 @@ async fn an_older_writer_is_refused_after_a_newer_epoch_start() {
     let mut new = Appender::new(js.clone(), &subjects, last);
     new.append_now(&epoch_start("new", 2)).await.unwrap();
     let refused = old.append_now(&epoch_start("old", 1)).await.unwrap_err();
-    assert!(refused.contains("wrong last sequence"), "{refused}");
+    assert!(refused.is_fenced(), "{refused}");
+    assert!(
+        refused.to_string().contains("wrong last sequence"),
+        "{refused}"
+    );
     assert!(old.failed().is_cancelled());
     assert_eq!(
         stream.get_info().await.unwrap().state.last_sequence,
@@ -105,4 +109,50 @@ async fn assignments_and_leadership_survive_a_nats_server_restart() {
         .await
         .unwrap();
     }
+}
+
+#[tokio::test]
+async fn an_unanswered_append_is_lost_not_fenced() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(Duration::from_millis(300));
+    let subjects = Subjects::default();
+    open_stream(&js, &subjects, 1).await.unwrap();
+    let mut writer = Appender::new(js.clone(), &subjects, 0);
+    nats.pause().unwrap();
+    let lost = writer.append_now(&epoch_start("w", 1)).await.unwrap_err();
+    nats.resume().unwrap();
+    assert!(!lost.is_fenced(), "{lost}");
+}
+
+/// A leader whose epoch-start appends fail without being refused (here the log's
+/// stream takes other subjects, so nothing stores them) keeps its lease and keeps
+/// trying: giving the lease up would hand the same log to the next replica.
+#[tokio::test]
+async fn a_term_that_cannot_start_keeps_its_lease_unless_fenced() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: shoal_protocol::LOG_STREAM.to_string(),
+        subjects: vec!["elsewhere.log".to_string()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let c1 = coordinator(&nats.url(), "c1", &[]).unwrap();
+    let shoal = shoal(&client);
+    wait_leader(&shoal, &["c1"], LONG).await.unwrap();
+    let epoch = |reply: LeaderReply| reply.leader.map(|l| l.epoch);
+    let first = epoch(leader_of(&shoal, "c1").await.unwrap());
+    assert!(first.is_some());
+    // More than a lease TTL (3 s) of failing starts.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let reply = leader_of(&shoal, "c1").await.unwrap();
+    assert!(reply.is_leader, "{reply:?}");
+    assert_eq!(epoch(reply), first, "the lease was given up and won again");
+    let log = c1.process.log();
+    assert!(!log.contains("released the leader lease"), "{log}");
+    assert!(log.contains("starting the term"), "{log}");
 }

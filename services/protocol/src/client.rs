@@ -22,10 +22,24 @@ pub enum ClientError {
     NoResponders { subject: String },
     #[error("no reply on {subject} within {timeout:?}")]
     Timeout { subject: String, timeout: Duration },
-    #[error("reply on {subject} could not be read: {message}")]
-    BadReply { subject: String, message: String },
-    #[error("nats: {0}")]
-    Nats(String),
+    #[error("reply on {subject} could not be read: {source}")]
+    BadReply {
+        subject: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("request on {subject} could not be encoded: {source}")]
+    Encode {
+        subject: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("request on {subject} failed: {source}")]
+    Nats {
+        subject: String,
+        #[source]
+        source: async_nats::RequestError,
+    },
 }
 
 impl ClientError {
@@ -36,7 +50,8 @@ impl ClientError {
             ClientError::NoResponders { .. } => "no_responders",
             ClientError::Timeout { .. } => "timeout",
             ClientError::BadReply { .. } => "bad_reply",
-            ClientError::Nats(_) => "nats",
+            ClientError::Encode { .. } => "encode",
+            ClientError::Nats { .. } => "nats",
         }
     }
 
@@ -121,13 +136,12 @@ impl ShoalClient {
         subject: &str,
         request: &Req,
     ) -> Result<Rep, ClientError> {
-        let payload =
-            bytes::Bytes::from(
-                serde_json::to_vec(request).map_err(|e| ClientError::BadReply {
-                    subject: subject.to_string(),
-                    message: format!("request could not be encoded: {e}"),
-                })?,
-            );
+        let payload = bytes::Bytes::from(serde_json::to_vec(request).map_err(|source| {
+            ClientError::Encode {
+                subject: subject.to_string(),
+                source,
+            }
+        })?);
         let deadline = Instant::now() + self.retry_for;
         let mut backoff = Duration::from_millis(10);
         loop {
@@ -164,7 +178,10 @@ impl ShoalClient {
                     subject: subject.to_string(),
                     timeout: self.timeout,
                 },
-                _ => ClientError::Nats(e.to_string()),
+                _ => ClientError::Nats {
+                    subject: subject.to_string(),
+                    source: e,
+                },
             })?;
         decode_reply(subject, message.headers.as_ref(), &message.payload)
     }
@@ -352,7 +369,7 @@ pub fn decode_reply<Rep: DeserializeOwned>(
         Some(service_error) => ClientError::Service(service_error),
         None => ClientError::BadReply {
             subject: subject.to_string(),
-            message: e.to_string(),
+            source: e,
         },
     })
 }

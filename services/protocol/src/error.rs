@@ -139,6 +139,13 @@ impl ShoalError {
         ShoalError::new(ErrorCode::Internal, message)
     }
 
+    /// "no such node": `not_found`, naming the node in the details as `node_id` (what
+    /// clients such as the CLI look for).
+    pub fn no_node(id: &str) -> ShoalError {
+        ShoalError::not_found(format!("no node with id {id:?}"))
+            .with_details(serde_json::json!({ "node_id": id }))
+    }
+
     pub fn with_details(mut self, details: Value) -> ShoalError {
         self.details = Some(details);
         self
@@ -198,12 +205,10 @@ mod tests {
 
     #[test]
     fn envelope_has_the_contract_shape() {
-        let e = ShoalError::not_found("no node with id \"n9\"")
-            .with_details(serde_json::json!({"id": "n9"}));
-        let v = serde_json::to_value(e.envelope()).unwrap();
+        let v = serde_json::to_value(ShoalError::no_node("n9").envelope()).unwrap();
         assert_eq!(v["error"]["code"], "not_found");
         assert_eq!(v["error"]["message"], "no node with id \"n9\"");
-        assert_eq!(v["error"]["details"]["id"], "n9");
+        assert_eq!(v["error"]["details"]["node_id"], "n9");
     }
 
     #[test]

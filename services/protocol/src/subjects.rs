@@ -21,13 +21,6 @@ pub enum ServiceKind {
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 4] = [
-        ServiceKind::Announcer,
-        ServiceKind::Registry,
-        ServiceKind::Balancer,
-        ServiceKind::Coordinator,
-    ];
-
     /// The subject token after the prefix (`shoal.<token>.…`).
     pub fn token(self) -> &'static str {
         match self {
@@ -172,18 +165,6 @@ impl Endpoint {
     /// The NATS micro endpoint name (shown by `$SRV.INFO`): the suffix with dashes.
     pub fn name(self) -> String {
         self.suffix().replace('.', "-")
-    }
-
-    /// Write endpoints are served by the coordinator leader alone: a follower never
-    /// subscribes to them, so a request reaches the leader or gets no responders.
-    pub fn leader_only(self) -> bool {
-        matches!(
-            self,
-            Endpoint::CoordinatorAssign
-                | Endpoint::CoordinatorUnassign
-                | Endpoint::CoordinatorMove
-                | Endpoint::CoordinatorLeaderPromote
-        )
     }
 }
 

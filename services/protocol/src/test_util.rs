@@ -1,6 +1,6 @@
 //! Fixtures for tests of the wire contract, in this crate and in others (feature
-//! `test-util`): a valid message of every type the services decode, and the decode
-//! step for each by name. Not built into the services.
+//! `test-util`): a valid message of every type the services decode, the decode step
+//! for each by name, and [`Node::example`]. Not built into the services.
 
 use serde_json::{Value, json};
 
@@ -123,4 +123,43 @@ pub fn hostile_values() -> Vec<Value> {
         json!({}),
         json!({"nested": {"deep": [1]}}),
     ]
+}
+
+impl Node {
+    /// An online worker as the registry writes it after the node's first heartbeat:
+    /// 10 agent slots, none used, 1 % CPU, memory and disk, no services or labels.
+    /// Tests change the fields they care about: `Node { max_agents: 3,
+    /// ..Node::example("n1") }`.
+    pub fn example(id: &str) -> Node {
+        let now = chrono::Utc::now();
+        let (cpu_usage, memory_usage, max_agents) = (1.0, 1.0, 10);
+        Node {
+            id: id.to_string(),
+            hostname: format!("host-{id}"),
+            ip_address: "10.0.0.1".to_string(),
+            port: 8151,
+            address: "10.0.0.1:8151".to_string(),
+            role: NodeRole::Worker,
+            status: NodeStatus::Online,
+            healthy: true,
+            active_agents: 0,
+            max_agents,
+            capacity: 1.0,
+            load: load_score(cpu_usage, memory_usage, 0, max_agents),
+            cpu_usage,
+            memory_usage,
+            disk_usage: 1.0,
+            load_average: 0.1,
+            uptime: format_uptime(1),
+            uptime_s: 1,
+            last_seen: now,
+            services: Vec::new(),
+            labels: Default::default(),
+            version: "0.1.0".to_string(),
+            features: Vec::new(),
+            started_at: now,
+            draining: false,
+            manual: false,
+        }
+    }
 }

@@ -17,18 +17,11 @@ fn committed_dir() -> PathBuf {
 
 fn node() -> Node {
     Node {
-        id: "node-1".into(),
         hostname: "server1".into(),
-        ip_address: "10.0.0.1".into(),
-        port: 8151,
-        address: "10.0.0.1:8151".into(),
         role: NodeRole::Leader,
-        status: NodeStatus::Online,
-        healthy: true,
         active_agents: 5,
-        max_agents: 10,
         capacity: 0.5,
-        load: 45.3,
+        load: 0.52,
         cpu_usage: 42.5,
         memory_usage: 65.2,
         disk_usage: 55.0,
@@ -38,11 +31,9 @@ fn node() -> Node {
         last_seen: Utc.with_ymd_and_hms(2026, 2, 10, 8, 18, 55).unwrap(),
         services: vec!["wrapper".into(), "database".into()],
         labels: BTreeMap::from([("zone".into(), "a".into())]),
-        version: "0.1.0".into(),
         features: vec!["gpu".into()],
         started_at: Utc.with_ymd_and_hms(2026, 2, 10, 6, 3, 25).unwrap(),
-        draining: false,
-        manual: false,
+        ..Node::example("node-1")
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_runtime::CommonConfig;
+use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs};
 
 use crate::member::Thresholds;
 
@@ -39,10 +39,8 @@ pub struct Config {
     #[arg(long, env = "SHOAL_METRICS_SNAPSHOT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub metrics_snapshot: Duration,
 
-    /// Replicas of the membership bucket when this registry creates it (3 in a
-    /// 3-server NATS cluster).
-    #[arg(long, env = "SHOAL_KV_REPLICAS", default_value_t = 1)]
-    pub kv_replicas: usize,
+    #[command(flatten)]
+    pub jetstream: JetStreamArgs,
 
     /// Credentials file of a NATS system-account user: with it (or --sys-nats-user and
     /// --sys-nats-password) the registry follows connection advisories and suspects a
@@ -65,18 +63,17 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn thresholds(&self) -> Result<Thresholds, String> {
+    pub fn thresholds(&self) -> Result<Thresholds, ConfigError> {
         if self.heartbeat_interval.is_zero() {
-            return Err("--heartbeat-interval must be more than zero".into());
-        }
-        if self.suspect_after == 0 || self.offline_after <= self.suspect_after {
-            return Err(format!(
-                "need 0 < --suspect-after ({}) < --offline-after ({})",
-                self.suspect_after, self.offline_after
+            return Err(ConfigError::invalid(
+                "--heartbeat-interval must be more than zero",
             ));
         }
-        if self.kv_replicas == 0 || self.kv_replicas > 5 {
-            return Err("--kv-replicas must be from 1 to 5".into());
+        if self.suspect_after == 0 || self.offline_after <= self.suspect_after {
+            return Err(ConfigError::invalid(format!(
+                "need 0 < --suspect-after ({}) < --offline-after ({})",
+                self.suspect_after, self.offline_after
+            )));
         }
         Ok(Thresholds {
             interval: self.heartbeat_interval,

@@ -12,14 +12,14 @@ use async_nats::Client;
 use async_nats::connection::State;
 use async_nats::jetstream::kv;
 use chrono::Utc;
-use futures::StreamExt;
 use shoal_protocol::{Node, NodeEvent, NodeStatus, ShoalError, Subjects, SyncRequest};
+use shoal_runtime::JetStreamError;
+use shoal_runtime::kv::{BucketEvent, decode_member};
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::Error;
 use crate::member::{Change, Outcome, Plan};
 use crate::membership::Membership;
 use crate::store::{self, CasError};
@@ -210,7 +210,7 @@ impl Engine {
             };
             let Some((new, what)) = change(node.as_ref())? else {
                 let served = self.lock().served(id);
-                return served.or(node).ok_or_else(|| not_found(id));
+                return served.or(node).ok_or_else(|| ShoalError::no_node(id));
             };
             match store::put(&self.store, id, &new, revision).await {
                 Ok(rev) => {
@@ -230,7 +230,10 @@ impl Engine {
     /// Deletes one node (manual unregistration), publishing `left`.
     pub async fn remove(&self, id: &str) -> Result<Node, ShoalError> {
         for _ in 0..REQUEST_ATTEMPTS {
-            let stored = self.lock().stored(id).ok_or_else(|| not_found(id))?;
+            let stored = self
+                .lock()
+                .stored(id)
+                .ok_or_else(|| ShoalError::no_node(id))?;
             match store::delete(&self.store, id, stored.revision).await {
                 Ok(()) => {
                     self.lock().deleted(id, Instant::now());
@@ -266,88 +269,30 @@ impl Engine {
         }
     }
 
-    /// Reads the whole bucket into memory; returns the watch to keep following it
-    /// and the last revision applied.
-    pub async fn load(&self) -> Result<(kv::Watch, u64), Error> {
-        let mut watch = self
-            .store
-            // Last value of every key, then every change (`watch_all` sees changes only).
-            .watch_with_history(">")
-            .await
-            .map_err(|e| Error::Store(format!("watching the membership bucket: {e}")))?;
-        let mut last = 0;
-        if store::message_count(&self.store)
-            .await
-            .map_err(Error::Store)?
-            > 0
-        {
-            while let Some(entry) = watch.next().await {
-                let entry = entry
-                    .map_err(|e| Error::Store(format!("reading the membership bucket: {e}")))?;
-                last = self.apply(&entry);
-                if entry.delta == 0 {
-                    break;
-                }
-            }
-        }
-        Ok((watch, last))
-    }
-
-    fn apply(&self, entry: &kv::Entry) -> u64 {
-        let node = match entry.operation {
-            kv::Operation::Put => store::decode_node(&entry.key, &entry.value),
-            kv::Operation::Delete | kv::Operation::Purge => None,
-        };
-        self.lock()
-            .apply_entry(&entry.key, entry.revision, node, Instant::now());
-        entry.revision
-    }
-
-    /// Follows the bucket so this replica sees the others' writes; re-creates the
-    /// watch after the last applied revision if it fails (a NATS restart).
+    /// Keeps this replica's view equal to the bucket, so it sees the others' writes;
+    /// `loaded` is told once the bucket's contents at the start are in.
     pub async fn follow(
         self: Arc<Self>,
-        mut watch: kv::Watch,
-        mut last: u64,
+        loaded: tokio::sync::oneshot::Sender<()>,
         shutdown: CancellationToken,
     ) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            loop {
-                let entry = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    entry = watch.next() => entry,
+        let mut loaded = Some(loaded);
+        shoal_runtime::kv::follow_bucket(&self.store, &shutdown, |event| match event {
+            BucketEvent::Entry(entry) => {
+                let node = match entry.operation {
+                    kv::Operation::Put => decode_member(&entry.key, &entry.value),
+                    kv::Operation::Delete | kv::Operation::Purge => None,
                 };
-                match entry {
-                    Some(Ok(entry)) => {
-                        last = self.apply(&entry);
-                        backoff = Duration::from_millis(100);
-                    }
-                    Some(Err(e)) => {
-                        warn!(error = %e, "membership watch failed, resuming");
-                        break;
-                    }
-                    None => {
-                        warn!("membership watch ended, resuming");
-                        break;
-                    }
+                self.lock()
+                    .apply_entry(&entry.key, entry.revision, node, Instant::now());
+            }
+            BucketEvent::Loaded => {
+                if let Some(loaded) = loaded.take() {
+                    let _ = loaded.send(());
                 }
             }
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                match self.store.watch_all_from_revision(last + 1).await {
-                    Ok(w) => {
-                        watch = w;
-                        break;
-                    }
-                    Err(e) => debug!(error = %e, "membership watch not re-created yet"),
-                }
-            }
-        }
+        })
+        .await;
     }
 
     /// Drives time-based transitions, snapshots and retries, and asks unknown
@@ -392,7 +337,13 @@ impl Engine {
     /// Publishes a sync request: the named nodes (all, if none) announce again.
     pub async fn ask_to_announce(&self, ids: Vec<String>) {
         debug!(count = ids.len(), "asking nodes to announce");
-        let payload = serde_json::to_vec(&SyncRequest { ids }).unwrap_or_default();
+        let payload = match serde_json::to_vec(&SyncRequest { ids }) {
+            Ok(payload) => payload,
+            Err(e) => {
+                warn!(error = %e, "sync request not encoded");
+                return;
+            }
+        };
         if let Err(e) = self
             .client
             .publish(self.subjects.registry_sync(), payload.into())
@@ -403,11 +354,6 @@ impl Engine {
     }
 }
 
-fn not_found(id: &str) -> ShoalError {
-    ShoalError::not_found(format!("no node with id {id:?}"))
-        .with_details(serde_json::json!({ "id": id }))
-}
-
-fn unavailable(e: &str) -> ShoalError {
+fn unavailable(e: &JetStreamError) -> ShoalError {
     ShoalError::unavailable(format!("membership bucket: {e}"))
 }

@@ -28,10 +28,10 @@ pub fn list(engine: &Engine, msg: &Message) -> Result<NodeList, ShoalError> {
 
 pub fn get(engine: &Engine, msg: &Message) -> Result<Node, ShoalError> {
     let req: NodeIdRequest = decode(&msg.payload)?;
-    engine.lock().served(&req.id).ok_or_else(|| {
-        ShoalError::not_found(format!("no node with id {:?}", req.id))
-            .with_details(serde_json::json!({ "id": req.id }))
-    })
+    engine
+        .lock()
+        .served(&req.id)
+        .ok_or_else(|| ShoalError::no_node(&req.id))
 }
 
 pub fn stats(engine: &Engine, msg: &Message) -> Result<RegistryStats, ShoalError> {
@@ -77,7 +77,7 @@ pub async fn drain(engine: &Engine, msg: &Message) -> Result<Node, ShoalError> {
     let req: NodeIdRequest = decode(&msg.payload)?;
     engine
         .mutate(&req.id, |current| {
-            let node = current.ok_or_else(|| not_found(&req.id))?;
+            let node = current.ok_or_else(|| ShoalError::no_node(&req.id))?;
             if node.draining {
                 return Ok(None);
             }
@@ -102,7 +102,7 @@ pub async fn undrain(engine: &Engine, msg: &Message) -> Result<Node, ShoalError>
     let req: NodeIdRequest = decode(&msg.payload)?;
     engine
         .mutate(&req.id, |current| {
-            let node = current.ok_or_else(|| not_found(&req.id))?;
+            let node = current.ok_or_else(|| ShoalError::no_node(&req.id))?;
             if !node.draining {
                 return Ok(None);
             }
@@ -129,9 +129,4 @@ fn change(kind: NodeEventKind, previous: Option<NodeStatus>, reason: &str) -> Ch
         previous,
         reason: Some(reason.to_string()),
     }
-}
-
-fn not_found(id: &str) -> ShoalError {
-    ShoalError::not_found(format!("no node with id {id:?}"))
-        .with_details(serde_json::json!({ "id": id }))
 }

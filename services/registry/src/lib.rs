@@ -22,14 +22,13 @@ mod store;
 #[cfg(test)]
 mod machine_tests;
 
-use std::future::Future;
+use std::future::Ready;
 use std::sync::Arc;
 
-use async_nats::Client;
 use async_nats::jetstream;
-use serde::Serialize;
+use async_nats::{Client, Message};
 use shoal_protocol::{Endpoint, ServiceKind, ShoalError};
-use shoal_runtime::EndpointRequests;
+use shoal_runtime::{ConfigError, ConnectError, Endpoints, JetStreamError, NatsError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
@@ -41,42 +40,30 @@ use membership::Membership;
 /// Errors that stop the registry.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("configuration: {0}")]
-    Config(String),
-    #[error("nats: {0}")]
-    Nats(String),
-    #[error("membership bucket: {0}")]
-    Store(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Nats(#[from] NatsError),
+    #[error(transparent)]
+    JetStream(#[from] JetStreamError),
+    #[error("connecting to NATS in the system account: {0}")]
+    SystemAccount(#[source] ConnectError),
+    #[error("stopped before the membership bucket was read")]
+    Stopped,
 }
 
 /// Runs the registry until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
-    let th = cfg.thresholds().map_err(Error::Config)?;
-    let instance_id = cfg
-        .common
-        .instance_id()
-        .map_err(|e| Error::Config(e.to_string()))?;
-    let subjects = cfg
-        .common
-        .subjects()
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let th = cfg.thresholds()?;
+    let instance_id = cfg.common.instance_id()?;
+    let subjects = cfg.common.subjects()?;
     let js = jetstream::new(client.clone());
-    let store = store::open_with_retry(&js, cfg.kv_replicas, &shutdown).await?;
+    let store = store::open_with_retry(&js, cfg.jetstream.kv_replicas, &shutdown).await?;
 
     // Subscribed before the bucket is read, so nothing said meanwhile is lost.
-    let nats = |e: async_nats::SubscribeError| Error::Nats(e.to_string());
-    let heartbeats = client
-        .subscribe(subjects.node_heartbeat_all())
-        .await
-        .map_err(nats)?;
-    let announces = client
-        .subscribe(subjects.node_announce_all())
-        .await
-        .map_err(nats)?;
-    let leaves = client
-        .subscribe(subjects.node_leave_all())
-        .await
-        .map_err(nats)?;
+    let heartbeats = subscribe(&client, subjects.node_heartbeat_all()).await?;
+    let announces = subscribe(&client, subjects.node_announce_all()).await?;
+    let leaves = subscribe(&client, subjects.node_leave_all()).await?;
 
     let engine = Arc::new(Engine::new(
         Membership::new(th),
@@ -84,7 +71,18 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         client.clone(),
         subjects.clone(),
     ));
-    let (watch, last_revision) = engine.load().await?;
+    let tasks = TaskTracker::new();
+    // The bucket is read before serving: requests are answered from memory.
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    tasks.spawn(engine.clone().follow(loaded_tx, shutdown.clone()));
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            tasks.close();
+            tasks.wait().await;
+            return Err(Error::Stopped);
+        }
+        _ = loaded_rx => {}
+    }
     let loaded = engine.lock().count();
     info!(nodes = loaded, "membership loaded");
 
@@ -98,69 +96,59 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         }
     };
 
-    let service = shoal_runtime::start_service(&client, ServiceKind::Registry, &instance_id)
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
-    let tasks = TaskTracker::new();
-    let endpoint = |e: Endpoint| {
-        let service = &service;
-        let subjects = &subjects;
-        let instance_id = &instance_id;
-        async move {
-            shoal_runtime::add_endpoint(service, subjects, e, instance_id)
-                .await
-                .map_err(|e| Error::Nats(e.to_string()))
-        }
-    };
-    spawn_sync(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesList).await?,
-        &engine,
-        &shutdown,
-        handlers::list,
-    );
-    spawn_sync(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesGet).await?,
-        &engine,
-        &shutdown,
-        handlers::get,
-    );
-    spawn_sync(
-        &tasks,
-        endpoint(Endpoint::RegistryStats).await?,
-        &engine,
-        &shutdown,
-        handlers::stats,
-    );
-    spawn_async(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesRegister).await?,
-        &engine,
-        &shutdown,
-        |e, m| async move { handlers::register(&e, &m).await },
-    );
-    spawn_async(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesUnregister).await?,
-        &engine,
-        &shutdown,
-        |e, m| async move { handlers::unregister(&e, &m).await },
-    );
-    spawn_async(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesDrain).await?,
-        &engine,
-        &shutdown,
-        |e, m| async move { handlers::drain(&e, &m).await },
-    );
-    spawn_async(
-        &tasks,
-        endpoint(Endpoint::RegistryNodesUndrain).await?,
-        &engine,
-        &shutdown,
-        |e, m| async move { handlers::undrain(&e, &m).await },
-    );
+    let service =
+        shoal_runtime::start_service(&client, ServiceKind::Registry, &instance_id).await?;
+    let endpoints = Endpoints::new(&service, &subjects, &instance_id, &tasks);
+    let e = &engine;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesList,
+            &shutdown,
+            from_memory(e, handlers::list),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesGet,
+            &shutdown,
+            from_memory(e, handlers::get),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryStats,
+            &shutdown,
+            from_memory(e, handlers::stats),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesRegister,
+            &shutdown,
+            writing(e, |e, m| async move { handlers::register(&e, &m).await }),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesUnregister,
+            &shutdown,
+            writing(e, |e, m| async move { handlers::unregister(&e, &m).await }),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesDrain,
+            &shutdown,
+            writing(e, |e, m| async move { handlers::drain(&e, &m).await }),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::RegistryNodesUndrain,
+            &shutdown,
+            writing(e, |e, m| async move { handlers::undrain(&e, &m).await }),
+        )
+        .await?;
 
     tasks.spawn(ingest::heartbeats(
         engine.clone(),
@@ -173,11 +161,6 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         leaves,
         shutdown.clone(),
     ));
-    tasks.spawn(
-        engine
-            .clone()
-            .follow(watch, last_revision, shutdown.clone()),
-    );
     tasks.spawn(engine.clone().tick(shutdown.clone()));
     if let Some(sys) = sys {
         tasks.spawn(advisory::follow(engine.clone(), sys, shutdown.clone()));
@@ -189,45 +172,36 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     shutdown.cancelled().await;
     tasks.close();
     tasks.wait().await;
-    service
-        .stop()
-        .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+    shoal_runtime::stop_service(service).await?;
     Ok(())
 }
 
-/// Serves an endpoint answered from memory.
-fn spawn_sync<T>(
-    tasks: &TaskTracker,
-    requests: EndpointRequests,
-    engine: &Arc<Engine>,
-    shutdown: &CancellationToken,
-    handler: fn(&Engine, &async_nats::Message) -> Result<T, ShoalError>,
-) where
-    T: Serialize + Send + 'static,
-{
-    let engine = engine.clone();
-    tasks.spawn(shoal_runtime::serve(requests, shutdown.clone(), move |m| {
-        std::future::ready(handler(&engine, &m))
-    }));
+async fn subscribe(client: &Client, subject: String) -> Result<async_nats::Subscriber, NatsError> {
+    client
+        .subscribe(subject.clone())
+        .await
+        .map_err(|source| NatsError::subscribe(subject, source))
 }
 
-/// Serves an endpoint that writes to the bucket.
-fn spawn_async<H, Fut, T>(
-    tasks: &TaskTracker,
-    requests: EndpointRequests,
+/// A handler answered from memory.
+fn from_memory<T>(
     engine: &Arc<Engine>,
-    shutdown: &CancellationToken,
-    handler: H,
-) where
-    H: Fn(Arc<Engine>, async_nats::Message) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<T, ShoalError>> + Send + 'static,
-    T: Serialize + Send + 'static,
+    handler: fn(&Engine, &Message) -> Result<T, ShoalError>,
+) -> impl Fn(Message) -> Ready<Result<T, ShoalError>> + Send + 'static
+where
+    T: 'static,
 {
     let engine = engine.clone();
-    tasks.spawn(shoal_runtime::serve(requests, shutdown.clone(), move |m| {
-        handler(engine.clone(), m)
-    }));
+    move |m| std::future::ready(handler(&engine, &m))
+}
+
+/// A handler that writes to the bucket.
+fn writing<H, Fut>(engine: &Arc<Engine>, handler: H) -> impl Fn(Message) -> Fut + Send + 'static
+where
+    H: Fn(Arc<Engine>, Message) -> Fut + Send + 'static,
+{
+    let engine = engine.clone();
+    move |m| handler(engine.clone(), m)
 }
 
 /// A second connection in the system account, if credentials were given.
@@ -242,6 +216,6 @@ async fn system_client(cfg: &Config, instance_id: &str) -> Result<Option<Client>
     nats.nats_token = None;
     let client = shoal_runtime::connect(&nats, &format!("shoal-registry-sys:{instance_id}"))
         .await
-        .map_err(|e| Error::Nats(format!("system account connection: {e:#}")))?;
+        .map_err(Error::SystemAccount)?;
     Ok(Some(client))
 }

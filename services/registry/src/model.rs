@@ -152,14 +152,12 @@ fn derive(node: &mut Node) {
         node.active_agents = 0;
     }
     node.capacity = 1.0 - slot_share(node.active_agents, node.max_agents);
-    // 0–100, as the REST API shows it.
-    node.load = 100.0
-        * load_score(
-            node.cpu_usage,
-            node.memory_usage,
-            node.active_agents,
-            node.max_agents,
-        );
+    node.load = load_score(
+        node.cpu_usage,
+        node.memory_usage,
+        node.active_agents,
+        node.max_agents,
+    );
 }
 
 /// Whether `node` passes every filter of a `nodes.list` request.
@@ -267,7 +265,7 @@ pub(crate) mod tests {
         apply_metrics(&mut node, &m, Utc::now());
         assert_eq!(node.capacity, 0.5);
         assert_eq!(node.uptime, "2h15m30s");
-        assert!((node.load - (20.0 + 12.0 + 15.0)).abs() < 1e-9);
+        assert!((node.load - (0.20 + 0.12 + 0.15)).abs() < 1e-9);
         assert!(!metrics_differ(&node, &m));
         assert!(metrics_differ(
             &node,

@@ -1,55 +1,40 @@
-//! The membership bucket: opening it, compare-and-set writes, re-reads, and the
-//! snapshot + watch that keep a replica's view equal to the bucket.
+//! The membership bucket: opening it, compare-and-set writes and re-reads.
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use shoal_protocol::{MEMBERS_BUCKET, Node};
-use tracing::warn;
+use shoal_runtime::kv::decode_member;
+use shoal_runtime::{JetStreamContext, JetStreamError};
 
 use crate::Error;
 use crate::member::{Op, Outcome, Plan};
 
-/// Opens `shoal_members`, creating it (file storage) if it does not exist.
-pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, Error> {
-    shoal_runtime::kv::open_or_create(js, MEMBERS_BUCKET, replicas)
-        .await
-        .map_err(Error::Store)
-}
-
-/// Opens the bucket, retrying until JetStream answers (it may still be starting).
+/// Opens `shoal_members` (creating it if it does not exist), retrying until JetStream
+/// answers (it may still be starting).
 pub async fn open_with_retry(
     js: &jetstream::Context,
     replicas: usize,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> Result<kv::Store, Error> {
     shoal_runtime::retry::until_ok(shutdown, "opening the membership bucket", || {
-        open(js, replicas)
+        shoal_runtime::kv::open_or_create(js, MEMBERS_BUCKET, replicas)
     })
     .await
-    .ok_or_else(|| Error::Store("stopped before the membership bucket was available".into()))
-}
-
-/// Decodes a bucket value; a value that is not a node is skipped, not fatal.
-pub fn decode_node(key: &str, value: &[u8]) -> Option<Node> {
-    match serde_json::from_slice::<Node>(value) {
-        Ok(node) if node.id == key => Some(node),
-        Ok(node) => {
-            warn!(key, node_id = %node.id, "bucket entry names another node, ignored");
-            None
-        }
-        Err(e) => {
-            warn!(key, error = %e, "bucket entry is not a node, ignored");
-            None
-        }
-    }
+    .ok_or(Error::Stopped)
 }
 
 /// The current entry of `key`: `(revision, None)` if deleted, `None` if never written.
-pub async fn read(store: &kv::Store, key: &str) -> Result<Option<(u64, Option<Node>)>, String> {
-    let entry = store.entry(key).await.map_err(|e| e.to_string())?;
+pub async fn read(
+    store: &kv::Store,
+    key: &str,
+) -> Result<Option<(u64, Option<Node>)>, JetStreamError> {
+    let entry = store
+        .entry(key)
+        .await
+        .jetstream(format!("reading {key} in the membership bucket"))?;
     Ok(entry.map(|e| {
         let node = match e.operation {
-            kv::Operation::Put => decode_node(key, &e.value),
+            kv::Operation::Put => decode_member(key, &e.value),
             kv::Operation::Delete | kv::Operation::Purge => None,
         };
         (e.revision, node)
@@ -59,7 +44,7 @@ pub async fn read(store: &kv::Store, key: &str) -> Result<Option<(u64, Option<No
 pub enum CasError {
     /// The revision moved: someone else wrote first.
     Conflict,
-    Other(String),
+    Other(JetStreamError),
 }
 
 /// Writes `node` under `key` if the key is still at `revision` (`None`: absent).
@@ -69,18 +54,26 @@ pub async fn put(
     node: &Node,
     revision: Option<u64>,
 ) -> Result<u64, CasError> {
-    let value = Bytes::from(serde_json::to_vec(node).map_err(|e| CasError::Other(e.to_string()))?);
+    let value = serde_json::to_vec(node)
+        .map(Bytes::from)
+        .map_err(|e| CasError::Other(JetStreamError::new(format!("encoding node {key}"), e)))?;
+    let other = |e: async_nats::Error| {
+        CasError::Other(JetStreamError::new(
+            format!("writing {key} in the membership bucket"),
+            e,
+        ))
+    };
     match revision {
         None => store.create(key, value).await.map_err(|e| match e.kind() {
             kv::CreateErrorKind::AlreadyExists => CasError::Conflict,
-            _ => CasError::Other(e.to_string()),
+            _ => other(e.into()),
         }),
         Some(revision) => store
             .update(key, value, revision)
             .await
             .map_err(|e| match e.kind() {
                 kv::UpdateErrorKind::WrongLastRevision => CasError::Conflict,
-                _ => CasError::Other(e.to_string()),
+                _ => other(e.into()),
             }),
     }
 }
@@ -92,12 +85,15 @@ pub async fn delete(store: &kv::Store, key: &str, revision: u64) -> Result<(), C
         .await
         .map_err(|e| match e.kind() {
             kv::UpdateErrorKind::WrongLastRevision => CasError::Conflict,
-            _ => CasError::Other(e.to_string()),
+            _ => CasError::Other(JetStreamError::new(
+                format!("deleting {key} from the membership bucket"),
+                e,
+            )),
         })
 }
 
 /// Carries out a planned write; on a conflict, reads the entry that won.
-pub async fn execute(store: &kv::Store, plan: &Plan) -> (Outcome, Option<String>) {
+pub async fn execute(store: &kv::Store, plan: &Plan) -> (Outcome, Option<JetStreamError>) {
     let result = match plan.op {
         Op::Create => put(store, &plan.id, &plan.node, None)
             .await
@@ -120,14 +116,4 @@ pub async fn execute(store: &kv::Store, plan: &Plan) -> (Outcome, Option<String>
         },
         Err(CasError::Other(e)) => (Outcome::Failed, Some(e)),
     }
-}
-
-/// Number of entries in the bucket (values, deletes included).
-pub async fn message_count(store: &kv::Store) -> Result<u64, String> {
-    let mut stream = store.stream.clone();
-    stream
-        .info()
-        .await
-        .map(|info| info.state.messages)
-        .map_err(|e| e.to_string())
 }

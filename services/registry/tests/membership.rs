@@ -11,7 +11,8 @@ use anyhow::Result;
 use futures::StreamExt;
 use shoal_announcer::sim::{SimConfig, SimulatedCluster};
 use shoal_protocol::{
-    Endpoint, ErrorCode, ListNodesRequest, NodeEventKind, NodeRole, NodeStatus, Subjects,
+    ClientError, Endpoint, ErrorCode, ListNodesRequest, NodeEventKind, NodeRole, NodeStatus,
+    ShoalError, Subjects,
 };
 use shoal_testkit::wait_for;
 
@@ -600,6 +601,17 @@ async fn manual_registration_and_unregistration() -> Result<()> {
         .await?;
     let err = c.unregister_node("m1").await.unwrap_err();
     assert_eq!(err.service_code(), Some(ErrorCode::NotFound));
+    // Every "no such node" names it the same way, whichever endpoint answers.
+    for err in [
+        err,
+        c.get_node("m1").await.unwrap_err(),
+        c.drain_node("m1").await.unwrap_err(),
+    ] {
+        let ClientError::Service(e) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(e, ShoalError::no_node("m1"));
+    }
     Ok(())
 }
 

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use shoal_protocol::Subjects;
 
+use crate::error::ConfigError;
+
 /// How to reach NATS: shared by the services and the `shoal` CLI (`global` so the
 /// CLI takes them before or after its subcommand).
 #[derive(clap::Args, Debug, Clone)]
@@ -68,9 +70,27 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    pub fn subjects(&self) -> anyhow::Result<Subjects> {
-        Ok(Subjects::new(&self.prefix)?)
+    pub fn subjects(&self) -> Result<Subjects, ConfigError> {
+        Subjects::new(&self.prefix).map_err(|source| ConfigError::Refused {
+            what: "--prefix",
+            source,
+        })
     }
+}
+
+/// How the services that create JetStream buckets and streams make them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JetStreamArgs {
+    /// Replicas of the KV buckets and streams this service creates when they are
+    /// missing, 1 to 5 (3 on a 3-server NATS cluster). Existing ones are used as
+    /// they are.
+    #[arg(
+        long,
+        env = "SHOAL_KV_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5)
+    )]
+    pub kv_replicas: usize,
 }
 
 /// Flags every service shares.
@@ -99,17 +119,22 @@ pub struct CommonConfig {
 }
 
 impl CommonConfig {
-    pub fn subjects(&self) -> anyhow::Result<Subjects> {
+    pub fn subjects(&self) -> Result<Subjects, ConfigError> {
         self.nats.subjects()
     }
 
     /// The configured instance id, or `<hostname>-<pid>`.
-    pub fn instance_id(&self) -> anyhow::Result<String> {
+    pub fn instance_id(&self) -> Result<String, ConfigError> {
         let id = match &self.instance_id {
             Some(id) => id.clone(),
             None => format!("{}-{}", crate::hostname(), std::process::id()),
         };
-        shoal_protocol::validate::id("instance_id", &id)?;
+        shoal_protocol::validate::id("instance_id", &id).map_err(|source| {
+            ConfigError::Refused {
+                what: "--instance-id",
+                source,
+            }
+        })?;
         Ok(id)
     }
 }

@@ -3,6 +3,8 @@
 //! or SIGTERM, registration as a NATS micro service, and the request loop.
 
 mod config;
+pub mod error;
+pub mod jetstream;
 pub mod kv;
 pub mod retry;
 mod serve;
@@ -10,7 +12,6 @@ mod serve;
 use std::collections::HashMap;
 use std::future::Future;
 
-use anyhow::Context;
 use async_nats::service::{Service, ServiceExt};
 use async_nats::{Client, ConnectOptions, Event};
 use shoal_protocol::ServiceKind;
@@ -18,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-pub use config::{CommonConfig, NatsArgs};
-pub use serve::{EndpointRequests, add_endpoint, serve};
+pub use config::{CommonConfig, JetStreamArgs, NatsArgs};
+pub use error::{ConfigError, ConnectError, JetStreamContext, JetStreamError, NatsError};
+pub use serve::{EndpointRequests, Endpoints, add_endpoint, serve, serve_until};
 
 /// The version every service reports in `$SRV.INFO`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -57,11 +59,14 @@ pub fn hostname() -> String {
 pub async fn connect_options(
     cfg: &NatsArgs,
     connection_name: &str,
-) -> anyhow::Result<(ConnectOptions, Vec<async_nats::ServerAddr>)> {
+) -> Result<(ConnectOptions, Vec<async_nats::ServerAddr>), ConfigError> {
     let mut opts = match &cfg.nats_creds {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
-            .with_context(|| format!("reading NATS credentials file {}", path.display()))?,
+            .map_err(|source| ConfigError::Credentials {
+                path: path.clone(),
+                source,
+            })?,
         None => ConnectOptions::new(),
     };
     match (&cfg.nats_user, &cfg.nats_password) {
@@ -69,7 +74,11 @@ pub async fn connect_options(
             opts = opts.user_and_password(user.clone(), password.clone())
         }
         (None, None) => {}
-        _ => anyhow::bail!("--nats-user and --nats-password go together: give both or neither"),
+        _ => {
+            return Err(ConfigError::invalid(
+                "--nats-user and --nats-password go together: give both or neither",
+            ));
+        }
     }
     if let Some(token) = &cfg.nats_token {
         opts = opts.token(token.clone());
@@ -87,14 +96,17 @@ pub async fn connect_options(
         .split(',')
         .map(|u| u.trim().parse())
         .collect::<Result<_, _>>()
-        .with_context(|| format!("--nats-url {:?} is not a valid NATS URL list", cfg.nats_url))?;
+        .map_err(|source| ConfigError::NatsUrl {
+            urls: cfg.nats_url.clone(),
+            source,
+        })?;
     Ok((opts.name(connection_name), urls))
 }
 
 /// Connects a service to NATS. The client reconnects forever with backoff, and
 /// retries the first connection too, so a service started before its NATS server
 /// waits instead of exiting.
-pub async fn connect(cfg: &NatsArgs, connection_name: &str) -> anyhow::Result<Client> {
+pub async fn connect(cfg: &NatsArgs, connection_name: &str) -> Result<Client, ConnectError> {
     let (opts, urls) = connect_options(cfg, connection_name).await?;
     let client = opts
         .retry_on_initial_connect()
@@ -109,7 +121,7 @@ pub async fn connect(cfg: &NatsArgs, connection_name: &str) -> anyhow::Result<Cl
         })
         .connect(urls)
         .await
-        .context("connecting to NATS")?;
+        .map_err(ConnectError::Nats)?;
     Ok(client)
 }
 
@@ -143,7 +155,7 @@ pub async fn start_service(
     client: &Client,
     kind: ServiceKind,
     instance_id: &str,
-) -> anyhow::Result<Service> {
+) -> Result<Service, NatsError> {
     client
         .service_builder()
         .description(kind.description())
@@ -153,7 +165,15 @@ pub async fn start_service(
         )]))
         .start(kind.service_name(), VERSION)
         .await
-        .map_err(|e| anyhow::anyhow!("registering {} as a NATS service: {e}", kind.service_name()))
+        .map_err(|source| NatsError::Service {
+            service: kind.service_name(),
+            source,
+        })
+}
+
+/// Stops the micro service (its endpoints stop answering).
+pub async fn stop_service(service: Service) -> Result<(), NatsError> {
+    service.stop().await.map_err(NatsError::StopService)
 }
 
 /// The body of every service's `main`: tracing, connection, `run` until a signal,

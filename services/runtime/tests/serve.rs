@@ -1,10 +1,12 @@
 //! The request loop over a real nats-server: replies are encoded once, errors reach
-//! the client as the envelope with the NATS service error headers set, and every
-//! endpoint answers on both its shared and its per-instance subject.
+//! the client as the envelope with the NATS service error headers set, every
+//! endpoint answers on both its shared and its per-instance subject, and an endpoint
+//! served until stopped answers concurrently, then unsubscribes.
 
 use std::time::Duration;
 
 use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use serde_json::json;
 use shoal_protocol::{
     ClientError, Endpoint, ErrorCode, NodeIdRequest, ServiceKind, ShoalClient, ShoalError,
     Subjects, decode,
@@ -37,7 +39,7 @@ async fn start_test_service(
                 let request: NodeIdRequest = decode(&message.payload)?;
                 match request.id.as_str() {
                     "n1" => Ok(serde_json::json!({ "id": "n1", "answered_by": instance })),
-                    other => Err(ShoalError::not_found(format!("no node with id {other:?}"))),
+                    other => Err(ShoalError::no_node(other)),
                 }
             }
         },
@@ -138,4 +140,48 @@ async fn client_reports_no_responders_after_retrying() {
         started.elapsed() >= Duration::from_millis(100),
         "it retried before giving up"
     );
+}
+
+#[tokio::test]
+async fn endpoints_served_until_stopped_answer_concurrently_then_unsubscribe() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let subjects = Subjects::default();
+    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, "c1")
+        .await
+        .unwrap();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let stop = CancellationToken::new();
+    // Each request waits for another to arrive: served one at a time, neither would
+    // ever be answered.
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    shoal_runtime::Endpoints::new(&service, &subjects, "c1", &tasks)
+        .serve_until(
+            Endpoint::CoordinatorAssign,
+            &stop,
+            || ShoalError::not_leader("stopped"),
+            move |_| {
+                let barrier = barrier.clone();
+                async move {
+                    barrier.wait().await;
+                    Ok(serde_json::json!({ "ok": true }))
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let shoal = ShoalClient::new(client.clone(), subjects).with_retry_for(Duration::ZERO);
+    let empty = json!({});
+    let ask = || shoal.call::<_, serde_json::Value>(Endpoint::CoordinatorAssign, &empty);
+    let (a, b) = tokio::join!(ask(), ask());
+    assert_eq!(a.unwrap()["ok"], true);
+    assert_eq!(b.unwrap()["ok"], true);
+
+    stop.cancel();
+    tasks.close();
+    tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .expect("the endpoint's task ends once stopped");
+    let err = ask().await.unwrap_err();
+    assert!(matches!(err, ClientError::NoResponders { .. }), "{err:?}");
 }

@@ -4,16 +4,15 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, kv};
-use chrono::Utc;
 use futures::StreamExt;
 use shoal_protocol::{
     AssignRequest, Assignment, ClientError, Empty, Endpoint, LeaderReply, ListAssignmentsRequest,
-    ListNodesRequest, MEMBERS_BUCKET, Node, NodeRole, NodeStatus, ShoalClient, Subjects,
+    ListNodesRequest, MEMBERS_BUCKET, Node, NodeStatus, ShoalClient, Subjects,
 };
 use shoal_testkit::{ServiceProcess, binary, wait_for};
 
@@ -76,32 +75,9 @@ pub fn balancer(nats_url: &str) -> ServiceProcess {
 /// An online node as the registry would write it.
 pub fn node(id: &str, max_agents: u32) -> Node {
     Node {
-        id: id.into(),
-        hostname: format!("host-{id}"),
-        ip_address: "127.0.0.1".into(),
-        port: 0,
-        address: "127.0.0.1:0".into(),
-        role: NodeRole::Worker,
-        status: NodeStatus::Online,
-        healthy: true,
-        active_agents: 0,
         max_agents,
-        capacity: 1.0,
-        load: 0.0,
-        cpu_usage: 1.0,
-        memory_usage: 1.0,
-        disk_usage: 1.0,
-        load_average: 0.1,
-        uptime: "1s".into(),
-        uptime_s: 1,
-        last_seen: Utc::now(),
-        services: vec![],
-        labels: BTreeMap::new(),
-        version: String::new(),
-        features: vec![],
-        started_at: Utc::now(),
-        draining: false,
         manual: true,
+        ..Node::example(id)
     }
 }
 

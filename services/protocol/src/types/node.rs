@@ -353,7 +353,10 @@ pub struct Node {
     pub max_agents: u32,
     /// Free share of agent slots, 0.0 (full) to 1.0 (empty).
     pub capacity: f64,
-    /// Load score, lower is better (see the balancer's `least_loaded`).
+    /// Load score, 0.0 (idle) to 1.0 (saturated), lower is better: 40 % CPU, 30 %
+    /// memory, 30 % agent slots in use. The registry computes it from the last
+    /// heartbeat; in a balancer's reply it is the estimated load `least_loaded` ranks
+    /// by, which adds placements not measured yet and may pass 1.0.
     pub load: f64,
     pub cpu_usage: f64,
     pub memory_usage: f64,
@@ -433,8 +436,8 @@ pub const AGENTS_WEIGHT: f64 = 0.3;
 
 /// The load score, 0 (idle) to 1 (saturated), as the Go wrapper's GetLoad: CPU and
 /// memory pressure plus the share of agent slots in use. Inputs out of range are
-/// clamped so a bad report cannot make a node look better than idle. The registry
-/// shows it as `load` (times 100); the balancer's `least_loaded` ranks by it.
+/// clamped so a bad report cannot make a node look better than idle. It is a node's
+/// `load` in the registry; the balancer's `least_loaded` ranks by it.
 pub fn load_score(cpu_usage: f64, memory_usage: f64, agents: u32, max_agents: u32) -> f64 {
     let pct = |v: f64| {
         if v.is_finite() {

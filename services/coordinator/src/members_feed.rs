@@ -6,21 +6,23 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use shoal_protocol::{MEMBERS_BUCKET, Node, Subjects};
+use shoal_protocol::{MEMBERS_BUCKET, Subjects};
+use shoal_runtime::kv::{BucketEvent, decode_member, follow_bucket};
+use shoal_runtime::retry::until_ok;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::members::Members;
 
 #[derive(Clone)]
-pub struct Membership {
+pub struct MembersFeed {
     view: Arc<RwLock<Members>>,
     changed: watch::Receiver<u64>,
     js: jetstream::Context,
 }
 
-impl Membership {
+impl MembersFeed {
     pub fn read<T>(&self, f: impl FnOnce(&Members) -> T) -> T {
         f(&self.view.read().unwrap_or_else(|p| p.into_inner()))
     }
@@ -33,7 +35,7 @@ impl Membership {
         let read = async {
             let store = self.js.get_key_value(MEMBERS_BUCKET).await.ok()?;
             let value = store.get(id).await.ok()??;
-            serde_json::from_slice::<Node>(&value).ok()
+            decode_member(id, &value)
         };
         let node = tokio::time::timeout(Duration::from_millis(500), read)
             .await
@@ -63,7 +65,7 @@ pub fn spawn(
     client: async_nats::Client,
     subjects: Subjects,
     shutdown: CancellationToken,
-) -> Membership {
+) -> MembersFeed {
     let view = Arc::new(RwLock::new(Members::default()));
     let (tx, rx) = watch::channel(0u64);
     let tx = Arc::new(tx);
@@ -74,7 +76,7 @@ pub fn spawn(
         shutdown.clone(),
     ));
     tokio::spawn(watch_events(client, subjects, tx, shutdown));
-    Membership {
+    MembersFeed {
         view,
         changed: rx,
         js,
@@ -87,78 +89,36 @@ async fn watch_bucket(
     changed: Arc<watch::Sender<u64>>,
     shutdown: CancellationToken,
 ) {
-    let mut waiting_logged = false;
-    while !shutdown.is_cancelled() {
-        match js.get_key_value(MEMBERS_BUCKET).await {
-            Ok(store) => {
-                waiting_logged = false;
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    r = follow(&store, &view, &changed) => if let Err(e) = r {
-                        warn!(error = %e, "membership watch interrupted, watching again");
-                    },
-                }
-            }
-            Err(e) if !waiting_logged => {
-                info!(bucket = MEMBERS_BUCKET, error = %e, "waiting for the membership bucket");
-                waiting_logged = true;
-            }
-            Err(_) => {}
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
-}
-
-async fn follow(
-    store: &kv::Store,
-    view: &RwLock<Members>,
-    changed: &watch::Sender<u64>,
-) -> Result<(), String> {
-    let info = store.stream.get_info().await.map_err(|e| e.to_string())?;
-    let mut watch = store
-        .watch_with_history(">")
-        .await
-        .map_err(|e| e.to_string())?;
-    if info.state.messages == 0 {
-        view.write()
-            .unwrap_or_else(|p| p.into_inner())
-            .mark_loaded();
-    }
-    while let Some(entry) = watch.next().await {
-        let entry = entry.map_err(|e| e.to_string())?;
+    // The registry creates the bucket: wait for it.
+    let Some(store) = until_ok(&shutdown, "opening the membership bucket", || {
+        js.get_key_value(MEMBERS_BUCKET)
+    })
+    .await
+    else {
+        return;
+    };
+    follow_bucket(&store, &shutdown, |event| {
         let relevant = {
             let mut members = view.write().unwrap_or_else(|p| p.into_inner());
-            let relevant = match entry.operation {
-                kv::Operation::Put => match serde_json::from_slice::<Node>(&entry.value) {
-                    Ok(node) if node.id == entry.key => members.upsert(node),
-                    Ok(node) => {
-                        warn!(key = %entry.key, node_id = %node.id, "membership record names another node; ignored");
-                        false
-                    }
-                    Err(e) => {
-                        warn!(key = %entry.key, error = %e, "unreadable membership record");
-                        false
-                    }
+            match event {
+                BucketEvent::Entry(entry) => match entry.operation {
+                    kv::Operation::Put => decode_member(&entry.key, &entry.value)
+                        .is_some_and(|node| members.upsert(node)),
+                    kv::Operation::Delete | kv::Operation::Purge => members.remove(&entry.key),
                 },
-                kv::Operation::Delete | kv::Operation::Purge => members.remove(&entry.key),
-            };
-            if entry.delta == 0 && !members.is_loaded() {
-                debug!(nodes = members.len(), "membership loaded");
-                members.mark_loaded();
-                true
-            } else {
-                relevant
+                BucketEvent::Loaded => {
+                    debug!(nodes = members.len(), "membership loaded");
+                    members.mark_loaded();
+                    true
+                }
             }
         };
         // Metrics snapshots change nothing the leader decides on: no wake-up.
         if relevant {
             changed.send_modify(|n| *n += 1);
         }
-    }
-    Ok(())
+    })
+    .await;
 }
 
 async fn watch_events(
