@@ -491,3 +491,30 @@ fn a_first_heartbeat_that_overtakes_the_record_still_counts() {
     );
     assert_eq!(v.node("late").unwrap().cpu_usage, 5.0);
 }
+
+#[test]
+fn a_slot_freed_by_the_coordinator_is_pickable_before_the_nodes_next_heartbeat() {
+    let mut v = view(Strategy::LeastAgents);
+    let t0 = Instant::now();
+    // A full node: its record and heartbeats report 2 of 2 agents.
+    v.upsert(node("n", 2, 2), t0);
+    let event = |action, agent: &str| AssignmentEvent {
+        event: action,
+        agent_name: agent.into(),
+        node_id: Some("n".into()),
+        previous_node_id: None,
+        reason: "test".into(),
+        epoch: 1,
+        at: Utc::now(),
+        resources: None,
+    };
+    v.apply_assignment(&event(AssignmentAction::Assigned, "a1"), t0);
+    v.apply_assignment(&event(AssignmentAction::Assigned, "a2"), t0);
+    let req = SelectRequest::default();
+    assert!(v.select(&req, t0).is_err(), "full");
+    // The coordinator unassigns one; the node has not heartbeated since.
+    let mut gone = event(AssignmentAction::Unassigned, "a1");
+    gone.node_id = None;
+    v.apply_assignment(&gone, t0);
+    assert_eq!(pick(&mut v, &req, t0), "n");
+}

@@ -331,6 +331,12 @@ impl View {
                     self.assigned.remove(&o);
                 }
             }
+            // The node will report one agent fewer once it has stopped it: count that
+            // now, so the freed slot is pickable before the node's next heartbeat.
+            if let Some(&i) = self.by_id.get(&o) {
+                let node = &mut self.slots[i].as_mut().expect("slot").node;
+                node.active_agents = node.active_agents.saturating_sub(1);
+            }
             self.refresh_assigned(&o);
         }
         if let Some(n) = node {

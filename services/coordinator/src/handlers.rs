@@ -17,7 +17,7 @@ use shoal_runtime::Endpoints;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::context::Ctx;
 use crate::error::Error;
@@ -66,8 +66,21 @@ where
     move |m| handler(ctx.clone(), m)
 }
 
+/// Reads see every write acknowledged before they arrived: the replica first
+/// catches up with the log's end (bounded by `--jetstream-timeout`).
+async fn catch_up(ctx: &Ctx) {
+    if !ctx
+        .replica
+        .caught_up(&ctx.stream, ctx.cfg.jetstream_timeout)
+        .await
+    {
+        debug!("answering a read from a replica that may trail the log");
+    }
+}
+
 async fn get(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<Assignment, ShoalError> {
     let req: AgentNameRequest = decode(&m.payload)?;
+    catch_up(&ctx).await;
     ctx.replica
         .read(|s| s.get(&req.agent_name).cloned())
         .ok_or_else(|| {
@@ -79,6 +92,7 @@ async fn get(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<Assignment, ShoalE
 /// NATS message carries; `next` says where the next page starts.
 async fn list(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<AssignmentList, ShoalError> {
     let req: ListAssignmentsRequest = decode(&m.payload)?;
+    catch_up(&ctx).await;
     let (mut assignments, mut next) = ctx.replica.read(|s| s.page(&req));
     let budget = size::budget(ctx.client.server_info().max_payload);
     size::fit_page(&mut assignments, &mut next, budget, |a| {

@@ -40,6 +40,8 @@ pub enum LeaderCommand {
     Promote(String, oneshot::Sender<Result<(), ShoalError>>),
     /// The balancer's answer for an assign or a move, back in the decision loop.
     Placed(Box<Placement>),
+    /// What freed a slot is in the log and its event out: place waiting agents.
+    SlotFreed,
 }
 
 /// What a write request gets when this replica no longer leads.
@@ -56,6 +58,7 @@ impl LeaderCommand {
             LeaderCommand::Unassign(_, tx) => drop(tx.send(Err(not_leader()))),
             LeaderCommand::Promote(_, tx) => drop(tx.send(Err(not_leader()))),
             LeaderCommand::Placed(p) => p.refuse(),
+            LeaderCommand::SlotFreed => {}
         }
     }
 }
@@ -276,7 +279,7 @@ async fn begin(
 }
 
 /// Shortest wait before placing waiting agents again after the balancer could not.
-pub(crate) const RETRY_MIN: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_MIN: Duration = Duration::from_millis(25);
 
 /// The term's decision state; only the decision loop touches it.
 pub(crate) struct Leader {
@@ -311,6 +314,7 @@ impl Leader {
                 let _ = tx.send(self.promote(&target).await);
             }
             LeaderCommand::Placed(placement) => self.placed(*placement),
+            LeaderCommand::SlotFreed => self.reconcile().await,
         }
     }
 
@@ -338,11 +342,22 @@ impl Leader {
         true
     }
 
-    /// A slot was freed: waiting agents may fit now.
+    /// A slot was freed: waiting agents may fit now. They are placed once the change
+    /// is in the log and its event published, so the balancer has counted the slot
+    /// free by the time it is asked (asked at once, it would refuse and the retry
+    /// would wait out a back-off).
     pub(crate) fn slot_freed(&mut self) {
-        if self.state.waiting_count() > 0 {
-            self.next_sweep = Instant::now();
+        if self.state.waiting_count() == 0 {
+            return;
         }
+        let (done, written) = oneshot::channel();
+        self.pipeline.after_pending(Reply::Idle(done));
+        let loopback = self.loopback.clone();
+        tokio::spawn(async move {
+            if written.await == Ok(true) {
+                let _ = loopback.send(LeaderCommand::SlotFreed).await;
+            }
+        });
     }
 
     fn on_node(&mut self, message: NodeMessage) {

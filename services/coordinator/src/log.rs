@@ -118,6 +118,22 @@ impl Replica {
         self.restart.notify_one();
     }
 
+    /// Waits (at most `deadline`) until the tail has applied every record the log
+    /// held when this was called, so a read after an acknowledged write sees it;
+    /// false if it could not tell or did not catch up in time (the read then
+    /// answers from what the replica has).
+    pub async fn caught_up(&self, stream: &stream::Stream, deadline: Duration) -> bool {
+        let end = tokio::time::timeout(deadline, log_end(stream)).await;
+        let Ok(Ok(last)) = end else {
+            return false;
+        };
+        let mut applied = self.applied.clone();
+        matches!(
+            tokio::time::timeout(deadline, applied.wait_for(|a| *a >= last)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// Waits until the tail has applied `seq`, then returns a copy of the state.
     pub async fn snapshot_at(&self, seq: u64, deadline: Duration) -> Option<State> {
         let mut applied = self.applied.clone();

@@ -154,11 +154,8 @@ async fn the_log_is_purged_below_snapshots_and_a_new_replica_starts_from_one() {
         .await
         .unwrap();
     assert_eq!(a.node_id, "n1");
-    // Reads come from the replica's tail, a moment behind the ack.
-    let after = wait_for("the new leader to list the new agent", LONG, || async {
-        listed_by(&shoal, "c2").await.filter(|l| l.len() == 51)
-    })
-    .await
-    .unwrap();
+    // A read right after the ack sees it.
+    let after = listed_by(&shoal, "c2").await.unwrap();
+    assert_eq!(after.len(), 51);
     assert!(leader_view.iter().all(|a| after.contains(a)));
 }
