@@ -13,6 +13,7 @@ pub mod agents;
 pub mod identity;
 pub mod metrics;
 mod node;
+pub mod pace;
 pub mod sim;
 pub mod wire;
 

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::agents::{AgentSet, Applied};
 use crate::metrics::{Sample, Sampler};
+use crate::pace::{CHANGE_HEARTBEAT_EVERY, Pace, Pacer};
 use crate::{Config, Error, Identity, identity, wire};
 
 /// Host name and address are checked for changes this often.
@@ -161,6 +162,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     // After a pause (SIGSTOP, a stalled host) resume the rhythm instead of bursting.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut identity_checked = Instant::now();
+    let mut change_pacer = Pacer::new(CHANGE_HEARTBEAT_EVERY);
     let mut was_connected = true;
     // The server numbers each connection: a new number means the client reconnected,
     // even so quickly that no tick saw it disconnected (a connection the server
@@ -206,11 +208,19 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
                 }
             }
             Some(message) = agent_notices.next() => {
-                // A changed agent count goes out at once: the balancer and coordinator
-                // judge capacity from it.
+                // A changed agent count goes out soon (the registry and coordinator
+                // judge capacity and agreement from it), at most once per
+                // CHANGE_HEARTBEAT_EVERY: a burst of notices costs one heartbeat.
                 if node.on_agent_notice(&message.payload) {
-                    node.heartbeat().await;
+                    match change_pacer.changed(tokio::time::Instant::now()) {
+                        Pace::Now => node.heartbeat().await,
+                        Pace::Later => {}
+                    }
                 }
+            }
+            _ = change_pacer.due(), if change_pacer.is_pending() => {
+                change_pacer.sent(tokio::time::Instant::now());
+                node.heartbeat().await;
             }
         }
     }

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::agents::AgentSet;
+use crate::pace::{CHANGE_HEARTBEAT_EVERY, Pace, Pacer};
 use crate::{Error, Identity, wire};
 use shoal_runtime::{ConfigError, NatsError};
 
@@ -46,6 +47,9 @@ mod usage;
 
 pub use usage::SimMetrics;
 use usage::Usage;
+
+/// How often paced change-triggered heartbeats are checked for being due.
+const PACED_TICK: Duration = Duration::from_millis(10);
 
 /// Heartbeats of all nodes are spread over slots this long.
 const SLOT: Duration = Duration::from_millis(10);
@@ -104,6 +108,7 @@ struct SimNode {
     seq: u64,
     agents: AgentSet,
     usage: Usage,
+    pacer: Pacer,
 }
 
 impl SimNode {
@@ -125,6 +130,17 @@ impl SimNode {
             agents_digest: Some(self.agents.digest()),
         }
     }
+
+    /// A heartbeat ready to publish (its subject and bytes).
+    fn encoded_heartbeat(&mut self) -> Option<(Subject, bytes::Bytes)> {
+        match wire::encode_heartbeat(&self.heartbeat()) {
+            Ok(payload) => Some((self.heartbeat_subject.clone(), payload)),
+            Err(e) => {
+                warn!(node_id = %self.identity.id, error = %e, "simulated heartbeat not sent");
+                None
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -132,9 +148,15 @@ struct Shared {
     subjects: Subjects,
     nodes: Mutex<Vec<SimNode>>,
     index: HashMap<String, usize>,
+    /// Nodes with a change-triggered heartbeat due (see [`crate::pace`]).
+    paced: Mutex<Vec<usize>>,
 }
 
 impl Shared {
+    fn paced(&self) -> MutexGuard<'_, Vec<usize>> {
+        self.paced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn nodes(&self) -> MutexGuard<'_, Vec<SimNode>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -215,6 +237,7 @@ impl SimulatedCluster {
                     seq: 0,
                     agents: AgentSet::default(),
                     usage: Usage::new(cfg.metrics, &mut rng),
+                    pacer: Pacer::new(CHANGE_HEARTBEAT_EVERY),
                 }
             })
             .collect();
@@ -238,6 +261,7 @@ impl SimulatedCluster {
             subjects: subjects.clone(),
             nodes: Mutex::new(nodes),
             index,
+            paced: Mutex::new(Vec::new()),
         });
         let sync = crate::node::subscribe(&client, subjects.registry_sync()).await?;
         let notices = crate::node::subscribe(&client, subjects.node_agents("*")).await?;
@@ -245,6 +269,7 @@ impl SimulatedCluster {
         let tasks = vec![
             tokio::spawn(sync_loop(shared.clone(), sync, cancel.clone())),
             tokio::spawn(agents_loop(shared.clone(), notices, cancel.clone())),
+            tokio::spawn(paced_loop(shared.clone(), cancel.clone())),
         ];
         shared.announce_where(|_, _| true).await;
         let mut cluster = SimulatedCluster {
@@ -441,6 +466,44 @@ async fn sync_loop(
     }
 }
 
+/// Sends the change-triggered heartbeats that have come due.
+async fn paced_loop(shared: Arc<Shared>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(PACED_TICK);
+    let mut due = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        {
+            let mut paced = shared.paced();
+            if paced.is_empty() {
+                continue;
+            }
+            let mut nodes = shared.nodes();
+            paced.retain(|&i| {
+                let node = &mut nodes[i];
+                if node.pacer.due_at().is_some_and(|at| at > now) {
+                    return true;
+                }
+                node.pacer.sent(now);
+                if node.state == SimState::Running
+                    && let Some(hb) = node.encoded_heartbeat()
+                {
+                    due.push(hb);
+                }
+                false
+            });
+        }
+        for (subject, payload) in due.drain(..) {
+            if let Err(e) = shared.client.publish(subject, payload).await {
+                debug!(error = %e, "simulated heartbeat not published");
+            }
+        }
+    }
+}
+
 async fn agents_loop(
     shared: Arc<Shared>,
     mut notices: async_nats::Subscriber,
@@ -464,7 +527,11 @@ async fn agents_loop(
                 continue;
             }
         };
-        // As the announcer does, a changed agent count goes out in a heartbeat at once.
+        // As the announcer does, a changed agent count goes out in a heartbeat soon:
+        // at once, or with the node's next paced heartbeat.
+        // (The paced list is taken only after the nodes are let go: the paced loop
+        // takes them in the other order.)
+        let mut newly_paced = false;
         let heartbeat = {
             let mut nodes = shared.nodes();
             let node = &mut nodes[i];
@@ -473,10 +540,11 @@ async fn agents_loop(
             }
             match node.agents.apply(id, &notice) {
                 Ok(applied) if applied.changed() && node.state == SimState::Running => {
-                    match wire::encode_heartbeat(&node.heartbeat()) {
-                        Ok(payload) => Some((node.heartbeat_subject.clone(), payload)),
-                        Err(e) => {
-                            warn!(node_id = %id, error = %e, "simulated heartbeat not sent");
+                    let was_pending = node.pacer.is_pending();
+                    match node.pacer.changed(tokio::time::Instant::now()) {
+                        Pace::Now => node.encoded_heartbeat(),
+                        Pace::Later => {
+                            newly_paced = !was_pending;
                             None
                         }
                     }
@@ -488,6 +556,9 @@ async fn agents_loop(
                 }
             }
         };
+        if newly_paced {
+            shared.paced().push(i);
+        }
         if let Some((subject, payload)) = heartbeat
             && let Err(e) = shared.client.publish(subject, payload).await
         {
