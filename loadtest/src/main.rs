@@ -2,6 +2,7 @@
 
 mod args;
 mod baseline;
+mod cost;
 mod measure;
 mod report;
 mod scenarios;

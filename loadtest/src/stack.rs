@@ -127,6 +127,48 @@ impl Stack {
         Ok(stack)
     }
 
+    /// (name, pid, whether its children count too) of every process started here,
+    /// this one included (it runs the simulated nodes); empty for a stack elsewhere.
+    pub fn process_ids(&self) -> Vec<(String, u32, bool)> {
+        let mut ids = Vec::new();
+        let servers = self
+            .cluster
+            .iter()
+            .flat_map(|c| c.servers.iter())
+            .chain(self._nats.iter());
+        for server in servers {
+            if let Some(pid) = server.pid() {
+                ids.push(("nats_server".to_string(), pid, false));
+            }
+        }
+        if ids.is_empty() {
+            return ids;
+        }
+        if let Some(pid) = self._postgres.as_ref().and_then(Postgres::pid) {
+            ids.push(("postgres".to_string(), pid, true));
+        }
+        for (name, p) in [("registry", &self.registry), ("balancer", &self.balancer)] {
+            if let Some(p) = p {
+                ids.push((name.to_string(), p.pid(), false));
+            }
+        }
+        for c in &self.coordinators {
+            ids.push(("coordinators".to_string(), c.process.pid(), false));
+        }
+        ids.push(("loadtest".to_string(), std::process::id(), false));
+        ids
+    }
+
+    /// Monitoring ports of the nats-servers started here.
+    pub fn monitor_ports(&self) -> Vec<u16> {
+        self.cluster
+            .iter()
+            .flat_map(|c| c.servers.iter())
+            .chain(self._nats.iter())
+            .map(NatsServer::monitor_port)
+            .collect()
+    }
+
     /// Starts one more coordinator replica, named `id`.
     pub fn add_coordinator(&mut self, id: &str) -> anyhow::Result<()> {
         let process = self.service("shoal-coordinator", id)?;

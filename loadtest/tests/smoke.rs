@@ -71,6 +71,21 @@ fn assign_scenario_completes_and_verifies() {
         !report["checks"].as_array().unwrap().is_empty(),
         "assignments were verified"
     );
+    // What an assign costs: at least the request and its reply through nats-server,
+    // and some CPU in the coordinators.
+    let figures = &report["figures"];
+    let msgs_in = figures["assign_nats_msgs_in"].as_f64().unwrap();
+    let msgs_out = figures["assign_nats_msgs_out"].as_f64().unwrap();
+    assert!(msgs_in >= 2.0 && msgs_out >= 2.0, "{figures}");
+    assert!(
+        figures["assign_cpu_us_total"].as_f64().unwrap()
+            >= figures["assign_cpu_us_coordinators"].as_f64().unwrap(),
+        "{figures}"
+    );
+    assert!(
+        figures["unassign_cpu_us_total"].as_f64().is_some(),
+        "{figures}"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::args::Args;
+use crate::cost::Cost;
 use crate::measure::{Limit, run as measure};
 use crate::report::Report;
 use crate::stack::{Spawn, Stack};
@@ -18,15 +19,20 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let prefix = super::run_prefix("assign");
     let acked = Arc::new(Mutex::new(Vec::new()));
     let (client, p, a) = (stack.client.clone(), prefix.clone(), acked.clone());
+    let cost = Cost::start(&stack).await;
     let assigned = measure("assign", load, limit, move |i| {
         let (client, agent, acked) = (client.clone(), format!("{p}{i}"), a.clone());
         async move { super::assign_recorded(&client, agent, &acked).await }
     })
     .await;
+    if let Some(cost) = cost {
+        cost.report(report, "assign", assigned.ok).await;
+    }
 
     let names: Arc<Vec<String>> = Arc::new(acked.lock().unwrap().clone());
     let gone = Arc::new(Mutex::new(Vec::new()));
     let (client, n, g) = (stack.client.clone(), names.clone(), gone.clone());
+    let cost = Cost::start(&stack).await;
     let unassigned = measure(
         "unassign",
         load,
@@ -44,6 +50,9 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         },
     )
     .await;
+    if let Some(cost) = cost {
+        cost.report(report, "unassign", unassigned.ok).await;
+    }
 
     if let Some((rr, js)) = &base {
         report.ratio(

@@ -122,6 +122,11 @@ impl Postgres {
         self.port
     }
 
+    /// The postmaster's pid, while it runs (its backends are its children).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/db`
     pub fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
