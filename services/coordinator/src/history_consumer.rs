@@ -17,6 +17,9 @@ use crate::history::{HistoryStore, Row};
 use crate::record::LogRecord;
 use shoal_protocol::HISTORY_CONSUMER;
 
+/// How long the consumer waits for more records to write together with the first.
+const GATHER: Duration = Duration::from_millis(20);
+
 pub fn spawn(
     store: Arc<HistoryStore>,
     stream: stream::Stream,
@@ -53,6 +56,8 @@ async fn consume(
         durable_name: Some(HISTORY_CONSUMER.to_string()),
         description: Some("copies the assignment log into postgres".to_string()),
         filter_subject: subjects.coordinator_log(),
+        // Every replica pulls from this consumer: an ack covering all before it
+        // could acknowledge what another replica has not written yet.
         ack_policy: consumer::AckPolicy::Explicit,
         // What a crashed replica had taken but not written comes back after this:
         // the history of its last moments is at most this late.
@@ -60,19 +65,26 @@ async fn consume(
         max_ack_pending: 20_000,
         ..Default::default()
     };
-    let consumer = stream
+    let consumer: consumer::PullConsumer = stream
         .get_or_create_consumer(HISTORY_CONSUMER, config)
         .await
         .jetstream("opening the history consumer")?;
-    let messages = consumer
+    let mut stream = consumer
         .messages()
         .await
         .jetstream("reading the history consumer")?;
-    let mut chunks = messages.ready_chunks(batch);
-    while let Some(chunk) = chunks.next().await {
-        let mut messages = Vec::with_capacity(chunk.len());
-        for message in chunk {
-            messages.push(message.jetstream("reading the history consumer")?);
+    while let Some(first) = stream.next().await {
+        // Gather what arrives within a moment: one insert and one ack for many
+        // records, at the price of history trailing the log by that moment.
+        let mut messages = vec![first.jetstream("reading the history consumer")?];
+        let until = tokio::time::Instant::now() + GATHER;
+        while messages.len() < batch {
+            match tokio::time::timeout_at(until, stream.next()).await {
+                Ok(Some(message)) => {
+                    messages.push(message.jetstream("reading the history consumer")?)
+                }
+                _ => break,
+            }
         }
         let mut rows: Vec<Row> = Vec::with_capacity(messages.len());
         for m in &messages {
@@ -95,8 +107,8 @@ async fn consume(
         {
             return Ok(());
         }
+        // A lost ack means a redelivery, which inserts nothing.
         for m in &messages {
-            // A lost ack means a redelivery, which inserts nothing.
             if let Err(e) = m.ack().await {
                 warn!(error = %e, "history ack not sent");
             }
