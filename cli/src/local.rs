@@ -85,6 +85,9 @@ impl Paths {
     pub fn nats_store(&self) -> PathBuf {
         self.run().join("nats")
     }
+    pub fn nats_config(&self) -> PathBuf {
+        self.run().join("nats-server.conf")
+    }
     pub fn pg_data(&self) -> PathBuf {
         self.run().join("pg")
     }

@@ -190,6 +190,12 @@ fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// What the flags of the local nats-server cannot say: PING a silent client every
+/// second and drop it after 2 unanswered, so a dead client's queue subscriptions
+/// (which would swallow requests) go within seconds, not nats-server's default 2
+/// minutes.
+const NATS_CONFIG: &str = "# Written by `shoal up`.\nping_interval: \"1s\"\nping_max: 2\n";
+
 async fn start_nats(
     args: &UpArgs,
     paths: &Paths,
@@ -203,8 +209,11 @@ async fn start_nats(
         }
     }
     std::fs::create_dir_all(paths.nats_store())?;
+    std::fs::write(paths.nats_config(), NATS_CONFIG)?;
     let mut cmd = Command::new(nats_binary()?);
-    cmd.args(["-a", "127.0.0.1", "-n", "shoal-local", "-js"])
+    cmd.arg("-c")
+        .arg(paths.nats_config())
+        .args(["-a", "127.0.0.1", "-n", "shoal-local", "-js"])
         .arg("-p")
         .arg(args.nats_port.to_string())
         .arg("-m")

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs};
 
+use crate::liveness;
+
 /// Configuration of a coordinator instance.
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
@@ -19,6 +21,14 @@ pub struct Config {
     /// third of it; a crashed leader is replaced about this long after its last renewal.
     #[arg(long, env = "SHOAL_LEASE_TTL", default_value = "3s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
+
+    /// A follower takes the lease from a leader that has not answered its probes
+    /// (`leader.get`, every 100 ms) for this long; a leader whose connection is
+    /// closed, or that says it no longer leads, is replaced at once. Keep it well
+    /// above the leader's answer time under load: deposing a slow leader is safe
+    /// but costs a term change.
+    #[arg(long, env = "SHOAL_TAKEOVER_AFTER", default_value = "600ms", value_parser = humantime::parse_duration)]
+    pub takeover_after: Duration,
 
     /// Postgres URL for the assignment history (`postgres://user@host/db`). Without it,
     /// assignments work and `history` answers `unavailable`.
@@ -81,6 +91,9 @@ impl Config {
             return refuse(
                 "--lease-ttl must be at least 1s (JetStream ages keys out in whole seconds)",
             );
+        }
+        if self.takeover_after < liveness::PROBE_EVERY * 2 {
+            return refuse("--takeover-after must be at least 200ms (two probes)");
         }
         if !(0.0..=1.0).contains(&self.mass_failure_share) {
             return refuse("--mass-failure-share must be between 0 and 1");

@@ -175,6 +175,7 @@ pub async fn serve_writes(
     let served = [
         endpoints
             .serve_until(
+                &ctx.client,
                 Endpoint::CoordinatorAssign,
                 stop,
                 not_leader,
@@ -183,6 +184,7 @@ pub async fn serve_writes(
             .await,
         endpoints
             .serve_until(
+                &ctx.client,
                 Endpoint::CoordinatorUnassign,
                 stop,
                 not_leader,
@@ -191,6 +193,7 @@ pub async fn serve_writes(
             .await,
         endpoints
             .serve_until(
+                &ctx.client,
                 Endpoint::CoordinatorMove,
                 stop,
                 not_leader,
@@ -198,10 +201,16 @@ pub async fn serve_writes(
             )
             .await,
         endpoints
-            .serve_until(Endpoint::CoordinatorLeaderPromote, stop, not_leader, {
-                let (ctx, commands) = (ctx.clone(), commands.clone());
-                move |m: Message| promote(ctx.clone(), m.payload, commands.clone())
-            })
+            .serve_until(
+                &ctx.client,
+                Endpoint::CoordinatorLeaderPromote,
+                stop,
+                not_leader,
+                {
+                    let (ctx, commands) = (ctx.clone(), commands.clone());
+                    move |m: Message| promote(ctx.clone(), m.payload, commands.clone())
+                },
+            )
             .await,
     ];
     for result in served {

@@ -93,16 +93,12 @@ pub async fn run_terms(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 /// One term; true if it ended because an append was refused (fenced).
 async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> bool {
     let term = held.token.clone();
-    let author = Author {
-        leader_id: ctx.me.clone(),
-        epoch: held.epoch,
-    };
     let started = Instant::now();
     let begun = tokio::select! {
-        begun = start(ctx, &author, &term) => begun,
+        begun = start(ctx, &term) => begun,
         _ = shutdown.cancelled() => return false,
     };
-    let (state, pipeline) = match begun {
+    let (author, state, pipeline) = match begun {
         Ok(begun) => begun,
         Err(NotStarted::Fenced) => return !term.is_cancelled(),
         Err(NotStarted::LeaseLost) => return false,
@@ -115,6 +111,7 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
         elapsed_ms = started.elapsed().as_millis() as u64,
         "leading: state rebuilt, serving writes"
     );
+    ctx.lease.started_term(author.epoch).await;
     let failed = pipeline.failed();
     let (tx, mut rx) = mpsc::channel(4096);
     let (node_tx, mut node_rx) = mpsc::channel(node_watch::QUEUE);
@@ -215,17 +212,17 @@ enum StartError {
     Append(#[from] AppendError),
 }
 
+/// What a started term has: its author (the term number is one past the log's
+/// last), the state rebuilt and the pipeline to append with.
+type Begun = (Author, State, Pipeline);
+
 /// Rebuilds the state up to the log's end and appends the epoch-start record. A
 /// failure that is not a refusal (the log unreadable or without a leader for a
 /// while, the tail behind) is tried again, with a growing pause, for as long as the
 /// lease holds: giving the lease up would not help another replica, which would
 /// meet the same log.
-async fn start(
-    ctx: &Ctx,
-    author: &Author,
-    term: &CancellationToken,
-) -> Result<(State, Pipeline), NotStarted> {
-    match until_ok(term, "starting the term", || begin(ctx, author)).await {
+async fn start(ctx: &Ctx, term: &CancellationToken) -> Result<Begun, NotStarted> {
+    match until_ok(term, "starting the term", || begin(ctx)).await {
         Some(Ok(started)) => Ok(started),
         Some(Err(fenced)) => Err(fenced),
         None => Err(NotStarted::LeaseLost),
@@ -235,10 +232,7 @@ async fn start(
 /// One try at starting a term. A refused epoch-start append (a deposed leader's
 /// append landed in between) is retried at once from the log's new end, up to
 /// [`MAX_REFUSALS`] times; refused that often, this replica is fenced.
-async fn begin(
-    ctx: &Ctx,
-    author: &Author,
-) -> Result<Result<(State, Pipeline), NotStarted>, StartError> {
+async fn begin(ctx: &Ctx) -> Result<Result<Begun, NotStarted>, StartError> {
     for refusals in 0..MAX_REFUSALS {
         let last = crate::log::log_end(&ctx.stream).await?;
         // A tail that is not there within a moment may be following a consumer
@@ -251,6 +245,11 @@ async fn begin(
             }
         };
         let mut state = caught_up.ok_or(StartError::Behind { last })?;
+        // Terms count up from the log, whatever the lease's revision.
+        let author = Author {
+            leader_id: ctx.me.clone(),
+            epoch: state.epoch() + 1,
+        };
         let mut appender = Appender::new(ctx.js.clone(), &ctx.subjects, state.last_seq());
         let record = LogRecord::EpochStart(EpochStart {
             event_id: new_event_id(),
@@ -267,7 +266,8 @@ async fn begin(
                     client: ctx.client.clone(),
                     subjects: ctx.subjects.clone(),
                 };
-                return Ok(Ok((state, Pipeline::new(appender, notifier, budget))));
+                let pipeline = Pipeline::new(appender, notifier, budget);
+                return Ok(Ok((author, state, pipeline)));
             }
             Err(e) if e.is_fenced() => {
                 warn!(refusals = refusals + 1, error = %e, "epoch-start append refused, catching up")

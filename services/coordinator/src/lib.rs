@@ -22,6 +22,7 @@ pub mod history;
 pub mod history_consumer;
 pub mod leader;
 pub mod lease;
+pub mod liveness;
 pub mod log;
 pub mod members;
 pub mod members_feed;
@@ -152,6 +153,14 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let reads = TaskTracker::new();
     handlers::serve_reads(&ctx, &shutdown, &reads).await?;
     let terms = tokio::spawn(leader::run_terms(ctx.clone(), shutdown.clone()));
+    reads.spawn(liveness::run(
+        ctx.client.clone(),
+        ctx.peers.clone(),
+        ctx.lease.clone(),
+        me.clone(),
+        ctx.cfg.takeover_after,
+        shutdown.clone(),
+    ));
     info!(instance_id = %me, "coordinator ready");
 
     shutdown.cancelled().await;

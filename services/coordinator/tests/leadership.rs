@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,84 @@ async fn with_nodes(client: &async_nats::Client, n: usize) {
         put_node(&kv, &node(&format!("n{i}"), 100_000))
             .await
             .unwrap();
+    }
+}
+
+/// What the writers of [`Writers`] got back.
+#[derive(Debug, Default)]
+struct Outcomes {
+    acked: usize,
+    not_leader: usize,
+    /// No reply at all: a request the leader dropped.
+    timeouts: usize,
+    other: Vec<String>,
+}
+
+/// Clients assigning back to back, without retries, so every request's fate shows.
+struct Writers {
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<Outcomes>>,
+    acked: Arc<AtomicUsize>,
+}
+
+impl Writers {
+    fn start(shoal: &shoal_protocol::ShoalClient, n: usize, node: &str) -> Writers {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let acked = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..n)
+            .map(|w| {
+                let (stop, node, acked) = (stop.clone(), node.to_string(), acked.clone());
+                let c = shoal
+                    .clone()
+                    .with_retry_for(Duration::ZERO)
+                    .with_timeout(Duration::from_secs(2));
+                tokio::spawn(async move {
+                    let mut out = Outcomes::default();
+                    let mut i = 0;
+                    while !stop.is_cancelled() {
+                        i += 1;
+                        match c.assign(&pinned(&format!("w{w}-{i}"), &node)).await {
+                            Ok(_) => {
+                                out.acked += 1;
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(ClientError::Timeout { .. }) => out.timeouts += 1,
+                            Err(e) if e.service_code() == Some(ErrorCode::NotLeader) => {
+                                out.not_leader += 1
+                            }
+                            // Between terms nobody serves the write subjects.
+                            Err(ClientError::NoResponders { .. }) => {}
+                            Err(e) => out.other.push(e.to_string()),
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        Writers { stop, tasks, acked }
+    }
+
+    /// Waits for `n` more acknowledged writes than now.
+    async fn wait_acked(&self, n: usize) {
+        let target = self.acked.load(Ordering::Relaxed) + n;
+        wait_for("writes to be acknowledged", LONG, || async {
+            (self.acked.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn finish(self) -> Outcomes {
+        self.stop.cancel();
+        let mut all = Outcomes::default();
+        for task in self.tasks {
+            let out = task.await.unwrap();
+            all.acked += out.acked;
+            all.not_leader += out.not_leader;
+            all.timeouts += out.timeouts;
+            all.other.extend(out.other);
+        }
+        all
     }
 }
 
@@ -66,6 +145,8 @@ async fn one_leader_at_every_sample_and_promote_moves_it() {
     println!("{samples} samples of 3 replicas: exactly one leader in each");
 
     let target = ids.iter().find(|id| **id != leader).unwrap();
+    let writers = Writers::start(&shoal, 8, "n1");
+    writers.wait_acked(50).await;
     let t0 = Instant::now();
     let reply = shoal.promote(target).await.unwrap();
     let promoted_in = t0.elapsed();
@@ -80,10 +161,14 @@ async fn one_leader_at_every_sample_and_promote_moves_it() {
     })
     .await;
     serving.unwrap();
+    let leading_after = t0.elapsed();
+    writers.wait_acked(50).await;
+    let out = writers.finish().await;
     println!(
-        "MEASURED promote {leader} -> {target}: reply after {promoted_in:?}, leading after {:?}",
-        t0.elapsed()
+        "MEASURED promote {leader} -> {target}: reply after {promoted_in:?}, leading after {leading_after:?}; writers: {out:?}"
     );
+    assert_eq!(out.timeouts, 0, "a request was dropped in the handover");
+    assert!(out.other.is_empty(), "{:?}", out.other);
     let a = shoal.assign(&pinned("after-promote", "n1")).await.unwrap();
     assert_eq!(
         a.epoch, reply.leader.epoch,
@@ -382,6 +467,8 @@ async fn a_stopping_leader_hands_over_at_once_and_does_not_win_the_lease_back() 
     let shoal = shoal(&client);
     let ids = ["c1", "c2", "c3"];
     let leader = wait_leader(&shoal, &ids, LONG).await.unwrap();
+    let writers = Writers::start(&shoal, 8, "n1");
+    writers.wait_acked(50).await;
     let stopping = cs.iter_mut().find(|c| c.id == leader).unwrap();
     let t0 = Instant::now();
     stopping.process.terminate().unwrap();
@@ -400,6 +487,11 @@ async fn a_stopping_leader_hands_over_at_once_and_does_not_win_the_lease_back() 
         handover < TTL,
         "handover took {handover:?}, as long as the lease TTL"
     );
+    writers.wait_acked(50).await;
+    let out = writers.finish().await;
+    println!("writers across the graceful stop: {out:?}");
+    assert_eq!(out.timeouts, 0, "a request was dropped in the handover");
+    assert!(out.other.is_empty(), "{:?}", out.other);
     // Between releasing and exiting, the stopping replica must not have become a
     // candidate again and won the key back.
     let log = stopping.process.log();

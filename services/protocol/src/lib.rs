@@ -25,7 +25,7 @@ pub use client::{ClientError, ShoalClient};
 pub use decode::{MAX_PAYLOAD_BYTES, decode};
 pub use digest::{AgentsDigest, DigestSum};
 pub use error::{ErrorCode, ErrorEnvelope, ShoalError};
-pub use reply::respond;
+pub use reply::{respond, respond_to};
 pub use subjects::{Endpoint, NodeSubjectKind, ServiceKind, Subjects};
 pub use types::{Empty, balancer::*, coordinator::*, node::*, registry::*};
 pub use validate::Validate;

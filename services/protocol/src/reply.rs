@@ -26,20 +26,62 @@ pub async fn respond<T: Serialize>(
     request: &Request,
     result: Result<T, ShoalError>,
 ) -> Result<(), PublishError> {
+    // The envelope travels in the body with the error headers set; passing `Err` to
+    // async-nats would send the headers with an empty body.
+    send_reply(&request.message, result, |body, headers| {
+        request.respond_with_headers(Ok(body), headers)
+    })
+    .await
+}
+
+/// Answers a request taken from a plain subscription (one that can be drained)
+/// with `result`, as [`respond`] does a micro request.
+pub async fn respond_to<T: Serialize>(
+    client: &async_nats::Client,
+    message: &async_nats::Message,
+    result: Result<T, ShoalError>,
+) -> Result<(), PublishError> {
+    let Some(reply) = message.reply.clone() else {
+        return Err(PublishError::with_source(
+            async_nats::client::PublishErrorKind::InvalidSubject,
+            "the request has no reply subject",
+        ));
+    };
+    send_reply(message, result, |body, headers| {
+        let reply = reply.clone();
+        async move {
+            if headers.is_empty() {
+                client.publish(reply, body).await
+            } else {
+                client.publish_with_headers(reply, headers, body).await
+            }
+        }
+    })
+    .await
+}
+
+async fn send_reply<T, F, Fut>(
+    message: &async_nats::Message,
+    result: Result<T, ShoalError>,
+    send: F,
+) -> Result<(), PublishError>
+where
+    T: Serialize,
+    F: Fn(Bytes, HeaderMap) -> Fut,
+    Fut: std::future::Future<Output = Result<(), PublishError>>,
+{
     if let Err(e) = &result {
-        tracing::debug!(subject = %request.message.subject, code = %e.code, message = %e.message, "request refused");
+        tracing::debug!(subject = %message.subject, code = %e.code, message = %e.message, "request refused");
     }
     let (body, headers) = encode(&result);
     let size = body.len();
-    // The envelope travels in the body with the error headers set; passing `Err` to
-    // async-nats would send the headers with an empty body.
-    match request.respond_with_headers(Ok(body), headers).await {
+    match send(body, headers).await {
         // A reply the server would not carry would leave the client waiting for a
         // timeout that looks like an outage: say why instead.
         Err(e) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
             let too_large: Result<(), ShoalError> = Err(too_large(size));
             let (body, headers) = encode(&too_large);
-            request.respond_with_headers(Ok(body), headers).await
+            send(body, headers).await
         }
         sent => sent,
     }

@@ -64,6 +64,13 @@ pub struct NatsArgs {
     )]
     pub nats_tls_key: Option<PathBuf>,
 
+    /// How often the client PINGs a server it has heard nothing from. Two PINGs
+    /// unanswered and the connection counts as dead: the client reconnects (to
+    /// another server of a cluster) within about three intervals instead of
+    /// waiting for TCP to notice. Raise it for very large fleets of idle nodes.
+    #[arg(long, global = true, env = "SHOAL_NATS_PING_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub nats_ping_interval: Duration,
+
     /// First token(s) of every Shoal subject, e.g. `shoal` → `shoal.registry.stats`.
     #[arg(long, global = true, env = "SHOAL_PREFIX", default_value = shoal_protocol::subjects::DEFAULT_PREFIX)]
     pub prefix: String,

@@ -21,7 +21,7 @@ use tracing_subscriber::EnvFilter;
 
 pub use config::{CommonConfig, JetStreamArgs, NatsArgs};
 pub use error::{ConfigError, ConnectError, JetStreamContext, JetStreamError, NatsError};
-pub use serve::{EndpointRequests, Endpoints, add_endpoint, serve, serve_until};
+pub use serve::{DrainableRequests, EndpointRequests, Endpoints, add_endpoint, serve, serve_until};
 
 /// The version every service reports in `$SRV.INFO`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -100,7 +100,16 @@ pub async fn connect_options(
             urls: cfg.nats_url.clone(),
             source,
         })?;
-    Ok((opts.name(connection_name), urls))
+    if cfg.nats_ping_interval.is_zero() {
+        return Err(ConfigError::invalid(
+            "--nats-ping-interval must be above zero",
+        ));
+    }
+    Ok((
+        opts.name(connection_name)
+            .ping_interval(cfg.nats_ping_interval),
+        urls,
+    ))
 }
 
 /// Connects a service to NATS. The client reconnects forever with backoff, and

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_nats::service::{Request, Service, endpoint};
+use async_nats::{Client, Message, Subscriber};
 use futures::stream::Select;
 use futures::{Stream, StreamExt};
 use serde::Serialize;
@@ -19,22 +20,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::NatsError;
 
-/// How long requests delivered before an endpoint was unsubscribed are still
-/// awaited, to be refused rather than left unanswered.
-const STRAGGLERS: Duration = Duration::from_millis(100);
-
 /// Requests for one endpoint, from its shared subject and its per-instance subject.
 pub struct EndpointRequests(Select<endpoint::Endpoint, endpoint::Endpoint>);
-
-impl EndpointRequests {
-    /// Unsubscribes both subjects; requests already delivered still come out.
-    pub async fn stop(&mut self) {
-        let (shared, direct) = self.0.get_mut();
-        // An endpoint whose subscription is already gone has nothing to stop.
-        let _ = shared.stop().await;
-        let _ = direct.stop().await;
-    }
-}
 
 impl Stream for EndpointRequests {
     type Item = Request;
@@ -93,33 +80,97 @@ pub async fn serve<H, Fut, T>(
     }
 }
 
-/// Answers requests concurrently, each on its own task, until `stop`; then
-/// unsubscribes the endpoint and answers the requests delivered before that with
-/// `refusal()`, so none goes unanswered and their clients can retry elsewhere.
+/// Requests for one endpoint from plain queue subscriptions (the shared subject in
+/// the micro services' queue group, and this instance's direct subject), which,
+/// unlike a micro endpoint, can be drained: unsubscribed at the server, with every
+/// request it delivered before that still coming out. They are not counted in
+/// `$SRV.STATS`.
+pub struct DrainableRequests {
+    shared: Subscriber,
+    direct: Subscriber,
+}
+
+impl DrainableRequests {
+    pub async fn subscribe(
+        client: &Client,
+        subjects: &Subjects,
+        endpoint: Endpoint,
+        instance_id: &str,
+    ) -> Result<DrainableRequests, NatsError> {
+        let subscribe = |subject: String| async move {
+            client
+                .queue_subscribe(subject.clone(), QUEUE_GROUP.to_string())
+                .await
+                .map_err(|source| NatsError::Subscribe { subject, source })
+        };
+        Ok(DrainableRequests {
+            shared: subscribe(subjects.endpoint(endpoint)).await?,
+            direct: subscribe(subjects.direct(endpoint, instance_id)).await?,
+        })
+    }
+
+    async fn next(&mut self) -> Option<Message> {
+        tokio::select! {
+            Some(m) = self.shared.next() => Some(m),
+            Some(m) = self.direct.next() => Some(m),
+            else => None,
+        }
+    }
+
+    /// Unsubscribes at the server; the streams end once the server has confirmed
+    /// it, after every request it delivered before.
+    async fn drain(&mut self) {
+        // A subscription already gone (the client closed) has nothing to drain.
+        let _ = self.shared.drain().await;
+        let _ = self.direct.drain().await;
+    }
+}
+
+/// The queue group of NATS micro services, which the drainable endpoints join too.
+const QUEUE_GROUP: &str = "q";
+
+/// Answers requests concurrently, each on its own task, until `stop`; then drains
+/// the subscriptions and answers every request the server had already delivered
+/// with `refusal()`, so none goes unanswered and their clients can retry elsewhere.
 pub async fn serve_until<H, Fut, T>(
-    mut requests: EndpointRequests,
+    client: Client,
+    mut requests: DrainableRequests,
     stop: CancellationToken,
     refusal: fn() -> ShoalError,
     handler: H,
 ) where
-    H: Fn(async_nats::Message) -> Fut,
+    H: Fn(Message) -> Fut,
     Fut: Future<Output = Result<T, ShoalError>> + Send + 'static,
     T: Serialize + Send + 'static,
 {
     loop {
-        let request = tokio::select! {
+        let message = tokio::select! {
             _ = stop.cancelled() => break,
-            request = requests.next() => match request {
-                Some(request) => request,
+            message = requests.next() => match message {
+                Some(message) => message,
                 None => return,
             },
         };
-        let handled = handler(request.message.clone());
-        tokio::spawn(async move { answer(&request, handled.await).await });
+        let handled = handler(message.clone());
+        let client = client.clone();
+        tokio::spawn(async move { reply(&client, &message, handled.await).await });
     }
-    requests.stop().await;
-    while let Ok(Some(request)) = tokio::time::timeout(STRAGGLERS, requests.next()).await {
-        answer::<()>(&request, Err(refusal())).await;
+    requests.drain().await;
+    // Bounded: a connection lost mid-drain never confirms it.
+    let _ = tokio::time::timeout(DRAIN_PATIENCE, async {
+        while let Some(message) = requests.next().await {
+            reply::<()>(&client, &message, Err(refusal())).await;
+        }
+    })
+    .await;
+}
+
+/// How long a drain may take before the remaining requests are given up.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(2);
+
+async fn reply<T: Serialize>(client: &Client, message: &Message, result: Result<T, ShoalError>) {
+    if let Err(e) = shoal_protocol::respond_to(client, message, result).await {
+        tracing::warn!(subject = %message.subject, error = %e, "reply not sent");
     }
 }
 
@@ -172,9 +223,11 @@ impl<'a> Endpoints<'a> {
     }
 
     /// Serves `endpoint` with `handler`, requests concurrently, until `stop`; then
-    /// refuses what is still arriving with `refusal()` (see [`serve_until`]).
+    /// refuses what the server had already delivered with `refusal()` (see
+    /// [`serve_until`]).
     pub async fn serve_until<H, Fut, T>(
         &self,
+        client: &Client,
         endpoint: Endpoint,
         stop: &CancellationToken,
         refusal: fn() -> ShoalError,
@@ -185,9 +238,15 @@ impl<'a> Endpoints<'a> {
         Fut: Future<Output = Result<T, ShoalError>> + Send + 'static,
         T: Serialize + Send + 'static,
     {
-        let requests = self.add(endpoint).await?;
-        self.tasks
-            .spawn(serve_until(requests, stop.clone(), refusal, handler));
+        let requests =
+            DrainableRequests::subscribe(client, self.subjects, endpoint, self.instance_id).await?;
+        self.tasks.spawn(serve_until(
+            client.clone(),
+            requests,
+            stop.clone(),
+            refusal,
+            handler,
+        ));
         Ok(())
     }
 

@@ -157,6 +157,7 @@ async fn endpoints_served_until_stopped_answer_concurrently_then_unsubscribe() {
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
     shoal_runtime::Endpoints::new(&service, &subjects, "c1", &tasks)
         .serve_until(
+            &client,
             Endpoint::CoordinatorAssign,
             &stop,
             || ShoalError::not_leader("stopped"),

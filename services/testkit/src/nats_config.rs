@@ -7,6 +7,13 @@ use std::time::Duration;
 
 pub(crate) const CLUSTER_NAME: &str = "shoal-test";
 
+/// The servers' PING interval, as Shoal's shipped configs set it: a dead client's
+/// subscriptions (a queue member that would swallow requests) go within seconds,
+/// not nats-server's default 2 minutes.
+pub const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Unanswered PINGs before a client is dropped, as Shoal's shipped configs set it.
+pub const PING_MAX: u32 = 2;
+
 /// Settings for [`crate::NatsServer::start_with`] and
 /// [`crate::NatsCluster::start_with`]; `None` keeps the testkit's (or
 /// nats-server's) default.
@@ -21,10 +28,11 @@ pub struct NatsOptions {
     /// and cluster ports stay on 127.0.0.1.
     pub listen_host: Option<IpAddr>,
     /// How often the server PINGs a client it has heard nothing from
-    /// (nats-server's default: 2 minutes). Millisecond resolution.
+    /// ([`PING_INTERVAL`] unless set; nats-server's own default is 2 minutes).
+    /// Millisecond resolution.
     pub ping_interval: Option<Duration>,
     /// Unanswered PINGs after which the server closes the connection as stale
-    /// (nats-server's default: 2). A silent client is dropped after about
+    /// ([`PING_MAX`] unless set). A silent client is dropped after about
     /// `ping_interval * (ping_max + 1)`.
     pub ping_max: Option<u32>,
     /// Longest a write to a client may block before the server closes it as a
@@ -91,12 +99,12 @@ pub(crate) fn config(
         monitor = ports.monitor,
         store = quote(&store_dir.to_string_lossy()),
     );
-    if let Some(interval) = opts.ping_interval {
-        conf.push_str(&format!("ping_interval: {}\n", go_duration(interval)));
-    }
-    if let Some(max) = opts.ping_max {
-        conf.push_str(&format!("ping_max: {max}\n"));
-    }
+    let interval = opts.ping_interval.unwrap_or(PING_INTERVAL);
+    conf.push_str(&format!("ping_interval: {}\n", go_duration(interval)));
+    conf.push_str(&format!(
+        "ping_max: {}\n",
+        opts.ping_max.unwrap_or(PING_MAX)
+    ));
     if let Some(deadline) = opts.write_deadline {
         conf.push_str(&format!("write_deadline: {}\n", go_duration(deadline)));
     }
@@ -139,7 +147,8 @@ mod tests {
             conf.contains("routes: [\"nats-route://127.0.0.1:13\", \"nats-route://127.0.0.1:23\"]"),
             "{conf}"
         );
-        assert!(!conf.contains("ping"), "nats-server's defaults: {conf}");
+        assert!(conf.contains("ping_interval: \"1000ms\"\n"), "{conf}");
+        assert!(conf.contains("ping_max: 2\n"), "{conf}");
         assert!(conf.trim_end().ends_with("accounts {}"), "{conf}");
     }
 

@@ -128,6 +128,11 @@ async fn a_cut_node_is_dropped_by_the_server_and_reconnects_after_restore() -> R
     netns.cut()?;
     let cut_at = Instant::now();
     assert!(netns.is_cut());
+    // A pulled cable: nothing reached the server. The node notices by itself,
+    // from its unanswered PINGs (every 500 ms, two missed), not from TCP.
+    node.wait_for_log_since(log_at_cut, "disconnected from nats", DEADLINE)
+        .await?;
+    let noticed_after = cut_at.elapsed();
     let closed = wait_for(
         "the server to drop the cut node's connection",
         DROP_DEADLINE,
@@ -145,17 +150,6 @@ async fn a_cut_node_is_dropped_by_the_server_and_reconnects_after_restore() -> R
     );
     assert!(open_connection_from(&nats, &netns).await.is_none());
 
-    // A pulled cable: nothing reached the node, which still believes it is
-    // connected, its socket ESTABLISHED; and none of its heartbeats got through.
-    let during_cut = &node.log()[log_at_cut..];
-    assert!(
-        !during_cut.contains("disconnected"),
-        "the node noticed the cut:\n{during_cut}"
-    );
-    assert!(
-        established_inside(&netns)?.contains(&server_end),
-        "the node's connection was reset"
-    );
     assert_eq!(arrivals.between(cut_at + IN_FLIGHT, dropped_at), 0);
 
     let log_at_restore = node.log_len();
@@ -171,14 +165,10 @@ async fn a_cut_node_is_dropped_by_the_server_and_reconnects_after_restore() -> R
     })
     .await?;
     assert_ne!(second.cid, first.cid, "a new connection");
-    // The node only learns of the drop when the restored link carries its
-    // next TCP retransmission (and the server's RST back), then reconnects.
-    node.wait_for_log_since(log_at_restore, "disconnected from nats", DEADLINE)
-        .await?;
     node.wait_for_log_since(log_at_restore, "connected to nats", DEADLINE)
         .await?;
     eprintln!(
-        "server dropped the cut node after {:?} ({reason}); heartbeats resumed {resumed_after:?} after the restore",
+        "the cut node noticed after {noticed_after:?}; the server dropped it after {:?} ({reason}); heartbeats resumed {resumed_after:?} after the restore",
         dropped_at - cut_at
     );
     Ok(())

@@ -1,149 +1,27 @@
-//! The leader lease: key `coordinator` in KV `shoal_leader`, a bucket whose max_age is
-//! the lease TTL and history 1, so each renewal is a fresh message that ages out on
-//! its own. The holder renews by compare-and-set on the revision every TTL/3;
-//! leadership is decided only by CAS results, never by a read. The epoch is the
-//! revision at acquisition. Followers watch the key and try to take it as soon as
-//! it is released or ages out (a limit marker), and on a timer as a backstop.
+//! The lease task: acquires, renews, watches, hands over and gives up the lease
+//! key, and publishes what it knows as a [`LeaseView`]. See the module above.
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv};
+use async_nats::connection::State;
+use async_nats::jetstream::kv;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-use shoal_protocol::{LEADER_BUCKET, LEADER_KEY, LeaderChanged, LeaderInfo, ShoalError, Subjects};
-use tokio::sync::{mpsc, oneshot, watch};
+use shoal_protocol::{LEADER_KEY, LeaderChanged, LeaderInfo, ShoalError, Subjects};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use shoal_runtime::JetStreamError;
-use shoal_runtime::jetstream::open_or_create;
+use super::{Held, LeaseCommand, LeaseValue, LeaseView};
 
-/// The lease's value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LeaseValue {
-    pub coordinator_id: String,
-    /// Absent in the record that acquired the lease: its own revision is the epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<u64>,
-    pub since: DateTime<Utc>,
-    /// Set by a leader handing leadership to the named replica (`leader.promote`);
-    /// only that replica may take it over (by CAS on this revision).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handoff_to: Option<String>,
-}
+/// How often the task looks at its NATS connection: a leader whose connection
+/// dropped stops leading at once.
+const HEALTH_CHECK: Duration = Duration::from_millis(50);
 
-/// This replica's hold on the lease.
-#[derive(Clone, Debug)]
-pub struct Held {
-    pub epoch: u64,
-    pub since: DateTime<Utc>,
-    /// The lease is certainly ours until then: TTL after the last renewal that
-    /// succeeded was sent.
-    pub valid_until: Instant,
-    /// Cancelled the moment the lease is lost or given up.
-    pub token: CancellationToken,
-}
-
-/// What a replica knows about the lease.
-#[derive(Clone, Debug, Default)]
-pub struct LeaseView {
-    /// The holder, as last seen on the key.
-    pub leader: Option<LeaderInfo>,
-    pub held: Option<Held>,
-}
-
-impl LeaseView {
-    pub fn is_leader(&self) -> bool {
-        self.held
-            .as_ref()
-            .is_some_and(|h| !h.token.is_cancelled() && Instant::now() < h.valid_until)
-    }
-}
-
-enum LeaseCommand {
-    /// Give up the lease (a fenced append) and delete the key; stay a candidate.
-    Resign(&'static str, oneshot::Sender<()>),
-    Handoff(String, oneshot::Sender<Result<(), ShoalError>>),
-    /// Give up the lease and stop competing: the coordinator is shutting down.
-    Stop(oneshot::Sender<()>),
-}
-
-/// Talks to the lease task.
-#[derive(Clone)]
-pub struct LeaseHandle {
-    view: watch::Receiver<LeaseView>,
-    commands: mpsc::Sender<LeaseCommand>,
-}
-
-impl LeaseHandle {
-    pub fn view(&self) -> LeaseView {
-        self.view.borrow().clone()
-    }
-    pub fn subscribe(&self) -> watch::Receiver<LeaseView> {
-        self.view.clone()
-    }
-    pub fn is_leader(&self) -> bool {
-        self.view.borrow().is_leader()
-    }
-
-    /// Gives the lease up (if held) and deletes the key so a follower takes over at once.
-    pub async fn resign(&self, reason: &'static str) {
-        let (tx, rx) = oneshot::channel();
-        if self
-            .commands
-            .send(LeaseCommand::Resign(reason, tx))
-            .await
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
-    }
-
-    /// Releases the lease and ends the lease task, so this replica does not win the
-    /// key back while it shuts down.
-    pub async fn stop(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(LeaseCommand::Stop(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-
-    /// Marks the lease as handed to `target`; this replica stops being leader.
-    pub async fn handoff(&self, target: &str) -> Result<(), ShoalError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(LeaseCommand::Handoff(target.to_string(), tx))
-            .await
-            .map_err(|_| ShoalError::unavailable("the lease task has stopped"))?;
-        rx.await
-            .map_err(|_| ShoalError::unavailable("the lease task has stopped"))?
-    }
-}
-
-/// Opens (creating if needed) the lease bucket.
-pub async fn open_bucket(
-    js: &jetstream::Context,
-    ttl: Duration,
-    replicas: usize,
-) -> Result<kv::Store, JetStreamError> {
-    let config = kv::Config {
-        bucket: LEADER_BUCKET.to_string(),
-        description: "shoal coordinator leader lease".to_string(),
-        history: 1,
-        max_age: ttl,
-        storage: jetstream::stream::StorageType::File,
-        num_replicas: replicas,
-        // A marker when the key ages out, so followers take over at once.
-        limit_markers: Some(ttl.max(Duration::from_secs(1))),
-        ..Default::default()
-    };
-    open_or_create(
-        "the lease bucket",
-        || js.get_key_value(LEADER_BUCKET),
-        js.create_key_value(config),
-    )
-    .await
+/// The last lease record seen on the key.
+struct Seen {
+    revision: u64,
+    value: LeaseValue,
 }
 
 struct LeaseTask {
@@ -153,43 +31,52 @@ struct LeaseTask {
     me: String,
     ttl: Duration,
     view: watch::Sender<LeaseView>,
-    /// The revision of our latest lease record, while we hold it.
+    /// The revision of our latest lease record (kept after losing it, to win it
+    /// back if nobody wrote since).
     revision: u64,
+    seen: Option<Seen>,
+    /// The term this replica leads, once started.
+    term: Option<u64>,
+    /// The highest term seen on the key.
+    last_term: u64,
+    /// The holder when this replica won the lease, for the announcement.
+    previous: Option<String>,
+    connected: bool,
 }
 
-/// Starts the lease task for replica `me`.
-pub fn spawn(
+pub(super) async fn run(
     kv: kv::Store,
     client: async_nats::Client,
     subjects: Subjects,
     me: String,
     ttl: Duration,
-) -> (LeaseHandle, tokio::task::JoinHandle<()>) {
-    let (view_tx, view_rx) = watch::channel(LeaseView::default());
-    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    view: watch::Sender<LeaseView>,
+    commands: mpsc::Receiver<LeaseCommand>,
+) {
+    let connected = client.connection_state() == State::Connected;
     let task = LeaseTask {
         kv,
         client,
         subjects,
         me,
         ttl,
-        view: view_tx,
+        view,
         revision: 0,
+        seen: None,
+        term: None,
+        last_term: 0,
+        previous: None,
+        connected,
     };
-    let join = tokio::spawn(task.run(cmd_rx));
-    (
-        LeaseHandle {
-            view: view_rx,
-            commands: cmd_tx,
-        },
-        join,
-    )
+    task.run(commands).await
 }
 
 impl LeaseTask {
     async fn run(mut self, mut commands: mpsc::Receiver<LeaseCommand>) {
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut health = tokio::time::interval(HEALTH_CHECK);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch: Option<kv::Watch> = None;
         loop {
             if watch.is_none() {
@@ -213,6 +100,8 @@ impl LeaseTask {
                     Some(LeaseCommand::Handoff(target, reply)) => {
                         let _ = reply.send(self.handoff(&target).await);
                     }
+                    Some(LeaseCommand::Term(term)) => self.started(term).await,
+                    Some(LeaseCommand::Depose(holder, reason)) => self.depose(&holder, reason).await,
                     Some(LeaseCommand::Stop(done)) => {
                         self.release("coordinator stopping").await;
                         let _ = done.send(());
@@ -231,6 +120,7 @@ impl LeaseTask {
                     }
                     None => watch = None,
                 },
+                _ = health.tick() => self.check_connection().await,
                 _ = tick.tick() => {
                     if self.held().is_some() {
                         self.renew().await;
@@ -257,13 +147,44 @@ impl LeaseTask {
         let value = LeaseValue {
             coordinator_id: self.me.clone(),
             epoch,
+            term: epoch.and(self.term),
             since,
             handoff_to: handoff_to.map(str::to_string),
         };
         serde_json::to_vec(&value).map(bytes::Bytes::from)
     }
 
+    /// A leader whose connection dropped cannot know whether it still leads: it
+    /// stops at once. Back on a connection, it takes the lease again if nobody
+    /// wrote it since.
+    async fn check_connection(&mut self) {
+        let connected = self.client.connection_state() == State::Connected;
+        if connected == self.connected {
+            return;
+        }
+        self.connected = connected;
+        if !connected {
+            self.lose("the connection to nats dropped").await;
+            return;
+        }
+        let ours = self.seen.as_ref().is_some_and(|s| {
+            s.revision == self.revision
+                && s.value.coordinator_id == self.me
+                && s.value.handoff_to.is_none()
+        });
+        if ours && self.held().is_none() {
+            self.take(
+                self.revision,
+                "won the leader lease back after reconnecting",
+            )
+            .await;
+        }
+    }
+
     async fn acquire(&mut self) {
+        if !self.connected {
+            return;
+        }
         let since = Utc::now();
         let sent = Instant::now();
         let value = match self.value(None, since, None) {
@@ -271,56 +192,98 @@ impl LeaseTask {
             Err(e) => return warn!(error = %e, "lease record not encoded"),
         };
         match self.kv.create(LEADER_KEY, value).await {
-            Ok(revision) => self.win(revision, since, sent).await,
+            Ok(revision) => self.win(revision, since, sent, "won the leader lease"),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
             Err(e) => debug!(error = %e, "lease not acquired"),
         }
     }
 
-    /// Takes over a lease handed to us, by CAS on the handoff record's revision.
-    async fn claim(&mut self, revision: u64) {
+    /// Takes the lease by CAS on `revision`: a handed-over lease, a deposed
+    /// holder's, or our own after a reconnect.
+    async fn take(&mut self, revision: u64, how: &'static str) -> bool {
         let since = Utc::now();
         let sent = Instant::now();
         let value = match self.value(None, since, None) {
             Ok(value) => value,
-            Err(e) => return warn!(error = %e, "lease record not encoded"),
+            Err(e) => {
+                warn!(error = %e, "lease record not encoded");
+                return false;
+            }
         };
         match self.kv.update(LEADER_KEY, value, revision).await {
-            Ok(new_revision) => self.win(new_revision, since, sent).await,
-            Err(e) => warn!(error = %e, "could not take over the handed-off lease"),
+            Ok(new_revision) => {
+                self.win(new_revision, since, sent, how);
+                true
+            }
+            Err(e) => {
+                debug!(error = %e, how, "lease not taken");
+                false
+            }
         }
     }
 
-    async fn win(&mut self, revision: u64, since: DateTime<Utc>, sent: Instant) {
+    /// Takes the lease from `holder`, found gone, if the key is as last seen.
+    async fn depose(&mut self, holder: &str, reason: &'static str) {
+        if self.held().is_some() || !self.connected {
+            return;
+        }
+        let Some(seen) = &self.seen else { return };
+        if seen.value.coordinator_id != holder || seen.value.handoff_to.is_some() {
+            return;
+        }
+        let revision = seen.revision;
+        if self.take(revision, "deposed the leader").await {
+            info!(holder, reason, "took over from a leader found gone");
+        }
+    }
+
+    fn win(&mut self, revision: u64, since: DateTime<Utc>, sent: Instant, how: &'static str) {
         self.revision = revision;
-        let info = LeaderInfo {
-            coordinator_id: self.me.clone(),
-            epoch: revision,
-            since,
-        };
-        let previous = self
+        self.term = None;
+        self.previous = self
             .view
             .borrow()
             .leader
             .as_ref()
             .map(|l| l.coordinator_id.clone());
+        let info = LeaderInfo {
+            coordinator_id: self.me.clone(),
+            epoch: self.last_term + 1,
+            since,
+        };
         self.view.send_modify(|v| {
-            v.leader = Some(info.clone());
+            v.leader = Some(info);
+            v.handing_over = false;
             v.held = Some(Held {
-                epoch: revision,
+                revision,
                 since,
                 valid_until: sent + self.ttl,
                 token: CancellationToken::new(),
             });
         });
-        info!(epoch = revision, "won the leader lease");
+        info!(revision, "{how}");
+    }
+
+    /// The term has started: write it into the lease at once and announce it.
+    async fn started(&mut self, term: u64) {
+        let Some(held) = self.held() else { return };
+        self.term = Some(term);
+        self.last_term = self.last_term.max(term);
+        let info = LeaderInfo {
+            coordinator_id: self.me.clone(),
+            epoch: term,
+            since: held.since,
+        };
+        self.view.send_modify(|v| v.leader = Some(info.clone()));
+        self.renew().await;
+        let previous = self.previous.take();
         self.announce(Some(info), previous).await;
     }
 
     async fn renew(&mut self) {
         let Some(held) = self.held() else { return };
         let sent = Instant::now();
-        let result = match self.value(Some(held.epoch), held.since, None) {
+        let result = match self.value(Some(held.revision), held.since, None) {
             Ok(value) => {
                 let update = self.kv.update(LEADER_KEY, value, self.revision);
                 tokio::time::timeout(self.ttl / 3, update).await
@@ -367,17 +330,28 @@ impl LeaseTask {
                     warn!(revision = entry.revision, "unreadable lease record");
                     return;
                 };
+                if let Some(term) = value.term {
+                    self.last_term = self.last_term.max(term);
+                }
                 let info = LeaderInfo {
                     coordinator_id: value.coordinator_id.clone(),
-                    epoch: value.epoch.unwrap_or(entry.revision),
+                    epoch: value.term.unwrap_or(self.last_term + 1),
                     since: value.since,
                 };
                 let held = self.held();
-                self.view.send_modify(|v| v.leader = Some(info.clone()));
+                let handing_over = value.handoff_to.is_some();
+                self.view.send_modify(|v| {
+                    v.leader = Some(info.clone());
+                    v.handing_over = handing_over;
+                });
+                self.seen = Some(Seen {
+                    revision: entry.revision,
+                    value: value.clone(),
+                });
                 match held {
                     Some(h) if entry.revision > self.revision => {
                         if value.coordinator_id == self.me
-                            && value.epoch == Some(h.epoch)
+                            && value.epoch == Some(h.revision)
                             && value.handoff_to.is_none()
                         {
                             // Our renewal landed although its reply was lost.
@@ -387,14 +361,22 @@ impl LeaseTask {
                         }
                     }
                     Some(_) => {}
-                    None if value.handoff_to.as_deref() == Some(self.me.as_str()) => {
-                        self.claim(entry.revision).await;
+                    None if value.handoff_to.as_deref() == Some(self.me.as_str())
+                        && !self
+                            .take(entry.revision, "took over the handed-off lease")
+                            .await =>
+                    {
+                        warn!("could not take over the handed-off lease");
                     }
                     None => {}
                 }
             }
             kv::Operation::Delete | kv::Operation::Purge => {
-                self.view.send_modify(|v| v.leader = None);
+                self.seen = None;
+                self.view.send_modify(|v| {
+                    v.leader = None;
+                    v.handing_over = false;
+                });
                 if self.held().is_none() {
                     self.acquire().await;
                 }
@@ -415,7 +397,7 @@ impl LeaseTask {
                 v.leader = None;
             }
         });
-        warn!(epoch = held.epoch, reason, "lost the leader lease");
+        warn!(revision = held.revision, reason, "lost the leader lease");
     }
 
     async fn release(&mut self, reason: &'static str) {
@@ -432,7 +414,10 @@ impl LeaseTask {
         {
             debug!(error = %e, "lease not deleted (already someone else's)");
         }
-        info!(epoch = held.epoch, reason, "released the leader lease");
+        info!(
+            revision = held.revision,
+            reason, "released the leader lease"
+        );
         self.announce(None, Some(self.me.clone())).await;
     }
 
@@ -443,13 +428,19 @@ impl LeaseTask {
             ));
         };
         let value = self
-            .value(Some(held.epoch), held.since, Some(target))
+            .value(Some(held.revision), held.since, Some(target))
             .map_err(|e| ShoalError::internal(format!("lease record not encoded: {e}")))?;
         match self.kv.update(LEADER_KEY, value, self.revision).await {
             Ok(_) => {
                 held.token.cancel();
-                self.view.send_modify(|v| v.held = None);
-                info!(epoch = held.epoch, target, "handed the leader lease over");
+                self.view.send_modify(|v| {
+                    v.held = None;
+                    v.handing_over = true;
+                });
+                info!(
+                    revision = held.revision,
+                    target, "handed the leader lease over"
+                );
                 Ok(())
             }
             Err(e) => {
