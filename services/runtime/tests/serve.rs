@@ -1,7 +1,8 @@
 //! The request loop over a real nats-server: replies are encoded once, errors reach
 //! the client as the envelope with the NATS service error headers set, every
 //! endpoint answers on both its shared and its per-instance subject, and an endpoint
-//! served until stopped answers concurrently, then unsubscribes.
+//! served until stopped answers concurrently, then drains: every request the server
+//! delivered gets a reply.
 
 use std::time::Duration;
 
@@ -185,4 +186,82 @@ async fn endpoints_served_until_stopped_answer_concurrently_then_unsubscribe() {
         .expect("the endpoint's task ends once stopped");
     let err = ask().await.unwrap_err();
     assert!(matches!(err, ClientError::NoResponders { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn stopping_under_load_answers_every_request_already_delivered() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = nats.client().await.unwrap();
+    let subjects = Subjects::default();
+    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, "c1")
+        .await
+        .unwrap();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let stop = CancellationToken::new();
+    // The 300th request stops the endpoint: the rest are on their way by then.
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stopper = stop.clone();
+    shoal_runtime::Endpoints::new(&service, &subjects, "c1", &tasks)
+        .serve_until(
+            &client,
+            Endpoint::CoordinatorAssign,
+            &stop,
+            || ShoalError::not_leader("stopped"),
+            move |_| {
+                if handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 299 {
+                    stopper.cancel();
+                }
+                async { Ok(json!({ "ok": true })) }
+            },
+        )
+        .await
+        .unwrap();
+    // Another connection sends, so requests are in flight on the server's side of
+    // the serving connection when it stops.
+    let sender = nats.client().await.unwrap();
+    let shoal = ShoalClient::new(sender, subjects)
+        .with_retry_for(Duration::ZERO)
+        .with_timeout(Duration::from_secs(3));
+    // 64 clients asking back to back keep requests on the wire at every moment.
+    let asks: Vec<_> = (0..64)
+        .map(|_| {
+            let shoal = shoal.clone();
+            tokio::spawn(async move {
+                let mut outcomes = Vec::new();
+                for _ in 0..20 {
+                    outcomes.push(
+                        shoal
+                            .call::<_, serde_json::Value>(Endpoint::CoordinatorAssign, &json!({}))
+                            .await,
+                    );
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let (mut served, mut refused, mut unanswered) = (0, 0, 0);
+    for ask in asks {
+        for outcome in ask.await.unwrap() {
+            match outcome {
+                Ok(_) => served += 1,
+                Err(e) if e.service_code() == Some(ErrorCode::NotLeader) => refused += 1,
+                // Sent after the drain reached the server: nobody is subscribed.
+                Err(ClientError::NoResponders { .. }) => refused += 1,
+                Err(e) => {
+                    eprintln!("{e}");
+                    unanswered += 1
+                }
+            }
+        }
+    }
+    println!("{served} served, {refused} refused, {unanswered} unanswered");
+    assert!(served >= 300 && refused > 0, "the stop came mid-stream");
+    assert_eq!(
+        unanswered, 0,
+        "requests the server delivered went unanswered"
+    );
+    tasks.close();
+    tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .expect("the endpoint's task ends once drained");
 }
