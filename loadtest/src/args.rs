@@ -26,7 +26,7 @@ burst       --agents assigned at once, then how evenly they spread (max-min, std
 select      balancer selections with --nodes nodes in its view (10,000 for the goal)\n  \
 discovery   time from a node's announce to being listed and selectable, percentiles\n  \
 heartbeats  --nodes simulated nodes heartbeating: registry CPU and RSS, false suspect/offline\n  \
-failover    kill -9 the leader coordinator mid-run (--spawn): time without a leader, client errors, nothing lost;\n              with --kill nats-server and --nats-servers 3, kill -9 the NATS server leading the assignment log instead\n  \
+failover    a fault a third of the way into a stream of assigns (--spawn), chosen with --kill: coordinator (kill -9 of\n              the leader), coordinator-stop (SIGSTOP it for --pause, then SIGCONT), coordinator-term (SIGTERM it),\n              promote (leader.promote to a follower), nats-server / nats-server-term (kill -9 / SIGTERM of the\n              nats-server leading the assignment log, with --nats-servers 3), none (no fault); reports the time to\n              the first acknowledged assign after the fault, time without a leader, client timeouts apart from\n              error replies, leadership changes, and verifies nothing acknowledged was lost or duplicated and that\n              no deposed leader's write was accepted after a newer term began\n  \
 compaction  --changes assign+unassign changes on top of --agents kept (--spawn): log stream size, how soon a\n              coordinator started afterwards is ready (snapshot + tail), kill -9 of the leader to the next acknowledged assign"
 )]
 pub struct Args {
@@ -49,10 +49,16 @@ pub struct Args {
     #[arg(long, env = "SHOAL_LOADTEST_NATS_SERVERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
     pub nats_servers: u16,
 
-    /// What the failover scenario kills with -9: the leader coordinator, or (with
-    /// --nats-servers 3) the nats-server leading the assignment log stream.
+    /// The failover scenario's fault, a third of the way into the run (see each
+    /// value below; the nats-server ones need --nats-servers 3).
     #[arg(long, env = "SHOAL_LOADTEST_KILL", value_enum, default_value_t = Victim::Coordinator)]
     pub kill: Victim,
+
+    /// With --kill coordinator-stop: how long the leader coordinator stays stopped
+    /// (SIGSTOP) before it is continued (SIGCONT). Longer than the lease TTL (3 s)
+    /// for a follower to take over while it is stopped.
+    #[arg(long, env = "SHOAL_LOADTEST_PAUSE", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub pause: Duration,
 
     /// Postgres URL of the coordinator's history database, for verification (ignored
     /// with --spawn).
@@ -190,12 +196,41 @@ impl NodeMetrics {
     }
 }
 
+/// `--kill`: the failover scenario's fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Victim {
-    /// The coordinator holding the leader lease.
+    /// kill -9 of the coordinator holding the leader lease.
     Coordinator,
-    /// The nats-server leading the assignment log stream (needs --nats-servers 3).
+    /// SIGSTOP of the leader coordinator, SIGCONT after --pause; verifies that none
+    /// of its writes was accepted once the new leader's term began.
+    CoordinatorStop,
+    /// SIGTERM of the leader coordinator (a graceful stop).
+    CoordinatorTerm,
+    /// `leader.promote` asks the leader to hand over to a follower; no signal.
+    Promote,
+    /// kill -9 of the nats-server leading the assignment log stream (needs
+    /// --nats-servers 3).
     NatsServer,
+    /// SIGTERM of the nats-server leading the assignment log stream (needs
+    /// --nats-servers 3).
+    NatsServerTerm,
+    /// no fault: a run under full load that counts leadership changes (false
+    /// takeovers), which should be 0.
+    None,
+}
+
+impl Victim {
+    /// Whether the fault is to a nats-server (and so needs a cluster).
+    pub fn is_nats_server(self) -> bool {
+        matches!(self, Victim::NatsServer | Victim::NatsServerTerm)
+    }
+
+    /// The value's name on the command line.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
