@@ -10,6 +10,7 @@
 
 mod attempts;
 mod faults;
+mod probe;
 mod watch;
 
 use std::collections::BTreeMap;
@@ -63,6 +64,12 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             async move { attempts::assign(&client, agent, &record).await }
         },
     ));
+    let probing = tokio_util::sync::CancellationToken::new();
+    let probes = tokio::spawn(probe::run(
+        stack.client.clone(),
+        prefix.clone(),
+        probing.clone(),
+    ));
     report.figure("fault", args.kill.name());
     report.figure("leader_before", faults::describe(&leader));
     let fault = if args.kill == Victim::None {
@@ -76,11 +83,14 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         Some(fault)
     };
     let measured = stream.await?;
+    probing.cancel();
+    let probes = probes.await?;
     let leader_after = faults::wait_for_leader(&stack.client, &ids).await?;
     report.figure("leader_after", faults::describe(&leader_after));
     watch.caught_up().await?;
     let record = std::mem::take(&mut *record.lock().unwrap());
     writes(&record, fault, report);
+    probed(&probes, fault, report);
     client_errors(
         &record,
         &measured.errors,
@@ -90,10 +100,23 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     leadership(&watch, &leader, fault, report);
     report.measurements.push(measured);
     let acked = Acknowledged {
-        assigned: record.acked.into_iter().collect(),
+        assigned: record.acked.into_iter().chain(probes.agents).collect(),
         ..Default::default()
     };
     verify::assignments(&stack, &prefix, &acked, report).await
+}
+
+/// What the probes saw: how soon after the fault a fresh request was acknowledged,
+/// and how many of them got no reply at all.
+fn probed(probes: &probe::Probes, fault: Option<Fault>, report: &mut Report) {
+    report.figure("probes_sent", probes.sent);
+    report.figure("probe_timeouts", probes.timeouts);
+    if let Some(fault) = fault {
+        report.figure(
+            "fault_to_first_acknowledged_probe_ms",
+            probe::first_ack_after(probes, fault.at).map(|g| g.as_millis() as u64),
+        );
+    }
 }
 
 /// How long writes waited: for the first acknowledged assign sent after the fault,
