@@ -164,10 +164,11 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     info!(instance_id = %me, "coordinator ready");
 
     shutdown.cancelled().await;
-    // The term finishes its pending appends first; then the lease is released so
-    // a follower takes over without waiting for it to age out.
-    let _ = terms.await;
+    // The lease goes first, so a follower starts its term while this one drains
+    // its write endpoints and finishes its appends (any that land after the next
+    // term began are refused, and their clients told `not_leader`).
     lease.stop().await;
+    let _ = terms.await;
     drop(lease);
     reads.close();
     reads.wait().await;

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,84 +28,6 @@ async fn with_nodes(client: &async_nats::Client, n: usize) {
         put_node(&kv, &node(&format!("n{i}"), 100_000))
             .await
             .unwrap();
-    }
-}
-
-/// What the writers of [`Writers`] got back.
-#[derive(Debug, Default)]
-struct Outcomes {
-    acked: usize,
-    not_leader: usize,
-    /// No reply at all: a request the leader dropped.
-    timeouts: usize,
-    other: Vec<String>,
-}
-
-/// Clients assigning back to back, without retries, so every request's fate shows.
-struct Writers {
-    stop: tokio_util::sync::CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<Outcomes>>,
-    acked: Arc<AtomicUsize>,
-}
-
-impl Writers {
-    fn start(shoal: &shoal_protocol::ShoalClient, n: usize, node: &str) -> Writers {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let acked = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..n)
-            .map(|w| {
-                let (stop, node, acked) = (stop.clone(), node.to_string(), acked.clone());
-                let c = shoal
-                    .clone()
-                    .with_retry_for(Duration::ZERO)
-                    .with_timeout(Duration::from_secs(2));
-                tokio::spawn(async move {
-                    let mut out = Outcomes::default();
-                    let mut i = 0;
-                    while !stop.is_cancelled() {
-                        i += 1;
-                        match c.assign(&pinned(&format!("w{w}-{i}"), &node)).await {
-                            Ok(_) => {
-                                out.acked += 1;
-                                acked.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(ClientError::Timeout { .. }) => out.timeouts += 1,
-                            Err(e) if e.service_code() == Some(ErrorCode::NotLeader) => {
-                                out.not_leader += 1
-                            }
-                            // Between terms nobody serves the write subjects.
-                            Err(ClientError::NoResponders { .. }) => {}
-                            Err(e) => out.other.push(e.to_string()),
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        Writers { stop, tasks, acked }
-    }
-
-    /// Waits for `n` more acknowledged writes than now.
-    async fn wait_acked(&self, n: usize) {
-        let target = self.acked.load(Ordering::Relaxed) + n;
-        wait_for("writes to be acknowledged", LONG, || async {
-            (self.acked.load(Ordering::Relaxed) >= target).then_some(())
-        })
-        .await
-        .unwrap();
-    }
-
-    async fn finish(self) -> Outcomes {
-        self.stop.cancel();
-        let mut all = Outcomes::default();
-        for task in self.tasks {
-            let out = task.await.unwrap();
-            all.acked += out.acked;
-            all.not_leader += out.not_leader;
-            all.timeouts += out.timeouts;
-            all.other.extend(out.other);
-        }
-        all
     }
 }
 

@@ -80,11 +80,14 @@ pub async fn serve<H, Fut, T>(
     }
 }
 
-/// Requests for one endpoint from plain queue subscriptions (the shared subject in
-/// the micro services' queue group, and this instance's direct subject), which,
-/// unlike a micro endpoint, can be drained: unsubscribed at the server, with every
-/// request it delivered before that still coming out. They are not counted in
-/// `$SRV.STATS`.
+/// Requests for one endpoint from plain subscriptions to its shared subject and
+/// this instance's direct subject, which, unlike a micro endpoint, can be drained:
+/// unsubscribed at the server, with every request it delivered before that still
+/// coming out. For endpoints one process serves at a time (the coordinator leader's
+/// writes): no queue group, so while the subscription of a process that stopped
+/// serving lingers at the server (a stopped or cut-off process, until the server
+/// drops its connection), every request reaches the live server too instead of
+/// half of them going unanswered. They are not counted in `$SRV.STATS`.
 pub struct DrainableRequests {
     shared: Subscriber,
     direct: Subscriber,
@@ -99,7 +102,7 @@ impl DrainableRequests {
     ) -> Result<DrainableRequests, NatsError> {
         let subscribe = |subject: String| async move {
             client
-                .queue_subscribe(subject.clone(), QUEUE_GROUP.to_string())
+                .subscribe(subject.clone())
                 .await
                 .map_err(|source| NatsError::Subscribe { subject, source })
         };
@@ -125,9 +128,6 @@ impl DrainableRequests {
         let _ = self.direct.drain().await;
     }
 }
-
-/// The queue group of NATS micro services, which the drainable endpoints join too.
-const QUEUE_GROUP: &str = "q";
 
 /// Answers requests concurrently, each on its own task, until `stop`; then drains
 /// the subscriptions and answers every request the server had already delivered

@@ -5,14 +5,17 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use shoal_protocol::{
-    AssignRequest, Assignment, ClientError, Empty, Endpoint, LeaderReply, ListAssignmentsRequest,
-    ListNodesRequest, MEMBERS_BUCKET, Node, NodeStatus, ShoalClient, Subjects,
+    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply,
+    ListAssignmentsRequest, ListNodesRequest, MEMBERS_BUCKET, Node, NodeStatus, ShoalClient,
+    Subjects,
 };
 use shoal_testkit::{ServiceProcess, binary, wait_for};
 
@@ -264,4 +267,85 @@ pub fn assigned_counts(records: &[(u64, serde_json::Value)]) -> HashMap<String, 
         }
     }
     counts
+}
+
+/// What the writers of [`Writers`] got back.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    pub acked: usize,
+    pub not_leader: usize,
+    /// No reply at all: a request the leader dropped.
+    pub timeouts: usize,
+    pub other: Vec<String>,
+}
+
+/// Clients assigning back to back, without retries, so every request's fate shows.
+pub struct Writers {
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<Outcomes>>,
+    acked: Arc<AtomicUsize>,
+}
+
+impl Writers {
+    pub fn start(shoal: &shoal_protocol::ShoalClient, n: usize, node: &str) -> Writers {
+        // Each set of writers names its own agents.
+        static SETS: AtomicUsize = AtomicUsize::new(0);
+        let set = SETS.fetch_add(1, Ordering::Relaxed);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let acked = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..n)
+            .map(|w| {
+                let (stop, node, acked) = (stop.clone(), node.to_string(), acked.clone());
+                let c = shoal
+                    .clone()
+                    .with_retry_for(Duration::ZERO)
+                    .with_timeout(Duration::from_secs(2));
+                tokio::spawn(async move {
+                    let mut out = Outcomes::default();
+                    let mut i = 0;
+                    while !stop.is_cancelled() {
+                        i += 1;
+                        match c.assign(&pinned(&format!("s{set}-w{w}-{i}"), &node)).await {
+                            Ok(_) => {
+                                out.acked += 1;
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(ClientError::Timeout { .. }) => out.timeouts += 1,
+                            Err(e) if e.service_code() == Some(ErrorCode::NotLeader) => {
+                                out.not_leader += 1
+                            }
+                            // Between terms nobody serves the write subjects.
+                            Err(ClientError::NoResponders { .. }) => {}
+                            Err(e) => out.other.push(e.to_string()),
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        Writers { stop, tasks, acked }
+    }
+
+    /// Waits for `n` more acknowledged writes than now.
+    pub async fn wait_acked(&self, n: usize) {
+        let target = self.acked.load(Ordering::Relaxed) + n;
+        wait_for("writes to be acknowledged", LONG, || async {
+            (self.acked.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    pub async fn finish(self) -> Outcomes {
+        self.stop.cancel();
+        let mut all = Outcomes::default();
+        for task in self.tasks {
+            let out = task.await.unwrap();
+            all.acked += out.acked;
+            all.not_leader += out.not_leader;
+            all.timeouts += out.timeouts;
+            all.other.extend(out.other);
+        }
+        all
+    }
 }
