@@ -31,5 +31,4 @@ pub struct Ctx {
     /// The log may be purged below a snapshot (its stream allows purges and
     /// `--snapshot-interval` is not 0).
     pub compaction: bool,
-    pub service: async_nats::service::Service,
 }

@@ -13,24 +13,25 @@ use shoal_protocol::{
     HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, MoveRequest, PromoteReply,
     PromoteRequest, ShoalError, UnassignReply, decode, size,
 };
-use shoal_runtime::Endpoints;
+use shoal_runtime::{DrainableEndpoints, Endpoints};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
+use crate::commands::{WriteRequest, not_leader};
 use crate::context::Ctx;
 use crate::error::Error;
 use crate::guard::Guard;
-use crate::leader::{LeaderCommand, not_leader};
 
 /// Serves the read endpoints on this replica, on `tasks`, until `shutdown`.
 pub async fn serve_reads(
     ctx: &Arc<Ctx>,
+    service: &async_nats::service::Service,
     shutdown: &CancellationToken,
     tasks: &TaskTracker,
 ) -> Result<(), Error> {
-    let endpoints = Endpoints::new(&ctx.service, &ctx.subjects, &ctx.me, tasks);
+    let endpoints = Endpoints::new(service, &ctx.subjects, &ctx.me, tasks);
     endpoints
         .serve(
             Endpoint::CoordinatorAssignmentsGet,
@@ -167,15 +168,14 @@ async fn history(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<HistoryReply, 
 /// stop are refused with `not_leader`, so their clients retry with the next leader.
 pub async fn serve_writes(
     ctx: &Arc<Ctx>,
-    commands: &mpsc::Sender<LeaderCommand>,
+    commands: &mpsc::Sender<WriteRequest>,
     stop: &CancellationToken,
     tasks: &TaskTracker,
 ) {
-    let endpoints = Endpoints::new(&ctx.service, &ctx.subjects, &ctx.me, tasks);
+    let endpoints = DrainableEndpoints::new(&ctx.client, &ctx.subjects, &ctx.me, tasks);
     let served = [
         endpoints
             .serve_until(
-                &ctx.client,
                 Endpoint::CoordinatorAssign,
                 stop,
                 not_leader,
@@ -184,7 +184,6 @@ pub async fn serve_writes(
             .await,
         endpoints
             .serve_until(
-                &ctx.client,
                 Endpoint::CoordinatorUnassign,
                 stop,
                 not_leader,
@@ -193,7 +192,6 @@ pub async fn serve_writes(
             .await,
         endpoints
             .serve_until(
-                &ctx.client,
                 Endpoint::CoordinatorMove,
                 stop,
                 not_leader,
@@ -201,16 +199,10 @@ pub async fn serve_writes(
             )
             .await,
         endpoints
-            .serve_until(
-                &ctx.client,
-                Endpoint::CoordinatorLeaderPromote,
-                stop,
-                not_leader,
-                {
-                    let (ctx, commands) = (ctx.clone(), commands.clone());
-                    move |m: Message| promote(ctx.clone(), m.payload, commands.clone())
-                },
-            )
+            .serve_until(Endpoint::CoordinatorLeaderPromote, stop, not_leader, {
+                let (ctx, commands) = (ctx.clone(), commands.clone());
+                move |m: Message| promote(ctx.clone(), m.payload, commands.clone())
+            })
             .await,
     ];
     for result in served {
@@ -222,19 +214,19 @@ pub async fn serve_writes(
 
 /// A write handler given the way to the term's decision loop.
 fn to_leader<H, Fut>(
-    commands: &mpsc::Sender<LeaderCommand>,
+    commands: &mpsc::Sender<WriteRequest>,
     handler: H,
 ) -> impl Fn(Message) -> Fut + Send + 'static
 where
-    H: Fn(Bytes, mpsc::Sender<LeaderCommand>) -> Fut + Send + 'static,
+    H: Fn(Bytes, mpsc::Sender<WriteRequest>) -> Fut + Send + 'static,
 {
     let commands = commands.clone();
     move |m| handler(m.payload, commands.clone())
 }
 
 async fn ask<T>(
-    commands: &mpsc::Sender<LeaderCommand>,
-    make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> LeaderCommand,
+    commands: &mpsc::Sender<WriteRequest>,
+    make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> WriteRequest,
 ) -> Result<T, ShoalError> {
     let (tx, rx) = oneshot::channel();
     commands.send(make(tx)).await.map_err(|_| not_leader())?;
@@ -243,36 +235,36 @@ async fn ask<T>(
 
 async fn assign(
     payload: Bytes,
-    commands: mpsc::Sender<LeaderCommand>,
+    commands: mpsc::Sender<WriteRequest>,
 ) -> Result<Assignment, ShoalError> {
     let req: AssignRequest = decode(&payload)?;
-    ask(&commands, |tx| LeaderCommand::Assign(req, tx)).await
+    ask(&commands, |tx| WriteRequest::Assign(req, tx)).await
 }
 
 async fn move_agent(
     payload: Bytes,
-    commands: mpsc::Sender<LeaderCommand>,
+    commands: mpsc::Sender<WriteRequest>,
 ) -> Result<Assignment, ShoalError> {
     let req: MoveRequest = decode(&payload)?;
-    ask(&commands, |tx| LeaderCommand::Move(req, tx)).await
+    ask(&commands, |tx| WriteRequest::Move(req, tx)).await
 }
 
 async fn unassign(
     payload: Bytes,
-    commands: mpsc::Sender<LeaderCommand>,
+    commands: mpsc::Sender<WriteRequest>,
 ) -> Result<UnassignReply, ShoalError> {
     let req: AgentNameRequest = decode(&payload)?;
-    ask(&commands, |tx| LeaderCommand::Unassign(req.agent_name, tx)).await
+    ask(&commands, |tx| WriteRequest::Unassign(req.agent_name, tx)).await
 }
 
 async fn promote(
     ctx: Arc<Ctx>,
     payload: Bytes,
-    commands: mpsc::Sender<LeaderCommand>,
+    commands: mpsc::Sender<WriteRequest>,
 ) -> Result<PromoteReply, ShoalError> {
     let req: PromoteRequest = decode(&payload)?;
     let target = req.coordinator_id;
-    ask(&commands, |tx| LeaderCommand::Promote(target.clone(), tx)).await?;
+    ask(&commands, |tx| WriteRequest::Promote(target.clone(), tx)).await?;
     let mut view = ctx.lease.subscribe();
     let deadline = ctx.cfg.lease_ttl + Duration::from_secs(1);
     let taken = tokio::time::timeout(

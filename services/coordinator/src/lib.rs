@@ -10,6 +10,7 @@
 //! - [`handlers`]: the endpoints;
 //! - [`history`], [`history_consumer`]: the Postgres ledger.
 
+pub mod commands;
 pub mod compaction;
 pub mod config;
 pub mod context;
@@ -33,6 +34,7 @@ pub mod reconcile;
 pub mod record;
 pub mod snapshot;
 pub mod state;
+pub mod term;
 pub mod writes;
 
 use std::sync::Arc;
@@ -148,11 +150,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         history,
         snapshots,
         compaction,
-        service,
     });
     let reads = TaskTracker::new();
-    handlers::serve_reads(&ctx, &shutdown, &reads).await?;
-    let terms = tokio::spawn(leader::run_terms(ctx.clone(), shutdown.clone()));
+    handlers::serve_reads(&ctx, &service, &shutdown, &reads).await?;
+    let terms = tokio::spawn(term::run_terms(ctx.clone(), shutdown.clone()));
     reads.spawn(liveness::run(
         ctx.client.clone(),
         ctx.peers.clone(),
@@ -169,16 +170,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     // term began are refused, and their clients told `not_leader`).
     lease.stop().await;
     let _ = terms.await;
-    drop(lease);
     reads.close();
     reads.wait().await;
     background.cancel();
-    let Ok(ctx) = Arc::try_unwrap(ctx) else {
-        warn!("coordinator state still shared at shutdown");
-        return Ok(());
-    };
-    drop(ctx.lease);
     let _ = tokio::time::timeout(Duration::from_secs(1), lease_task).await;
-    shoal_runtime::stop_service(ctx.service).await?;
+    shoal_runtime::stop_service(service).await?;
     Ok(())
 }

@@ -13,7 +13,8 @@ use shoal_protocol::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::leader::{Leader, LeaderCommand, not_leader};
+use crate::commands::not_leader;
+use crate::leader::{Internal, Leader};
 use crate::picker::Pick;
 use crate::pipeline::Reply;
 use crate::record::Explanation;
@@ -146,7 +147,7 @@ impl Leader {
     }
 
     /// Asks the balancer from a task of its own; the answer comes back as
-    /// `LeaderCommand::Placed`.
+    /// `Internal::Placed`.
     fn spawn_select(&self, want: Want, tx: AssignmentTx, attempt: u32, select: SelectRequest) {
         let (picker, loopback) = (self.picker.clone(), self.loopback.clone());
         tokio::spawn(async move {
@@ -158,9 +159,8 @@ impl Leader {
                 select,
                 result,
             };
-            if let Err(mpsc::error::SendError(LeaderCommand::Placed(p))) = loopback
-                .send(LeaderCommand::Placed(Box::new(placement)))
-                .await
+            if let Err(mpsc::error::SendError(Internal::Placed(p))) =
+                loopback.send(Internal::Placed(Box::new(placement))).await
             {
                 p.refuse();
             }

@@ -71,6 +71,12 @@ pub struct NatsArgs {
     #[arg(long, global = true, env = "SHOAL_NATS_PING_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub nats_ping_interval: Duration,
 
+    /// How long connecting to one server may take before the client tries the next.
+    /// A server that is stopped or cut off accepts the TCP connection and then says
+    /// nothing; without a bound the client would wait on it instead of moving on.
+    #[arg(long, global = true, env = "SHOAL_NATS_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub nats_connect_timeout: Duration,
+
     /// First token(s) of every Shoal subject, e.g. `shoal` → `shoal.registry.stats`.
     #[arg(long, global = true, env = "SHOAL_PREFIX", default_value = shoal_protocol::subjects::DEFAULT_PREFIX)]
     pub prefix: String,

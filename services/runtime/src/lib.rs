@@ -21,7 +21,10 @@ use tracing_subscriber::EnvFilter;
 
 pub use config::{CommonConfig, JetStreamArgs, NatsArgs};
 pub use error::{ConfigError, ConnectError, JetStreamContext, JetStreamError, NatsError};
-pub use serve::{DrainableRequests, EndpointRequests, Endpoints, add_endpoint, serve, serve_until};
+pub use serve::{
+    DrainableEndpoints, DrainableRequests, EndpointRequests, Endpoints, add_endpoint, serve,
+    serve_until,
+};
 
 /// The version every service reports in `$SRV.INFO`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -100,14 +103,15 @@ pub async fn connect_options(
             urls: cfg.nats_url.clone(),
             source,
         })?;
-    if cfg.nats_ping_interval.is_zero() {
+    if cfg.nats_ping_interval.is_zero() || cfg.nats_connect_timeout.is_zero() {
         return Err(ConfigError::invalid(
-            "--nats-ping-interval must be above zero",
+            "--nats-ping-interval and --nats-connect-timeout must be above zero",
         ));
     }
     Ok((
         opts.name(connection_name)
-            .ping_interval(cfg.nats_ping_interval),
+            .ping_interval(cfg.nats_ping_interval)
+            .connection_timeout(cfg.nats_connect_timeout),
         urls,
     ))
 }

@@ -222,12 +222,40 @@ impl<'a> Endpoints<'a> {
         Ok(())
     }
 
+    async fn add(&self, endpoint: Endpoint) -> Result<EndpointRequests, NatsError> {
+        add_endpoint(self.service, self.subjects, endpoint, self.instance_id).await
+    }
+}
+
+/// Serves endpoints that one process at a time answers (see [`DrainableRequests`]),
+/// each on a task of `tasks`, which the caller waits for once `stop` is cancelled.
+pub struct DrainableEndpoints<'a> {
+    client: &'a Client,
+    subjects: &'a Subjects,
+    instance_id: &'a str,
+    tasks: &'a TaskTracker,
+}
+
+impl<'a> DrainableEndpoints<'a> {
+    pub fn new(
+        client: &'a Client,
+        subjects: &'a Subjects,
+        instance_id: &'a str,
+        tasks: &'a TaskTracker,
+    ) -> DrainableEndpoints<'a> {
+        DrainableEndpoints {
+            client,
+            subjects,
+            instance_id,
+            tasks,
+        }
+    }
+
     /// Serves `endpoint` with `handler`, requests concurrently, until `stop`; then
     /// refuses what the server had already delivered with `refusal()` (see
     /// [`serve_until`]).
     pub async fn serve_until<H, Fut, T>(
         &self,
-        client: &Client,
         endpoint: Endpoint,
         stop: &CancellationToken,
         refusal: fn() -> ShoalError,
@@ -239,18 +267,15 @@ impl<'a> Endpoints<'a> {
         T: Serialize + Send + 'static,
     {
         let requests =
-            DrainableRequests::subscribe(client, self.subjects, endpoint, self.instance_id).await?;
+            DrainableRequests::subscribe(self.client, self.subjects, endpoint, self.instance_id)
+                .await?;
         self.tasks.spawn(serve_until(
-            client.clone(),
+            self.client.clone(),
             requests,
             stop.clone(),
             refusal,
             handler,
         ));
         Ok(())
-    }
-
-    async fn add(&self, endpoint: Endpoint) -> Result<EndpointRequests, NatsError> {
-        add_endpoint(self.service, self.subjects, endpoint, self.instance_id).await
     }
 }

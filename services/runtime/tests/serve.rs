@@ -148,17 +148,13 @@ async fn endpoints_served_until_stopped_answer_concurrently_then_unsubscribe() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.client().await.unwrap();
     let subjects = Subjects::default();
-    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, "c1")
-        .await
-        .unwrap();
     let tasks = tokio_util::task::TaskTracker::new();
     let stop = CancellationToken::new();
     // Each request waits for another to arrive: served one at a time, neither would
     // ever be answered.
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
-    shoal_runtime::Endpoints::new(&service, &subjects, "c1", &tasks)
+    shoal_runtime::DrainableEndpoints::new(&client, &subjects, "c1", &tasks)
         .serve_until(
-            &client,
             Endpoint::CoordinatorAssign,
             &stop,
             || ShoalError::not_leader("stopped"),
@@ -193,17 +189,13 @@ async fn stopping_under_load_answers_every_request_already_delivered() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.client().await.unwrap();
     let subjects = Subjects::default();
-    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, "c1")
-        .await
-        .unwrap();
     let tasks = tokio_util::task::TaskTracker::new();
     let stop = CancellationToken::new();
     // The 300th request stops the endpoint: the rest are on their way by then.
     let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stopper = stop.clone();
-    shoal_runtime::Endpoints::new(&service, &subjects, "c1", &tasks)
+    shoal_runtime::DrainableEndpoints::new(&client, &subjects, "c1", &tasks)
         .serve_until(
-            &client,
             Endpoint::CoordinatorAssign,
             &stop,
             || ShoalError::not_leader("stopped"),
