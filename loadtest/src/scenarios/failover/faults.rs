@@ -235,7 +235,14 @@ async fn nats_server(
         eprintln!("killed nats-server {leader} (leader of {LOG_STREAM}) with SIGKILL");
         wait_log_leader_other_than(&nats, &leader).await
     } else {
-        eprintln!("terminating nats-server {leader} (leader of {LOG_STREAM}) with SIGTERM");
+        // As an operator stops a server for maintenance: its streams' and
+        // consumers' leaderships handed over first (at once, unlike an election),
+        // then SIGTERM.
+        let handed = step_down_leaders(&nats, &leader).await?;
+        report.figure("leaderships_handed_over", handed);
+        eprintln!(
+            "terminating nats-server {leader} (leader of {LOG_STREAM}) with SIGTERM after handing over {handed} leaderships"
+        );
         // Stopping waits for the exit (SIGKILL after 10 s); the election goes on
         // meanwhile.
         let exit = async {
@@ -253,6 +260,51 @@ async fn nats_server(
     report.figure("nats_server", &leader);
     report.figure("new_log_stream_leader", &new_log_leader);
     Ok(fault)
+}
+
+/// Asks every stream and durable consumer led by `server` to step down, and waits
+/// until none is; how many were asked.
+async fn step_down_leaders(nats: &async_nats::Client, server: &str) -> anyhow::Result<usize> {
+    use futures::TryStreamExt;
+    let js = async_nats::jetstream::new(nats.clone());
+    let mut asked = 0;
+    let names: Vec<String> = js.stream_names().try_collect().await?;
+    for name in names {
+        let mut stream = js.get_stream(&name).await?;
+        let info = stream.info().await?;
+        if info.cluster.as_ref().and_then(|c| c.leader.as_deref()) == Some(server) {
+            nats.request(format!("$JS.API.STREAM.LEADER.STEPDOWN.{name}"), "".into())
+                .await
+                .with_context(|| format!("stepping down the leader of {name}"))?;
+            asked += 1;
+        }
+        let consumers: Vec<String> = stream.consumer_names().try_collect().await?;
+        for consumer in consumers {
+            let Ok(info) = stream.consumer_info(&consumer).await else {
+                continue;
+            };
+            if info.cluster.as_ref().and_then(|c| c.leader.as_deref()) == Some(server)
+                && info.config.durable_name.is_some()
+            {
+                nats.request(
+                    format!("$JS.API.CONSUMER.LEADER.STEPDOWN.{name}.{consumer}"),
+                    "".into(),
+                )
+                .await
+                .with_context(|| format!("stepping down the leader of {name}/{consumer}"))?;
+                asked += 1;
+            }
+        }
+    }
+    wait_for("the stepped-down leaderships to move", PATIENCE, || async {
+        log_stream_leader(nats)
+            .await
+            .ok()
+            .flatten()
+            .filter(|l| l != server)
+    })
+    .await?;
+    Ok(asked)
 }
 
 async fn log_stream_leader(nats: &async_nats::Client) -> anyhow::Result<Option<String>> {
