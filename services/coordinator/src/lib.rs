@@ -165,14 +165,18 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     info!(instance_id = %me, "coordinator ready");
 
     shutdown.cancelled().await;
-    // The lease goes first, so a follower starts its term while this one drains
-    // its write endpoints and finishes its appends (any that land after the next
-    // term began are refused, and their clients told `not_leader`).
+    // The lease goes first, so a follower starts its term while this one refuses
+    // writes, finishes its appends (any that land after the next term began are
+    // refused, and their clients told `not_leader`) and, once the follower serves,
+    // lets go of the write subjects.
     lease.stop().await;
     let _ = terms.await;
     reads.close();
     reads.wait().await;
     background.cancel();
+    // The lease task ends once every handle to it is gone.
+    drop(ctx);
+    drop(lease);
     let _ = tokio::time::timeout(Duration::from_secs(1), lease_task).await;
     shoal_runtime::stop_service(service).await?;
     Ok(())

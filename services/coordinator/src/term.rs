@@ -12,7 +12,7 @@ use shoal_runtime::retry::until_ok;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::context::Ctx;
 use crate::leader::Leader;
@@ -71,19 +71,26 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
         elapsed_ms = started.elapsed().as_millis() as u64,
         "leading: state rebuilt, serving writes"
     );
-    ctx.lease.started_term(author.epoch).await;
     let (writes_tx, mut writes) = mpsc::channel(4096);
     let (node_tx, mut nodes) = mpsc::channel(node_watch::QUEUE);
-    // The term's endpoints and helpers, stopped together when it ends.
-    let stop_endpoints = term.child_token();
+    // The write endpoints outlive the term by the handover (below); the term's
+    // helpers stop with it.
+    let stop_endpoints = CancellationToken::new();
+    let stop_helpers = term.child_token();
     let term_tasks = TaskTracker::new();
     crate::handlers::serve_writes(ctx, &writes_tx, &stop_endpoints, &term_tasks).await;
     drop(writes_tx);
+    // The subscriptions are at the server before the term is announced: a leader
+    // handing over waits for the announcement before it lets go of the subjects.
+    if let Err(e) = ctx.client.flush().await {
+        warn!(error = %e, "flushing the write subscriptions");
+    }
+    ctx.lease.started_term(author.epoch).await;
     if let Err(e) = node_watch::spawn(
         ctx.client.clone(),
         ctx.subjects.clone(),
         node_tx,
-        stop_endpoints.clone(),
+        stop_helpers.clone(),
         &term_tasks,
     )
     .await
@@ -96,7 +103,7 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
         term_tasks.spawn(crate::compaction::run(
             ctx.clone(),
             store,
-            stop_endpoints.clone(),
+            stop_helpers.clone(),
         ));
     }
     let mut leader = Leader::new(ctx, author, state, pipeline);
@@ -105,18 +112,38 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
         .await;
     // Requests the endpoints still take while they drain are refused by the
     // closed channel; those already queued are refused here.
-    stop_endpoints.cancel();
+    stop_helpers.cancel();
+    // From now on every write request is refused (`not_leader`), until the
+    // endpoints go.
     writes.close();
     while let Ok(request) = writes.try_recv() {
         request.refuse();
     }
-    term_tasks.close();
-    term_tasks.wait().await;
     let epoch = leader.author.epoch;
     leader.finish().await;
+    // The write subjects are let go only once the next leader serves them (or
+    // after a moment, if none does): a request the server still routes here
+    // while this replica unsubscribes is lost unless another subscriber has it.
+    let mut view = ctx.lease.subscribe();
+    let succeeded = tokio::time::timeout(HANDOVER_PATIENCE, async {
+        view.wait_for(|v| v.succeeded_by_other(&ctx.me))
+            .await
+            .is_ok()
+    })
+    .await;
+    if succeeded != Ok(true) {
+        debug!("no other leader serving yet: letting go of the write subjects anyway");
+    }
+    stop_endpoints.cancel();
+    term_tasks.close();
+    term_tasks.wait().await;
     info!(epoch, fenced, "term ended");
     fenced
 }
+
+/// How long an ending term keeps refusing writes while waiting for the next leader
+/// to serve them.
+const HANDOVER_PATIENCE: Duration = Duration::from_secs(1);
 
 /// How many epoch-start appends in a row may be refused before this replica counts
 /// as fenced: a deposed leader has at most a few appends in flight, so more

@@ -143,17 +143,20 @@ pub async fn serve_until<H, Fut, T>(
     Fut: Future<Output = Result<T, ShoalError>> + Send + 'static,
     T: Serialize + Send + 'static,
 {
+    // Every reply owed is sent before this returns, so a process that waits for
+    // it before exiting drops none.
+    let replies = TaskTracker::new();
     loop {
         let message = tokio::select! {
             _ = stop.cancelled() => break,
             message = requests.next() => match message {
                 Some(message) => message,
-                None => return,
+                None => break,
             },
         };
         let handled = handler(message.clone());
         let client = client.clone();
-        tokio::spawn(async move { reply(&client, &message, handled.await).await });
+        replies.spawn(async move { reply(&client, &message, handled.await).await });
     }
     requests.drain().await;
     // Bounded: a connection lost mid-drain never confirms it.
@@ -163,6 +166,8 @@ pub async fn serve_until<H, Fut, T>(
         }
     })
     .await;
+    replies.close();
+    replies.wait().await;
 }
 
 /// How long a drain may take before the remaining requests are given up.

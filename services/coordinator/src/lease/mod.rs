@@ -62,6 +62,15 @@ pub struct LeaseView {
     pub held: Option<Held>,
     /// A leader is handing over to another replica (`leader.promote`).
     pub handing_over: bool,
+    /// The holder has started its term and serves writes (its term is in the lease).
+    pub serving: bool,
+}
+
+impl LeaseView {
+    /// Another replica leads and serves writes.
+    pub fn succeeded_by_other(&self, me: &str) -> bool {
+        self.serving && self.leader.as_ref().is_some_and(|l| l.coordinator_id != me)
+    }
 }
 
 impl LeaseView {
@@ -81,7 +90,8 @@ enum LeaseCommand {
     /// Take the lease from the named holder, found gone, if the key still holds
     /// what this replica last saw.
     Depose(String, &'static str),
-    /// Give up the lease and stop competing: the coordinator is shutting down.
+    /// Give up the lease and stop competing (still watching who leads): the
+    /// coordinator is shutting down.
     Stop(oneshot::Sender<()>),
 }
 
@@ -116,8 +126,9 @@ impl LeaseHandle {
         }
     }
 
-    /// Releases the lease and ends the lease task, so this replica does not win the
-    /// key back while it shuts down.
+    /// Releases the lease and stops competing, so this replica does not win the key
+    /// back while it shuts down; the task keeps watching who leads until every
+    /// handle is dropped.
     pub async fn stop(&self) {
         let (tx, rx) = oneshot::channel();
         if self.commands.send(LeaseCommand::Stop(tx)).await.is_ok() {

@@ -42,6 +42,8 @@ struct LeaseTask {
     /// The holder when this replica won the lease, for the announcement.
     previous: Option<String>,
     connected: bool,
+    /// Shutting down: never take the lease again.
+    stopping: bool,
 }
 
 pub(super) async fn run(
@@ -67,6 +69,7 @@ pub(super) async fn run(
         last_term: 0,
         previous: None,
         connected,
+        stopping: false,
     };
     task.run(commands).await
 }
@@ -103,9 +106,9 @@ impl LeaseTask {
                     Some(LeaseCommand::Term(term)) => self.started(term).await,
                     Some(LeaseCommand::Depose(holder, reason)) => self.depose(&holder, reason).await,
                     Some(LeaseCommand::Stop(done)) => {
+                        self.stopping = true;
                         self.release("coordinator stopping").await;
                         let _ = done.send(());
-                        return;
                     }
                     None => {
                         self.release("coordinator stopping").await;
@@ -182,7 +185,7 @@ impl LeaseTask {
     }
 
     async fn acquire(&mut self) {
-        if !self.connected {
+        if !self.connected || self.stopping {
             return;
         }
         let since = Utc::now();
@@ -201,6 +204,9 @@ impl LeaseTask {
     /// Takes the lease by CAS on `revision`: a handed-over lease, a deposed
     /// holder's, or our own after a reconnect.
     async fn take(&mut self, revision: u64, how: &'static str) -> bool {
+        if self.stopping {
+            return false;
+        }
         let since = Utc::now();
         let sent = Instant::now();
         let value = match self.value(None, since, None) {
@@ -254,6 +260,7 @@ impl LeaseTask {
         self.view.send_modify(|v| {
             v.leader = Some(info);
             v.handing_over = false;
+            v.serving = false;
             v.held = Some(Held {
                 revision,
                 since,
@@ -274,7 +281,10 @@ impl LeaseTask {
             epoch: term,
             since: held.since,
         };
-        self.view.send_modify(|v| v.leader = Some(info.clone()));
+        self.view.send_modify(|v| {
+            v.leader = Some(info.clone());
+            v.serving = true;
+        });
         self.renew().await;
         let previous = self.previous.take();
         self.announce(Some(info), previous).await;
@@ -340,9 +350,11 @@ impl LeaseTask {
                 };
                 let held = self.held();
                 let handing_over = value.handoff_to.is_some();
+                let serving = value.term.is_some() && !handing_over;
                 self.view.send_modify(|v| {
                     v.leader = Some(info.clone());
                     v.handing_over = handing_over;
+                    v.serving = serving;
                 });
                 self.seen = Some(Seen {
                     revision: entry.revision,
@@ -376,6 +388,7 @@ impl LeaseTask {
                 self.view.send_modify(|v| {
                     v.leader = None;
                     v.handing_over = false;
+                    v.serving = false;
                 });
                 if self.held().is_none() {
                     self.acquire().await;
@@ -395,6 +408,7 @@ impl LeaseTask {
                 .is_some_and(|l| l.coordinator_id == self.me)
             {
                 v.leader = None;
+                v.serving = false;
             }
         });
         warn!(revision = held.revision, reason, "lost the leader lease");
@@ -406,6 +420,7 @@ impl LeaseTask {
         self.view.send_modify(|v| {
             v.held = None;
             v.leader = None;
+            v.serving = false;
         });
         if let Err(e) = self
             .kv
@@ -436,6 +451,7 @@ impl LeaseTask {
                 self.view.send_modify(|v| {
                     v.held = None;
                     v.handing_over = true;
+                    v.serving = false;
                 });
                 info!(
                     revision = held.revision,

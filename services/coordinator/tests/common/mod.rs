@@ -280,6 +280,8 @@ pub struct Outcomes {
 }
 
 /// Clients assigning back to back, without retries, so every request's fate shows.
+/// A request unanswered for 5 s counts as dropped: far longer than a slow answer on
+/// a loaded machine.
 pub struct Writers {
     stop: tokio_util::sync::CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<Outcomes>>,
@@ -299,7 +301,7 @@ impl Writers {
                 let c = shoal
                     .clone()
                     .with_retry_for(Duration::ZERO)
-                    .with_timeout(Duration::from_secs(2));
+                    .with_timeout(Duration::from_secs(5));
                 tokio::spawn(async move {
                     let mut out = Outcomes::default();
                     let mut i = 0;
