@@ -21,10 +21,7 @@ use tracing_subscriber::EnvFilter;
 
 pub use config::{CommonConfig, JetStreamArgs, NatsArgs};
 pub use error::{ConfigError, ConnectError, JetStreamContext, JetStreamError, NatsError};
-pub use serve::{
-    DrainableEndpoints, DrainableRequests, EndpointRequests, Endpoints, add_endpoint, serve,
-    serve_until,
-};
+pub use serve::{DrainableEndpoints, EndpointRequests, Endpoints, add_endpoint, serve};
 
 /// The version every service reports in `$SRV.INFO`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,8 +1,8 @@
 //! Endpoints and the request loop: one place where requests are decoded, handled and
 //! answered, so handlers only return `Result<T, ShoalError>`. Every service wires its
 //! endpoints through [`Endpoints`]: each served on its own task, one request at a
-//! time ([`Endpoints::serve`]), or concurrently for a while and then handed over
-//! ([`Endpoints::serve_until`], the coordinator leader's writes).
+//! time ([`Endpoints::serve`]); the coordinator leader's writes go through
+//! [`DrainableEndpoints`], served concurrently for a while and then handed over.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,20 +81,18 @@ pub async fn serve<H, Fut, T>(
 }
 
 /// Requests for one endpoint from plain subscriptions to its shared subject and
-/// this instance's direct subject, which, unlike a micro endpoint, can be drained:
-/// unsubscribed at the server, with every request it delivered before that still
-/// coming out. For endpoints one process serves at a time (the coordinator leader's
+/// this instance's direct subject. For endpoints one process serves at a time (the coordinator leader's
 /// writes): no queue group, so while the subscription of a process that stopped
 /// serving lingers at the server (a stopped or cut-off process, until the server
 /// drops its connection), every request reaches the live server too instead of
 /// half of them going unanswered. They are not counted in `$SRV.STATS`.
-pub struct DrainableRequests {
+struct DrainableRequests {
     shared: Subscriber,
     direct: Subscriber,
 }
 
 impl DrainableRequests {
-    pub async fn subscribe(
+    async fn subscribe(
         client: &Client,
         subjects: &Subjects,
         endpoint: Endpoint,
@@ -120,8 +118,10 @@ impl DrainableRequests {
         }
     }
 
-    /// Unsubscribes at the server; the streams end once the server has confirmed
-    /// it, after every request it delivered before.
+    /// Unsubscribes; the streams end with what has reached this client. async-nats
+    /// forgets the subscriptions one read after sending UNSUB, without waiting for
+    /// the server, so a request the server routes here in between is lost: the
+    /// caller hands over with a successor already subscribed.
     async fn drain(&mut self) {
         // A subscription already gone (the client closed) has nothing to drain.
         let _ = self.shared.drain().await;
@@ -129,10 +129,10 @@ impl DrainableRequests {
     }
 }
 
-/// Answers requests concurrently, each on its own task, until `stop`; then drains
-/// the subscriptions and answers every request the server had already delivered
-/// with `refusal()`, so none goes unanswered and their clients can retry elsewhere.
-pub async fn serve_until<H, Fut, T>(
+/// Answers requests concurrently, each on its own task, until `stop`; then
+/// unsubscribes and answers what has still arrived with `refusal()`, so their
+/// clients retry elsewhere, and returns once every reply owed is sent.
+async fn serve_until<H, Fut, T>(
     client: Client,
     mut requests: DrainableRequests,
     stop: CancellationToken,
@@ -232,8 +232,11 @@ impl<'a> Endpoints<'a> {
     }
 }
 
-/// Serves endpoints that one process at a time answers (see [`DrainableRequests`]),
-/// each on a task of `tasks`, which the caller waits for once `stop` is cancelled.
+/// Serves endpoints that one process at a time answers, on plain subscriptions
+/// (no queue group, not counted in `$SRV.STATS`), each on a task of `tasks`, which
+/// the caller waits for once `stop` is cancelled. A request routed here while it
+/// unsubscribes is answered only if a successor is already subscribed: hand over by
+/// subscribing the successor first.
 pub struct DrainableEndpoints<'a> {
     client: &'a Client,
     subjects: &'a Subjects,

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use async_nats::service::{NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use futures::StreamExt;
 use serde_json::json;
 use shoal_protocol::{
     ClientError, Endpoint, ErrorCode, NodeIdRequest, ServiceKind, ShoalClient, ShoalError,
@@ -143,32 +144,55 @@ async fn client_reports_no_responders_after_retrying() {
     );
 }
 
+/// Serves `assign` for instance "c1" with `handler` until `stop`, on the returned
+/// tracker's tasks.
+async fn serve_assign_until<H, Fut>(
+    client: &async_nats::Client,
+    stop: &CancellationToken,
+    handler: H,
+) -> tokio_util::task::TaskTracker
+where
+    H: Fn(async_nats::Message) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<serde_json::Value, ShoalError>> + Send + 'static,
+{
+    let tasks = tokio_util::task::TaskTracker::new();
+    shoal_runtime::DrainableEndpoints::new(client, &Subjects::default(), "c1", &tasks)
+        .serve_until(
+            Endpoint::CoordinatorAssign,
+            stop,
+            || ShoalError::not_leader("stopped"),
+            handler,
+        )
+        .await
+        .unwrap();
+    tasks
+}
+
+async fn ends_once_stopped(tasks: tokio_util::task::TaskTracker) {
+    tasks.close();
+    tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .expect("the endpoint's task ends once stopped");
+}
+
 #[tokio::test]
 async fn endpoints_served_until_stopped_answer_concurrently_then_unsubscribe() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.client().await.unwrap();
-    let subjects = Subjects::default();
-    let tasks = tokio_util::task::TaskTracker::new();
     let stop = CancellationToken::new();
     // Each request waits for another to arrive: served one at a time, neither would
     // ever be answered.
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
-    shoal_runtime::DrainableEndpoints::new(&client, &subjects, "c1", &tasks)
-        .serve_until(
-            Endpoint::CoordinatorAssign,
-            &stop,
-            || ShoalError::not_leader("stopped"),
-            move |_| {
-                let barrier = barrier.clone();
-                async move {
-                    barrier.wait().await;
-                    Ok(serde_json::json!({ "ok": true }))
-                }
-            },
-        )
-        .await
-        .unwrap();
-    let shoal = ShoalClient::new(client.clone(), subjects).with_retry_for(Duration::ZERO);
+    let tasks = serve_assign_until(&client, &stop, move |_| {
+        let barrier = barrier.clone();
+        async move {
+            barrier.wait().await;
+            Ok(json!({ "ok": true }))
+        }
+    })
+    .await;
+    let shoal =
+        ShoalClient::new(client.clone(), Subjects::default()).with_retry_for(Duration::ZERO);
     let empty = json!({});
     let ask = || shoal.call::<_, serde_json::Value>(Endpoint::CoordinatorAssign, &empty);
     let (a, b) = tokio::join!(ask(), ask());
@@ -176,42 +200,40 @@ async fn endpoints_served_until_stopped_answer_concurrently_then_unsubscribe() {
     assert_eq!(b.unwrap()["ok"], true);
 
     stop.cancel();
-    tasks.close();
-    tokio::time::timeout(Duration::from_secs(5), tasks.wait())
-        .await
-        .expect("the endpoint's task ends once stopped");
+    ends_once_stopped(tasks).await;
     let err = ask().await.unwrap_err();
     assert!(matches!(err, ClientError::NoResponders { .. }), "{err:?}");
 }
 
+/// How the coordinator hands its write subjects over: the successor subscribes
+/// first, then the old server stops. async-nats forgets a drained subscription
+/// without waiting for the server, so a request routed to it in that instant is
+/// answered only because the successor has it too.
 #[tokio::test]
-async fn stopping_under_load_answers_every_request_already_delivered() {
+async fn stopping_under_load_with_a_successor_subscribed_leaves_no_request_unanswered() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.client().await.unwrap();
-    let subjects = Subjects::default();
-    let tasks = tokio_util::task::TaskTracker::new();
+    let successor = nats.client().await.unwrap();
     let stop = CancellationToken::new();
-    // The 300th request stops the endpoint: the rest are on their way by then.
+    // The 300th request brings the successor up and then stops this endpoint: the
+    // rest are on their way by then.
     let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let stopper = stop.clone();
-    shoal_runtime::DrainableEndpoints::new(&client, &subjects, "c1", &tasks)
-        .serve_until(
-            Endpoint::CoordinatorAssign,
-            &stop,
-            || ShoalError::not_leader("stopped"),
-            move |_| {
-                if handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 299 {
-                    stopper.cancel();
-                }
-                async { Ok(json!({ "ok": true })) }
-            },
-        )
-        .await
-        .unwrap();
+    let tasks = serve_assign_until(&client, &stop, move |_| {
+        let last = handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 299;
+        let (successor, stopper) = (successor.clone(), stopper.clone());
+        async move {
+            if last {
+                take_over(&successor).await;
+                stopper.cancel();
+            }
+            Ok(json!({ "by": "c1" }))
+        }
+    })
+    .await;
     // Another connection sends, so requests are in flight on the server's side of
     // the serving connection when it stops.
-    let sender = nats.client().await.unwrap();
-    let shoal = ShoalClient::new(sender, subjects)
+    let shoal = ShoalClient::new(nats.client().await.unwrap(), Subjects::default())
         .with_retry_for(Duration::ZERO)
         .with_timeout(Duration::from_secs(3));
     // 64 clients asking back to back keep requests on the wire at every moment.
@@ -231,14 +253,13 @@ async fn stopping_under_load_answers_every_request_already_delivered() {
             })
         })
         .collect();
-    let (mut served, mut refused, mut unanswered) = (0, 0, 0);
+    let (mut served, mut by_successor, mut refused, mut unanswered) = (0, 0, 0, 0);
     for ask in asks {
         for outcome in ask.await.unwrap() {
             match outcome {
-                Ok(_) => served += 1,
+                Ok(reply) if reply["by"] == "c1" => served += 1,
+                Ok(_) => by_successor += 1,
                 Err(e) if e.service_code() == Some(ErrorCode::NotLeader) => refused += 1,
-                // Sent after the drain reached the server: nobody is subscribed.
-                Err(ClientError::NoResponders { .. }) => refused += 1,
                 Err(e) => {
                     eprintln!("{e}");
                     unanswered += 1
@@ -246,14 +267,32 @@ async fn stopping_under_load_answers_every_request_already_delivered() {
             }
         }
     }
-    println!("{served} served, {refused} refused, {unanswered} unanswered");
-    assert!(served >= 300 && refused > 0, "the stop came mid-stream");
-    assert_eq!(
-        unanswered, 0,
-        "requests the server delivered went unanswered"
+    println!(
+        "{served} served, {refused} refused, {by_successor} by the successor, {unanswered} unanswered"
     );
-    tasks.close();
-    tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+    assert!(
+        served >= 300 && by_successor > 0,
+        "the stop came mid-stream"
+    );
+    assert_eq!(unanswered, 0, "requests went unanswered in the handover");
+    ends_once_stopped(tasks).await;
+}
+
+/// Subscribes `client` to the assign subject, answering every request, and returns
+/// once the server has the subscription.
+async fn take_over(client: &async_nats::Client) {
+    let mut requests = client
+        .subscribe(Subjects::default().endpoint(Endpoint::CoordinatorAssign))
         .await
-        .expect("the endpoint's task ends once drained");
+        .unwrap();
+    client.flush().await.unwrap();
+    let answering = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            if let Some(reply) = m.reply {
+                let body = serde_json::to_vec(&json!({ "by": "successor" })).unwrap();
+                let _ = answering.publish(reply, body.into()).await;
+            }
+        }
+    });
 }
