@@ -188,74 +188,36 @@ fn heartbeats_scenario_reads_registry_cpu_and_finds_no_false_alarm() {
     assert_eq!(report["figures"]["false_suspect_or_offline_events"], 0);
 }
 
-#[test]
-fn failover_scenario_survives_a_killed_leader_without_loss() {
-    let report = run(&[
-        "--scenario",
-        "failover",
-        "--nodes",
-        "3",
-        "--duration",
-        "9s",
-        "--concurrency",
-        "4",
-    ]);
-    // Writes resumed under the new leader (the scenario only returns once another
-    // coordinator leads, so comparing the two names would prove nothing).
-    assert!(
-        report["figures"]["fault_to_first_acknowledged_assign_ms"].is_number(),
-        "{report}"
-    );
-}
-
-#[test]
-fn failover_scenario_survives_a_killed_nats_server_without_loss() {
-    // Three routed servers, everything replicated three times; the server leading
-    // the assignment log is killed. Its stream elects a new leader within seconds
-    // and no acknowledged assignment may be missing afterwards.
-    let report = run(&[
-        "--scenario",
-        "failover",
-        "--nats-servers",
-        "3",
-        "--kill",
-        "nats-server",
-        "--nodes",
-        "3",
-        "--duration",
-        "15s",
-        "--concurrency",
-        "4",
-    ]);
-    assert!(
-        report["figures"]["fault_to_first_acknowledged_assign_ms"].is_number(),
-        "writes never resumed: {report}"
-    );
-    // All three coordinators survived the server's loss and each caught up.
-    assert_eq!(
-        report["figures"]["coordinator_replicas_checked"], 3,
-        "{report}"
-    );
-}
-
-#[test]
-fn failover_scenario_fences_a_stopped_leader() {
-    // SIGSTOP of the leader for 5 s (past the 3 s lease): a follower takes over, and
-    // once the stopped one continues none of its writes may be in the log after the
-    // new leader's epoch-start (the run's own check; asserted again by name here).
-    let report = run(&[
+/// A short failover run against 3 simulated nodes and 4 clients, with `--kill
+/// kill` a third of the way through `duration`; its figures.
+fn failover(kill: &str, duration: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "--scenario",
         "failover",
         "--kill",
-        "coordinator-stop",
+        kill,
         "--nodes",
         "3",
         "--duration",
-        "8s",
+        duration,
         "--concurrency",
         "4",
-    ]);
-    let figures = &report["figures"];
+    ];
+    args.extend_from_slice(extra);
+    run(&args)["figures"].clone()
+}
+
+/// An assign sent after the fault was acknowledged.
+fn assert_writes_resumed(figures: &serde_json::Value) {
+    assert!(
+        figures["fault_to_first_acknowledged_assign_ms"].is_number(),
+        "writes never resumed: {figures}"
+    );
+}
+
+/// Another coordinator leads now, and the log holds nothing the old leader wrote
+/// after the new term began.
+fn assert_taken_over_and_fenced(figures: &serde_json::Value) {
     assert!(
         figures["leadership_changes_to_another_coordinator"]
             .as_u64()
@@ -264,68 +226,61 @@ fn failover_scenario_fences_a_stopped_leader() {
         "no follower took over: {figures}"
     );
     assert_eq!(figures["old_leader_records_after_new_term"], 0, "{figures}");
+}
+
+#[test]
+fn failover_scenario_survives_a_killed_leader_without_loss() {
+    // Writes resumed under the new leader (the scenario only returns once another
+    // coordinator leads, so comparing the two names would prove nothing).
+    assert_writes_resumed(&failover("coordinator", "9s", &[]));
+}
+
+#[test]
+fn failover_scenario_survives_a_killed_nats_server_without_loss() {
+    // Three routed servers, everything replicated three times; the server leading
+    // the assignment log is killed. Its stream elects a new leader within seconds
+    // and no acknowledged assignment may be missing afterwards.
+    let figures = failover("nats-server", "15s", &["--nats-servers", "3"]);
+    assert_writes_resumed(&figures);
+    // All three coordinators survived the server's loss and each caught up.
+    assert_eq!(figures["coordinator_replicas_checked"], 3, "{figures}");
+}
+
+#[test]
+fn failover_scenario_fences_a_stopped_leader() {
+    // SIGSTOP of the leader for 5 s: a follower takes over once its probes go
+    // unanswered, and once the stopped one continues none of its writes may be in
+    // the log after the new leader's epoch-start (the run's own check; asserted
+    // again by name here).
+    let figures = failover("coordinator-stop", "8s", &[]);
+    assert_taken_over_and_fenced(&figures);
     assert_eq!(figures["older_epoch_records_after_newer"], 0, "{figures}");
     assert!(
         figures["continue_to_step_down_ms"].is_number(),
         "the stopped leader never stepped down: {figures}"
     );
-    assert!(
-        figures["fault_to_first_acknowledged_assign_ms"].is_number(),
-        "writes never resumed: {figures}"
-    );
-    // Requests sent to the stopped leader get no reply: counted, not asserted.
+    assert_writes_resumed(&figures);
+    // Requests the stopped leader held get no reply: counted, not asserted.
     println!("client timeouts: {}", figures["client_timeouts"]);
 }
 
 #[test]
 fn failover_scenario_survives_a_terminated_leader() {
-    let report = run(&[
-        "--scenario",
-        "failover",
-        "--kill",
-        "coordinator-term",
-        "--nodes",
-        "3",
-        "--duration",
-        "6s",
-        "--concurrency",
-        "4",
-    ]);
-    let figures = &report["figures"];
+    let figures = failover("coordinator-term", "6s", &[]);
     assert!(
         figures["sigterm_to_exit_ms"].is_number(),
         "the leader did not exit on SIGTERM: {figures}"
     );
-    assert!(
-        figures["leadership_changes_to_another_coordinator"]
-            .as_u64()
-            .unwrap()
-            >= 1,
-        "{figures}"
-    );
-    assert_eq!(figures["old_leader_records_after_new_term"], 0, "{figures}");
-    assert!(
-        figures["fault_to_first_acknowledged_assign_ms"].is_number(),
-        "writes never resumed: {figures}"
-    );
+    assert_taken_over_and_fenced(&figures);
+    assert_writes_resumed(&figures);
+    // 0 timeouts is asserted by the coordinator's leadership test; a debug build
+    // on a loaded runner is reported here.
     println!("client timeouts: {}", figures["client_timeouts"]);
 }
 
 #[test]
 fn failover_scenario_promotes_a_follower() {
-    let report = run(&[
-        "--scenario",
-        "failover",
-        "--kill",
-        "promote",
-        "--nodes",
-        "3",
-        "--duration",
-        "6s",
-        "--concurrency",
-        "4",
-    ]);
-    let figures = &report["figures"];
+    let figures = failover("promote", "6s", &[]);
     assert_eq!(figures["promote_reply"], "success", "{figures}");
     assert!(
         figures["leader_after"]
@@ -335,28 +290,13 @@ fn failover_scenario_promotes_a_follower() {
         "{figures}"
     );
     assert_eq!(figures["old_leader_records_after_new_term"], 0, "{figures}");
-    assert!(
-        figures["fault_to_first_acknowledged_assign_ms"].is_number(),
-        "writes never resumed: {figures}"
-    );
+    assert_writes_resumed(&figures);
     println!("client timeouts: {}", figures["client_timeouts"]);
 }
 
 #[test]
 fn failover_scenario_without_a_fault_counts_leadership_changes() {
-    let report = run(&[
-        "--scenario",
-        "failover",
-        "--kill",
-        "none",
-        "--nodes",
-        "3",
-        "--duration",
-        "3s",
-        "--concurrency",
-        "4",
-    ]);
-    let figures = &report["figures"];
+    let figures = failover("none", "3s", &[]);
     // Reported, not asserted: a loaded test machine may starve a leader's renewal.
     assert!(figures["leadership_changes"].is_number(), "{figures}");
     assert!(figures["client_timeouts"].is_number(), "{figures}");

@@ -55,13 +55,14 @@ async fn a_service_leaves_a_silent_server_for_another_cluster_member() {
         )
         .await
         .unwrap();
-    wait_for(
-        "the service to answer through the cluster",
-        Duration::from_secs(10),
-        || async { asker.request("liveness.echo", "hi".into()).await.ok() },
-    )
-    .await
-    .unwrap();
+    let answers = |what: &'static str| {
+        wait_for(what, Duration::from_secs(10), || async {
+            asker.request("liveness.echo", "hi".into()).await.ok()
+        })
+    };
+    answers("the service to answer through the cluster")
+        .await
+        .unwrap();
 
     cluster.servers[silent].pause().unwrap();
     let paused_at = Instant::now();
@@ -83,11 +84,5 @@ async fn a_service_leaves_a_silent_server_for_another_cluster_member() {
         noticed_after < Duration::from_secs(5),
         "a silent server was noticed after {noticed_after:?}, not from the client's PINGs"
     );
-    wait_for(
-        "the service to answer again",
-        Duration::from_secs(10),
-        || async { asker.request("liveness.echo", "again".into()).await.ok() },
-    )
-    .await
-    .unwrap();
+    answers("the service to answer again").await.unwrap();
 }
