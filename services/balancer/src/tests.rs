@@ -39,6 +39,20 @@ fn with(strategy: Strategy) -> SelectRequest {
 }
 
 /// Nodes that must never be picked, one per reason.
+/// The coordinator's event that `agent` was `action`ed on node "n".
+fn event(action: AssignmentAction, agent: &str) -> AssignmentEvent {
+    AssignmentEvent {
+        event: action,
+        agent_name: agent.into(),
+        node_id: Some("n".into()),
+        previous_node_id: None,
+        reason: "test".into(),
+        epoch: 1,
+        at: Utc::now(),
+        resources: None,
+    }
+}
+
 fn ineligible() -> Vec<Node> {
     let mut draining = node("x-draining", 100, 0);
     draining.draining = true;
@@ -269,16 +283,6 @@ fn picks_fill_nodes_until_they_expire_or_are_confirmed() {
     assert_eq!(pick(&mut v, &req, t1), "n");
     assert_eq!(v.node("n").unwrap().active_agents, 1);
     // The coordinator's event confirms it: counted once, not twice.
-    let event = |action, agent: &str| AssignmentEvent {
-        event: action,
-        agent_name: agent.into(),
-        node_id: Some("n".into()),
-        previous_node_id: None,
-        reason: "test".into(),
-        epoch: 1,
-        at: Utc::now(),
-        resources: None,
-    };
     v.apply_assignment(&event(AssignmentAction::Assigned, "agent-1"), t1);
     assert_eq!(v.node("n").unwrap().active_agents, 1);
     // Still counted after the pick's TTL: the coordinator's placement carries it.
@@ -498,16 +502,6 @@ fn a_slot_freed_by_the_coordinator_is_pickable_before_the_nodes_next_heartbeat()
     let t0 = Instant::now();
     // A full node: its record and heartbeats report 2 of 2 agents.
     v.upsert(node("n", 2, 2), t0);
-    let event = |action, agent: &str| AssignmentEvent {
-        event: action,
-        agent_name: agent.into(),
-        node_id: Some("n".into()),
-        previous_node_id: None,
-        reason: "test".into(),
-        epoch: 1,
-        at: Utc::now(),
-        resources: None,
-    };
     v.apply_assignment(&event(AssignmentAction::Assigned, "a1"), t0);
     v.apply_assignment(&event(AssignmentAction::Assigned, "a2"), t0);
     let req = SelectRequest::default();
