@@ -30,17 +30,23 @@ else
 fi
 ln -sfn "nats-server-$NATS_SERVER_VERSION/bin/nats-server" "$tools/nats-server"
 
-pg_bindir() { command -v pg_config >/dev/null 2>&1 && pg_config --bindir || true; }
-bindir="$(pg_bindir)"
-if [ -z "$bindir" ] || [ ! -x "$bindir/postgres" ] || [ ! -x "$bindir/initdb" ]; then
-  say "installing PostgreSQL server (apt-get install postgresql)"
+# apt_install WHAT PACKAGE...: installs Debian packages, or says how when not root.
+apt_install() {
+  local what="$1"; shift
+  say "installing $what (apt-get install $*)"
   if [ "$(id -u)" -ne 0 ]; then
-    echo "deps: PostgreSQL server binaries are missing and this is not root; run: sudo apt-get install -y postgresql" >&2
+    echo "deps: $what is missing and this is not root; run: sudo apt-get install -y $*" >&2
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+  apt-get install -y -qq "$@" >/dev/null
+}
+
+pg_bindir() { command -v pg_config >/dev/null 2>&1 && pg_config --bindir || true; }
+bindir="$(pg_bindir)"
+if [ -z "$bindir" ] || [ ! -x "$bindir/postgres" ] || [ ! -x "$bindir/initdb" ]; then
+  apt_install "the PostgreSQL server" postgresql postgresql-contrib
   bindir="$(pg_bindir)"
 fi
 say "postgres binaries in $bindir"
@@ -52,14 +58,7 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home /var/lib/postgresql --shell /bin/bash postgres
 fi
 if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1 || ! command -v ss >/dev/null 2>&1; then
-  say "installing iproute2 (apt-get install iproute2)"
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "deps: ip/tc/ss are missing and this is not root; run: sudo apt-get install -y iproute2" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq iproute2 >/dev/null
+  apt_install "ip/tc/ss" iproute2
 fi
 say "ip in $(command -v ip)"
 if ! command -v cargo-nextest >/dev/null 2>&1; then
