@@ -110,30 +110,16 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     let fenced = leader
         .decide(&mut writes, &mut nodes, &term, shutdown)
         .await;
-    // Requests the endpoints still take while they drain are refused by the
-    // closed channel; those already queued are refused here.
     stop_helpers.cancel();
-    // From now on every write request is refused (`not_leader`), until the
-    // endpoints go.
+    // From now on every write request is refused (`not_leader`): those queued
+    // here, and those the endpoints still take, by the closed channel.
     writes.close();
     while let Ok(request) = writes.try_recv() {
         request.refuse();
     }
     let epoch = leader.author.epoch;
     leader.finish().await;
-    // The write subjects are let go only once the next leader serves them (or
-    // after a moment, if none does): a request the server still routes here
-    // while this replica unsubscribes is lost unless another subscriber has it.
-    let mut view = ctx.lease.subscribe();
-    let succeeded = tokio::time::timeout(HANDOVER_PATIENCE, async {
-        view.wait_for(|v| v.succeeded_by_other(&ctx.me))
-            .await
-            .is_ok()
-    })
-    .await;
-    if succeeded != Ok(true) {
-        debug!("no other leader serving yet: letting go of the write subjects anyway");
-    }
+    wait_for_successor(ctx).await;
     stop_endpoints.cancel();
     term_tasks.close();
     term_tasks.wait().await;
@@ -144,6 +130,23 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
 /// How long an ending term keeps refusing writes while waiting for the next leader
 /// to serve them.
 const HANDOVER_PATIENCE: Duration = Duration::from_secs(1);
+
+/// Returns once another replica leads and serves the write subjects, or after
+/// [`HANDOVER_PATIENCE`]: only then does an ending term let go of them, since a
+/// request the server still routes here while this replica unsubscribes is lost
+/// unless another subscriber has it.
+async fn wait_for_successor(ctx: &Ctx) {
+    let mut view = ctx.lease.subscribe();
+    let succeeded = tokio::time::timeout(HANDOVER_PATIENCE, async {
+        view.wait_for(|v| v.succeeded_by_other(&ctx.me))
+            .await
+            .is_ok()
+    })
+    .await;
+    if succeeded != Ok(true) {
+        debug!("no other leader serving yet: letting go of the write subjects anyway");
+    }
+}
 
 /// How many epoch-start appends in a row may be refused before this replica counts
 /// as fenced: a deposed leader has at most a few appends in flight, so more
