@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use shoal_protocol::{ClientError, Empty, Endpoint, LeaderReply, ShoalClient};
+use shoal_protocol::{ClientError, ShoalClient};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -131,10 +131,7 @@ pub async fn run(
 }
 
 async fn probe(peers: &ShoalClient, holder: &str) -> Probe {
-    match peers
-        .call_direct::<_, LeaderReply>(Endpoint::CoordinatorLeaderGet, holder, &Empty {})
-        .await
-    {
+    match peers.leader_of(holder).await {
         Ok(reply) if reply.is_leader => Probe::Alive,
         Ok(_) => Probe::NotLeading,
         Err(ClientError::NoResponders { .. }) => Probe::Gone,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use shoal_protocol::{
-    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply, MoveRequest,
-    SelectRequest, ShoalError, UnassignReply,
+    AssignRequest, Assignment, ClientError, ErrorCode, MoveRequest, SelectRequest, ShoalError,
+    UnassignReply,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -280,7 +280,7 @@ impl Leader {
             .peers
             .clone()
             .with_retry_for(Duration::ZERO)
-            .call_direct::<_, LeaderReply>(Endpoint::CoordinatorLeaderGet, target, &Empty {})
+            .leader_of(target)
             .await;
         match alive {
             Ok(_) => {}

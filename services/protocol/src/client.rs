@@ -338,6 +338,12 @@ impl ShoalClient {
     pub async fn leader(&self) -> Result<LeaderReply, ClientError> {
         self.call(Endpoint::CoordinatorLeaderGet, &Empty {}).await
     }
+    /// `leader.get` asked of one coordinator replica, on its own subject: what it
+    /// knows of the lease, and whether it leads (no responders: it is gone).
+    pub async fn leader_of(&self, coordinator_id: &str) -> Result<LeaderReply, ClientError> {
+        self.call_direct(Endpoint::CoordinatorLeaderGet, coordinator_id, &Empty {})
+            .await
+    }
     pub async fn promote(&self, coordinator_id: &str) -> Result<PromoteReply, ClientError> {
         self.call(
             Endpoint::CoordinatorLeaderPromote,

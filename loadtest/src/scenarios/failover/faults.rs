@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use shoal_protocol::{Empty, Endpoint, LOG_STREAM, LeaderInfo, LeaderReply, ShoalClient};
+use shoal_protocol::{LOG_STREAM, LeaderInfo, LeaderReply, ShoalClient};
 use shoal_testkit::wait_for;
 
 use crate::args::{Args, Victim};
@@ -53,7 +53,7 @@ async fn leader_of(client: &ShoalClient, id: &str) -> Option<LeaderReply> {
         .clone()
         .with_retry_for(Duration::ZERO)
         .with_timeout(Duration::from_millis(500))
-        .call_direct(Endpoint::CoordinatorLeaderGet, id, &Empty {})
+        .leader_of(id)
         .await
         .ok()
 }

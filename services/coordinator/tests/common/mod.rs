@@ -13,9 +13,8 @@ use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use shoal_protocol::{
-    AssignRequest, Assignment, ClientError, Empty, Endpoint, ErrorCode, LeaderReply,
-    ListAssignmentsRequest, ListNodesRequest, MEMBERS_BUCKET, Node, NodeStatus, ShoalClient,
-    Subjects,
+    AssignRequest, Assignment, ClientError, ErrorCode, LeaderReply, ListAssignmentsRequest,
+    ListNodesRequest, MEMBERS_BUCKET, Node, NodeStatus, ShoalClient, Subjects,
 };
 use shoal_testkit::{ServiceProcess, binary, wait_for};
 
@@ -112,7 +111,7 @@ pub async fn leader_of(shoal: &ShoalClient, id: &str) -> Result<LeaderReply, Cli
         .clone()
         .with_retry_for(Duration::ZERO)
         .with_timeout(Duration::from_millis(500))
-        .call_direct(Endpoint::CoordinatorLeaderGet, id, &Empty {})
+        .leader_of(id)
         .await
 }
 
