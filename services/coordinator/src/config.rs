@@ -57,10 +57,10 @@ pub struct Config {
     #[arg(long, env = "SHOAL_MASS_FAILURE_SHARE", default_value_t = 0.5)]
     pub mass_failure_share: f64,
 
-    /// How long to wait for JetStream to answer (an append's ack, stream info, a
-    /// lease renewal). Short, because a NATS server lost under the log's leader
-    /// leaves appends unanswered: the leader steps down and the next term starts as
-    /// soon as the stream has a new leader, instead of after async-nats's 5 s default.
+    /// How long to wait for JetStream to answer (stream info, a lease renewal, a new
+    /// term's first append), and how long an ending term keeps confirming the
+    /// appends it sent. An append left unanswered while the log's stream changes
+    /// leader is sent again every 200 ms for as long as the term lasts.
     #[arg(long, env = "SHOAL_JETSTREAM_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub jetstream_timeout: Duration,
 

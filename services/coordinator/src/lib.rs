@@ -1,8 +1,8 @@
 //! shoal-coordinator: leader-elected assignment of agents to nodes.
 //!
 //! - [`lease`]: the leader lease (KV `shoal_leader`, CAS renewals, handoff);
-//! - [`log`], [`pipeline`]: the fenced assignment log every replica tails and only
-//!   the leader appends to;
+//! - [`log`], [`append`], [`pipeline`]: the fenced assignment log every replica tails
+//!   and only the leader appends to;
 //! - [`state`], [`members`], [`failover`], [`guard`], [`digest_check`]: pure decisions;
 //! - [`members_feed`]: keeps [`members`] equal to the registry's bucket (I/O);
 //! - [`leader`]: a leader's term, with [`writes`] (its requests), [`reconcile`] (its
@@ -10,6 +10,7 @@
 //! - [`handlers`]: the endpoints;
 //! - [`history`], [`history_consumer`]: the Postgres ledger.
 
+pub mod append;
 pub mod commands;
 pub mod compaction;
 pub mod config;

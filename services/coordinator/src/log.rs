@@ -1,14 +1,12 @@
 //! The fenced assignment log: one JetStream stream. Every replica tails it into its
-//! [`State`]; the leader appends with `Nats-Expected-Last-Sequence`, so a deposed
-//! leader's appends are refused once a newer leader has written its epoch-start.
+//! [`State`]; the leader appends to it through [`crate::append`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::object_store::ObjectStore;
-use async_nats::jetstream::{self, consumer, message::PublishMessage, stream};
+use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
 use shoal_protocol::{LOG_STREAM, Subjects};
 use shoal_runtime::retry::resume;
@@ -34,42 +32,11 @@ pub enum LogError {
     Ended,
 }
 
-/// Why an append was not stored where it had to be.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    #[error("encoding the record: {0}")]
-    Encode(#[source] serde_json::Error),
-    /// The log did not end where this writer expected: another leader appended (an
-    /// epoch-start record), so this writer is fenced.
-    #[error("refused by the log: {0}")]
-    Refused(#[source] PublishError),
-    #[error("appended at {got} instead of {want}")]
-    Misplaced { got: u64, want: u64 },
-    /// No answer, or no way to send: the log may be without a leader for a while.
-    #[error("not stored: {0}")]
-    Lost(#[source] PublishError),
-}
-
-impl AppendError {
-    /// True when the log refused the append because another writer has appended
-    /// since: this writer is fenced, not just unlucky.
-    pub fn is_fenced(&self) -> bool {
-        matches!(
-            self,
-            AppendError::Refused(_) | AppendError::Misplaced { .. }
-        )
-    }
-
-    fn from_publish(e: PublishError) -> AppendError {
-        match e.kind() {
-            PublishErrorKind::WrongLastSequence => AppendError::Refused(e),
-            _ => AppendError::Lost(e),
-        }
-    }
-}
-
 /// How long the tail may be quiet before it checks that it is not stuck.
 const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// How long the log remembers an append's name to drop a resent copy.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// Opens (creating if needed) the log stream.
 pub async fn open_stream(
@@ -87,6 +54,9 @@ pub async fn open_stream(
         deny_delete: true,
         // Purges are how the leader compacts the log below a snapshot.
         deny_purge: false,
+        // Appends are resent within a term's handover; ids older than this are
+        // not needed (and a resend still finds its record by reading it back).
+        duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
     };
     shoal_runtime::jetstream::open_or_create(
@@ -344,76 +314,5 @@ async fn tail_from(
             Err(e) => warn!(seq, error = %e, "unreadable log record skipped"),
         }
         applied.send_replace(seq);
-    }
-}
-
-/// Appends records with the expected last sequence, pipelined: each append expects
-/// the sequence the previous one will get, so throughput is not one round trip per
-/// record. The first failure fences the writer for good.
-pub struct Appender {
-    js: jetstream::Context,
-    subject: String,
-    /// The sequence the stream's last message must have for the next append.
-    expected: u64,
-    failed: CancellationToken,
-}
-
-impl Appender {
-    pub fn new(js: jetstream::Context, subjects: &Subjects, last_seq: u64) -> Appender {
-        Appender {
-            js,
-            subject: subjects.coordinator_log(),
-            expected: last_seq,
-            failed: CancellationToken::new(),
-        }
-    }
-
-    /// Cancelled once an append has been refused or lost.
-    pub fn failed(&self) -> CancellationToken {
-        self.failed.clone()
-    }
-
-    /// Sends one encoded record; returns the sequence it must get and the ack to await.
-    pub async fn send(
-        &mut self,
-        record: bytes::Bytes,
-    ) -> Result<(u64, jetstream::context::PublishAckFuture), jetstream::context::PublishError> {
-        let publish = PublishMessage::build()
-            .payload(record)
-            .expected_last_sequence(self.expected);
-        match self.js.send_publish(self.subject.clone(), publish).await {
-            Ok(ack) => {
-                self.expected += 1;
-                Ok((self.expected, ack))
-            }
-            Err(e) => {
-                self.failed.cancel();
-                Err(e)
-            }
-        }
-    }
-
-    /// Sends and waits for the ack (the epoch-start record).
-    pub async fn append_now(&mut self, record: &LogRecord) -> Result<u64, AppendError> {
-        let payload = record.encode().map_err(AppendError::Encode)?;
-        let (want, ack) = self
-            .send(payload)
-            .await
-            .map_err(AppendError::from_publish)?;
-        match ack.await {
-            Ok(ack) if ack.sequence == want => Ok(want),
-            Ok(ack) => {
-                self.failed.cancel();
-                Err(AppendError::Misplaced {
-                    got: ack.sequence,
-                    want,
-                })
-            }
-            Err(e) => {
-                self.failed.cancel();
-                debug!(error = %e, "fenced append refused");
-                Err(AppendError::from_publish(e))
-            }
-        }
     }
 }

@@ -3,9 +3,11 @@
 //! notices, the reply) run in log order once each append is acknowledged — nothing
 //! is acknowledged to a client before it is in the log.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use async_nats::jetstream::context::PublishAckFuture;
+use std::time::Duration;
+
 use bytes::Bytes;
 use chrono::Utc;
 use shoal_protocol::{
@@ -16,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::log::Appender;
+use crate::append::{AppendError, Appender, LogTarget, Pending};
 use crate::record::{Change, LogRecord};
 
 /// What to answer once the change is in the log.
@@ -92,8 +94,7 @@ enum Input {
 /// What the writer hands the collector, in log order.
 enum Item {
     Append {
-        want: u64,
-        ack: PublishAckFuture,
+        pending: Pending,
         changes: Vec<Change>,
         replies: Vec<Reply>,
         /// Frees an in-flight slot once the append is acknowledged.
@@ -220,10 +221,23 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// `budget`: the bytes one log record may take (under the server's max payload).
-    pub fn new(appender: Appender, notifier: Notifier, budget: usize) -> Pipeline {
+    /// Appends are confirmed (sent again while unanswered) for as long as `term`
+    /// lasts, and for `grace` after it ends.
+    pub fn new(
+        appender: Appender,
+        notifier: Notifier,
+        budget: usize,
+        term: CancellationToken,
+        grace: Duration,
+    ) -> Pipeline {
         let (tx, rx) = mpsc::unbounded_channel();
         let failed = appender.failed();
-        let writer = tokio::spawn(write(rx, appender, notifier, budget));
+        let confirm = Confirm {
+            target: appender.target(),
+            term,
+            grace,
+        };
+        let writer = tokio::spawn(write(rx, appender, notifier, budget, confirm));
         Pipeline {
             inputs: tx,
             failed,
@@ -303,10 +317,11 @@ async fn write(
     mut appender: Appender,
     notifier: Notifier,
     budget: usize,
+    confirm: Confirm,
 ) {
     let failed = appender.failed();
     let (items, collected) = mpsc::unbounded_channel();
-    let collector = tokio::spawn(collect(collected, failed.clone(), notifier));
+    let collector = tokio::spawn(collect(collected, failed.clone(), notifier, confirm));
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut next = None;
     loop {
@@ -354,10 +369,9 @@ async fn write(
         }
         let encoded: Vec<Bytes> = changes.iter().map(|c| c.bytes.clone()).collect();
         match appender.send(LogRecord::of_encoded(&encoded)).await {
-            Ok((want, ack)) => {
+            Ok(pending) => {
                 let item = Item::Append {
-                    want,
-                    ack,
+                    pending,
                     changes: changes.into_iter().map(|c| c.change).collect(),
                     replies,
                     slot,
@@ -377,13 +391,56 @@ async fn write(
     let _ = collector.await;
 }
 
-/// Awaits each append's ack in log order, then publishes its effects and answers.
+/// How long the collector keeps confirming appends.
+struct Confirm {
+    target: LogTarget,
+    /// Confirms while this lasts...
+    term: CancellationToken,
+    /// ...and for this long after.
+    grace: Duration,
+}
+
+impl Confirm {
+    /// Confirms `pending`; `later` are the appends sent after it.
+    async fn confirm(
+        &self,
+        pending: Pending,
+        later: &mut [&mut Pending],
+    ) -> Result<u64, AppendError> {
+        let want = pending.want;
+        let started = std::time::Instant::now();
+        tokio::select! {
+            confirmed = self.target.confirm(pending, later) => confirmed,
+            _ = async {
+                self.term.cancelled().await;
+                tokio::time::sleep(self.grace).await;
+            } => Err(AppendError::Unanswered { want, waited: started.elapsed() }),
+        }
+    }
+}
+
+/// Confirms each append in log order, then publishes its effects and answers.
 async fn collect(
     mut items: mpsc::UnboundedReceiver<Item>,
     failed: CancellationToken,
     notifier: Notifier,
+    confirm: Confirm,
 ) {
-    while let Some(item) = items.recv().await {
+    // What the writer has sent that is not confirmed yet, in log order.
+    let mut queue = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            match items.recv().await {
+                Some(item) => queue.push_back(item),
+                None => break,
+            }
+        }
+        while let Ok(item) = items.try_recv() {
+            queue.push_back(item);
+        }
+        let Some(item) = queue.pop_front() else {
+            break;
+        };
         match item {
             Item::Barrier(reply) if failed.is_cancelled() => reply.fail(),
             Item::Barrier(reply) => reply.succeed(),
@@ -393,29 +450,34 @@ async fn collect(
                 replies.into_iter().for_each(Reply::fail)
             }
             Item::Append {
-                want,
-                ack,
+                pending,
                 changes,
                 replies,
                 slot,
-            } => match ack.await {
-                Ok(ack) if ack.sequence == want => {
-                    drop(slot);
-                    for change in &changes {
-                        notifier.changed(change).await;
+            } => {
+                let want = pending.want;
+                let mut later: Vec<&mut Pending> = queue
+                    .iter_mut()
+                    .filter_map(|item| match item {
+                        Item::Append { pending, .. } => Some(pending),
+                        _ => None,
+                    })
+                    .collect();
+                match confirm.confirm(pending, &mut later).await {
+                    Ok(_) => {
+                        drop(slot);
+                        for change in &changes {
+                            notifier.changed(change).await;
+                        }
+                        replies.into_iter().for_each(Reply::succeed);
                     }
-                    replies.into_iter().for_each(Reply::succeed);
+                    Err(e) => {
+                        warn!(seq = want, fenced = e.is_fenced(), error = %e, "append not stored, stepping down");
+                        failed.cancel();
+                        replies.into_iter().for_each(Reply::fail);
+                    }
                 }
-                outcome => {
-                    let error = match outcome {
-                        Ok(ack) => format!("appended at {} instead of {want}", ack.sequence),
-                        Err(e) => e.to_string(),
-                    };
-                    warn!(seq = want, error, "fenced append refused, stepping down");
-                    failed.cancel();
-                    replies.into_iter().for_each(Reply::fail);
-                }
-            },
+            }
         }
     }
 }

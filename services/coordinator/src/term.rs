@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::append::{AppendError, Appender};
 use crate::context::Ctx;
 use crate::leader::Leader;
 use crate::lease::Held;
-use crate::log::{AppendError, Appender};
 use crate::node_watch;
 use crate::pipeline::{Notifier, Pipeline};
 use crate::record::{EpochStart, LogRecord, new_event_id};
@@ -183,7 +183,7 @@ type Begun = (Author, State, Pipeline);
 /// lease holds: giving the lease up would not help another replica, which would
 /// meet the same log.
 async fn start(ctx: &Ctx, term: &CancellationToken) -> Result<Begun, NotStarted> {
-    match until_ok(term, "starting the term", || begin(ctx)).await {
+    match until_ok(term, "starting the term", || begin(ctx, term)).await {
         Some(Ok(started)) => Ok(started),
         Some(Err(fenced)) => Err(fenced),
         None => Err(NotStarted::LeaseLost),
@@ -193,7 +193,10 @@ async fn start(ctx: &Ctx, term: &CancellationToken) -> Result<Begun, NotStarted>
 /// One try at starting a term. A refused epoch-start append (a deposed leader's
 /// append landed in between) is retried at once from the log's new end, up to
 /// [`MAX_REFUSALS`] times; refused that often, this replica is fenced.
-async fn begin(ctx: &Ctx) -> Result<Result<Begun, NotStarted>, StartError> {
+async fn begin(
+    ctx: &Ctx,
+    term: &CancellationToken,
+) -> Result<Result<Begun, NotStarted>, StartError> {
     for refusals in 0..MAX_REFUSALS {
         let last = crate::log::log_end(&ctx.stream).await?;
         // A tail that is not there within a moment may be following a consumer
@@ -211,23 +214,34 @@ async fn begin(ctx: &Ctx) -> Result<Result<Begun, NotStarted>, StartError> {
             leader_id: ctx.me.clone(),
             epoch: state.epoch() + 1,
         };
-        let mut appender = Appender::new(ctx.js.clone(), &ctx.subjects, state.last_seq());
+        let appender_at =
+            |seq| Appender::new(ctx.js.clone(), ctx.stream.clone(), &ctx.subjects, seq);
+        let mut appender = appender_at(state.last_seq());
         let record = LogRecord::EpochStart(EpochStart {
             event_id: new_event_id(),
             leader_id: author.leader_id.clone(),
             epoch: author.epoch,
             at: Utc::now(),
         });
-        match appender.append_now(&record).await {
+        match appender
+            .append_now(&record, ctx.cfg.jetstream_timeout)
+            .await
+        {
             Ok(seq) => {
                 state.apply(seq, &record);
-                let appender = Appender::new(ctx.js.clone(), &ctx.subjects, seq);
+                let appender = appender_at(seq);
                 let budget = shoal_protocol::size::budget(ctx.client.server_info().max_payload);
                 let notifier = Notifier {
                     client: ctx.client.clone(),
                     subjects: ctx.subjects.clone(),
                 };
-                let pipeline = Pipeline::new(appender, notifier, budget);
+                let pipeline = Pipeline::new(
+                    appender,
+                    notifier,
+                    budget,
+                    term.clone(),
+                    ctx.cfg.jetstream_timeout,
+                );
                 return Ok(Ok((author, state, pipeline)));
             }
             Err(e) if e.is_fenced() => {

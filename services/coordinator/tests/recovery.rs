@@ -6,10 +6,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::*;
-use shoal_coordinator::log::{Appender, open_stream};
+use shoal_coordinator::append::Appender;
+use shoal_coordinator::log::open_stream;
 use shoal_coordinator::record::{EpochStart, LogRecord};
 use shoal_protocol::{LeaderReply, ListAssignmentsRequest, Subjects};
 use shoal_testkit::{NatsServer, wait_for};
+
+/// How long a test append may go unconfirmed.
+const PATIENCE: Duration = Duration::from_secs(5);
 
 fn epoch_start(leader: &str, epoch: u64) -> LogRecord {
     LogRecord::EpochStart(EpochStart {
@@ -27,29 +31,38 @@ async fn an_older_writer_is_refused_after_a_newer_epoch_start() {
     let js = async_nats::jetstream::new(client.clone());
     let subjects = Subjects::default();
     let stream = open_stream(&js, &subjects, 1).await.unwrap();
-    let mut old = Appender::new(js.clone(), &subjects, 0);
-    old.append_now(&epoch_start("old", 1)).await.unwrap();
+    let mut old = Appender::new(js.clone(), stream.clone(), &subjects, 0);
+    old.append_now(&epoch_start("old", 1), PATIENCE)
+        .await
+        .unwrap();
     // Pipelined appends: each expects the sequence the previous one gets.
     let started = Instant::now();
-    let mut acks = Vec::new();
+    let mut sent = Vec::new();
     for _ in 0..1000 {
-        acks.push(
+        sent.push(
             old.send(epoch_start("old", 1).encode().unwrap())
                 .await
                 .unwrap(),
         );
     }
-    for (want, ack) in acks {
-        assert_eq!(ack.await.unwrap().sequence, want);
+    let target = old.target();
+    for pending in sent {
+        let want = pending.want;
+        assert_eq!(target.confirm(pending, &mut []).await.unwrap(), want);
     }
     println!(
         "MEASURED 1000 pipelined fenced appends in {:?}",
         started.elapsed()
     );
     let last = stream.get_info().await.unwrap().state.last_sequence;
-    let mut new = Appender::new(js.clone(), &subjects, last);
-    new.append_now(&epoch_start("new", 2)).await.unwrap();
-    let refused = old.append_now(&epoch_start("old", 1)).await.unwrap_err();
+    let mut new = Appender::new(js.clone(), stream.clone(), &subjects, last);
+    new.append_now(&epoch_start("new", 2), PATIENCE)
+        .await
+        .unwrap();
+    let refused = old
+        .append_now(&epoch_start("old", 1), PATIENCE)
+        .await
+        .unwrap_err();
     assert!(refused.is_fenced(), "{refused}");
     assert!(
         refused.to_string().contains("wrong last sequence"),
@@ -118,10 +131,13 @@ async fn an_unanswered_append_is_lost_not_fenced() {
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(Duration::from_millis(300));
     let subjects = Subjects::default();
-    open_stream(&js, &subjects, 1).await.unwrap();
-    let mut writer = Appender::new(js.clone(), &subjects, 0);
+    let stream = open_stream(&js, &subjects, 1).await.unwrap();
+    let mut writer = Appender::new(js.clone(), stream.clone(), &subjects, 0);
     nats.pause().unwrap();
-    let lost = writer.append_now(&epoch_start("w", 1)).await.unwrap_err();
+    let lost = writer
+        .append_now(&epoch_start("w", 1), Duration::from_millis(300))
+        .await
+        .unwrap_err();
     nats.resume().unwrap();
     assert!(!lost.is_fenced(), "{lost}");
 }
