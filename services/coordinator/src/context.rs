@@ -11,6 +11,7 @@ use crate::history::HistoryStore;
 use crate::lease::LeaseHandle;
 use crate::log::Replica;
 use crate::members_feed::MembersFeed;
+use crate::picker::Picker;
 
 pub struct Ctx {
     pub cfg: Config,
@@ -21,6 +22,8 @@ pub struct Ctx {
     pub subjects: Subjects,
     /// Requests to the balancer, the registry and other coordinators.
     pub peers: ShoalClient,
+    /// The balancer's picks, batched.
+    pub picker: Picker,
     pub stream: stream::Stream,
     pub replica: Replica,
     pub members: MembersFeed,

@@ -75,7 +75,7 @@ impl Leader {
         Leader {
             loopback,
             internal,
-            picker: Picker::spawn(ctx.peers.clone()),
+            picker: ctx.picker.clone(),
             ctx: ctx.clone(),
             author,
             state,

@@ -38,11 +38,16 @@ pub mod state;
 pub mod term;
 pub mod writes;
 
+#[cfg(test)]
+mod term_tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
 use shoal_protocol::{ServiceKind, ShoalClient};
+use shoal_runtime::retry::until_ok;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -52,106 +57,18 @@ pub use error::Error;
 
 use context::Ctx;
 use history::HistoryStore;
+use picker::Picker;
 
 /// Runs the coordinator until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
     cfg.validate()?;
-    let me = cfg.common.instance_id()?;
-    let subjects = cfg.common.subjects()?;
-    let mut js = async_nats::jetstream::new(client.clone());
-    js.set_timeout(cfg.jetstream_timeout);
-
-    // JetStream may still be starting (or recovering): keep trying.
-    let Some(stream) =
-        shoal_runtime::retry::until_ok(&shutdown, "opening the assignment log", || {
-            log::open_stream(&js, &subjects, cfg.jetstream.kv_replicas)
-        })
-        .await
-    else {
-        return Ok(());
-    };
-    let snapshots =
-        shoal_runtime::retry::until_ok(&shutdown, "opening the snapshot bucket", || {
-            snapshot::open_bucket(&js, cfg.jetstream.kv_replicas)
-        })
-        .await;
-    if snapshots.is_none() {
-        return Ok(());
-    }
-    let compaction = if stream.cached_info().config.deny_purge {
-        warn!(
-            stream = shoal_protocol::LOG_STREAM,
-            "the assignment log was created with deny_purge (by an older Shoal), which NATS cannot lift: it is not compacted"
-        );
-        false
-    } else {
-        !cfg.snapshot_interval.is_zero()
-    };
-    let Some(lease_kv) =
-        shoal_runtime::retry::until_ok(&shutdown, "opening the lease bucket", || {
-            lease::open_bucket(&js, cfg.lease_ttl, cfg.jetstream.kv_replicas)
-        })
-        .await
-    else {
-        return Ok(());
-    };
-
     let background = shutdown.child_token();
-    let history = match &cfg.database_url {
-        Some(url) => {
-            let store = Arc::new(HistoryStore::new(url)?);
-            history_consumer::spawn(
-                store.clone(),
-                stream.clone(),
-                subjects.clone(),
-                cfg.history_batch,
-                background.clone(),
-            );
-            Some(store)
-        }
-        None => {
-            info!("no --database-url: assignment history is not written");
-            None
-        }
+    let Some((ctx, lease_task)) = open(cfg, client, Picker::spawn, &shutdown, &background).await?
+    else {
+        return Ok(());
     };
-    let replica = log::spawn_tail(
-        stream.clone(),
-        subjects.clone(),
-        snapshots.clone(),
-        background.clone(),
-    );
-    let members = members_feed::spawn(
-        js.clone(),
-        client.clone(),
-        subjects.clone(),
-        background.clone(),
-    );
-    let (lease, lease_task) = lease::spawn(
-        lease_kv,
-        client.clone(),
-        subjects.clone(),
-        me.clone(),
-        cfg.lease_ttl,
-    );
-    let service = shoal_runtime::start_service(&client, ServiceKind::Coordinator, &me).await?;
-    let peers = ShoalClient::new(client.clone(), subjects.clone())
-        .with_timeout(cfg.peer_timeout)
-        .with_retry_for(cfg.peer_timeout);
-    let ctx = Arc::new(Ctx {
-        cfg,
-        me: me.clone(),
-        client,
-        js,
-        subjects,
-        peers,
-        stream,
-        replica,
-        members,
-        lease: lease.clone(),
-        history,
-        snapshots,
-        compaction,
-    });
+    let (me, lease) = (ctx.me.clone(), ctx.lease.clone());
+    let service = shoal_runtime::start_service(&ctx.client, ServiceKind::Coordinator, &me).await?;
     let reads = TaskTracker::new();
     handlers::serve_reads(&ctx, &service, &shutdown, &reads).await?;
     let terms = tokio::spawn(term::run_terms(ctx.clone(), shutdown.clone()));
@@ -175,10 +92,116 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     reads.close();
     reads.wait().await;
     background.cancel();
-    // The lease task ends once every handle to it is gone.
+    // The lease task (and the picker's) ends once every handle to it is gone.
     drop(ctx);
     drop(lease);
     let _ = tokio::time::timeout(Duration::from_secs(1), lease_task).await;
     shoal_runtime::stop_service(service).await?;
     Ok(())
+}
+
+/// Opens the log, the buckets and the history, and starts what a replica runs
+/// whether or not it leads: the log's tail, the membership feed, the lease task
+/// (returned) and the picker (`picker`, given the client for the balancer). None
+/// if `shutdown` came first; the tasks stop with `background`.
+pub(crate) async fn open(
+    cfg: Config,
+    client: Client,
+    picker: impl FnOnce(ShoalClient) -> Picker,
+    shutdown: &CancellationToken,
+    background: &CancellationToken,
+) -> Result<Option<(Arc<Ctx>, JoinHandle<()>)>, Error> {
+    let me = cfg.common.instance_id()?;
+    let subjects = cfg.common.subjects()?;
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(cfg.jetstream_timeout);
+
+    // JetStream may still be starting (or recovering): keep trying.
+    let Some(stream) = until_ok(shutdown, "opening the assignment log", || {
+        log::open_stream(&js, &subjects, cfg.jetstream.kv_replicas)
+    })
+    .await
+    else {
+        return Ok(None);
+    };
+    let Some(snapshots) = until_ok(shutdown, "opening the snapshot bucket", || {
+        snapshot::open_bucket(&js, cfg.jetstream.kv_replicas)
+    })
+    .await
+    else {
+        return Ok(None);
+    };
+    let compaction = if stream.cached_info().config.deny_purge {
+        warn!(
+            stream = shoal_protocol::LOG_STREAM,
+            "the assignment log was created with deny_purge (by an older Shoal), which NATS cannot lift: it is not compacted"
+        );
+        false
+    } else {
+        !cfg.snapshot_interval.is_zero()
+    };
+    let Some(lease_kv) = until_ok(shutdown, "opening the lease bucket", || {
+        lease::open_bucket(&js, cfg.lease_ttl, cfg.jetstream.kv_replicas)
+    })
+    .await
+    else {
+        return Ok(None);
+    };
+
+    let history = match &cfg.database_url {
+        Some(url) => {
+            let store = Arc::new(HistoryStore::new(url)?);
+            history_consumer::spawn(
+                store.clone(),
+                stream.clone(),
+                subjects.clone(),
+                cfg.history_batch,
+                background.clone(),
+            );
+            Some(store)
+        }
+        None => {
+            info!("no --database-url: assignment history is not written");
+            None
+        }
+    };
+    let replica = log::spawn_tail(
+        stream.clone(),
+        subjects.clone(),
+        Some(snapshots.clone()),
+        background.clone(),
+    );
+    let members = members_feed::spawn(
+        js.clone(),
+        client.clone(),
+        subjects.clone(),
+        background.clone(),
+    );
+    let (lease, lease_task) = lease::spawn(
+        lease_kv,
+        client.clone(),
+        subjects.clone(),
+        me.clone(),
+        cfg.lease_ttl,
+    );
+    let peers = ShoalClient::new(client.clone(), subjects.clone())
+        .with_timeout(cfg.peer_timeout)
+        .with_retry_for(cfg.peer_timeout);
+    let ctx = Ctx {
+        cfg,
+        me,
+        client,
+        js,
+        subjects,
+        picker: picker(peers.clone()),
+        peers,
+        stream,
+        replica,
+        members,
+        lease,
+        history,
+        snapshots: Some(snapshots),
+        compaction,
+    };
+    Ok(Some((Arc::new(ctx), lease_task)))
 }

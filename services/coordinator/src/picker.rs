@@ -27,7 +27,8 @@ pub struct Pick {
     pub why: Explanation,
 }
 
-type Waiting = (SelectRequest, oneshot::Sender<Result<Pick, ShoalError>>);
+/// A selection asked for, and where its pick goes.
+pub type Waiting = (SelectRequest, oneshot::Sender<Result<Pick, ShoalError>>);
 
 #[derive(Clone)]
 pub struct Picker {
@@ -41,6 +42,14 @@ impl Picker {
         let budget = size::budget(peers.nats().server_info().max_payload);
         tokio::spawn(batch_picks(rx, peers, budget));
         Picker { tx }
+    }
+
+    /// A picker whose picks the caller makes: each selection asked for arrives on
+    /// the receiver with the sender for its answer.
+    #[cfg(test)]
+    pub fn scripted() -> (Picker, mpsc::UnboundedReceiver<Waiting>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Picker { tx }, rx)
     }
 
     pub async fn pick(&self, request: SelectRequest) -> Result<Pick, ShoalError> {

@@ -82,8 +82,8 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     drop(writes_tx);
     // The subscriptions are at the server before the term is announced: a leader
     // handing over waits for the announcement before it lets go of the subjects.
-    if let Err(e) = ctx.client.flush().await {
-        warn!(error = %e, "flushing the write subscriptions");
+    if !shoal_runtime::round_trip(&ctx.client, ctx.cfg.jetstream_timeout).await {
+        warn!("the server did not confirm the write subscriptions in time");
     }
     ctx.lease.started_term(author.epoch).await;
     if let Err(e) = node_watch::spawn(

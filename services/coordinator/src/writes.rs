@@ -21,7 +21,7 @@ use crate::record::Explanation;
 use crate::state::{MoveKind, State};
 
 /// How many balancer picks a request may try before giving up.
-const MAX_PICKS: u32 = 4;
+pub(crate) const MAX_PICKS: u32 = 4;
 
 type AssignmentTx = oneshot::Sender<Result<Assignment, ShoalError>>;
 

@@ -113,6 +113,19 @@ pub async fn connect_options(
     ))
 }
 
+/// Returns once the server has processed everything this client sent before the
+/// call, its subscriptions included: `Client::flush` only empties the socket's
+/// buffer, so another client's request may still find no responders. One request
+/// to a subject nobody serves makes the round trip (its *no responders* comes back
+/// after what was sent before it). False if nothing came back within `timeout`.
+pub async fn round_trip(client: &Client, timeout: std::time::Duration) -> bool {
+    let request = async_nats::Request::new().timeout(Some(timeout));
+    match client.send_request(client.new_inbox(), request).await {
+        Ok(_) => true,
+        Err(e) => e.kind() == async_nats::RequestErrorKind::NoResponders,
+    }
+}
+
 /// Connects a service to NATS. The client reconnects forever with backoff, and
 /// retries the first connection too, so a service started before its NATS server
 /// waits instead of exiting.

@@ -2,7 +2,7 @@
 //! the client as the envelope with the NATS service error headers set, every
 //! endpoint answers on both its shared and its per-instance subject, and an endpoint
 //! served until stopped answers concurrently, then drains: every request the server
-//! delivered gets a reply.
+//! delivered gets a reply. A subscription is at the server once `round_trip` returns.
 
 use std::time::Duration;
 
@@ -295,4 +295,32 @@ async fn take_over(client: &async_nats::Client) {
             }
         }
     });
+}
+
+/// A subscription is at the server once `round_trip` returns: another client's
+/// request right after it finds the subscriber, every time (after `flush` alone,
+/// some of these requests find no responders).
+#[tokio::test]
+async fn after_a_round_trip_other_clients_find_the_new_subscription() {
+    let nats = NatsServer::start().await.unwrap();
+    let server_side = nats.client().await.unwrap();
+    let asker = nats.client().await.unwrap();
+    for i in 0..300 {
+        let subject = format!("round-trip.{i}");
+        let mut sub = server_side.subscribe(subject.clone()).await.unwrap();
+        let answering = server_side.clone();
+        tokio::spawn(async move {
+            if let Some(m) = sub.next().await
+                && let Some(reply) = m.reply
+            {
+                let _ = answering.publish(reply, "here".into()).await;
+            }
+        });
+        assert!(shoal_runtime::round_trip(&server_side, Duration::from_secs(5)).await);
+        let answer = asker.request(subject, "".into()).await;
+        assert!(
+            answer.is_ok(),
+            "request {i} found no subscriber: {answer:?}"
+        );
+    }
 }
