@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use shoal_protocol::Endpoint;
 use shoal_runtime::JetStreamError;
 use shoal_runtime::retry::until_ok;
 use tokio::sync::mpsc;
@@ -82,7 +83,10 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     drop(writes_tx);
     // The subscriptions are at the server before the term is announced: a leader
     // handing over waits for the announcement before it lets go of the subjects.
-    if !shoal_runtime::round_trip(&ctx.client, ctx.cfg.jetstream_timeout).await {
+    // The round trip goes through this replica's own `leader.get`, a subject it
+    // may publish to under per-service permissions.
+    let own = ctx.subjects.direct(Endpoint::CoordinatorLeaderGet, &ctx.me);
+    if !shoal_runtime::round_trip(&ctx.client, own, ctx.cfg.jetstream_timeout).await {
         warn!("the server did not confirm the write subscriptions in time");
     }
     ctx.lease.started_term(author.epoch).await;

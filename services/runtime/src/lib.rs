@@ -115,12 +115,13 @@ pub async fn connect_options(
 
 /// Returns once the server has processed everything this client sent before the
 /// call, its subscriptions included: `Client::flush` only empties the socket's
-/// buffer, so another client's request may still find no responders. One request
-/// to a subject nobody serves makes the round trip (its *no responders* comes back
-/// after what was sent before it). False if nothing came back within `timeout`.
-pub async fn round_trip(client: &Client, timeout: std::time::Duration) -> bool {
+/// buffer, so another client's request may still find no responders. A request on
+/// `subject` (one this client may publish to) makes the round trip: its answer, or
+/// its *no responders*, comes back after what was sent before it. False if nothing
+/// came back within `timeout`.
+pub async fn round_trip(client: &Client, subject: String, timeout: std::time::Duration) -> bool {
     let request = async_nats::Request::new().timeout(Some(timeout));
-    match client.send_request(client.new_inbox(), request).await {
+    match client.send_request(subject, request).await {
         Ok(_) => true,
         Err(e) => e.kind() == async_nats::RequestErrorKind::NoResponders,
     }

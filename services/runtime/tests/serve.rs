@@ -316,7 +316,8 @@ async fn after_a_round_trip_other_clients_find_the_new_subscription() {
                 let _ = answering.publish(reply, "here".into()).await;
             }
         });
-        assert!(shoal_runtime::round_trip(&server_side, Duration::from_secs(5)).await);
+        let nobody = "round-trip.nobody".to_string();
+        assert!(shoal_runtime::round_trip(&server_side, nobody, Duration::from_secs(5)).await);
         let answer = asker.request(subject, "".into()).await;
         assert!(
             answer.is_ok(),
