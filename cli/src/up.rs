@@ -78,24 +78,30 @@ async fn start_all(
     paths: &Paths,
     running: &mut Vec<Running>,
 ) -> anyhow::Result<(String, Option<String>, Option<u16>)> {
-    let (nats_url, monitor) = match &args.nats_url {
-        Some(url) => (url.clone(), None),
+    let (nats_url, monitor, sys_password) = match &args.nats_url {
+        Some(url) => (url.clone(), None, None),
         None => {
-            let url = start_nats(args, paths, running).await?;
-            (url, Some(args.monitor_port))
+            let (url, sys) = start_nats(args, paths, running).await?;
+            (url, Some(args.monitor_port), Some(sys))
         }
     };
     let database_url = match &args.database_url {
         Some(url) => Some(url.clone()),
         None => Some(start_postgres(args, paths, running).await?),
     };
-    let env = |instance: &str| {
+    let env = |instance: &str, kind: Kind| {
         let mut env = vec![
             ("SHOAL_NATS_URL".to_string(), nats_url.clone()),
             ("SHOAL_INSTANCE_ID".to_string(), instance.to_string()),
         ];
         if let Some(db) = &database_url {
             env.push(("SHOAL_DATABASE_URL".to_string(), db.clone()));
+        }
+        if let Some(password) = &sys_password
+            && matches!(kind, Kind::Registry | Kind::Coordinator)
+        {
+            env.push(("SHOAL_SYS_NATS_USER".to_string(), "sys".to_string()));
+            env.push(("SHOAL_SYS_NATS_PASSWORD".to_string(), password.clone()));
         }
         env
     };
@@ -117,7 +123,7 @@ async fn start_all(
     for (name, kind, extra) in services {
         let bin = sibling_binary(kind.service_name().unwrap_or_default())?;
         let mut cmd = Command::new(&bin);
-        cmd.args(&extra).envs(env(&name));
+        cmd.args(&extra).envs(env(&name, kind));
         running.push(spawn(cmd, &name, kind, paths, None)?);
     }
     Ok((nats_url, database_url, monitor))
@@ -190,17 +196,34 @@ fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
-/// What the flags of the local nats-server cannot say: PING a silent client every
-/// second and drop it after 2 unanswered, so a dead client's queue subscriptions
-/// (which would swallow requests) go within seconds, not nats-server's default 2
-/// minutes.
-const NATS_CONFIG: &str = "# Written by `shoal up`.\nping_interval: \"1s\"\nping_max: 2\n";
+/// What the flags of the local nats-server cannot say:
+/// - PING a silent client every second and drop it after 2 unanswered, so a dead
+///   client's subscriptions go within seconds, not nats-server's default 2 minutes;
+/// - a system account, whose user `sys` (password made per run) the registry and
+///   the coordinators use to read connection advisories, so a node's or the
+///   leader's closed connection is noticed at once. Everyone else still connects
+///   without credentials (as `local`, in the global account).
+fn nats_config(sys_password: &str) -> String {
+    format!(
+        r#"# Written by `shoal up`.
+ping_interval: "1s"
+ping_max: 2
+accounts {{
+  SYS {{ users = [ {{ user: sys, password: "{sys_password}" }} ] }}
+}}
+system_account: SYS
+authorization {{ users = [ {{ user: local }} ] }}
+no_auth_user: local
+"#
+    )
+}
 
+/// Returns the server's URL and the system account user's password.
 async fn start_nats(
     args: &UpArgs,
     paths: &Paths,
     running: &mut Vec<Running>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, String)> {
     for port in [args.nats_port, args.monitor_port] {
         if !port_free(port) {
             bail!(
@@ -209,7 +232,8 @@ async fn start_nats(
         }
     }
     std::fs::create_dir_all(paths.nats_store())?;
-    std::fs::write(paths.nats_config(), NATS_CONFIG)?;
+    let sys_password = uuid::Uuid::new_v4().simple().to_string();
+    std::fs::write(paths.nats_config(), nats_config(&sys_password))?;
     let mut cmd = Command::new(nats_binary()?);
     cmd.arg("-c")
         .arg(paths.nats_config())
@@ -238,7 +262,7 @@ async fn start_nats(
         || async move { http_ok(port, "/healthz?js-enabled-only=true").await },
     )
     .await?;
-    Ok(url)
+    Ok((url, sys_password))
 }
 
 async fn start_postgres(

@@ -171,6 +171,11 @@ async fn start_plane(url: &str, auth: &AuthFiles, database_url: &str) -> Result<
         let name = format!("coordinator-{i}");
         let mut e = env(url, auth, "coordinator", &name);
         e.push(("SHOAL_DATABASE_URL".into(), database_url.into()));
+        e.push(("SHOAL_SYS_NATS_USER".into(), "coordinator-sys".into()));
+        e.push((
+            "SHOAL_SYS_NATS_PASSWORD".into(),
+            auth.password("coordinator-sys"),
+        ));
         // Compact after every few records, so snapshots and purges run as this user.
         e.push(("SHOAL_SNAPSHOT_INTERVAL".into(), "200ms".into()));
         e.push(("SHOAL_SNAPSHOT_MIN_RECORDS".into(), "3".into()));
@@ -197,6 +202,14 @@ async fn start_plane(url: &str, auth: &AuthFiles, database_url: &str) -> Result<
             Duration::from_secs(30),
         )
         .await?;
+    for coordinator in &coordinators {
+        coordinator
+            .wait_for_log(
+                "following nats connection advisories",
+                Duration::from_secs(30),
+            )
+            .await?;
+    }
     Ok(Plane {
         _registry: registry,
         _balancer: balancer,

@@ -7,7 +7,7 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     let common = cfg.common.clone();
     // The registry maps NATS disconnect advisories to nodes through this name.
-    let name = format!("shoal-node:{}", cfg.node_id());
+    let name = shoal_protocol::connection::node(&cfg.node_id());
     shoal_runtime::main(
         &common,
         ServiceKind::Announcer,

@@ -6,7 +6,7 @@ use shoal_protocol::ServiceKind;
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     let common = cfg.common.clone();
-    let name = format!("shoal-balancer:{}", common.instance_id()?);
+    let name = shoal_protocol::connection::service(ServiceKind::Balancer, &common.instance_id()?);
     shoal_runtime::main(&common, ServiceKind::Balancer, &name, |client, shutdown| {
         run(cfg, client, shutdown)
     })

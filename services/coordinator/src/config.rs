@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs};
+use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs, SystemAccountArgs};
 
 use crate::liveness;
 
@@ -37,6 +37,10 @@ pub struct Config {
 
     #[command(flatten)]
     pub jetstream: JetStreamArgs,
+
+    /// Connection advisories: a leader whose connection closes is replaced at once.
+    #[command(flatten)]
+    pub sys: SystemAccountArgs,
 
     /// After winning the lease, judge no node dead for this long (one heartbeat
     /// detection window), as the registry's view may predate the failover.

@@ -1,6 +1,6 @@
 //! Errors that stop the coordinator (request failures are `ShoalError` replies).
 
-use shoal_runtime::{ConfigError, JetStreamError, NatsError};
+use shoal_runtime::{ConfigError, ConnectError, JetStreamError, NatsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -10,6 +10,8 @@ pub enum Error {
     Nats(#[from] NatsError),
     #[error(transparent)]
     JetStream(#[from] JetStreamError),
+    #[error("connecting to NATS in the system account: {0}")]
+    SystemAccount(#[source] ConnectError),
     #[error("the history database (--database-url): {0}")]
     Postgres(#[source] deadpool_postgres::CreatePoolError),
 }

@@ -68,6 +68,14 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         return Ok(());
     };
     let (me, lease) = (ctx.me.clone(), ctx.lease.clone());
+    let sys = shoal_runtime::advisory::system_client(
+        &ctx.cfg.sys,
+        &ctx.cfg.common.nats,
+        ServiceKind::Coordinator,
+        &me,
+    )
+    .await
+    .map_err(Error::SystemAccount)?;
     let service = shoal_runtime::start_service(&ctx.client, ServiceKind::Coordinator, &me).await?;
     let reads = TaskTracker::new();
     handlers::serve_reads(&ctx, &service, &shutdown, &reads).await?;
@@ -80,6 +88,17 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         ctx.cfg.takeover_after,
         shutdown.clone(),
     ));
+    match sys {
+        Some(sys) => {
+            reads.spawn(liveness::follow_advisories(
+                sys,
+                ctx.lease.clone(),
+                me.clone(),
+                shutdown.clone(),
+            ));
+        }
+        None => info!("no system account credentials: a lost leader is noticed by probes alone"),
+    }
     info!(instance_id = %me, "coordinator ready");
 
     shutdown.cancelled().await;

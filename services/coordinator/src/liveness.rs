@@ -7,6 +7,9 @@
 //! - an answer that it does not lead: it lost its hold (its connection dropped);
 //! - no answer for `--takeover-after`: it is stopped or cut off.
 //!
+//! Where the coordinator has system-account credentials, NATS' disconnect advisory
+//! for the leader's connection is a second signal, often a few ms sooner.
+//!
 //! Each of these asks the lease task to depose the holder, which it does only by
 //! compare-and-set on the lease revision it last saw: a leader that renewed since
 //! keeps the lease. Deposing a leader that was merely slow is safe, since its
@@ -17,11 +20,12 @@
 use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
-use shoal_protocol::{ClientError, ShoalClient};
+use shoal_protocol::{ClientError, ServiceKind, ShoalClient, connection};
+use shoal_runtime::advisory;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, info};
 
-use crate::lease::LeaseHandle;
+use crate::lease::{LeaseHandle, LeaseView};
 
 /// How often a follower probes the leader.
 pub const PROBE_EVERY: Duration = Duration::from_millis(100);
@@ -108,15 +112,9 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let view = lease.view();
-        let holder = match &view.leader {
-            Some(l) if view.held.is_none() && !view.handing_over && l.coordinator_id != me => {
-                l.coordinator_id.clone()
-            }
-            _ => {
-                judge.reset(Instant::now());
-                continue;
-            }
+        let Some(holder) = other_holder(&lease.view(), &me) else {
+            judge.reset(Instant::now());
+            continue;
         };
         if client.connection_state() != State::Connected {
             judge.reset(Instant::now());
@@ -128,6 +126,41 @@ pub async fn run(
             lease.depose(&holder, reason).await;
         }
     }
+}
+
+/// The replica to judge: another one holding the lease and not handing it over.
+fn other_holder(view: &LeaseView, me: &str) -> Option<String> {
+    match &view.leader {
+        Some(l) if view.held.is_none() && !view.handing_over && l.coordinator_id != me => {
+            Some(l.coordinator_id.clone())
+        }
+        _ => None,
+    }
+}
+
+/// The second signal, where this replica has system-account credentials: NATS
+/// reports the leader's connection closed the moment it closes (before a probe
+/// finds *no responders*), and the leader is deposed at once, by the same
+/// compare-and-set.
+pub async fn follow_advisories(
+    sys: async_nats::Client,
+    lease: LeaseHandle,
+    me: String,
+    shutdown: CancellationToken,
+) {
+    let what = "a leader whose connection closes is replaced at once";
+    advisory::follow(sys, what, shutdown, |closed| {
+        let holder = other_holder(&lease.view(), &me);
+        let lease = lease.clone();
+        async move {
+            let Some(holder) = holder else { return };
+            if connection::instance_of(ServiceKind::Coordinator, &closed.name) == Some(&holder) {
+                info!(holder = %holder, reason = %closed.reason, "the leader's connection closed");
+                lease.depose(&holder, "its connection closed").await;
+            }
+        }
+    })
+    .await
 }
 
 async fn probe(peers: &ShoalClient, holder: &str) -> Probe {

@@ -6,7 +6,8 @@ use shoal_protocol::ServiceKind;
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     let common = cfg.common.clone();
-    let name = format!("shoal-coordinator:{}", common.instance_id()?);
+    let name =
+        shoal_protocol::connection::service(ServiceKind::Coordinator, &common.instance_id()?);
     shoal_runtime::main(
         &common,
         ServiceKind::Coordinator,

@@ -5,10 +5,12 @@
 //! - [`ShoalError`]: the error envelope and its NATS service error headers;
 //! - [`decode()`]: the one decode step turning bad input into `bad_request`;
 //! - [`ShoalClient`]: request/reply with timeout and retries;
-//! - [`catalogue`]: the subject catalogue from which `schemas/` is generated.
+//! - [`catalogue`]: the subject catalogue from which `schemas/` is generated;
+//! - [`connection`]: the names processes give their NATS connections.
 
 pub mod catalogue;
 pub mod client;
+pub mod connection;
 pub mod decode;
 pub mod digest;
 pub mod error;

@@ -1,9 +1,8 @@
 //! The registry's flags.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs};
+use shoal_runtime::{CommonConfig, ConfigError, JetStreamArgs, SystemAccountArgs};
 
 use crate::member::Thresholds;
 
@@ -42,24 +41,9 @@ pub struct Config {
     #[command(flatten)]
     pub jetstream: JetStreamArgs,
 
-    /// Credentials file of a NATS system-account user: with it (or --sys-nats-user and
-    /// --sys-nats-password) the registry follows connection advisories and suspects a
-    /// node the moment its connection drops.
-    #[arg(long, env = "SHOAL_SYS_NATS_CREDS")]
-    pub sys_nats_creds: Option<PathBuf>,
-
-    /// System-account user name (with --sys-nats-password).
-    #[arg(long, env = "SHOAL_SYS_NATS_USER", requires = "sys_nats_password")]
-    pub sys_nats_user: Option<String>,
-
-    /// System-account password (with --sys-nats-user).
-    #[arg(
-        long,
-        env = "SHOAL_SYS_NATS_PASSWORD",
-        hide_env_values = true,
-        requires = "sys_nats_user"
-    )]
-    pub sys_nats_password: Option<String>,
+    /// Connection advisories: a node whose connection drops is suspect at once.
+    #[command(flatten)]
+    pub sys: SystemAccountArgs,
 }
 
 impl Config {
@@ -82,9 +66,5 @@ impl Config {
             retention: self.retention,
             metrics_snapshot: self.metrics_snapshot,
         })
-    }
-
-    pub fn has_system_account(&self) -> bool {
-        self.sys_nats_creds.is_some() || self.sys_nats_user.is_some()
     }
 }

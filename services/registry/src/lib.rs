@@ -86,7 +86,15 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let loaded = engine.lock().count();
     info!(nodes = loaded, "membership loaded");
 
-    let sys = match system_client(&cfg, &instance_id).await? {
+    let sys = shoal_runtime::advisory::system_client(
+        &cfg.sys,
+        &cfg.common.nats,
+        ServiceKind::Registry,
+        &instance_id,
+    )
+    .await
+    .map_err(Error::SystemAccount)?;
+    let sys = match sys {
         Some(sys) => Some(sys),
         None => {
             info!(
@@ -202,20 +210,4 @@ where
 {
     let engine = engine.clone();
     move |m| handler(engine.clone(), m)
-}
-
-/// A second connection in the system account, if credentials were given.
-async fn system_client(cfg: &Config, instance_id: &str) -> Result<Option<Client>, Error> {
-    if !cfg.has_system_account() {
-        return Ok(None);
-    }
-    let mut nats = cfg.common.nats.clone();
-    nats.nats_creds = cfg.sys_nats_creds.clone();
-    nats.nats_user = cfg.sys_nats_user.clone();
-    nats.nats_password = cfg.sys_nats_password.clone();
-    nats.nats_token = None;
-    let client = shoal_runtime::connect(&nats, &format!("shoal-registry-sys:{instance_id}"))
-        .await
-        .map_err(Error::SystemAccount)?;
-    Ok(Some(client))
 }

@@ -6,7 +6,7 @@ use shoal_registry::{Config, run};
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     let common = cfg.common.clone();
-    let name = format!("shoal-registry:{}", common.instance_id()?);
+    let name = shoal_protocol::connection::service(ServiceKind::Registry, &common.instance_id()?);
     shoal_runtime::main(&common, ServiceKind::Registry, &name, |client, shutdown| {
         run(cfg, client, shutdown)
     })

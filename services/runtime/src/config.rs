@@ -8,6 +8,50 @@ use shoal_protocol::Subjects;
 
 use crate::error::ConfigError;
 
+/// A second NATS connection, in the system account, that reads connection
+/// advisories: NATS reports a closed client connection there at once. Without it a
+/// service learns of a peer's loss from its own signals alone (missed heartbeats,
+/// unanswered probes).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SystemAccountArgs {
+    /// Credentials file of a NATS system-account user: with it (or --sys-nats-user
+    /// and --sys-nats-password) this service follows connection advisories and
+    /// learns the moment a peer's connection closes (the registry: a node's; a
+    /// coordinator: the leader's).
+    #[arg(long, env = "SHOAL_SYS_NATS_CREDS")]
+    pub sys_nats_creds: Option<PathBuf>,
+
+    /// System-account user name (with --sys-nats-password).
+    #[arg(long, env = "SHOAL_SYS_NATS_USER", requires = "sys_nats_password")]
+    pub sys_nats_user: Option<String>,
+
+    /// System-account password (with --sys-nats-user).
+    #[arg(
+        long,
+        env = "SHOAL_SYS_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "sys_nats_user"
+    )]
+    pub sys_nats_password: Option<String>,
+}
+
+impl SystemAccountArgs {
+    /// Whether system-account credentials were given.
+    pub fn is_set(&self) -> bool {
+        self.sys_nats_creds.is_some() || self.sys_nats_user.is_some()
+    }
+
+    /// `nats` with this account's credentials in place of its own.
+    pub fn nats_args(&self, nats: &NatsArgs) -> NatsArgs {
+        let mut sys = nats.clone();
+        sys.nats_creds = self.sys_nats_creds.clone();
+        sys.nats_user = self.sys_nats_user.clone();
+        sys.nats_password = self.sys_nats_password.clone();
+        sys.nats_token = None;
+        sys
+    }
+}
+
 /// How to reach NATS: shared by the services and the `shoal` CLI (`global` so the
 /// CLI takes them before or after its subcommand).
 #[derive(clap::Args, Debug, Clone)]

@@ -2,6 +2,7 @@
 //! common flags ([`CommonConfig`]), tracing, the NATS connection, shutdown on ctrl-c
 //! or SIGTERM, registration as a NATS micro service, and the request loop.
 
+pub mod advisory;
 mod config;
 pub mod error;
 pub mod jetstream;
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-pub use config::{CommonConfig, JetStreamArgs, NatsArgs};
+pub use config::{CommonConfig, JetStreamArgs, NatsArgs, SystemAccountArgs};
 pub use error::{ConfigError, ConnectError, JetStreamContext, JetStreamError, NatsError};
 pub use serve::{DrainableEndpoints, EndpointRequests, Endpoints, add_endpoint, serve};
 
