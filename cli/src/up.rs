@@ -447,6 +447,12 @@ fn print_summary(state: &State) {
     if let Some(db) = &state.database_url {
         println!("  SHOAL_DATABASE_URL={db}");
     }
+    if let Some(port) = state.monitor_port {
+        println!("  nats monitoring: http://127.0.0.1:{port}/ (varz, connz, jsz)");
+        println!(
+            "  connection advisories: on (the registry and the coordinators hear at once when a node's or the leader's connection closes)"
+        );
+    }
 }
 
 /// SIGINT and SIGTERM as one stream.

@@ -138,6 +138,12 @@ pub struct Args {
     /// Write latency histograms and throughput over time as SVG to this file.
     #[arg(long, env = "SHOAL_LOADTEST_SVG")]
     pub svg: Option<PathBuf>,
+
+    /// Exit with status 3 when a goal the report lists is missed (a failed
+    /// verification exits 1). Off by default: one run on a noisy machine is not a
+    /// verdict; compare medians of several.
+    #[arg(long, env = "SHOAL_LOADTEST_CHECK_GOALS")]
+    pub check_goals: bool,
 }
 
 /// `--strategy`: one strategy, or every one in turn.

@@ -17,10 +17,19 @@ use clap::Parser;
 use args::{Args, Scenario};
 use report::Report;
 
+/// Exit status of a run that passed its verification but missed a goal, with
+/// `--check-goals`.
+const GOALS_MISSED: u8 = 3;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber_init();
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build, several times slower than a release build: its figures are not the project's. Build with `cargo build --release -p shoal-loadtest` and run target/release/shoal-loadtest"
+        );
+    }
     let name = format!("{:?}", args.scenario).to_lowercase();
     let mut report = Report::new(&name);
     let outcome = match args.scenario {
@@ -33,7 +42,7 @@ async fn main() -> ExitCode {
         Scenario::Compaction => scenarios::compaction::run(&args, &mut report).await,
     };
     println!("{}", report.render());
-    if let Err(e) = write_outputs(&args, &report) {
+    if let Err(e) = write_outputs(&args, &report, outcome.is_err()) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
@@ -46,16 +55,33 @@ async fn main() -> ExitCode {
             eprintln!("error: verification failed");
             ExitCode::FAILURE
         }
+        Ok(()) if args.check_goals && !report.missed_goals().is_empty() => {
+            eprintln!(
+                "error: goals missed (--check-goals): {}",
+                report.missed_goals().join(", ")
+            );
+            ExitCode::from(GOALS_MISSED)
+        }
         Ok(()) => ExitCode::SUCCESS,
     }
 }
 
-fn write_outputs(args: &Args, report: &Report) -> anyhow::Result<()> {
+/// Writes the JSON report and the SVG; no SVG from a run that failed before it
+/// measured anything.
+fn write_outputs(args: &Args, report: &Report, failed: bool) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(report)?)?;
         eprintln!("wrote {}", path.display());
     }
-    if let Some(path) = &args.svg {
+    if let Some(path) = &args.svg
+        && failed
+        && report.measurements.is_empty()
+    {
+        eprintln!(
+            "{} not written: the run failed before it measured anything",
+            path.display()
+        );
+    } else if let Some(path) = &args.svg {
         std::fs::write(
             path,
             svg::render(

@@ -78,6 +78,15 @@ impl Report {
         self.checks.iter().all(|c| c.ok)
     }
 
+    /// The goals this run missed.
+    pub fn missed_goals(&self) -> Vec<&str> {
+        self.goals
+            .iter()
+            .filter(|g| !g.ok)
+            .map(|g| g.name.as_str())
+            .collect()
+    }
+
     pub fn render(&self) -> String {
         let mut out = format!("scenario: {}\n\n", self.scenario);
         out += &format!(

@@ -47,6 +47,43 @@ fn measurement<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json:
         .unwrap_or_else(|| panic!("no measurement {name:?} in {report}"))
 }
 
+/// The write path's goals are in the report, and `--check-goals` turns a missed one
+/// into exit status 3 (a passed verification otherwise exits 0). A debug build says
+/// its figures are not the project's.
+#[test]
+fn check_goals_makes_a_missed_goal_the_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_shoal-loadtest"))
+        .args(["--scenario", "assign", "--nodes", "3", "--requests", "40"])
+        .args(["--concurrency", "4", "--spawn", "--check-goals", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let goals = report["goals"].as_array().unwrap();
+    let names: Vec<&str> = goals.iter().filter_map(|g| g["name"].as_str()).collect();
+    assert!(
+        names.contains(&"assign/s ≥ 0.25 × request-reply/s")
+            && names.contains(&"unassign/s ≥ 0.25 × request-reply/s"),
+        "{names:?}"
+    );
+    let missed = goals.iter().any(|g| g["ok"] == false);
+    let expected = if missed { 3 } else { 0 };
+    assert_eq!(output.status.code(), Some(expected), "stderr:\n{stderr}");
+    if missed {
+        assert!(stderr.contains("goals missed (--check-goals)"), "{stderr}");
+    }
+    if cfg!(debug_assertions) {
+        assert!(
+            stderr.contains("warning: this is a debug build"),
+            "{stderr}"
+        );
+    }
+}
+
 #[test]
 fn assign_scenario_completes_and_verifies() {
     let report = run(&[

@@ -1,5 +1,6 @@
 //! `assign`: throughput and latency of assign, then of unassign, of distinct agents;
-//! verified against coordinator state and Postgres history.
+//! verified against coordinator state and Postgres history, with the write path's
+//! goals (`--check-goals` makes a miss fail the run).
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +10,12 @@ use crate::measure::{Limit, run as measure};
 use crate::report::Report;
 use crate::stack::{Spawn, Stack};
 use crate::verify::{self, Acknowledged};
+
+/// The write path's goals: closed loop, assigns (and unassigns) per second at least
+/// this share of raw NATS request/reply at the same concurrency; open loop, p99 at
+/// most this many ms.
+const THROUGHPUT_GOAL: f64 = 0.25;
+const P99_GOAL_MS: f64 = 5.0;
 
 pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let stack = Stack::with_nodes(args, Spawn::ALL).await?;
@@ -55,11 +62,27 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     }
 
     if let Some((rr, js)) = &base {
+        let ratio = assigned.per_sec / rr.per_sec;
         report.ratio(
             "assign/s ÷ nats request-reply/s",
-            assigned.per_sec / rr.per_sec,
+            ratio,
             Some("goal ≥ 0.25"),
         );
+        let unassign_ratio = unassigned.per_sec / rr.per_sec;
+        report.ratio(
+            "unassign/s ÷ nats request-reply/s",
+            unassign_ratio,
+            Some("goal ≥ 0.25"),
+        );
+        if args.rate.is_none() {
+            for (what, value) in [("assign", ratio), ("unassign", unassign_ratio)] {
+                report.goal(
+                    &format!("{what}/s ≥ 0.25 × request-reply/s"),
+                    value >= THROUGHPUT_GOAL,
+                    format!("{value:.3}"),
+                );
+            }
+        }
         report.ratio(
             "assign/s ÷ jetstream publish/s",
             assigned.per_sec / js.per_sec,
@@ -72,6 +95,16 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         );
     }
     report.figure("assign_p99_ms", assigned.p99_us as f64 / 1000.0);
+    if args.rate.is_some() {
+        for m in [&assigned, &unassigned] {
+            let p99_ms = m.p99_us as f64 / 1000.0;
+            report.goal(
+                &format!("{} p99 ≤ 5 ms (open loop)", m.name),
+                p99_ms <= P99_GOAL_MS,
+                format!("{p99_ms:.1} ms"),
+            );
+        }
+    }
     report.measurements.push(assigned);
     report.measurements.push(unassigned);
     let acked = Acknowledged {

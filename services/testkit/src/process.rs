@@ -631,7 +631,11 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         .into_iter()
         .flatten()
         .find(|path| path.is_file())
-        .ok_or_else(|| anyhow!("binary {name} not built: run `cargo build --workspace --bins`"))
+        .ok_or_else(|| {
+            let release = exe.components().any(|c| c.as_os_str() == "release");
+            let flag = if release { " --release" } else { "" };
+            anyhow!("binary {name} not built: run `cargo build{flag} --workspace --bins`")
+        })
 }
 
 #[cfg(test)]
