@@ -12,7 +12,7 @@ use crate::output::Table;
 fn require_state(paths: &Paths) -> anyhow::Result<State> {
     paths.load()?.ok_or_else(|| {
         anyhow::anyhow!(
-            "no local control plane found in {} — start one with `shoal up`",
+            "no local control plane found in {} (the first .shoal directory in the current directory or above it; SHOAL_DIR or --dir names another) — start one with `shoal up`",
             paths.root.display()
         )
     })

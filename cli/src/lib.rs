@@ -43,9 +43,15 @@ pub struct Cli {
     #[arg(skip)]
     pub nats_url_given: bool,
 
-    /// Where `shoal up` keeps its data, logs and state.
+    /// Where `shoal up` keeps its data, logs and state. Unless given, the first
+    /// `.shoal` directory in the current directory or above it (as git finds
+    /// `.git`), else `./.shoal`.
     #[arg(long, global = true, env = "SHOAL_DIR", default_value = ".shoal")]
     pub dir: std::path::PathBuf,
+
+    /// Whether --dir / SHOAL_DIR was given rather than defaulted.
+    #[arg(skip)]
+    pub dir_given: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -202,6 +208,12 @@ impl Cli {
         let matches = Cli::command().get_matches();
         let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
         cli.nats_url_given = given(&matches, "nats_url");
+        cli.dir_given = given(&matches, "dir");
+        if !cli.dir_given
+            && let Ok(here) = std::env::current_dir()
+        {
+            cli.dir = local::find_dir(&here, &cli.dir);
+        }
         cli
     }
 }

@@ -138,6 +138,17 @@ fn zombie(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+/// Where the local control plane lives when `--dir`/`SHOAL_DIR` is not given: the
+/// first `name` directory found in `from` or above it, as git finds `.git`, so
+/// `shoal status` works from any subdirectory of the project; `from/name` if there
+/// is none.
+pub fn find_dir(from: &Path, name: &Path) -> PathBuf {
+    from.ancestors()
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_dir())
+        .unwrap_or_else(|| from.join(name))
+}
+
 /// The last `lines` lines of a file.
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -158,5 +169,20 @@ mod tests {
             paths.pg_data().display()
         );
         assert!(paths.pg_data().ends_with(".shoal/run/pg"));
+    }
+
+    #[test]
+    fn the_stack_is_found_from_any_directory_below_it() {
+        let project = tempfile::tempdir().unwrap();
+        let deep = project.path().join("a/b/c");
+        std::fs::create_dir_all(&deep).unwrap();
+        let name = Path::new(".shoal");
+        // None yet: here.
+        assert_eq!(find_dir(&deep, name), deep.join(".shoal"));
+        std::fs::create_dir(project.path().join(".shoal")).unwrap();
+        assert_eq!(find_dir(&deep, name), project.path().join(".shoal"));
+        // The nearest wins.
+        std::fs::create_dir(project.path().join("a/.shoal")).unwrap();
+        assert_eq!(find_dir(&deep, name), project.path().join("a/.shoal"));
     }
 }
