@@ -15,7 +15,7 @@ mod watch;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use shoal_protocol::{AssignmentStatus, NodeRole, NodeStatus, ShoalClient, Strategy};
+use shoal_protocol::{AssignmentStatus, ClientError, NodeRole, NodeStatus, ShoalClient, Strategy};
 use shoal_runtime::NatsArgs;
 
 pub use hints::explain;
@@ -270,7 +270,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let result = ops::run(&client, &cli.command, cli.json).await;
     // Flush anything published before exiting.
     let _ = nats.flush().await;
-    result.map_err(|e| anyhow::anyhow!(explain(&cli.command, &e)))
+    result.map_err(|e| {
+        anyhow::Error::new(Failure {
+            code: e.code().to_string(),
+            message: explain(&cli.command, &e),
+            details: match &e {
+                ClientError::Service(service) => service.details.clone(),
+                _ => None,
+            },
+        })
+    })
+}
+
+/// A command that failed, as `--json` prints it on stderr (`{"error": …}`): the
+/// service's error code (`not_found`, `conflict`, … or `timeout`,
+/// `no_responders`), the message with what to try next, and the service's details.
+#[derive(Clone, Debug, serde::Serialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl Failure {
+    /// Any error as a failure: a command's own, or `error` with its message.
+    pub fn of(e: &anyhow::Error) -> Failure {
+        e.downcast_ref::<Failure>()
+            .cloned()
+            .unwrap_or_else(|| Failure {
+                code: "error".to_string(),
+                message: format!("{e:#}"),
+                details: None,
+            })
+    }
 }
 
 async fn connect(args: &NatsArgs, timeout: Duration) -> anyhow::Result<async_nats::Client> {

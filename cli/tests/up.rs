@@ -367,6 +367,18 @@ async fn up_then_operate_then_down() -> Result<()> {
     let err = String::from_utf8_lossy(&nope.stderr);
     assert!(err.contains("no node with id \"nope\""), "{err}");
     assert!(err.contains("`shoal nodes`"), "{err}");
+    // With --json the error is JSON too, with the service's code and details.
+    let nope = stack.run(&["--json", "node", "nope"]).await?;
+    assert!(!nope.status.success());
+    let err: serde_json::Value = serde_json::from_slice(&nope.stderr)
+        .with_context(|| String::from_utf8_lossy(&nope.stderr).to_string())?;
+    assert_eq!(err["error"]["code"], "not_found", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`shoal nodes`")),
+        "{err}"
+    );
     let nope = stack.run(&["logs", "nope"]).await?;
     assert!(!nope.status.success());
     assert!(String::from_utf8_lossy(&nope.stderr).contains("coordinator-2"));
