@@ -4,14 +4,27 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use async_nats::connection::State;
 use futures::StreamExt;
 use shoal_protocol::{AssignmentEvent, LeaderChanged, ListNodesRequest, NodeEvent, ShoalClient};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::output::Table;
 
 const KEEP: usize = 15;
 
+/// How long one refresh may wait for an answer: a redraw a second, even when
+/// something does not answer.
+const ASK_FOR: Duration = Duration::from_millis(800);
+
 pub async fn watch(client: &ShoalClient, refreshes: Option<u64>) -> anyhow::Result<()> {
+    // One listener for the whole run, polled while drawing too: Ctrl-C always ends
+    // `watch`, whatever it is waiting for.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let client = client
+        .clone()
+        .with_timeout(ASK_FOR)
+        .with_retry_for(Duration::ZERO);
     let nats = client.nats();
     let s = client.subjects();
     let mut events = futures::stream::select_all([
@@ -22,15 +35,27 @@ pub async fn watch(client: &ShoalClient, refreshes: Option<u64>) -> anyhow::Resu
     let mut recent: VecDeque<String> = VecDeque::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut drawn = 0u64;
+    let mut disconnected_since = None;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
             Some(msg) = events.next() => {
                 recent.push_front(describe(&msg.payload));
                 recent.truncate(KEEP);
             }
             _ = tick.tick() => {
-                println!("{}", screen(client, &recent).await);
+                let connected = nats.connection_state() == State::Connected;
+                let text = if connected {
+                    disconnected_since = None;
+                    tokio::select! {
+                        _ = interrupt.recv() => return Ok(()),
+                        text = screen(&client, &recent) => text,
+                    }
+                } else {
+                    let since = *disconnected_since.get_or_insert_with(chrono::Utc::now);
+                    disconnected(since, &recent)
+                };
+                println!("{text}");
                 drawn += 1;
                 if refreshes.is_some_and(|n| drawn >= n) {
                     return Ok(());
@@ -38,6 +63,22 @@ pub async fn watch(client: &ShoalClient, refreshes: Option<u64>) -> anyhow::Resu
             }
         }
     }
+}
+
+/// The screen while the connection to NATS is down: no stale node table, just
+/// what is known.
+fn disconnected(since: chrono::DateTime<chrono::Utc>, recent: &VecDeque<String>) -> String {
+    let events: Vec<&str> = recent.iter().map(String::as_str).collect();
+    format!(
+        "\x1b[2J\x1b[H{}  DISCONNECTED from NATS since {} — reconnecting; Ctrl-C to quit\n\nlast events\n{}",
+        chrono::Utc::now().format("%H:%M:%S"),
+        since.format("%H:%M:%S"),
+        if events.is_empty() {
+            "  (none)".to_string()
+        } else {
+            events.join("\n")
+        }
+    )
 }
 
 fn describe(payload: &[u8]) -> String {
