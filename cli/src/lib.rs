@@ -61,6 +61,9 @@ pub struct Cli {
 pub enum Command {
     /// Start the whole control plane locally (nats-server, Postgres, registry,
     /// balancer, two coordinators, N announcers) and keep it running until Ctrl-C.
+    #[command(
+        after_help = "Examples:\n  shoal up\n  shoal up --nodes 5\n  shoal up --nats-port 4333 --monitor-port 8333 --pg-port 55433"
+    )]
     Up {
         /// Announcer processes (one per simulated machine).
         #[arg(long, default_value_t = 3)]
@@ -87,6 +90,9 @@ pub enum Command {
     Down,
     /// Show the logs of one instance (e.g. `registry`, `coordinator-2`), a kind
     /// (`coordinator`, `announcer`), or all.
+    #[command(
+        after_help = "Examples:\n  shoal logs registry\n  shoal logs coordinator -n 200\n  shoal logs"
+    )]
     Logs {
         service: Option<String>,
         /// Lines from the end of each log.
@@ -94,19 +100,25 @@ pub enum Command {
         lines: usize,
     },
     /// A live view of nodes, the leader and recent events (Ctrl-C to leave).
+    #[command(after_help = "Examples:\n  shoal watch\n  shoal watch --refreshes 1 > snapshot.txt")]
     Watch {
         /// Redraw this many times, then exit (default: until Ctrl-C).
         #[arg(long)]
         refreshes: Option<u64>,
     },
     /// List nodes, optionally filtered.
+    #[command(
+        after_help = "Examples:\n  shoal nodes\n  shoal nodes --status offline\n  shoal nodes --label zone=eu-1 --json"
+    )]
     Nodes {
-        #[arg(long, value_parser = parse_role)]
+        /// Only nodes with this role.
+        #[arg(long, value_parser = choice(&NodeRole::ALL, NodeRole::as_str))]
         role: Option<NodeRole>,
         /// Only nodes offering this service.
         #[arg(long)]
         service: Option<String>,
-        #[arg(long, value_parser = parse_status)]
+        /// Only nodes in this state.
+        #[arg(long, value_parser = choice(&NodeStatus::ALL, NodeStatus::as_str))]
         status: Option<NodeStatus>,
         /// `key=value` (or `key`).
         #[arg(long)]
@@ -118,6 +130,9 @@ pub enum Command {
         id: String,
     },
     /// Drain a node: its agents move off and it takes no new ones.
+    #[command(
+        after_help = "Examples:\n  shoal drain node-2\n  shoal assignments --node node-2   # until it is empty\n  shoal undrain node-2"
+    )]
     Drain {
         #[arg(value_parser = parse_id)]
         id: String,
@@ -132,11 +147,17 @@ pub enum Command {
     /// The current coordinator leader.
     Leader,
     /// Hand coordinator leadership to the named coordinator.
+    #[command(
+        after_help = "Examples:\n  shoal promote coordinator-2\n  shoal leader                 # coordinator-2, one term later"
+    )]
     Promote {
         #[arg(value_parser = parse_id)]
         coordinator: String,
     },
     /// Assign an agent to a node (the balancer picks unless --node pins one).
+    #[command(
+        after_help = "Examples:\n  shoal assign agent-1\n  shoal assign agent-2 --node node-3\n  shoal assign agent-3 --service web --label zone=eu-1"
+    )]
     Assign {
         #[arg(value_parser = parse_id)]
         agent: String,
@@ -156,6 +177,7 @@ pub enum Command {
     },
     /// Move a placed agent: to the named node, or (without --node) wherever the
     /// balancer picks among the other nodes. Recorded as `migrated` by `operator`.
+    #[command(after_help = "Examples:\n  shoal move agent-1 --node node-3\n  shoal move agent-1")]
     Move {
         #[arg(value_parser = parse_id)]
         agent: String,
@@ -165,13 +187,20 @@ pub enum Command {
     },
     /// Current assignments; `--status orphaned` (or `migrating`) lists the agents
     /// waiting for a node.
+    #[command(
+        after_help = "Examples:\n  shoal assignments\n  shoal assignments --node node-1\n  shoal assignments --status orphaned"
+    )]
     Assignments {
         #[arg(long, value_parser = parse_id)]
         node: Option<String>,
-        #[arg(long, value_parser = parse_assignment_status)]
+        /// Only assignments in this state.
+        #[arg(long, value_parser = choice(&AssignmentStatus::ALL, AssignmentStatus::as_str))]
         status: Option<AssignmentStatus>,
     },
     /// Assignment history (from Postgres), newest first.
+    #[command(
+        after_help = "Examples:\n  shoal history --agent agent-1\n  shoal history --node node-2 --since 10m\n  shoal history --since 2026-02-10T08:00:00Z --limit 200"
+    )]
     History {
         #[arg(long, value_parser = parse_id)]
         agent: Option<String>,
@@ -185,6 +214,7 @@ pub enum Command {
         limit: u32,
     },
     /// Show the balancing strategy, or `strategy set <name>` to change it.
+    #[command(after_help = "Examples:\n  shoal strategy\n  shoal strategy set least_agents")]
     Strategy {
         #[command(subcommand)]
         action: Option<StrategyAction>,
@@ -195,7 +225,7 @@ pub enum Command {
 pub enum StrategyAction {
     /// Switch every balancer to this strategy.
     Set {
-        #[arg(value_parser = parse_strategy)]
+        #[arg(value_parser = choice(&Strategy::ALL, Strategy::as_str))]
         name: Strategy,
     },
 }
@@ -352,17 +382,15 @@ fn one_of<T: Copy>(s: &str, all: &[T], name: impl Fn(T) -> &'static str) -> Resu
     })
 }
 
-fn parse_role(s: &str) -> Result<NodeRole, String> {
-    one_of(s, &NodeRole::ALL, NodeRole::as_str)
-}
-fn parse_status(s: &str) -> Result<NodeStatus, String> {
-    one_of(s, &NodeStatus::ALL, NodeStatus::as_str)
-}
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
-    one_of(s, &Strategy::ALL, Strategy::as_str)
-}
-fn parse_assignment_status(s: &str) -> Result<AssignmentStatus, String> {
-    one_of(s, &AssignmentStatus::ALL, AssignmentStatus::as_str)
+/// A flag that takes one of `all`, by name: `--help` lists the names and a wrong
+/// one is refused with them.
+fn choice<T: Copy + Send + Sync + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(all.iter().map(|v| name(*v)))
+        .try_map(move |s: String| one_of(&s, all, name))
 }
 
 #[cfg(test)]
@@ -375,8 +403,15 @@ mod tests {
         assert!(parse_duration("soon").unwrap_err().contains("500ms"));
         assert_eq!(parse_label("zone=a").unwrap(), ("zone".into(), "a".into()));
         assert!(parse_label("zone").is_err());
-        assert_eq!(parse_strategy("weighted").unwrap(), Strategy::Weighted);
-        assert!(parse_strategy("fast").unwrap_err().contains("round_robin"));
+        assert_eq!(
+            one_of("weighted", &Strategy::ALL, Strategy::as_str).unwrap(),
+            Strategy::Weighted
+        );
+        assert!(
+            one_of("fast", &Strategy::ALL, Strategy::as_str)
+                .unwrap_err()
+                .contains("round_robin")
+        );
         assert!(parse_since("10m").unwrap() < chrono::Utc::now());
         assert_eq!(parse_id("node-1").unwrap(), "node-1");
         let e = parse_id("node@1").unwrap_err();

@@ -66,7 +66,7 @@ pub async fn run(
                 Some(l) => fields(&[
                     ("leader", l.coordinator_id.clone()),
                     ("epoch", l.epoch.to_string()),
-                    ("since", l.since.to_rfc3339()),
+                    ("since", crate::output::time(l.since)),
                 ]),
                 None => "no coordinator holds the lease right now".to_string(),
             })
@@ -145,7 +145,7 @@ pub async fn run(
                         a.node_id.clone(),
                         a.status.as_str().to_string(),
                         a.epoch.to_string(),
-                        a.assigned_at.to_rfc3339(),
+                        crate::output::time(a.assigned_at),
                     ]);
                 }
                 let waiting = list
@@ -183,7 +183,7 @@ pub async fn run(
                 ]);
                 for h in &reply.history {
                     t.row(vec![
-                        h.at.to_rfc3339(),
+                        crate::output::time(h.at),
                         h.agent_name.clone(),
                         h.action.as_str().to_string(),
                         opt(&h.previous_node_id),
@@ -243,7 +243,7 @@ fn nodes_table(nodes: &[Node]) -> String {
             format!("{:.1}", n.memory_usage),
             n.address.clone(),
             n.services.join(","),
-            n.last_seen.to_rfc3339(),
+            crate::output::ago(n.last_seen, chrono::Utc::now()),
         ]);
     }
     format!("{}\n{} node(s)", t.render(), nodes.len())
@@ -271,7 +271,14 @@ fn node_fields(n: &Node) -> String {
         ),
         ("load average", format!("{:.2}", n.load_average)),
         ("uptime", n.uptime.clone()),
-        ("last seen", n.last_seen.to_rfc3339()),
+        (
+            "last seen",
+            format!(
+                "{} ({})",
+                crate::output::time(n.last_seen),
+                crate::output::ago(n.last_seen, chrono::Utc::now())
+            ),
+        ),
         ("services", n.services.join(", ")),
         ("labels", labels.join(", ")),
         ("version", n.version.clone()),

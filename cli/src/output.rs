@@ -1,6 +1,28 @@
 //! Human tables and `--json` output.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+/// A time as tables show it: to the millisecond, in UTC.
+pub fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
+}
+
+/// How long before `now` `t` was, roughly: `800ms ago`, `12s ago`, `5m ago`,
+/// `3h ago`, `2d ago` (`in the future` for a clock ahead of this one).
+pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let Ok(d) = (now - t).to_std() else {
+        return "in the future".to_string();
+    };
+    let (ms, s) = (d.as_millis(), d.as_secs());
+    match s {
+        0 => format!("{ms}ms ago"),
+        1..=119 => format!("{s}s ago"),
+        120..=7199 => format!("{}m ago", s / 60),
+        7200..=172_799 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
 
 /// A plain text table: a header row and rows of cells, columns padded to fit.
 pub struct Table {
