@@ -7,6 +7,7 @@
 mod control;
 mod hints;
 mod local;
+mod manual;
 mod ops;
 mod output;
 mod up;
@@ -14,7 +15,7 @@ mod watch;
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use shoal_protocol::{AssignmentStatus, ClientError, NodeRole, NodeStatus, ShoalClient, Strategy};
 use shoal_runtime::NatsArgs;
 
@@ -213,6 +214,15 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  shoal completions bash > ~/.local/share/bash-completion/completions/shoal\n  shoal completions zsh > ~/.zfunc/_shoal\n  shoal completions fish > ~/.config/fish/completions/shoal.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (shoal.1, and shoal-<command>.1 for each command) into a
+    /// directory.
+    #[command(after_help = "Examples:\n  shoal man ~/.local/share/man/man1\n  man shoal-assign")]
+    Man { dir: std::path::PathBuf },
     /// Show the balancing strategy, or `strategy set <name>` to change it.
     #[command(after_help = "Examples:\n  shoal strategy\n  shoal strategy set least_agents")]
     Strategy {
@@ -284,6 +294,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await;
         }
+        Command::Completions { shell } => {
+            // Into a buffer first: the generator panics on a failed write (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "shoal", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            return Ok(());
+        }
+        Command::Man { dir } => return manual::write(dir),
         Command::Status => return control::status(&paths, &cli.nats, cli.json).await,
         Command::Down => return control::down(&paths).await,
         Command::Logs { service, lines } => {

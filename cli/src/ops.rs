@@ -203,13 +203,15 @@ pub async fn run(
             };
             render(as_json, &reply, || format!("strategy: {}", reply.strategy))
         }
-        // Local control-plane commands and `watch` are dispatched before any request
-        // is made (see `crate::run`).
+        // Local control-plane commands, `watch` and the generated documentation are
+        // dispatched before any request is made (see `crate::run`).
         Command::Up { .. }
         | Command::Status
         | Command::Down
         | Command::Logs { .. }
-        | Command::Watch { .. } => {
+        | Command::Watch { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
             return Ok(());
         }
     };

@@ -53,3 +53,36 @@ fn choices_are_listed_and_common_commands_have_examples() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("possible values: online"), "{err}");
 }
+
+/// Completions and man pages come from the same definitions as `--help`.
+#[test]
+fn completions_and_man_pages_are_generated() {
+    let bash = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(bash.status.success(), "{bash:?}");
+    let script = String::from_utf8(bash.stdout).unwrap();
+    assert!(script.contains("complete -F _shoal"), "{script}");
+    assert!(
+        script.contains("least_agents"),
+        "strategy names are completed"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let man = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .arg("man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(man.status.success(), "{man:?}");
+    let page = std::fs::read_to_string(dir.path().join("shoal-assign.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH shoal-assign"),
+        "{page}"
+    );
+    assert!(
+        page.contains("shoal assign agent\\-1"),
+        "examples are in the page: {page}"
+    );
+    assert!(dir.path().join("shoal.1").is_file());
+}
