@@ -9,13 +9,26 @@ use futures::StreamExt;
 use crate::local::{Kind, Paths, State, alive, tail};
 use crate::output::Table;
 
+fn not_found(paths: &Paths) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no local control plane found in {} (the first .shoal directory in the current directory or above it; SHOAL_DIR or --dir names another) — start one with `shoal up`",
+        paths.root.display()
+    )
+}
+
 fn require_state(paths: &Paths) -> anyhow::Result<State> {
-    paths.load()?.ok_or_else(|| {
-        anyhow::anyhow!(
-            "no local control plane found in {} (the first .shoal directory in the current directory or above it; SHOAL_DIR or --dir names another) — start one with `shoal up`",
-            paths.root.display()
-        )
-    })
+    paths.load()?.ok_or_else(|| not_found(paths))
+}
+
+/// The running control plane's state, or else the last run's (stopped).
+fn current_or_last(paths: &Paths) -> anyhow::Result<(State, bool)> {
+    if let Some(state) = paths.load()? {
+        return Ok((state, true));
+    }
+    paths
+        .load_last()?
+        .map(|state| (state, false))
+        .ok_or_else(|| not_found(paths))
 }
 
 /// A table like Tasker's cluster-status: instance, status, pid, health.
@@ -24,8 +37,12 @@ pub async fn status(
     nats: &shoal_runtime::NatsArgs,
     as_json: bool,
 ) -> anyhow::Result<()> {
-    let state = require_state(paths)?;
-    let health = service_health(&state, nats).await;
+    let (state, current) = current_or_last(paths)?;
+    let health = if current {
+        service_health(&state, nats).await
+    } else {
+        HashMap::new()
+    };
     let mut rows = Vec::new();
     for i in &state.instances {
         let running = alive(i.pid);
@@ -45,14 +62,27 @@ pub async fn status(
     if as_json {
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "nats_url": state.nats_url, "instances": rows })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "nats_url": state.nats_url,
+                "running": current,
+                "instances": rows
+            }))?
         );
-        return Ok(());
+    } else {
+        print_status(&rows);
     }
+    if !current {
+        anyhow::bail!(
+            "the control plane in {} is not running (above: its last run; `shoal logs` shows its logs) — start it with `shoal up`",
+            paths.root.display()
+        );
+    }
+    Ok(())
+}
+
+fn print_status(rows: &[serde_json::Value]) {
     let mut t = Table::new(vec!["INSTANCE", "STATUS", "PID", "HEALTH", "ADDRESS"]);
-    for r in &rows {
+    for r in rows {
         let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
         t.row(vec![
             s("instance"),
@@ -63,7 +93,6 @@ pub async fn status(
         ]);
     }
     println!("{}", t.render());
-    Ok(())
 }
 
 /// Services answering `$SRV.PING`, by the instance id in their metadata. Connects
@@ -160,7 +189,13 @@ pub async fn down(paths: &Paths) -> anyhow::Result<()> {
 /// Prints the logs of one instance (by name, or every instance of a service kind:
 /// `coordinator` shows coordinator-1 and coordinator-2), or of all.
 pub fn logs(paths: &Paths, which: Option<&str>, lines: usize) -> anyhow::Result<()> {
-    let state = require_state(paths)?;
+    let (state, current) = current_or_last(paths)?;
+    if !current {
+        println!(
+            "(the last run, stopped; the run before it: {})\n",
+            paths.previous_logs().display()
+        );
+    }
     let chosen: Vec<_> = state
         .instances
         .iter()

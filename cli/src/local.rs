@@ -94,18 +94,23 @@ impl Paths {
     pub fn state_file(&self) -> PathBuf {
         self.run().join("state.json")
     }
+    /// What the last run wrote down, kept after it stopped.
+    pub fn last_run_file(&self) -> PathBuf {
+        self.run().join("last-run.json")
+    }
+    /// The run before this one's logs.
+    pub fn previous_logs(&self) -> PathBuf {
+        self.run().join("logs.previous")
+    }
 
+    /// The running control plane's state, if one runs (or ran and was not stopped).
     pub fn load(&self) -> anyhow::Result<Option<State>> {
-        match std::fs::read_to_string(self.state_file()) {
-            Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{} is not a shoal state file; remove it if nothing runs",
-                    self.state_file().display()
-                )
-            })?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", self.state_file().display())),
-        }
+        read_state(&self.state_file())
+    }
+
+    /// The state of the last run that was stopped.
+    pub fn load_last(&self) -> anyhow::Result<Option<State>> {
+        read_state(&self.last_run_file())
     }
 
     pub fn save(&self, state: &State) -> anyhow::Result<()> {
@@ -115,8 +120,39 @@ impl Paths {
         Ok(())
     }
 
+    /// The control plane stopped: its state becomes the last run's, so `status` and
+    /// `logs` still find its processes and logs.
     pub fn clear(&self) {
-        let _ = std::fs::remove_file(self.state_file());
+        let _ = std::fs::rename(self.state_file(), self.last_run_file());
+    }
+
+    /// Before a run: the last run's logs move to `logs.previous` (replacing the
+    /// ones before), so a new run does not overwrite them.
+    pub fn rotate_logs(&self) -> anyhow::Result<()> {
+        let (logs, previous) = (self.logs(), self.previous_logs());
+        if logs.is_dir() {
+            if previous.exists() {
+                std::fs::remove_dir_all(&previous)
+                    .with_context(|| format!("removing {}", previous.display()))?;
+            }
+            std::fs::rename(&logs, &previous).with_context(|| {
+                format!("keeping the last run's logs in {}", previous.display())
+            })?;
+        }
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))
+    }
+}
+
+fn read_state(path: &Path) -> anyhow::Result<Option<State>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a shoal state file; remove it if nothing runs",
+                path.display()
+            )
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 

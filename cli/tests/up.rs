@@ -397,9 +397,22 @@ async fn up_then_operate_then_down() -> Result<()> {
     all_gone(&pids).await?;
     println!("up: down took {:?}", down_started.elapsed());
     assert!(!stack.state_file().exists());
+    // Stopped: status shows the last run's processes as stopped (and fails, since
+    // nothing runs), and its logs are still there.
     let after = stack.run(&["status"]).await?;
     assert!(!after.status.success());
     assert!(String::from_utf8_lossy(&after.stderr).contains("shoal up"));
+    let table = String::from_utf8_lossy(&after.stdout);
+    assert!(
+        table.contains("registry") && table.contains("stopped"),
+        "{table}"
+    );
+    assert!(!table.contains("running"), "{table}");
+    let logs = stack.run(&["logs", "registry"]).await?;
+    assert!(logs.status.success());
+    let text = String::from_utf8_lossy(&logs.stdout);
+    assert!(text.contains("the last run, stopped"), "{text}");
+    assert!(text.contains("registry ready"), "{text}");
     Ok(())
 }
 
@@ -477,6 +490,10 @@ async fn down_then_up_keeps_every_agent_running_where_its_node_says() -> Result<
     stack.up.wait_exit(Duration::from_secs(60)).await?;
 
     let again = stack.again(&["--nodes", "3"]).await?;
+    // The first run's logs are kept beside the new run's.
+    let kept = again.dir.path().join("run/logs.previous/registry.log");
+    let kept = std::fs::read_to_string(&kept).with_context(|| kept.display().to_string())?;
+    assert!(kept.contains("registry ready"), "{kept}");
     let started = Instant::now();
     let after = wait_for("every agent running where its node says", DEADLINE, || {
         converged(&again, names.len())

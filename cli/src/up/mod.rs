@@ -43,7 +43,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         paths.clear();
     }
-    std::fs::create_dir_all(paths.logs())?;
+    paths.rotate_logs()?;
     // Listen before starting anything: a Ctrl-C during startup must still stop what
     // was started (the children are in their own process group and do not see it).
     let mut signals = Signals::new()?;
