@@ -86,21 +86,36 @@ pub async fn run(
             labels,
             node,
         } => {
+            // An agent already placed is answered with its assignment, which carries
+            // the request id that placed it: not this one.
+            let request_id = uuid::Uuid::new_v4().to_string();
             let assignment = client
                 .assign(&AssignRequest {
                     agent_name: agent.clone(),
                     service: service.clone(),
                     labels: labels.iter().cloned().collect::<BTreeMap<_, _>>(),
                     node_id: node.clone(),
-                    request_id: None,
+                    request_id: Some(request_id.clone()),
                     resources: None,
                 })
                 .await?;
+            let placed_now = assignment.request_id.as_deref() == Some(request_id.as_str());
             render(as_json, &assignment, || {
-                format!(
-                    "{} → {} (epoch {})",
-                    assignment.agent_name, assignment.node_id, assignment.epoch
-                )
+                if placed_now {
+                    format!(
+                        "{} → {} (epoch {})",
+                        assignment.agent_name, assignment.node_id, assignment.epoch
+                    )
+                } else {
+                    format!(
+                        "{} is already on {} (since {}, epoch {}): nothing changed; `shoal move {}` moves it",
+                        assignment.agent_name,
+                        assignment.node_id,
+                        crate::output::time(assignment.assigned_at),
+                        assignment.epoch,
+                        assignment.agent_name
+                    )
+                }
             })
         }
         Command::Move { agent, node } => {

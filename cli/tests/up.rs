@@ -544,6 +544,15 @@ async fn pin_conflicts_and_moves_from_the_command_line() -> Result<()> {
         back.node_id, "node-1",
         "the balancer's pick among the others"
     );
+    // Assigning it again changes nothing, and says so.
+    let out = stack.run(&["assign", "mover"]).await?;
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("mover is already on node-1"), "{said}");
+    assert!(said.contains("nothing changed"), "{said}");
+    let fresh = stack.run(&["assign", "newcomer"]).await?;
+    let said = String::from_utf8_lossy(&fresh.stdout);
+    assert!(said.starts_with("newcomer → node-"), "{said}");
     let out = stack.run(&["move", "mover", "--node", "node-99"]).await?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
