@@ -1,10 +1,9 @@
-use clap::Parser;
 use shoal_protocol::ServiceKind;
 use shoal_registry::{Config, run};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = Config::parse();
+    let cfg: Config = shoal_runtime::settings::parse();
     let common = cfg.common.clone();
     let name = shoal_protocol::connection::service(ServiceKind::Registry, &common.instance_id()?);
     shoal_runtime::main(&common, ServiceKind::Registry, &name, |client, shutdown| {

@@ -153,6 +153,11 @@ pub struct JetStreamArgs {
 /// Flags every service shares.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonConfig {
+    /// A settings file (TOML) with the same keys as these flags (`nats-url = "…"`);
+    /// flags and environment variables win over it.
+    #[arg(long, env = "SHOAL_CONFIG")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub nats: NatsArgs,
 

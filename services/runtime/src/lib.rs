@@ -9,6 +9,7 @@ pub mod jetstream;
 pub mod kv;
 pub mod retry;
 mod serve;
+pub mod settings;
 
 use std::collections::HashMap;
 use std::future::Future;
