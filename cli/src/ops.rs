@@ -238,6 +238,14 @@ fn render<T: Serialize>(as_json: bool, value: &T, human: impl FnOnce() -> String
     if as_json { json(value) } else { human() }
 }
 
+/// A node's address as people read it: without the port when it announced none.
+fn address(n: &Node) -> String {
+    n.address
+        .strip_suffix(":0")
+        .unwrap_or(&n.address)
+        .to_string()
+}
+
 fn nodes_table(nodes: &[Node]) -> String {
     let mut t = Table::new(vec![
         "ID",
@@ -258,7 +266,7 @@ fn nodes_table(nodes: &[Node]) -> String {
             format!("{}/{}", n.active_agents, n.max_agents),
             format!("{:.1}", n.cpu_usage),
             format!("{:.1}", n.memory_usage),
-            n.address.clone(),
+            address(n),
             n.services.join(","),
             crate::output::ago(n.last_seen, chrono::Utc::now()),
         ]);
@@ -271,7 +279,7 @@ fn node_fields(n: &Node) -> String {
     fields(&[
         ("id", n.id.clone()),
         ("hostname", n.hostname.clone()),
-        ("address", n.address.clone()),
+        ("address", address(n)),
         ("role", n.role.as_str().to_string()),
         ("status", n.status.as_str().to_string()),
         ("healthy", n.healthy.to_string()),
@@ -367,4 +375,18 @@ fn stats_text(s: &ClusterStats) -> String {
         ));
     }
     fields(&pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_without_a_port_shows_its_ip_alone() {
+        let mut n = Node::example("n1");
+        n.address = "192.0.2.2:0".into();
+        assert_eq!(address(&n), "192.0.2.2");
+        n.address = "192.0.2.2:8080".into();
+        assert_eq!(address(&n), "192.0.2.2:8080");
+    }
 }
