@@ -9,6 +9,7 @@
 //! [`RESEND_AFTER`] until the log says where it is: stored where it had to be,
 //! or taken by another writer (fenced).
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
@@ -149,7 +150,10 @@ impl Appender {
     ) -> Result<u64, AppendError> {
         let payload = record.encode().map_err(AppendError::Encode)?;
         let pending = self.send(payload).await?;
-        let result = self.target.confirm_within(pending, patience).await;
+        let result = self
+            .target
+            .confirm_until(pending, &mut [], tokio::time::sleep(patience))
+            .await;
         if result.is_err() {
             self.failed.cancel();
         }
@@ -254,22 +258,19 @@ impl LogTarget {
         Ok(())
     }
 
-    /// [`LogTarget::confirm`] of a lone append, giving up after `patience`.
-    pub async fn confirm_within(
+    /// [`LogTarget::confirm`] until `give_up` completes, then [`AppendError::Unanswered`].
+    pub async fn confirm_until(
         &self,
         pending: Pending,
-        patience: Duration,
+        later: &mut [&mut Pending],
+        give_up: impl Future<Output = ()>,
     ) -> Result<u64, AppendError> {
         let want = pending.want;
         let started = Instant::now();
-        tokio::time::timeout(patience, self.confirm(pending, &mut []))
-            .await
-            .unwrap_or_else(|_| {
-                Err(AppendError::Unanswered {
-                    want,
-                    waited: started.elapsed(),
-                })
-            })
+        tokio::select! {
+            confirmed = self.confirm(pending, later) => confirmed,
+            _ = give_up => Err(AppendError::Unanswered { want, waited: started.elapsed() }),
+        }
     }
 
     /// Who wrote record `seq`; None if the log could not say.

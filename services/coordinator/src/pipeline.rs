@@ -407,15 +407,11 @@ impl Confirm {
         pending: Pending,
         later: &mut [&mut Pending],
     ) -> Result<u64, AppendError> {
-        let want = pending.want;
-        let started = std::time::Instant::now();
-        tokio::select! {
-            confirmed = self.target.confirm(pending, later) => confirmed,
-            _ = async {
-                self.term.cancelled().await;
-                tokio::time::sleep(self.grace).await;
-            } => Err(AppendError::Unanswered { want, waited: started.elapsed() }),
-        }
+        let term_over = async {
+            self.term.cancelled().await;
+            tokio::time::sleep(self.grace).await;
+        };
+        self.target.confirm_until(pending, later, term_over).await
     }
 }
 

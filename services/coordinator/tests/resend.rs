@@ -24,6 +24,20 @@ fn record(i: u64) -> bytes::Bytes {
     .unwrap()
 }
 
+/// A writer at the start of a new log of `replicas`, its JetStream answers awaited
+/// for `timeout`; and the log.
+async fn log_writer(
+    client: &async_nats::Client,
+    timeout: Duration,
+    replicas: usize,
+) -> (Appender, stream::Stream) {
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(timeout);
+    let subjects = Subjects::default();
+    let stream = open_stream(&js, &subjects, replicas).await.unwrap();
+    (Appender::new(js, stream.clone(), &subjects, 0), stream)
+}
+
 /// Every record in the log, by sequence: its `Nats-Msg-Id`.
 async fn names_in_log(stream: &stream::Stream) -> Vec<String> {
     let last = stream.get_info().await.unwrap().state.last_sequence;
@@ -56,12 +70,9 @@ async fn confirm_oldest(
 async fn appends_left_unanswered_by_a_stopped_server_are_confirmed_once() {
     let nats = NatsServer::start().await.unwrap();
     let client = nats.client().await.unwrap();
-    let mut js = jetstream::new(client.clone());
-    // Far shorter than the stop below: one unanswered send is not the end.
-    js.set_timeout(Duration::from_millis(300));
-    let subjects = Subjects::default();
-    let stream = open_stream(&js, &subjects, 1).await.unwrap();
-    let mut writer = Appender::new(js.clone(), stream.clone(), &subjects, 0);
+    // The JetStream timeout is far shorter than the stop below: one unanswered send
+    // is not the end.
+    let (mut writer, stream) = log_writer(&client, Duration::from_millis(300), 1).await;
     let target = writer.target();
     nats.pause().unwrap();
     // Two pipelined appends, each sent while nothing answers.
@@ -96,11 +107,10 @@ async fn appends_survive_the_log_changing_leader_under_them_exactly_once() {
         .try_init();
     let cluster = NatsCluster::start(3).await.unwrap();
     let client = cluster.client().await.unwrap();
+    // The test's own questions about the log give up as quickly as the writer's.
     let mut js = jetstream::new(client.clone());
     js.set_timeout(Duration::from_secs(1));
-    let subjects = Subjects::default();
-    let stream = open_stream(&js, &subjects, 3).await.unwrap();
-    let mut writer = Appender::new(js.clone(), stream.clone(), &subjects, 0);
+    let (mut writer, stream) = log_writer(&client, Duration::from_secs(1), 3).await;
     let target = writer.target();
     let failed = writer.failed();
     const APPENDS: u64 = 3000;
