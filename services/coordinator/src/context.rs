@@ -30,7 +30,7 @@ pub struct Ctx {
     pub lease: LeaseHandle,
     pub history: Option<Arc<HistoryStore>>,
     /// The snapshot bucket; the leader compacts the log into it when `compaction`.
-    pub snapshots: Option<ObjectStore>,
+    pub snapshots: ObjectStore,
     /// The log may be purged below a snapshot (its stream allows purges and
     /// `--snapshot-interval` is not 0).
     pub compaction: bool,

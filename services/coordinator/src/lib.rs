@@ -219,7 +219,7 @@ pub(crate) async fn open(
         members,
         lease,
         history,
-        snapshots: Some(snapshots),
+        snapshots,
         compaction,
     };
     Ok(Some((Arc::new(ctx), lease_task)))

@@ -101,12 +101,10 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
     {
         warn!(error = %e, "cannot follow node announces and heartbeats: nodes are not synced this term")
     }
-    if ctx.compaction
-        && let Some(store) = ctx.snapshots.clone()
-    {
+    if ctx.compaction {
         term_tasks.spawn(crate::compaction::run(
             ctx.clone(),
-            store,
+            ctx.snapshots.clone(),
             stop_helpers.clone(),
         ));
     }
