@@ -68,17 +68,24 @@ pub async fn watch(client: &ShoalClient, refreshes: Option<u64>) -> anyhow::Resu
 /// The screen while the connection to NATS is down: no stale node table, just
 /// what is known.
 fn disconnected(since: chrono::DateTime<chrono::Utc>, recent: &VecDeque<String>) -> String {
-    let events: Vec<&str> = recent.iter().map(String::as_str).collect();
     format!(
         "\x1b[2J\x1b[H{}  DISCONNECTED from NATS since {} — reconnecting; Ctrl-C to quit\n\nlast events\n{}",
         chrono::Utc::now().format("%H:%M:%S"),
         since.format("%H:%M:%S"),
-        if events.is_empty() {
-            "  (none)".to_string()
-        } else {
-            events.join("\n")
-        }
+        events(recent)
     )
+}
+
+/// The recent events, newest first, one a line.
+fn events(recent: &VecDeque<String>) -> String {
+    if recent.is_empty() {
+        return "  (none yet)".to_string();
+    }
+    recent
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn describe(payload: &[u8]) -> String {
@@ -153,15 +160,10 @@ async fn screen(client: &ShoalClient, recent: &VecDeque<String>) -> String {
         }
         Err(e) => format!("nodes unavailable: {e}"),
     };
-    let events: Vec<&str> = recent.iter().map(String::as_str).collect();
     // Clear the screen and home the cursor, then draw.
     format!(
         "\x1b[2J\x1b[H{}  leader: {leader}\n{agents}\n\n{nodes}\n\nrecent events\n{}",
         chrono::Utc::now().format("%H:%M:%S"),
-        if events.is_empty() {
-            "  (none yet)".to_string()
-        } else {
-            events.join("\n")
-        }
+        events(recent)
     )
 }
