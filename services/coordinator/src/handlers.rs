@@ -10,8 +10,8 @@ use async_nats::Message;
 use bytes::Bytes;
 use shoal_protocol::{
     AgentNameRequest, AssignRequest, Assignment, AssignmentList, ClusterStats, Empty, Endpoint,
-    HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, MoveRequest, PromoteReply,
-    PromoteRequest, ShoalError, UnassignReply, decode, size,
+    ErrorCode, HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, MoveRequest,
+    PromoteReply, PromoteRequest, ShoalError, UnassignReply, decode, size,
 };
 use shoal_runtime::{DrainableEndpoints, Endpoints};
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +23,7 @@ use crate::commands::{WriteRequest, not_leader};
 use crate::context::Ctx;
 use crate::error::Error;
 use crate::guard::Guard;
+use crate::lease::LeaseHandle;
 
 /// Serves the read endpoints on this replica, on `tasks`, until `shutdown`.
 pub async fn serve_reads(
@@ -173,13 +174,17 @@ pub async fn serve_writes(
     tasks: &TaskTracker,
 ) {
     let endpoints = DrainableEndpoints::new(&ctx.client, &ctx.subjects, &ctx.me, tasks);
+    let leader = ToLeader {
+        commands: commands.clone(),
+        lease: ctx.lease.clone(),
+    };
     let served = [
         endpoints
             .serve_until(
                 Endpoint::CoordinatorAssign,
                 stop,
                 not_leader,
-                to_leader(commands, assign),
+                to_leader(&leader, assign),
             )
             .await,
         endpoints
@@ -187,7 +192,7 @@ pub async fn serve_writes(
                 Endpoint::CoordinatorUnassign,
                 stop,
                 not_leader,
-                to_leader(commands, unassign),
+                to_leader(&leader, unassign),
             )
             .await,
         endpoints
@@ -195,13 +200,13 @@ pub async fn serve_writes(
                 Endpoint::CoordinatorMove,
                 stop,
                 not_leader,
-                to_leader(commands, move_agent),
+                to_leader(&leader, move_agent),
             )
             .await,
         endpoints
             .serve_until(Endpoint::CoordinatorLeaderPromote, stop, not_leader, {
-                let (ctx, commands) = (ctx.clone(), commands.clone());
-                move |m: Message| promote(ctx.clone(), m.payload, commands.clone())
+                let (ctx, leader) = (ctx.clone(), leader.clone());
+                move |m: Message| promote(ctx.clone(), m.payload, leader.clone())
             })
             .await,
     ];
@@ -212,59 +217,78 @@ pub async fn serve_writes(
     }
 }
 
+/// The way from a write handler to the term's decision loop.
+#[derive(Clone)]
+struct ToLeader {
+    commands: mpsc::Sender<WriteRequest>,
+    lease: LeaseHandle,
+}
+
+impl ToLeader {
+    /// Passes a request to the decision loop and returns its answer. A refusal
+    /// read from the leader's state alone (`not_found`, `conflict`: nothing was
+    /// appended, so the log did not fence it) is only given once the lease is
+    /// confirmed: a leader frozen past a takeover still believes it leads, and its
+    /// state misses its successor's changes. Unconfirmed, it is `not_leader`, and
+    /// the client retries with the leader.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> WriteRequest,
+    ) -> Result<T, ShoalError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| not_leader())?;
+        match rx.await.map_err(|_| not_leader())? {
+            Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::Conflict) => {
+                if self.lease.confirm().await {
+                    Err(e)
+                } else {
+                    Err(not_leader())
+                }
+            }
+            answer => answer,
+        }
+    }
+}
+
 /// A write handler given the way to the term's decision loop.
-fn to_leader<H, Fut>(
-    commands: &mpsc::Sender<WriteRequest>,
-    handler: H,
-) -> impl Fn(Message) -> Fut + Send + 'static
+fn to_leader<H, Fut>(leader: &ToLeader, handler: H) -> impl Fn(Message) -> Fut + Send + 'static
 where
-    H: Fn(Bytes, mpsc::Sender<WriteRequest>) -> Fut + Send + 'static,
+    H: Fn(Bytes, ToLeader) -> Fut + Send + 'static,
 {
-    let commands = commands.clone();
-    move |m| handler(m.payload, commands.clone())
+    let leader = leader.clone();
+    move |m| handler(m.payload, leader.clone())
 }
 
-async fn ask<T>(
-    commands: &mpsc::Sender<WriteRequest>,
-    make: impl FnOnce(oneshot::Sender<Result<T, ShoalError>>) -> WriteRequest,
-) -> Result<T, ShoalError> {
-    let (tx, rx) = oneshot::channel();
-    commands.send(make(tx)).await.map_err(|_| not_leader())?;
-    rx.await.map_err(|_| not_leader())?
-}
-
-async fn assign(
-    payload: Bytes,
-    commands: mpsc::Sender<WriteRequest>,
-) -> Result<Assignment, ShoalError> {
+async fn assign(payload: Bytes, leader: ToLeader) -> Result<Assignment, ShoalError> {
     let req: AssignRequest = decode(&payload)?;
-    ask(&commands, |tx| WriteRequest::Assign(req, tx)).await
+    leader.ask(|tx| WriteRequest::Assign(req, tx)).await
 }
 
-async fn move_agent(
-    payload: Bytes,
-    commands: mpsc::Sender<WriteRequest>,
-) -> Result<Assignment, ShoalError> {
+async fn move_agent(payload: Bytes, leader: ToLeader) -> Result<Assignment, ShoalError> {
     let req: MoveRequest = decode(&payload)?;
-    ask(&commands, |tx| WriteRequest::Move(req, tx)).await
+    leader.ask(|tx| WriteRequest::Move(req, tx)).await
 }
 
-async fn unassign(
-    payload: Bytes,
-    commands: mpsc::Sender<WriteRequest>,
-) -> Result<UnassignReply, ShoalError> {
+async fn unassign(payload: Bytes, leader: ToLeader) -> Result<UnassignReply, ShoalError> {
     let req: AgentNameRequest = decode(&payload)?;
-    ask(&commands, |tx| WriteRequest::Unassign(req.agent_name, tx)).await
+    leader
+        .ask(|tx| WriteRequest::Unassign(req.agent_name, tx))
+        .await
 }
 
 async fn promote(
     ctx: Arc<Ctx>,
     payload: Bytes,
-    commands: mpsc::Sender<WriteRequest>,
+    leader: ToLeader,
 ) -> Result<PromoteReply, ShoalError> {
     let req: PromoteRequest = decode(&payload)?;
     let target = req.coordinator_id;
-    ask(&commands, |tx| WriteRequest::Promote(target.clone(), tx)).await?;
+    leader
+        .ask(|tx| WriteRequest::Promote(target.clone(), tx))
+        .await?;
     let mut view = ctx.lease.subscribe();
     let deadline = ctx.cfg.lease_ttl + Duration::from_secs(1);
     let taken = tokio::time::timeout(

@@ -93,6 +93,8 @@ enum LeaseCommand {
     /// Give up the lease and stop competing (still watching who leads): the
     /// coordinator is shutting down.
     Stop(oneshot::Sender<()>),
+    /// Renew now and say whether this replica still holds the lease.
+    Confirm(oneshot::Sender<bool>),
 }
 
 /// Talks to the lease task.
@@ -150,6 +152,19 @@ impl LeaseHandle {
     /// Records the term this replica has started, and announces it.
     pub async fn started_term(&self, term: u64) {
         let _ = self.commands.send(LeaseCommand::Term(term)).await;
+    }
+
+    /// Whether this replica still holds the lease, proven by renewing it now (a
+    /// compare-and-set on the key, so a successor's takeover makes it fail). A
+    /// leader that was frozen may not know yet that it was deposed, while its
+    /// state misses its successor's changes: an answer read from that state alone
+    /// (an agent "not found") is only given once this says true.
+    pub async fn confirm(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(LeaseCommand::Confirm(tx)).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
     }
 
     /// Asks the lease task to depose `holder`, found gone for `reason`.

@@ -105,6 +105,10 @@ impl LeaseTask {
                     }
                     Some(LeaseCommand::Term(term)) => self.started(term).await,
                     Some(LeaseCommand::Depose(holder, reason)) => self.depose(&holder, reason).await,
+                    Some(LeaseCommand::Confirm(reply)) => {
+                        let held = self.held().is_some() && self.renew().await;
+                        let _ = reply.send(held);
+                    }
                     Some(LeaseCommand::Stop(done)) => {
                         self.stopping = true;
                         self.release("coordinator stopping").await;
@@ -290,8 +294,11 @@ impl LeaseTask {
         self.announce(Some(info), previous).await;
     }
 
-    async fn renew(&mut self) {
-        let Some(held) = self.held() else { return };
+    /// Renews the lease; whether the renewal was stored.
+    async fn renew(&mut self) -> bool {
+        let Some(held) = self.held() else {
+            return false;
+        };
         let sent = Instant::now();
         let result = match self.value(Some(held.revision), held.since, None) {
             Ok(value) => {
@@ -314,9 +321,11 @@ impl LeaseTask {
                         h.valid_until = sent + self.ttl;
                     }
                 });
+                true
             }
             Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 self.lose("the lease was taken over").await;
+                false
             }
             outcome => {
                 let error = match outcome {
@@ -329,6 +338,7 @@ impl LeaseTask {
                 } else {
                     warn!(error, "lease renewal failed, retrying");
                 }
+                false
             }
         }
     }
