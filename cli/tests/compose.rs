@@ -29,13 +29,7 @@ fn compose() -> Result<Value> {
 
 /// `compose/.env`: what `${VAR}` interpolates to.
 fn dotenv() -> Result<BTreeMap<String, String>> {
-    Ok(read(&compose_dir().join(".env"))?
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect())
+    shoal_testkit::compose::dotenv(&compose_dir().join(".env"))
 }
 
 /// Replaces `${VAR}`, `${VAR:?msg}`, `${VAR:-default}` as compose does; fails on a

@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.0 GET for the servers' monitoring endpoints, so the
 //! testkit needs no HTTP client crate.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -19,16 +20,20 @@ pub struct HttpResponse {
 
 /// `GET path` on `127.0.0.1:port`.
 pub async fn get(port: u16, path: &str) -> Result<HttpResponse> {
-    tokio::time::timeout(REQUEST_TIMEOUT, get_inner(port, path))
-        .await
-        .map_err(|_| anyhow!("GET 127.0.0.1:{port}{path}: no answer within {REQUEST_TIMEOUT:?}"))?
-        .with_context(|| format!("GET 127.0.0.1:{port}{path}"))
+    get_at(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), path).await
 }
 
-async fn get_inner(port: u16, path: &str) -> Result<HttpResponse> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-    let request =
-        format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+/// `GET path` on `addr` (a container's address, say).
+pub async fn get_at(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
+    tokio::time::timeout(REQUEST_TIMEOUT, get_inner(addr, path))
+        .await
+        .map_err(|_| anyhow!("GET {addr}{path}: no answer within {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| format!("GET {addr}{path}"))
+}
+
+async fn get_inner(addr: SocketAddr, path: &str) -> Result<HttpResponse> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     // HTTP/1.0 without keep-alive: the server closes after the body.
     let mut raw = Vec::new();

@@ -73,6 +73,7 @@
 //! # }
 //! ```
 
+pub mod compose;
 mod connz;
 pub mod http;
 pub mod micro;
@@ -86,6 +87,7 @@ mod process;
 pub mod replicas;
 mod wait;
 
+pub use compose::{ComposeStack, docker_available};
 pub use connz::Connection;
 pub use nats::{NatsCluster, NatsServer, nats_server_binary, nats_server_binary_from};
 pub use nats_config::NatsOptions;

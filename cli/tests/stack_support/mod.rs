@@ -1,0 +1,595 @@
+//! What the compose stack test uses to drive and read the running stack from the
+//! host: clients on every NATS server's container address, as the users of
+//! compose/nats/auth.conf with the passwords of compose/.env; a writer assigning
+//! agents in the background; the log's stream leader from the monitoring port; and
+//! the checks on Postgres history and on the nodes' own agent sets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use async_nats::{ConnectOptions, Event};
+use futures::StreamExt;
+use shoal_protocol::{
+    AgentsDigest, AssignRequest, Assignment, AssignmentStatus, ClientError, Heartbeat,
+    ListAssignmentsRequest, NodeStatus, ShoalClient, Subjects,
+};
+use shoal_testkit::{ComposeStack, http, try_wait_for, wait_for};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+const SERVERS: [&str; 3] = ["nats-1", "nats-2", "nats-3"];
+
+pub fn compose_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose")
+}
+
+/// The server errors (permission violations) a connection was told of.
+#[derive(Clone, Default)]
+struct ServerErrors(Arc<Mutex<Vec<String>>>);
+
+pub struct Cluster {
+    urls: String,
+    env: BTreeMap<String, String>,
+    operator: ShoalClient,
+}
+
+impl Cluster {
+    pub async fn connect(stack: &ComposeStack) -> Result<Cluster> {
+        let mut urls = Vec::new();
+        for s in SERVERS {
+            urls.push(format!("nats://{}:4222", stack.ip(s).await?));
+        }
+        let urls = urls.join(",");
+        let env = shoal_testkit::compose::dotenv(&compose_dir().join(".env"))?;
+        let (client, _) = connect_as(&urls, &env, "operator").await?;
+        let operator = ShoalClient::new(client, Subjects::default())
+            .with_timeout(Duration::from_millis(500))
+            .with_retry_for(Duration::from_secs(10));
+        Ok(Cluster {
+            urls,
+            env,
+            operator,
+        })
+    }
+
+    pub fn operator(&self) -> ShoalClient {
+        self.operator.clone()
+    }
+
+    /// Assigns, retrying with the same request id through timeouts and leader
+    /// changes, until acknowledged or `deadline`.
+    pub async fn assign_acked(
+        &self,
+        req: &AssignRequest,
+        deadline: Duration,
+    ) -> Result<Assignment> {
+        assign_acked(&self.operator, req, deadline).await
+    }
+
+    /// The server leading the assignment log's stream, from the monitoring port of
+    /// the first server not in `skip` that knows.
+    pub async fn stream_leader(&self, stack: &ComposeStack, skip: &[&str]) -> Result<String> {
+        for s in SERVERS.iter().filter(|s| !skip.contains(s)) {
+            let Ok(ip) = stack.ip(s).await else { continue };
+            let Ok(jsz) = monitor(ip, "/jsz?streams=true").await else {
+                continue;
+            };
+            if let Some(leader) = stream_cluster(&jsz)
+                .and_then(|c| c["leader"].as_str().map(str::to_string))
+                .filter(|l| !l.is_empty())
+            {
+                return Ok(leader);
+            }
+        }
+        bail!("no server names a leader of {}", shoal_protocol::LOG_STREAM)
+    }
+
+    /// Waits until `server` is back and the log's stream has every replica current.
+    pub async fn wait_js_current(
+        &self,
+        stack: &ComposeStack,
+        others: &[&str],
+        server: &str,
+    ) -> Result<()> {
+        wait_for(
+            &format!("{server} to rejoin and the assignment log to be current on it"),
+            Duration::from_secs(60),
+            || async {
+                let leader = self.stream_leader(stack, &[]).await.ok()?;
+                let at = if others.contains(&leader.as_str()) || leader == server {
+                    leader
+                } else {
+                    return None;
+                };
+                let jsz = monitor(stack.ip(&at).await.ok()?, "/jsz?streams=true")
+                    .await
+                    .ok()?;
+                let replicas = stream_cluster(&jsz)?["replicas"].as_array()?.clone();
+                (replicas.len() == 2 && replicas.iter().all(|r| r["current"] == true)).then_some(())
+            },
+        )
+        .await
+    }
+
+    pub async fn leader(&self) -> Result<String> {
+        let reply = self.operator.leader().await?;
+        reply
+            .leader
+            .map(|l| l.coordinator_id)
+            .context("no coordinator leads")
+    }
+
+    /// Waits until a coordinator other than `old` leads; returns it.
+    pub async fn wait_leader_other_than(&self, old: &str) -> Result<String> {
+        wait_for(
+            &format!("a coordinator other than {old} to lead"),
+            Duration::from_secs(30),
+            || async {
+                let direct = self
+                    .operator
+                    .clone()
+                    .with_retry_for(Duration::ZERO)
+                    .with_timeout(Duration::from_millis(300));
+                for id in ["coordinator-1", "coordinator-2"]
+                    .into_iter()
+                    .filter(|c| *c != old)
+                {
+                    if direct.leader_of(id).await.ok()?.is_leader {
+                        return Some(id.to_string());
+                    }
+                }
+                None
+            },
+        )
+        .await
+    }
+
+    /// Waits until `old` answers that `successor` leads and it does not.
+    pub async fn wait_follower(&self, old: &str, successor: &str) -> Result<()> {
+        wait_for(
+            &format!("{old} to follow {successor}"),
+            Duration::from_secs(30),
+            || async {
+                let reply = self
+                    .operator
+                    .clone()
+                    .with_retry_for(Duration::ZERO)
+                    .leader_of(old)
+                    .await
+                    .ok()?;
+                (!reply.is_leader && reply.leader.is_some_and(|l| l.coordinator_id == successor))
+                    .then_some(())
+            },
+        )
+        .await
+    }
+
+    pub async fn wait_node_status(&self, node: &str, status: NodeStatus) -> Result<()> {
+        wait_for(
+            &format!("{node} to be {status:?}"),
+            Duration::from_secs(60),
+            || async { (self.operator.get_node(node).await.ok()?.status == status).then_some(()) },
+        )
+        .await
+    }
+
+    /// The running agents the coordinator has placed, by node.
+    pub async fn placed_by_node(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for a in self
+            .operator
+            .list_all_assignments(&ListAssignmentsRequest::default())
+            .await?
+        {
+            if a.status == AssignmentStatus::Running {
+                by_node.entry(a.node_id).or_default().push(a.agent_name);
+            }
+        }
+        Ok(by_node)
+    }
+
+    pub async fn agents_on(&self, node: &str) -> Result<Vec<String>> {
+        Ok(self
+            .placed_by_node()
+            .await?
+            .remove(node)
+            .unwrap_or_default())
+    }
+
+    /// Publishes, as `as_node`, a heartbeat in `victim`'s name: the server must
+    /// refuse it, and the registry's record of `victim` must not take its figures.
+    pub async fn forged_heartbeat_refused(&self, as_node: &str, victim: &str) -> Result<()> {
+        let (client, errors) = connect_as(&self.urls, &self.env, as_node).await?;
+        let subject = Subjects::default().node_heartbeat(victim);
+        let forged = serde_json::json!({
+            "id": victim, "seq": u64::MAX / 2, "cpu_usage": 99.5, "memory_usage": 99.5,
+            "disk_usage": 99.5, "load_average": 99.5, "active_agents": 0, "uptime_s": 1,
+        });
+        client
+            .publish(subject.clone(), serde_json::to_vec(&forged)?.into())
+            .await?;
+        client.flush().await?;
+        let needle = format!("Permissions Violation for Publish to \"{subject}\"");
+        wait_for(
+            &format!("the server to refuse {as_node} publishing {subject}"),
+            Duration::from_secs(10),
+            || {
+                let found = errors.0.lock().unwrap().iter().any(|e| e.contains(&needle));
+                async move { found.then_some(()) }
+            },
+        )
+        .await?;
+        let record = self.operator.get_node(victim).await?;
+        if record.cpu_usage >= 99.0 {
+            bail!("{victim}'s record took the forged heartbeat's figures: {record:?}");
+        }
+        Ok(())
+    }
+
+    /// Postgres, over the container's address, as the compose file's user.
+    pub async fn postgres(&self, stack: &ComposeStack) -> Result<tokio_postgres::Client> {
+        let password = self
+            .env
+            .get("POSTGRES_PASSWORD")
+            .context("compose/.env has no POSTGRES_PASSWORD")?;
+        let ip = stack.ip("postgres").await?;
+        let config = format!("host={ip} port=5432 user=shoal dbname=shoal password={password}");
+        let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connecting to postgres at {ip}"))?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+}
+
+/// A connection to the stack's servers as `user` of compose/nats/auth.conf, with
+/// its password from compose/.env (`node-1` → `NODE_1_NATS_PASSWORD`), keeping the
+/// server errors it is told of.
+async fn connect_as(
+    urls: &str,
+    env: &BTreeMap<String, String>,
+    user: &str,
+) -> Result<(async_nats::Client, ServerErrors)> {
+    let var = format!("{}_NATS_PASSWORD", user.to_uppercase().replace('-', "_"));
+    let password = env
+        .get(&var)
+        .with_context(|| format!("compose/.env has no {var}"))?;
+    let addrs = urls
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<Vec<async_nats::ServerAddr>, _>>()?;
+    let errors = ServerErrors::default();
+    let sink = errors.clone();
+    let client = ConnectOptions::with_user_and_password(user.into(), password.clone())
+        .name(format!("compose-test:{user}"))
+        .event_callback(move |event| {
+            let sink = sink.clone();
+            async move {
+                if let Event::ServerError(e) = event {
+                    sink.0.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(addrs)
+        .await
+        .with_context(|| format!("connecting to {urls} as {user}"))?;
+    Ok((client, errors))
+}
+
+/// The `cluster` object of the assignment log's stream in a `/jsz` answer.
+fn stream_cluster(jsz: &serde_json::Value) -> Option<&serde_json::Value> {
+    jsz["account_details"]
+        .as_array()?
+        .iter()
+        .filter_map(|a| a["stream_detail"].as_array())
+        .flatten()
+        .find(|s| s["name"] == shoal_protocol::LOG_STREAM)
+        .map(|s| &s["cluster"])
+}
+
+async fn monitor(ip: std::net::Ipv4Addr, path: &str) -> Result<serde_json::Value> {
+    let response = http::get_at(SocketAddr::from((ip, 8222)), path).await?;
+    serde_json::from_str(&response.body).context("monitoring answer is not JSON")
+}
+
+pub async fn assign_acked(
+    shoal: &ShoalClient,
+    req: &AssignRequest,
+    deadline: Duration,
+) -> Result<Assignment> {
+    let until = Instant::now() + deadline;
+    loop {
+        match shoal.assign(req).await {
+            Ok(a) => return Ok(a),
+            Err(e @ ClientError::Service(_))
+                if !matches!(e.code(), "not_leader" | "unavailable") =>
+            {
+                bail!("assign {} refused: {e}", req.agent_name)
+            }
+            Err(e) if Instant::now() >= until => {
+                bail!(
+                    "assign {} not acknowledged within {deadline:?}: {e}",
+                    req.agent_name
+                )
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Unassigns, retrying through timeouts and leader changes until acknowledged or
+/// `deadline`. `not_found` after an unanswered attempt means that attempt took.
+pub async fn unassign_acked(shoal: &ShoalClient, agent: &str, deadline: Duration) -> Result<()> {
+    let until = Instant::now() + deadline;
+    let mut unanswered = false;
+    loop {
+        match shoal.unassign(agent).await {
+            Ok(_) => return Ok(()),
+            Err(e) if unanswered && e.code() == "not_found" => return Ok(()),
+            Err(e @ ClientError::Service(_))
+                if !matches!(e.code(), "not_leader" | "unavailable") =>
+            {
+                bail!("unassign {agent} refused: {e}")
+            }
+            Err(e) if Instant::now() >= until => {
+                bail!("unassign {agent} not acknowledged within {deadline:?}: {e}")
+            }
+            Err(_) => unanswered = true,
+        }
+    }
+}
+
+/// What the writer was told: agents acknowledged as assigned, and those of them
+/// acknowledged as unassigned afterwards.
+#[derive(Default)]
+pub struct Acknowledged {
+    pub assigned: Vec<String>,
+    pub unassigned: Vec<String>,
+}
+
+/// Agents one writer keeps placed at once: each assign past this many unassigns
+/// the oldest, so the nodes never fill however long the test runs.
+const WRITER_WINDOW: usize = 100;
+
+/// Assigns `w-1`, `w-2`, … one after another until stopped, and unassigns each
+/// again [`WRITER_WINDOW`] assigns later; every request retried until
+/// acknowledged. Notes when each acknowledgement came.
+pub struct Writer {
+    shared: Arc<Mutex<Written>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Written {
+    acks: Vec<(String, Instant)>,
+    unassigned: Vec<String>,
+    failure: Option<String>,
+}
+
+impl Writer {
+    pub fn start(shoal: ShoalClient) -> Writer {
+        let shared = Arc::new(Mutex::new(Written::default()));
+        let (stop, stopped) = watch::channel(false);
+        let sink = shared.clone();
+        let task = tokio::spawn(async move {
+            for i in 1usize.. {
+                if *stopped.borrow() {
+                    return;
+                }
+                let req = AssignRequest {
+                    agent_name: format!("w-{i}"),
+                    request_id: Some(format!("w-{i}")),
+                    ..AssignRequest::default()
+                };
+                let outcome = assign_acked(&shoal, &req, Duration::from_secs(60)).await;
+                if let Err(e) = outcome {
+                    sink.lock().unwrap().failure = Some(format!("{e:#}"));
+                    return;
+                }
+                sink.lock()
+                    .unwrap()
+                    .acks
+                    .push((req.agent_name, Instant::now()));
+                if i > WRITER_WINDOW {
+                    let oldest = format!("w-{}", i - WRITER_WINDOW);
+                    let outcome = unassign_acked(&shoal, &oldest, Duration::from_secs(60)).await;
+                    let mut written = sink.lock().unwrap();
+                    match outcome {
+                        Ok(()) => {
+                            written.acks.push((oldest.clone(), Instant::now()));
+                            written.unassigned.push(oldest);
+                        }
+                        Err(e) => {
+                            written.failure = Some(format!("{e:#}"));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Writer { shared, stop, task }
+    }
+
+    /// How late an acknowledgement can be seen beyond the moment writes became
+    /// possible: one request timeout, after which the writer asks again.
+    pub fn retry_slack(&self) -> Duration {
+        Duration::from_millis(500)
+    }
+
+    /// Waits for an acknowledgement later than `until`, then gives the longest
+    /// time between `since` and `until` without one: how long writes stalled.
+    pub async fn stall(&self, since: Instant, until: Instant) -> Result<Duration> {
+        let deadline = until.saturating_duration_since(Instant::now()) + Duration::from_secs(30);
+        try_wait_for("the writer's next acknowledged assign", deadline, || {
+            let written = self.shared.lock().unwrap();
+            let outcome = if let Some(failure) = &written.failure {
+                Err(anyhow::anyhow!("the writer stopped: {failure}"))
+            } else if written.acks.last().is_some_and(|(_, at)| *at > until) {
+                let mut longest = Duration::ZERO;
+                let mut previous = since;
+                for at in written
+                    .acks
+                    .iter()
+                    .map(|(_, at)| *at)
+                    .filter(|at| *at > since)
+                {
+                    longest = longest.max(at - previous);
+                    previous = at;
+                    if at > until {
+                        break;
+                    }
+                }
+                Ok(Some(longest))
+            } else {
+                Ok(None)
+            };
+            async move { outcome }
+        })
+        .await
+    }
+
+    /// Stops the writer; what it was acknowledged.
+    pub async fn stop(self) -> Result<Acknowledged> {
+        let _ = self.stop.send(true);
+        self.task.await.context("the writer panicked")?;
+        let written = self.shared.lock().unwrap();
+        if let Some(failure) = &written.failure {
+            bail!("the writer stopped: {failure}");
+        }
+        let unassigned = written.unassigned.clone();
+        let assigned = written
+            .acks
+            .iter()
+            .map(|(a, _)| a.clone())
+            .filter(|a| !unassigned.contains(a))
+            .chain(unassigned.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Ok(Acknowledged {
+            assigned,
+            unassigned,
+        })
+    }
+}
+
+/// The agent sets the nodes themselves report: the digest of their next heartbeat,
+/// heard as the registry's user (the one allowed to).
+pub async fn node_digests(
+    cluster: &Cluster,
+    nodes: &[&str],
+) -> Result<BTreeMap<String, AgentsDigest>> {
+    let (client, _) = connect_as(&cluster.urls, &cluster.env, "registry").await?;
+    let mut heartbeats = client
+        .subscribe(Subjects::default().node_heartbeat_all())
+        .await?;
+    let mut seen = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < nodes.len() {
+        let msg = tokio::time::timeout_at(deadline, heartbeats.next())
+            .await
+            .context("not every node heartbeated within 10 s")?
+            .context("heartbeat subscription ended")?;
+        let hb: Heartbeat = shoal_protocol::decode(&msg.payload)?;
+        if nodes.contains(&hb.id.as_str())
+            && let Some(d) = hb.agents_digest
+        {
+            seen.insert(hb.id, d);
+        }
+    }
+    Ok(seen)
+}
+
+/// One row of `assignment_history`.
+pub struct HistoryRow {
+    pub log_seq: i64,
+    pub log_index: i32,
+    pub agent: String,
+    pub action: String,
+    pub node: Option<String>,
+    pub previous: Option<String>,
+    pub epoch: i64,
+}
+
+pub async fn history_rows(pg: &tokio_postgres::Client) -> Result<Vec<HistoryRow>> {
+    let rows = pg
+        .query(
+            "SELECT log_seq, log_index, agent_name, action, node_id, previous_node_id, epoch \
+             FROM assignment_history ORDER BY log_seq, log_index",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| HistoryRow {
+            log_seq: r.get(0),
+            log_index: r.get(1),
+            agent: r.get(2),
+            action: r.get(3),
+            node: r.get(4),
+            previous: r.get(5),
+            epoch: r.get(6),
+        })
+        .collect())
+}
+
+/// What the history must never show: an epoch going back (a deposed leader's write
+/// accepted after its successor's), an agent placed while it is on another node, an
+/// acknowledged assign recorded other than exactly once.
+pub fn check_history(rows: &[HistoryRow], acknowledged: &Acknowledged) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut epoch = 0;
+    let mut placed: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut assigned: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut unassigned: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in rows {
+        let at = format!("log {}.{}", r.log_seq, r.log_index);
+        if r.epoch < epoch {
+            violations.push(format!("{at}: epoch {} after epoch {epoch}", r.epoch));
+        }
+        epoch = epoch.max(r.epoch);
+        let agent = r.agent.as_str();
+        match (r.action.as_str(), r.node.as_deref()) {
+            ("assigned", Some(node)) => {
+                *assigned.entry(agent).or_default() += 1;
+                if let Some(other) = placed.insert(agent, node) {
+                    violations.push(format!("{at}: {agent} assigned to {node} while on {other}"));
+                }
+            }
+            ("reassigned" | "migrated", Some(node)) => {
+                if let (Some(on), Some(prev)) = (placed.get(agent), r.previous.as_deref())
+                    && *on != prev
+                {
+                    violations.push(format!("{at}: {agent} moved from {prev} but was on {on}"));
+                }
+                placed.insert(agent, node);
+            }
+            ("unassigned", _) => {
+                *unassigned.entry(agent).or_default() += 1;
+                placed.remove(agent);
+            }
+            ("orphaned", _) => {
+                placed.remove(agent);
+            }
+            (action, node) => violations.push(format!("{at}: {agent} {action} to {node:?}")),
+        }
+    }
+    for (what, agents, counted) in [
+        ("assigned", &acknowledged.assigned, &assigned),
+        ("unassigned", &acknowledged.unassigned, &unassigned),
+    ] {
+        for a in agents {
+            match counted.get(a.as_str()).copied().unwrap_or(0) {
+                1 => {}
+                n => violations.push(format!("{a}: acknowledged, recorded as {what} {n} times")),
+            }
+        }
+    }
+    violations
+}
