@@ -1,8 +1,8 @@
 //! The compose stack started for real on the Docker engine (compose/docker-compose.yml
 //! with the images compose/offline/build-images.sh makes without a registry), then
 //! put through what operators do to it: a NATS server killed, the leader coordinator
-//! killed, a node taken off the network and put back, the leader paused past its
-//! lease, Postgres restarted. A writer assigns agents the whole time; at the end every
+//! killed, a node taken off the network and put back, the leader paused until its
+//! successor leads, Postgres restarted. A writer assigns agents the whole time; at the end every
 //! acknowledged assign is in Postgres exactly once, the history never goes back an
 //! epoch nor puts an agent on two nodes, every node's own agent set (the digest in its
 //! heartbeat) is what the coordinator says it runs, and `down -v` leaves nothing.
@@ -151,7 +151,8 @@ async fn compose_stack_keeps_every_acknowledged_change_through_kills_pauses_and_
     );
     note(&mut report, line);
 
-    // --- the leader paused past its lease: its writes are never accepted ---
+    // --- the leader paused until its successor leads: none of its writes, nor an
+    // answer read from its stale state, is accepted once it wakes ---
     let leader = cluster.leader().await?;
     let paused_at = Instant::now();
     stack.container_command("pause", &leader).await?;
