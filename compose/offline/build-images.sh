@@ -77,5 +77,8 @@ if [ "${SHOAL_SKIP_CARGO_BUILD:-}" != 1 ]; then
   (cd "$root" && cargo build --release -q -p shoal-registry -p shoal-balancer \
     -p shoal-coordinator -p shoal-announcer -p shoal-cli)
 fi
-build shoal-offline/shoal:local "$here/shoal.Dockerfile" "${bins[@]/#/$root/target/release/}"
+# Where cargo put them: CARGO_TARGET_DIR or a cargo config may move target/.
+target="$(cd "$root" && cargo metadata --no-deps --format-version 1 \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+build shoal-offline/shoal:local "$here/shoal.Dockerfile" "${bins[@]/#/$target/release/}"
 say "done in $(( $(date +%s) - started )) s"
