@@ -7,17 +7,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use async_nats::{ConnectOptions, Event};
+use async_nats::ConnectOptions;
 use shoal_protocol::{
     AssignRequest, AssignmentAction, Endpoint, Heartbeat, HistoryRequest, LEADER_BUCKET,
     LEADER_KEY, ListAssignmentsRequest, ListNodesRequest, NodeStatus, ShoalClient, Strategy,
     Subjects,
 };
-use shoal_testkit::{NatsOptions, NatsServer, Postgres, ServiceProcess, binary, wait_for};
+use shoal_testkit::{
+    NatsOptions, NatsServer, Postgres, ServerErrors, ServiceProcess, binary, wait_for,
+};
 
 /// For things that must happen: generous, the machine may be loaded.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -88,46 +89,16 @@ impl AuthFiles {
     }
 }
 
-/// Server errors (`-ERR`) a connection received, as async-nats reports them: an
-/// `Event::ServerError` to the event callback.
-#[derive(Clone, Default)]
-struct ServerErrors(Arc<Mutex<Vec<String>>>);
-
-impl ServerErrors {
-    fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-
-    async fn wait_for(&self, needle: &str) -> Result<String> {
-        wait_for(
-            &format!("a server error containing {needle:?}"),
-            Duration::from_secs(10),
-            || {
-                let found = self.all().into_iter().find(|e| e.contains(needle));
-                async move { found }
-            },
-        )
-        .await
-    }
-}
-
 async fn connect(
     url: &str,
     auth: &AuthFiles,
     user: &str,
 ) -> Result<(async_nats::Client, ServerErrors)> {
     let errors = ServerErrors::default();
-    let sink = errors.clone();
-    let client = ConnectOptions::with_user_and_password(user.to_string(), auth.password(user))
-        .name(format!("auth-test:{user}"))
-        .event_callback(move |event| {
-            let sink = sink.clone();
-            async move {
-                if let Event::ServerError(e) = event {
-                    sink.0.lock().unwrap().push(e.to_string());
-                }
-            }
-        })
+    let options = ConnectOptions::with_user_and_password(user.to_string(), auth.password(user))
+        .name(format!("auth-test:{user}"));
+    let client = errors
+        .collect(options)
         .connect(url)
         .await
         .with_context(|| format!("connecting as {user}"))?;

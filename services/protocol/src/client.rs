@@ -303,6 +303,32 @@ impl ShoalClient {
             .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
         self.call(Endpoint::CoordinatorAssign, &req).await
     }
+    /// Assigns as a careful client does, until acknowledged or `deadline` passes:
+    /// every attempt carries the same `request_id`, so retrying through timeouts,
+    /// dropped connections and leader changes cannot assign twice. A refusal
+    /// (anything but `not_leader` or `unavailable`) is returned at once.
+    pub async fn assign_acknowledged(
+        &self,
+        req: &AssignRequest,
+        deadline: Duration,
+    ) -> Result<Assignment, ClientError> {
+        let mut req = req.clone();
+        req.request_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        let until = Instant::now() + deadline;
+        loop {
+            match self.assign(&req).await {
+                Err(e)
+                    if Instant::now() < until
+                        && (e.retryable()
+                            || matches!(
+                                e,
+                                ClientError::Timeout { .. } | ClientError::Nats { .. }
+                            )) => {}
+                answer => return answer,
+            }
+        }
+    }
     pub async fn unassign(&self, agent_name: &str) -> Result<UnassignReply, ClientError> {
         self.call(
             Endpoint::CoordinatorUnassign,

@@ -31,15 +31,6 @@ enum Tool {
     Standalone,
 }
 
-/// Whether a Docker engine answers here (`docker info`).
-pub async fn docker_available() -> bool {
-    Command::new("docker")
-        .arg("info")
-        .output()
-        .await
-        .is_ok_and(|o| o.status.success())
-}
-
 async fn find_tool() -> Result<Tool> {
     let ok = |program: &str, args: &[&str]| {
         let mut cmd = Command::new(program);
@@ -87,10 +78,6 @@ impl ComposeStack {
         };
         stack.compose(&["up", "-d", "--no-build"]).await?;
         Ok(stack)
-    }
-
-    pub fn project(&self) -> &str {
-        &self.project
     }
 
     /// The project's default network, which every service joins.
@@ -202,19 +189,6 @@ impl ComposeStack {
         ])
         .await?;
         Ok(out.trim().to_string())
-    }
-
-    /// The last `lines` lines of `service`'s log.
-    pub async fn logs(&self, service: &str, lines: usize) -> String {
-        let tail = lines.to_string();
-        match self
-            .command(&["logs", "--no-color", "--tail", &tail, service])
-            .output()
-            .await
-        {
-            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
-            Err(e) => format!("(no logs: {e})"),
-        }
     }
 
     /// Containers, networks and volumes that still carry the project's label.

@@ -85,9 +85,10 @@ pub mod ports;
 mod postgres;
 mod process;
 pub mod replicas;
+mod server_errors;
 mod wait;
 
-pub use compose::{ComposeStack, docker_available};
+pub use compose::ComposeStack;
 pub use connz::Connection;
 pub use nats::{NatsCluster, NatsServer, nats_server_binary, nats_server_binary_from};
 pub use nats_config::NatsOptions;
@@ -95,4 +96,5 @@ pub use netns::NetNs;
 pub use postgres::Postgres;
 pub use process::{ServiceProcess, binary};
 pub use replicas::{is_error_envelope, request_all, request_json, request_random, wait_all_agree};
+pub use server_errors::ServerErrors;
 pub use wait::{try_wait_for, wait_for};

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use shoal_protocol::{
@@ -138,31 +138,16 @@ pub async fn wait_leader(shoal: &ShoalClient, ids: &[&str], deadline: Duration) 
     .await
 }
 
-/// Assigns, retrying with the same request_id through timeouts and leader
-/// changes (as a careful client does), until acknowledged or `deadline`.
+/// Assigns until acknowledged or `deadline` ([`ShoalClient::assign_acknowledged`]).
 pub async fn assign_acked(
     shoal: &ShoalClient,
     req: &AssignRequest,
     deadline: Duration,
 ) -> Result<Assignment> {
-    let mut req = req.clone();
-    req.request_id
-        .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
-    let until = Instant::now() + deadline;
-    loop {
-        match shoal.assign(&req).await {
-            Ok(a) => return Ok(a),
-            Err(e @ ClientError::Service(_))
-                if !matches!(e.code(), "not_leader" | "unavailable") =>
-            {
-                bail!("assign {} refused: {e}", req.agent_name)
-            }
-            Err(e) if Instant::now() >= until => {
-                bail!("assign {} not acknowledged: {e}", req.agent_name)
-            }
-            Err(_) => {}
-        }
-    }
+    shoal
+        .assign_acknowledged(req, deadline)
+        .await
+        .with_context(|| format!("assign {} not acknowledged", req.agent_name))
 }
 
 /// A real announcer for node `id` (extra `SHOAL_…` settings in `extra`).
