@@ -11,47 +11,48 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use async_nats::{ConnectOptions, Event};
+use async_nats::{ConnectOptions, ServerAddr};
 use futures::StreamExt;
 use shoal_protocol::{
-    AgentsDigest, AssignRequest, Assignment, AssignmentStatus, ClientError, Heartbeat,
+    AgentsDigest, AssignRequest, AssignmentStatus, ClientError, Heartbeat, LeaderReply,
     ListAssignmentsRequest, NodeStatus, ShoalClient, Subjects,
 };
-use shoal_testkit::{ComposeStack, http, try_wait_for, wait_for};
+use shoal_testkit::{ComposeStack, ServerErrors, http, try_wait_for, wait_for};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 const SERVERS: [&str; 3] = ["nats-1", "nats-2", "nats-3"];
+const COORDINATORS: [&str; 2] = ["coordinator-1", "coordinator-2"];
+
+/// The operator client's per-request timeout. An acknowledgement can come this much
+/// later than the moment writes became possible: the writer asks again only after
+/// it.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
 
 pub fn compose_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose")
 }
 
-/// The server errors (permission violations) a connection was told of.
-#[derive(Clone, Default)]
-struct ServerErrors(Arc<Mutex<Vec<String>>>);
-
 pub struct Cluster {
-    urls: String,
+    servers: Vec<ServerAddr>,
     env: BTreeMap<String, String>,
     operator: ShoalClient,
 }
 
 impl Cluster {
     pub async fn connect(stack: &ComposeStack) -> Result<Cluster> {
-        let mut urls = Vec::new();
+        let mut servers = Vec::new();
         for s in SERVERS {
-            urls.push(format!("nats://{}:4222", stack.ip(s).await?));
+            servers.push(format!("nats://{}:4222", stack.ip(s).await?).parse()?);
         }
-        let urls = urls.join(",");
         let env = shoal_testkit::compose::dotenv(&compose_dir().join(".env"))?;
-        let (client, _) = connect_as(&urls, &env, "operator").await?;
+        let (client, _) = connect_as(&servers, &env, "operator").await?;
         let operator = ShoalClient::new(client, Subjects::default())
-            .with_timeout(Duration::from_millis(500))
+            .with_timeout(REQUEST_TIMEOUT)
             .with_retry_for(Duration::from_secs(10));
         Ok(Cluster {
-            urls,
+            servers,
             env,
             operator,
         })
@@ -59,16 +60,6 @@ impl Cluster {
 
     pub fn operator(&self) -> ShoalClient {
         self.operator.clone()
-    }
-
-    /// Assigns, retrying with the same request id through timeouts and leader
-    /// changes, until acknowledged or `deadline`.
-    pub async fn assign_acked(
-        &self,
-        req: &AssignRequest,
-        deadline: Duration,
-    ) -> Result<Assignment> {
-        assign_acked(&self.operator, req, deadline).await
     }
 
     /// The server leading the assignment log's stream, from the monitoring port of
@@ -89,24 +80,15 @@ impl Cluster {
         bail!("no server names a leader of {}", shoal_protocol::LOG_STREAM)
     }
 
-    /// Waits until `server` is back and the log's stream has every replica current.
-    pub async fn wait_js_current(
-        &self,
-        stack: &ComposeStack,
-        others: &[&str],
-        server: &str,
-    ) -> Result<()> {
+    /// Waits until `server` is back: the log's stream leader sees both its other
+    /// replicas current.
+    pub async fn wait_js_current(&self, stack: &ComposeStack, server: &str) -> Result<()> {
         wait_for(
             &format!("{server} to rejoin and the assignment log to be current on it"),
             Duration::from_secs(60),
             || async {
                 let leader = self.stream_leader(stack, &[]).await.ok()?;
-                let at = if others.contains(&leader.as_str()) || leader == server {
-                    leader
-                } else {
-                    return None;
-                };
-                let jsz = monitor(stack.ip(&at).await.ok()?, "/jsz?streams=true")
+                let jsz = monitor(stack.ip(&leader).await.ok()?, "/jsz?streams=true")
                     .await
                     .ok()?;
                 let replicas = stream_cluster(&jsz)?["replicas"].as_array()?.clone();
@@ -130,16 +112,8 @@ impl Cluster {
             &format!("a coordinator other than {old} to lead"),
             Duration::from_secs(30),
             || async {
-                let direct = self
-                    .operator
-                    .clone()
-                    .with_retry_for(Duration::ZERO)
-                    .with_timeout(Duration::from_millis(300));
-                for id in ["coordinator-1", "coordinator-2"]
-                    .into_iter()
-                    .filter(|c| *c != old)
-                {
-                    if direct.leader_of(id).await.ok()?.is_leader {
+                for id in COORDINATORS.into_iter().filter(|c| *c != old) {
+                    if self.leader_of(id).await.ok()?.is_leader {
                         return Some(id.to_string());
                     }
                 }
@@ -155,18 +129,22 @@ impl Cluster {
             &format!("{old} to follow {successor}"),
             Duration::from_secs(30),
             || async {
-                let reply = self
-                    .operator
-                    .clone()
-                    .with_retry_for(Duration::ZERO)
-                    .leader_of(old)
-                    .await
-                    .ok()?;
+                let reply = self.leader_of(old).await.ok()?;
                 (!reply.is_leader && reply.leader.is_some_and(|l| l.coordinator_id == successor))
                     .then_some(())
             },
         )
         .await
+    }
+
+    /// `leader.get` of one replica, asked once: a paused one does not answer.
+    async fn leader_of(&self, id: &str) -> Result<LeaderReply, ClientError> {
+        self.operator
+            .clone()
+            .with_retry_for(Duration::ZERO)
+            .with_timeout(Duration::from_millis(300))
+            .leader_of(id)
+            .await
     }
 
     pub async fn wait_node_status(&self, node: &str, status: NodeStatus) -> Result<()> {
@@ -204,26 +182,30 @@ impl Cluster {
     /// Publishes, as `as_node`, a heartbeat in `victim`'s name: the server must
     /// refuse it, and the registry's record of `victim` must not take its figures.
     pub async fn forged_heartbeat_refused(&self, as_node: &str, victim: &str) -> Result<()> {
-        let (client, errors) = connect_as(&self.urls, &self.env, as_node).await?;
+        let (client, errors) = connect_as(&self.servers, &self.env, as_node).await?;
         let subject = Subjects::default().node_heartbeat(victim);
-        let forged = serde_json::json!({
-            "id": victim, "seq": u64::MAX / 2, "cpu_usage": 99.5, "memory_usage": 99.5,
-            "disk_usage": 99.5, "load_average": 99.5, "active_agents": 0, "uptime_s": 1,
-        });
+        // A heartbeat the registry would take, were it let through.
+        let forged = Heartbeat {
+            id: victim.to_string(),
+            seq: u64::MAX / 2,
+            cpu_usage: 99.5,
+            memory_usage: 99.5,
+            disk_usage: 99.5,
+            load_average: 99.5,
+            active_agents: 0,
+            uptime_s: 1,
+            sent_at: chrono::Utc::now(),
+            agents_digest: None,
+        };
         client
             .publish(subject.clone(), serde_json::to_vec(&forged)?.into())
             .await?;
         client.flush().await?;
-        let needle = format!("Permissions Violation for Publish to \"{subject}\"");
-        wait_for(
-            &format!("the server to refuse {as_node} publishing {subject}"),
-            Duration::from_secs(10),
-            || {
-                let found = errors.0.lock().unwrap().iter().any(|e| e.contains(&needle));
-                async move { found.then_some(()) }
-            },
-        )
-        .await?;
+        errors
+            .wait_for(&format!(
+                "Permissions Violation for Publish to \"{subject}\""
+            ))
+            .await?;
         let record = self.operator.get_node(victim).await?;
         if record.cpu_usage >= 99.0 {
             bail!("{victim}'s record took the forged heartbeat's figures: {record:?}");
@@ -251,7 +233,7 @@ impl Cluster {
 /// its password from compose/.env (`node-1` → `NODE_1_NATS_PASSWORD`), keeping the
 /// server errors it is told of.
 async fn connect_as(
-    urls: &str,
+    servers: &[ServerAddr],
     env: &BTreeMap<String, String>,
     user: &str,
 ) -> Result<(async_nats::Client, ServerErrors)> {
@@ -259,25 +241,14 @@ async fn connect_as(
     let password = env
         .get(&var)
         .with_context(|| format!("compose/.env has no {var}"))?;
-    let addrs = urls
-        .split(',')
-        .map(str::parse)
-        .collect::<Result<Vec<async_nats::ServerAddr>, _>>()?;
     let errors = ServerErrors::default();
-    let sink = errors.clone();
-    let client = ConnectOptions::with_user_and_password(user.into(), password.clone())
-        .name(format!("compose-test:{user}"))
-        .event_callback(move |event| {
-            let sink = sink.clone();
-            async move {
-                if let Event::ServerError(e) = event {
-                    sink.0.lock().unwrap().push(e.to_string());
-                }
-            }
-        })
-        .connect(addrs)
+    let options = ConnectOptions::with_user_and_password(user.into(), password.clone())
+        .name(format!("compose-test:{user}"));
+    let client = errors
+        .collect(options)
+        .connect(servers)
         .await
-        .with_context(|| format!("connecting to {urls} as {user}"))?;
+        .with_context(|| format!("connecting to {servers:?} as {user}"))?;
     Ok((client, errors))
 }
 
@@ -295,31 +266,6 @@ fn stream_cluster(jsz: &serde_json::Value) -> Option<&serde_json::Value> {
 async fn monitor(ip: std::net::Ipv4Addr, path: &str) -> Result<serde_json::Value> {
     let response = http::get_at(SocketAddr::from((ip, 8222)), path).await?;
     serde_json::from_str(&response.body).context("monitoring answer is not JSON")
-}
-
-pub async fn assign_acked(
-    shoal: &ShoalClient,
-    req: &AssignRequest,
-    deadline: Duration,
-) -> Result<Assignment> {
-    let until = Instant::now() + deadline;
-    loop {
-        match shoal.assign(req).await {
-            Ok(a) => return Ok(a),
-            Err(e @ ClientError::Service(_))
-                if !matches!(e.code(), "not_leader" | "unavailable") =>
-            {
-                bail!("assign {} refused: {e}", req.agent_name)
-            }
-            Err(e) if Instant::now() >= until => {
-                bail!(
-                    "assign {} not acknowledged within {deadline:?}: {e}",
-                    req.agent_name
-                )
-            }
-            Err(_) => {}
-        }
-    }
 }
 
 /// Unassigns, retrying through timeouts and leader changes until acknowledged or
@@ -387,9 +333,11 @@ impl Writer {
                     request_id: Some(format!("w-{i}")),
                     ..AssignRequest::default()
                 };
-                let outcome = assign_acked(&shoal, &req, Duration::from_secs(60)).await;
+                let outcome = shoal
+                    .assign_acknowledged(&req, Duration::from_secs(60))
+                    .await;
                 if let Err(e) = outcome {
-                    sink.lock().unwrap().failure = Some(format!("{e:#}"));
+                    sink.lock().unwrap().failure = Some(format!("assign {}: {e}", req.agent_name));
                     return;
                 }
                 sink.lock()
@@ -414,12 +362,6 @@ impl Writer {
             }
         });
         Writer { shared, stop, task }
-    }
-
-    /// How late an acknowledgement can be seen beyond the moment writes became
-    /// possible: one request timeout, after which the writer asks again.
-    pub fn retry_slack(&self) -> Duration {
-        Duration::from_millis(500)
     }
 
     /// Waits for an acknowledgement later than `until`, then gives the longest
@@ -485,7 +427,7 @@ pub async fn node_digests(
     cluster: &Cluster,
     nodes: &[&str],
 ) -> Result<BTreeMap<String, AgentsDigest>> {
-    let (client, _) = connect_as(&cluster.urls, &cluster.env, "registry").await?;
+    let (client, _) = connect_as(&cluster.servers, &cluster.env, "registry").await?;
     let mut heartbeats = client
         .subscribe(Subjects::default().node_heartbeat_all())
         .await?;
