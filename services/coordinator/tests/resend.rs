@@ -128,36 +128,27 @@ async fn appends_survive_the_log_changing_leader_under_them_exactly_once() {
         }
         slowest
     });
-    let stream_leader = || {
+    // What the log's stream says of itself (None while it cannot answer).
+    let log_info = || {
         let js = js.clone();
-        async move {
-            let info = js
-                .get_stream(LOG_STREAM)
-                .await
-                .ok()?
-                .get_info()
-                .await
-                .ok()?;
-            info.cluster?.leader
-        }
+        async move { js.get_stream(LOG_STREAM).await.ok()?.get_info().await.ok() }
     };
+    let stream_leader = || async { log_info().await?.cluster?.leader };
     let mut moves = 0;
     while !appending.is_finished() && moves < 3 {
-        let Some(before) = stream_leader().await else {
-            continue;
-        };
+        let before = wait_for(
+            "the log's stream to have a leader",
+            Duration::from_secs(10),
+            stream_leader,
+        )
+        .await
+        .unwrap();
         // Wait for appends to be flowing to this leader before moving it.
         wait_for(
             "appends to reach the log",
             Duration::from_secs(10),
             || async {
-                let info = js
-                    .get_stream(LOG_STREAM)
-                    .await
-                    .ok()?
-                    .get_info()
-                    .await
-                    .ok()?;
+                let info = log_info().await?;
                 (info.state.last_sequence > 100 * (moves + 1)).then_some(())
             },
         )
