@@ -22,7 +22,9 @@ use tokio::time::Instant;
 use anyhow::{Result, ensure};
 use shoal_protocol::{AssignRequest, DigestSum, ListAssignmentsRequest, NodeStatus};
 use shoal_testkit::{ComposeStack, wait_for};
-use stack_support::{Cluster, REQUEST_TIMEOUT, Writer, compose_dir, history_rows, node_digests};
+use stack_support::history::{check_history, history_rows};
+use stack_support::writer::Writer;
+use stack_support::{Cluster, REQUEST_TIMEOUT, compose_dir, node_digests};
 
 const COMPOSE_FILES: [&str; 2] = ["docker-compose.yml", "offline/docker-compose.offline.yml"];
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
@@ -247,7 +249,7 @@ async fn compose_stack_keeps_every_acknowledged_change_through_kills_pauses_and_
         },
     )
     .await?;
-    let verdict = stack_support::check_history(&rows, &acked);
+    let verdict = check_history(&rows, &acked);
     let line = format!("history: {} rows, {} violations", rows.len(), verdict.len());
     note(&mut report, line);
     ensure!(

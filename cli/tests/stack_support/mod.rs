@@ -1,25 +1,25 @@
 //! What the compose stack test uses to drive and read the running stack from the
 //! host: clients on every NATS server's container address, as the users of
-//! compose/nats/auth.conf with the passwords of compose/.env; a writer assigning
-//! agents in the background; the log's stream leader from the monitoring port; and
-//! the checks on Postgres history and on the nodes' own agent sets.
+//! compose/nats/auth.conf with the passwords of compose/.env; the log's stream
+//! leader from the monitoring port; the nodes' own agent sets. The background
+//! writer is in [`writer`], the checks on Postgres history in [`history`].
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod history;
+pub mod writer;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use async_nats::{ConnectOptions, ServerAddr};
 use futures::StreamExt;
 use shoal_protocol::{
-    AgentsDigest, AssignRequest, AssignmentStatus, ClientError, Heartbeat, LeaderReply,
-    ListAssignmentsRequest, NodeStatus, ShoalClient, Subjects,
+    AgentsDigest, AssignmentStatus, ClientError, Heartbeat, LeaderReply, ListAssignmentsRequest,
+    NodeStatus, ShoalClient, Subjects,
 };
-use shoal_testkit::{ComposeStack, ServerErrors, http, try_wait_for, wait_for};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use shoal_testkit::{ComposeStack, ServerErrors, http, wait_for};
 use tokio::time::Instant;
 
 const SERVERS: [&str; 3] = ["nats-1", "nats-2", "nats-3"];
@@ -268,159 +268,6 @@ async fn monitor(ip: std::net::Ipv4Addr, path: &str) -> Result<serde_json::Value
     serde_json::from_str(&response.body).context("monitoring answer is not JSON")
 }
 
-/// Unassigns, retrying through timeouts and leader changes until acknowledged or
-/// `deadline`. `not_found` after an unanswered attempt means that attempt took.
-pub async fn unassign_acked(shoal: &ShoalClient, agent: &str, deadline: Duration) -> Result<()> {
-    let until = Instant::now() + deadline;
-    let mut unanswered = false;
-    loop {
-        match shoal.unassign(agent).await {
-            Ok(_) => return Ok(()),
-            Err(e) if unanswered && e.code() == "not_found" => return Ok(()),
-            Err(e @ ClientError::Service(_))
-                if !matches!(e.code(), "not_leader" | "unavailable") =>
-            {
-                bail!("unassign {agent} refused: {e}")
-            }
-            Err(e) if Instant::now() >= until => {
-                bail!("unassign {agent} not acknowledged within {deadline:?}: {e}")
-            }
-            Err(_) => unanswered = true,
-        }
-    }
-}
-
-/// What the writer was told: agents acknowledged as assigned, and those of them
-/// acknowledged as unassigned afterwards.
-#[derive(Default)]
-pub struct Acknowledged {
-    pub assigned: Vec<String>,
-    pub unassigned: Vec<String>,
-}
-
-/// Agents one writer keeps placed at once: each assign past this many unassigns
-/// the oldest, so the nodes never fill however long the test runs.
-const WRITER_WINDOW: usize = 100;
-
-/// Assigns `w-1`, `w-2`, … one after another until stopped, and unassigns each
-/// again [`WRITER_WINDOW`] assigns later; every request retried until
-/// acknowledged. Notes when each acknowledgement came.
-pub struct Writer {
-    shared: Arc<Mutex<Written>>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-#[derive(Default)]
-struct Written {
-    acks: Vec<(String, Instant)>,
-    unassigned: Vec<String>,
-    failure: Option<String>,
-}
-
-impl Writer {
-    pub fn start(shoal: ShoalClient) -> Writer {
-        let shared = Arc::new(Mutex::new(Written::default()));
-        let (stop, stopped) = watch::channel(false);
-        let sink = shared.clone();
-        let task = tokio::spawn(async move {
-            for i in 1usize.. {
-                if *stopped.borrow() {
-                    return;
-                }
-                let req = AssignRequest {
-                    agent_name: format!("w-{i}"),
-                    request_id: Some(format!("w-{i}")),
-                    ..AssignRequest::default()
-                };
-                let outcome = shoal
-                    .assign_acknowledged(&req, Duration::from_secs(60))
-                    .await;
-                if let Err(e) = outcome {
-                    sink.lock().unwrap().failure = Some(format!("assign {}: {e}", req.agent_name));
-                    return;
-                }
-                sink.lock()
-                    .unwrap()
-                    .acks
-                    .push((req.agent_name, Instant::now()));
-                if i > WRITER_WINDOW {
-                    let oldest = format!("w-{}", i - WRITER_WINDOW);
-                    let outcome = unassign_acked(&shoal, &oldest, Duration::from_secs(60)).await;
-                    let mut written = sink.lock().unwrap();
-                    match outcome {
-                        Ok(()) => {
-                            written.acks.push((oldest.clone(), Instant::now()));
-                            written.unassigned.push(oldest);
-                        }
-                        Err(e) => {
-                            written.failure = Some(format!("{e:#}"));
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        Writer { shared, stop, task }
-    }
-
-    /// Waits for an acknowledgement later than `until`, then gives the longest
-    /// time between `since` and `until` without one: how long writes stalled.
-    pub async fn stall(&self, since: Instant, until: Instant) -> Result<Duration> {
-        let deadline = until.saturating_duration_since(Instant::now()) + Duration::from_secs(30);
-        try_wait_for("the writer's next acknowledged assign", deadline, || {
-            let written = self.shared.lock().unwrap();
-            let outcome = if let Some(failure) = &written.failure {
-                Err(anyhow::anyhow!("the writer stopped: {failure}"))
-            } else if written.acks.last().is_some_and(|(_, at)| *at > until) {
-                let mut longest = Duration::ZERO;
-                let mut previous = since;
-                for at in written
-                    .acks
-                    .iter()
-                    .map(|(_, at)| *at)
-                    .filter(|at| *at > since)
-                {
-                    longest = longest.max(at - previous);
-                    previous = at;
-                    if at > until {
-                        break;
-                    }
-                }
-                Ok(Some(longest))
-            } else {
-                Ok(None)
-            };
-            async move { outcome }
-        })
-        .await
-    }
-
-    /// Stops the writer; what it was acknowledged.
-    pub async fn stop(self) -> Result<Acknowledged> {
-        let _ = self.stop.send(true);
-        self.task.await.context("the writer panicked")?;
-        let written = self.shared.lock().unwrap();
-        if let Some(failure) = &written.failure {
-            bail!("the writer stopped: {failure}");
-        }
-        let unassigned = written.unassigned.clone();
-        let assigned = written
-            .acks
-            .iter()
-            .map(|(a, _)| a.clone())
-            .filter(|a| !unassigned.contains(a))
-            .chain(unassigned.iter().cloned())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        Ok(Acknowledged {
-            assigned,
-            unassigned,
-        })
-    }
-}
-
 /// The agent sets the nodes themselves report: the digest of their next heartbeat,
 /// heard as the registry's user (the one allowed to).
 pub async fn node_digests(
@@ -446,92 +293,4 @@ pub async fn node_digests(
         }
     }
     Ok(seen)
-}
-
-/// One row of `assignment_history`.
-pub struct HistoryRow {
-    pub log_seq: i64,
-    pub log_index: i32,
-    pub agent: String,
-    pub action: String,
-    pub node: Option<String>,
-    pub previous: Option<String>,
-    pub epoch: i64,
-}
-
-pub async fn history_rows(pg: &tokio_postgres::Client) -> Result<Vec<HistoryRow>> {
-    let rows = pg
-        .query(
-            "SELECT log_seq, log_index, agent_name, action, node_id, previous_node_id, epoch \
-             FROM assignment_history ORDER BY log_seq, log_index",
-            &[],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| HistoryRow {
-            log_seq: r.get(0),
-            log_index: r.get(1),
-            agent: r.get(2),
-            action: r.get(3),
-            node: r.get(4),
-            previous: r.get(5),
-            epoch: r.get(6),
-        })
-        .collect())
-}
-
-/// What the history must never show: an epoch going back (a deposed leader's write
-/// accepted after its successor's), an agent placed while it is on another node, an
-/// acknowledged assign recorded other than exactly once.
-pub fn check_history(rows: &[HistoryRow], acknowledged: &Acknowledged) -> Vec<String> {
-    let mut violations = Vec::new();
-    let mut epoch = 0;
-    let mut placed: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut assigned: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut unassigned: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in rows {
-        let at = format!("log {}.{}", r.log_seq, r.log_index);
-        if r.epoch < epoch {
-            violations.push(format!("{at}: epoch {} after epoch {epoch}", r.epoch));
-        }
-        epoch = epoch.max(r.epoch);
-        let agent = r.agent.as_str();
-        match (r.action.as_str(), r.node.as_deref()) {
-            ("assigned", Some(node)) => {
-                *assigned.entry(agent).or_default() += 1;
-                if let Some(other) = placed.insert(agent, node) {
-                    violations.push(format!("{at}: {agent} assigned to {node} while on {other}"));
-                }
-            }
-            ("reassigned" | "migrated", Some(node)) => {
-                if let (Some(on), Some(prev)) = (placed.get(agent), r.previous.as_deref())
-                    && *on != prev
-                {
-                    violations.push(format!("{at}: {agent} moved from {prev} but was on {on}"));
-                }
-                placed.insert(agent, node);
-            }
-            ("unassigned", _) => {
-                *unassigned.entry(agent).or_default() += 1;
-                placed.remove(agent);
-            }
-            ("orphaned", _) => {
-                placed.remove(agent);
-            }
-            (action, node) => violations.push(format!("{at}: {agent} {action} to {node:?}")),
-        }
-    }
-    for (what, agents, counted) in [
-        ("assigned", &acknowledged.assigned, &assigned),
-        ("unassigned", &acknowledged.unassigned, &unassigned),
-    ] {
-        for a in agents {
-            match counted.get(a.as_str()).copied().unwrap_or(0) {
-                1 => {}
-                n => violations.push(format!("{a}: acknowledged, recorded as {what} {n} times")),
-            }
-        }
-    }
-    violations
 }
