@@ -2,7 +2,9 @@
 //! gets when this replica no longer leads. The edge ([`crate::handlers`]) knows
 //! only these; the leader's own messages stay inside [`crate::leader`].
 
-use shoal_protocol::{AssignRequest, Assignment, MoveRequest, ShoalError, UnassignReply};
+use shoal_protocol::{
+    AssignRequest, Assignment, MoveRequest, ShoalError, UnassignReply, UnassignRequest,
+};
 use tokio::sync::oneshot;
 
 /// A write request, with where its answer goes.
@@ -11,7 +13,10 @@ pub enum WriteRequest {
         AssignRequest,
         oneshot::Sender<Result<Assignment, ShoalError>>,
     ),
-    Unassign(String, oneshot::Sender<Result<UnassignReply, ShoalError>>),
+    Unassign(
+        UnassignRequest,
+        oneshot::Sender<Result<UnassignReply, ShoalError>>,
+    ),
     Move(MoveRequest, oneshot::Sender<Result<Assignment, ShoalError>>),
     /// Ok once the lease is marked as handed to the named replica.
     Promote(String, oneshot::Sender<Result<(), ShoalError>>),

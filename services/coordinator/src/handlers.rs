@@ -11,7 +11,7 @@ use bytes::Bytes;
 use shoal_protocol::{
     AgentNameRequest, AssignRequest, Assignment, AssignmentList, ClusterStats, Empty, Endpoint,
     ErrorCode, HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, MoveRequest,
-    PromoteReply, PromoteRequest, ShoalError, UnassignReply, decode, size,
+    PromoteReply, PromoteRequest, ShoalError, UnassignReply, UnassignRequest, decode, size,
 };
 use shoal_runtime::{DrainableEndpoints, Endpoints};
 use tokio::sync::{mpsc, oneshot};
@@ -273,10 +273,8 @@ async fn move_agent(payload: Bytes, leader: ToLeader) -> Result<Assignment, Shoa
 }
 
 async fn unassign(payload: Bytes, leader: ToLeader) -> Result<UnassignReply, ShoalError> {
-    let req: AgentNameRequest = decode(&payload)?;
-    leader
-        .ask(|tx| WriteRequest::Unassign(req.agent_name, tx))
-        .await
+    let req: UnassignRequest = decode(&payload)?;
+    leader.ask(|tx| WriteRequest::Unassign(req, tx)).await
 }
 
 async fn promote(

@@ -134,7 +134,7 @@ impl Leader {
         }
         match request {
             WriteRequest::Assign(req, tx) => self.assign(req, tx).await,
-            WriteRequest::Unassign(agent, tx) => self.unassign(&agent, tx),
+            WriteRequest::Unassign(req, tx) => self.unassign(req, tx),
             WriteRequest::Move(req, tx) => self.move_agent(req, tx).await,
             WriteRequest::Promote(target, tx) => {
                 let _ = tx.send(self.promote(&target).await);

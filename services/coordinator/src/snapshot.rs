@@ -5,14 +5,15 @@
 //! (see [`crate::compaction`]).
 //!
 //! The object is JSON: `{"version":1,"log_seq":…,"epoch":…,"leader_id":…,
-//! "reassignments":…,"assignments":[…],"requests":[[request_id, assignment], …]}`,
+//! "reassignments":…,"assignments":[…],"requests":[[request_id, assignment], …],
+//! "unassigns":[[request_id, unassign reply], …]}`,
 //! everything a replica needs to answer and a leader needs to keep retries idempotent.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, object_store};
 use serde::{Deserialize, Serialize};
-use shoal_protocol::{Assignment, SNAPSHOT_BUCKET, SNAPSHOT_OBJECT};
+use shoal_protocol::{Assignment, SNAPSHOT_BUCKET, SNAPSHOT_OBJECT, UnassignReply};
 use shoal_runtime::JetStreamError;
 use tokio::io::AsyncReadExt;
 
@@ -32,8 +33,13 @@ pub struct Snapshot {
     pub leader_id: Option<String>,
     pub reassignments: u64,
     pub assignments: Vec<Assignment>,
-    /// Remembered request ids and what they produced, oldest first.
+    /// Remembered request ids of assigns and moves and what they produced, oldest
+    /// first.
     pub requests: Vec<(String, Assignment)>,
+    /// Remembered request ids of unassigns and their answers, oldest first (absent
+    /// from snapshots written before unassigns carried one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unassigns: Vec<(String, UnassignReply)>,
 }
 
 /// Why a snapshot could not be saved or loaded.

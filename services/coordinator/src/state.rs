@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 use shoal_protocol::{
     AssignRequest, Assignment, AssignmentAction, AssignmentStatus, DigestSum,
-    ListAssignmentsRequest, ShoalError,
+    ListAssignmentsRequest, ShoalError, UnassignReply,
 };
 
 use crate::record::{Change, Explanation, LogRecord, new_event_id};
@@ -30,14 +30,23 @@ struct NodeAgents {
     digest: DigestSum,
 }
 
+/// What a remembered `request_id` produced.
+#[derive(Clone, Debug, PartialEq)]
+enum Answer {
+    /// An assign or a move: the agent's placement.
+    Placed(Assignment),
+    /// An unassign.
+    Unassigned(UnassignReply),
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct State {
     assignments: BTreeMap<String, Assignment>,
     by_node: HashMap<String, NodeAgents>,
     /// Agents waiting for a node (orphaned or migrating), by name.
     waiting: BTreeSet<String>,
-    /// request_id → the assignment that request produced.
-    requests: HashMap<String, Assignment>,
+    /// request_id → what that request produced.
+    requests: HashMap<String, Answer>,
     request_order: VecDeque<String>,
     /// Sequence of the last log record applied.
     last_seq: u64,
@@ -73,13 +82,18 @@ impl State {
             self.reassignments += 1;
         }
         match (&c.action, &c.node_id) {
-            (AssignmentAction::Unassigned, _) => self.remove(&c.agent_name),
+            (AssignmentAction::Unassigned, _) => {
+                self.remove(&c.agent_name);
+                if let Some(request_id) = &c.request_id {
+                    self.remember(request_id, Answer::Unassigned(State::unassigned(c)));
+                }
+            }
             (_, Some(_)) => {
                 let assignment = State::placed(c);
                 self.remove(&c.agent_name);
                 // A request id answers with the agent's latest placement.
                 if let Some(request_id) = &c.request_id {
-                    self.remember(request_id, &assignment);
+                    self.remember(request_id, Answer::Placed(assignment.clone()));
                 }
                 self.insert(assignment);
             }
@@ -109,6 +123,16 @@ impl State {
         }
     }
 
+    /// The answer to the unassign a change removing an agent records.
+    pub fn unassigned(c: &Change) -> UnassignReply {
+        UnassignReply {
+            success: true,
+            agent_name: c.agent_name.clone(),
+            node_id: c.previous_node_id.clone().unwrap_or_default(),
+            epoch: c.epoch,
+        }
+    }
+
     /// Adds `assignment` (its agent not assigned yet) and its indexes.
     fn insert(&mut self, assignment: Assignment) {
         let node = self.by_node.entry(assignment.node_id.clone()).or_default();
@@ -128,11 +152,14 @@ impl State {
             leader_id: self.leader_id.clone(),
             reassignments: self.reassignments,
             assignments: self.assignments.values().cloned().collect(),
-            requests: self
-                .request_order
-                .iter()
-                .filter_map(|r| self.requests.get(r).map(|a| (r.clone(), a.clone())))
-                .collect(),
+            requests: self.remembered(|a| match a {
+                Answer::Placed(p) => Some(p),
+                Answer::Unassigned(_) => None,
+            }),
+            unassigns: self.remembered(|a| match a {
+                Answer::Unassigned(u) => Some(u),
+                Answer::Placed(_) => None,
+            }),
         }
     }
 
@@ -148,8 +175,11 @@ impl State {
         for assignment in snapshot.assignments {
             state.insert(assignment);
         }
-        for (request_id, assignment) in &snapshot.requests {
-            state.remember(request_id, assignment);
+        for (request_id, assignment) in snapshot.requests {
+            state.remember(&request_id, Answer::Placed(assignment));
+        }
+        for (request_id, reply) in snapshot.unassigns {
+            state.remember(&request_id, Answer::Unassigned(reply));
         }
         state
     }
@@ -175,10 +205,18 @@ impl State {
         }
     }
 
-    fn remember(&mut self, request_id: &str, assignment: &Assignment) {
+    /// The remembered requests `pick` keeps, oldest first, for a snapshot.
+    fn remembered<T: Clone>(&self, pick: impl Fn(&Answer) -> Option<&T>) -> Vec<(String, T)> {
+        self.request_order
+            .iter()
+            .filter_map(|r| Some((r.clone(), pick(self.requests.get(r)?)?.clone())))
+            .collect()
+    }
+
+    fn remember(&mut self, request_id: &str, answer: Answer) {
         if self
             .requests
-            .insert(request_id.to_string(), assignment.clone())
+            .insert(request_id.to_string(), answer)
             .is_none()
         {
             self.request_order.push_back(request_id.to_string());
@@ -296,9 +334,20 @@ impl State {
             .cloned()
     }
 
-    /// The assignment a request with this `request_id` produced, if one did.
+    /// The assignment an assign or move with this `request_id` produced, if one did.
     pub fn answered(&self, request_id: Option<&str>) -> Option<&Assignment> {
-        request_id.and_then(|r| self.requests.get(r))
+        match self.requests.get(request_id?)? {
+            Answer::Placed(a) => Some(a),
+            Answer::Unassigned(_) => None,
+        }
+    }
+
+    /// The answer an unassign with this `request_id` had, if one was made.
+    pub fn answered_unassign(&self, request_id: Option<&str>) -> Option<&UnassignReply> {
+        match self.requests.get(request_id?)? {
+            Answer::Unassigned(u) => Some(u),
+            Answer::Placed(_) => None,
+        }
     }
 
     /// The change placing a new agent on `node_id`.

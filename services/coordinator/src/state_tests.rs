@@ -45,6 +45,40 @@ fn assign_and_unassign_track_nodes() {
 }
 
 #[test]
+fn an_unassign_with_a_request_id_is_answered_again_after_it_took() {
+    let mut s = State::default();
+    assigned(&mut s, "a1", "n1", Some("r1"));
+    let mut c = s.unassign_change(&author(), "a1", Utc::now()).unwrap();
+    c.request_id = Some("u1".into());
+    s.apply_change(&c);
+    let again = s.answered_unassign(Some("u1")).unwrap();
+    assert_eq!(
+        (again.agent_name.as_str(), again.node_id.as_str()),
+        ("a1", "n1")
+    );
+    assert_eq!(again.epoch, 5);
+    // One request id answers one kind of request.
+    assert!(s.answered(Some("u1")).is_none());
+    assert!(s.answered_unassign(Some("r1")).is_none());
+    assert!(s.answered_unassign(None).is_none());
+    // And the answer survives a snapshot.
+    let json = serde_json::to_vec(&s.to_snapshot()).unwrap();
+    let back = State::from_snapshot(serde_json::from_slice(&json).unwrap());
+    assert_eq!(back.answered_unassign(Some("u1")), Some(again));
+}
+
+#[test]
+fn a_snapshot_written_before_unassigns_had_request_ids_still_loads() {
+    let mut s = State::default();
+    assigned(&mut s, "a1", "n1", Some("r1"));
+    let mut json = serde_json::to_value(s.to_snapshot()).unwrap();
+    assert!(json.get("unassigns").is_none(), "{json}");
+    json.as_object_mut().unwrap().remove("unassigns");
+    let back = State::from_snapshot(serde_json::from_value(json).unwrap());
+    assert_eq!(back.answered(Some("r1")).unwrap().node_id, "n1");
+}
+
+#[test]
 fn unassigning_an_unknown_agent_is_not_found() {
     let e = State::default()
         .unassign_change(&author(), "ghost", Utc::now())

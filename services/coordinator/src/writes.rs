@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde_json::json;
 use shoal_protocol::{
     AssignRequest, Assignment, ClientError, ErrorCode, MoveRequest, SelectRequest, ShoalError,
-    UnassignReply,
+    UnassignReply, UnassignRequest,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -252,17 +252,23 @@ impl Leader {
 
     pub(crate) fn unassign(
         &mut self,
-        agent: &str,
+        req: UnassignRequest,
         tx: oneshot::Sender<Result<UnassignReply, ShoalError>>,
     ) {
-        match self.state.unassign_change(&self.author, agent, Utc::now()) {
-            Ok(change) => {
-                let reply = UnassignReply {
-                    success: true,
-                    agent_name: agent.to_string(),
-                    node_id: change.previous_node_id.clone().unwrap_or_default(),
-                    epoch: change.epoch,
-                };
+        if let Some(done) = self.state.answered_unassign(req.request_id.as_deref())
+            && done.agent_name == req.agent_name
+        {
+            // Answer only once whatever produced it is in the log.
+            let done = done.clone();
+            return self.pipeline.after_pending(Reply::Unassign(tx, done));
+        }
+        match self
+            .state
+            .unassign_change(&self.author, &req.agent_name, Utc::now())
+        {
+            Ok(mut change) => {
+                change.request_id = req.request_id;
+                let reply = State::unassigned(&change);
                 if self.record(change, Reply::Unassign(tx, reply)) {
                     self.slot_freed();
                 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::*;
 use futures::StreamExt;
 use shoal_protocol::{
-    AgentNotice, AssignRequest, AssignmentAction, AssignmentEvent, ErrorCode,
-    ListAssignmentsRequest, NodeStatus, Subjects,
+    AgentNotice, AssignRequest, AssignmentAction, AssignmentEvent, Endpoint, ErrorCode,
+    ListAssignmentsRequest, NodeStatus, Subjects, UnassignReply, UnassignRequest,
 };
 use shoal_testkit::{NatsServer, wait_for};
 
@@ -139,8 +139,23 @@ async fn pinned_assignments_are_idempotent_readable_everywhere_and_notified() {
         .collect();
     assert_eq!(names, ["agent-a", "agent-b"]);
 
-    let removed = shoal.unassign("agent-a").await.unwrap();
+    let unassign = UnassignRequest {
+        agent_name: "agent-a".into(),
+        request_id: Some("unassign-a".into()),
+    };
+    let removed = shoal.unassign_request(&unassign).await.unwrap();
     assert_eq!(removed.node_id, "n2");
+    // A retry of an unassign that took gets the same answer, not `not_found`;
+    // another request for the agent, with no request id of its own, is refused.
+    assert_eq!(shoal.unassign_request(&unassign).await.unwrap(), removed);
+    let again = shoal
+        .call::<_, UnassignReply>(
+            Endpoint::CoordinatorUnassign,
+            &serde_json::json!({ "agent_name": "agent-a" }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), "not_found");
     let notice: AgentNotice = serde_json::from_slice(
         &tokio::time::timeout(LONG, notices.next())
             .await

@@ -41,6 +41,7 @@ pub fn message_schemas() -> BTreeMap<&'static str, Schema> {
         AssignRequest,
         Assignment,
         AgentNameRequest,
+        UnassignRequest,
         UnassignReply,
         MoveRequest,
         ListAssignmentsRequest,
@@ -126,7 +127,7 @@ fn endpoint_messages(e: Endpoint) -> (&'static str, &'static str, &'static str) 
             "assign an agent to a node (leader only)",
         ),
         CoordinatorUnassign => (
-            "AgentNameRequest",
+            "UnassignRequest",
             "UnassignReply",
             "remove an agent's assignment (leader only)",
         ),

@@ -315,28 +315,39 @@ impl ShoalClient {
         let mut req = req.clone();
         req.request_id
             .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
-        let until = Instant::now() + deadline;
-        loop {
-            match self.assign(&req).await {
-                Err(e)
-                    if Instant::now() < until
-                        && (e.retryable()
-                            || matches!(
-                                e,
-                                ClientError::Timeout { .. } | ClientError::Nats { .. }
-                            )) => {}
-                answer => return answer,
-            }
-        }
+        until_acknowledged(deadline, || self.assign(&req)).await
     }
+    /// Unassigns under a fresh `request_id`, so the retries this client makes
+    /// cannot answer `not_found` for an unassign that took.
     pub async fn unassign(&self, agent_name: &str) -> Result<UnassignReply, ClientError> {
-        self.call(
-            Endpoint::CoordinatorUnassign,
-            &AgentNameRequest {
-                agent_name: agent_name.into(),
-            },
-        )
+        self.unassign_request(&UnassignRequest {
+            agent_name: agent_name.into(),
+            request_id: None,
+        })
         .await
+    }
+    /// Unassigns as [`Self::assign_acknowledged`] assigns: one `request_id` for
+    /// every attempt, until acknowledged or `deadline` passes.
+    pub async fn unassign_acknowledged(
+        &self,
+        req: &UnassignRequest,
+        deadline: Duration,
+    ) -> Result<UnassignReply, ClientError> {
+        let mut req = req.clone();
+        req.request_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        until_acknowledged(deadline, || self.unassign_request(&req)).await
+    }
+    /// Fills in a `request_id` when there is none; a caller retrying on its own
+    /// gives the same one each time.
+    pub async fn unassign_request(
+        &self,
+        req: &UnassignRequest,
+    ) -> Result<UnassignReply, ClientError> {
+        let mut req = req.clone();
+        req.request_id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        self.call(Endpoint::CoordinatorUnassign, &req).await
     }
     /// Fills in a `request_id` when there is none, so the retries this client makes
     /// cannot move twice.
@@ -404,4 +415,27 @@ pub fn decode_reply<Rep: DeserializeOwned>(
             source: e,
         },
     })
+}
+
+/// Repeats `attempt` (which must carry the same `request_id` each time) through
+/// timeouts, dropped connections and `not_leader`/`unavailable` until it is answered
+/// or `deadline` passes; a refusal is returned at once.
+async fn until_acknowledged<T, Fut>(
+    deadline: Duration,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, ClientError>
+where
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        match attempt().await {
+            Err(e)
+                if Instant::now() < until
+                    && (e.retryable()
+                        || matches!(e, ClientError::Timeout { .. } | ClientError::Nats { .. })) => {
+            }
+            answer => return answer,
+        }
+    }
 }

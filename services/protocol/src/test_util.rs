@@ -61,6 +61,10 @@ pub fn samples() -> Vec<(&'static str, Value)> {
         ),
         ("AgentNameRequest", json!({"agent_name": "a1"})),
         (
+            "UnassignRequest",
+            json!({"agent_name": "a1", "request_id": "r-3"}),
+        ),
+        (
             "MoveRequest",
             json!({"agent_name": "a1", "node_id": "n2", "request_id": "r-2"}),
         ),
@@ -93,6 +97,7 @@ pub fn decode_as(name: &str, payload: &[u8]) -> Result<(), ShoalError> {
         "StrategyMessage" => decode::<StrategyMessage>(payload).map(drop),
         "AssignRequest" => decode::<AssignRequest>(payload).map(drop),
         "AgentNameRequest" => decode::<AgentNameRequest>(payload).map(drop),
+        "UnassignRequest" => decode::<UnassignRequest>(payload).map(drop),
         "MoveRequest" => decode::<MoveRequest>(payload).map(drop),
         "ListAssignmentsRequest" => decode::<ListAssignmentsRequest>(payload).map(drop),
         "PromoteRequest" => decode::<PromoteRequest>(payload).map(drop),

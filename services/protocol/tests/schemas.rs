@@ -301,6 +301,13 @@ fn samples() -> BTreeMap<&'static str, Value> {
         }
     );
     sample!(
+        UnassignRequest,
+        UnassignRequest {
+            agent_name: "codex".into(),
+            request_id: Some("r-3".into()),
+        }
+    );
+    sample!(
         UnassignReply,
         UnassignReply {
             success: true,

@@ -151,7 +151,7 @@ pub struct Assignment {
     pub resources: Option<Resources>,
 }
 
-/// `unassign`, `assignments.get`.
+/// `assignments.get`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AgentNameRequest {
     #[schemars(pattern(crate::validate::ID_PATTERN))]
@@ -161,6 +161,28 @@ pub struct AgentNameRequest {
 impl Validate for AgentNameRequest {
     fn validate(&self) -> Result<(), ShoalError> {
         validate::id("agent_name", &self.agent_name)
+    }
+}
+
+/// `unassign`: remove an agent's assignment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UnassignRequest {
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
+    pub agent_name: String,
+    /// Makes retries safe: a repeated request_id returns the first result, where
+    /// without one a retry of an unassign that took answers `not_found`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
+    pub request_id: Option<String>,
+}
+
+impl Validate for UnassignRequest {
+    fn validate(&self) -> Result<(), ShoalError> {
+        validate::id("agent_name", &self.agent_name)?;
+        if let Some(r) = &self.request_id {
+            validate::non_empty_text("request_id", r)?;
+        }
+        Ok(())
     }
 }
 
