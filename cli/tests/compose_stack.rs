@@ -2,10 +2,11 @@
 //! with the images compose/offline/build-images.sh makes without a registry), then
 //! put through what operators do to it: a NATS server killed, the leader coordinator
 //! killed, a node taken off the network and put back, the leader paused until its
-//! successor leads, Postgres restarted. A writer assigns agents the whole time; at the end every
-//! acknowledged assign is in Postgres exactly once, the history never goes back an
-//! epoch nor puts an agent on two nodes, every node's own agent set (the digest in its
-//! heartbeat) is what the coordinator says it runs, and `down -v` leaves nothing.
+//! successor leads and then (the new one) past its lease, Postgres restarted. A
+//! writer assigns and unassigns the whole time; at the end every acknowledged change
+//! is in Postgres exactly once, the history never goes back an epoch nor puts an
+//! agent on two nodes, every node's own agent set (the digest in its heartbeat) is
+//! what the coordinator says it runs, and `down -v` leaves nothing.
 //!
 //! Ignored by default (it needs a Docker engine and the images); scripts/test.sh runs
 //! it after the suite when `docker info` answers:
@@ -28,6 +29,8 @@ use stack_support::{Cluster, REQUEST_TIMEOUT, compose_dir, node_digests};
 
 const COMPOSE_FILES: [&str; 2] = ["docker-compose.yml", "offline/docker-compose.offline.yml"];
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
+/// The coordinators' lease TTL in the compose file (the default `--lease-ttl`).
+const LEASE_TTL: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a Docker engine and compose/offline/build-images.sh; scripts/test.sh runs it"]
@@ -151,21 +154,27 @@ async fn compose_stack_keeps_every_acknowledged_change_through_kills_pauses_and_
     );
     note(&mut report, line);
 
-    // --- the leader paused until its successor leads: none of its writes, nor an
-    // answer read from its stale state, is accepted once it wakes ---
-    let leader = cluster.leader().await?;
-    let paused_at = Instant::now();
-    stack.container_command("pause", &leader).await?;
-    let successor = cluster.wait_leader_other_than(&leader).await?;
-    let took_over = paused_at.elapsed();
-    let stalled = writer.stall(paused_at, Instant::now()).await?;
-    stack.container_command("unpause", &leader).await?;
-    cluster.wait_follower(&leader, &successor).await?;
-    let line = format!(
-        "leader {leader} paused: {successor} leads after {took_over:?} (writes stalled at \
-         most {stalled:?}); unpaused, {leader} follows"
-    );
-    note(&mut report, line);
+    // --- the leader paused: woken right after its successor took over (it believes
+    // it leads for a moment, with a stale state), then held past its lease. Neither
+    // time is a write of its accepted, nor an answer read from its stale state ---
+    for hold in [Duration::ZERO, LEASE_TTL + Duration::from_secs(1)] {
+        let leader = cluster.leader().await?;
+        let paused_at = Instant::now();
+        stack.container_command("pause", &leader).await?;
+        let successor = cluster.wait_leader_other_than(&leader).await?;
+        let took_over = paused_at.elapsed();
+        let stalled = writer.stall(paused_at, Instant::now()).await?;
+        // The fault's length, not a wait for something: the pause lasts `hold` at least.
+        tokio::time::sleep_until(paused_at + hold).await;
+        stack.container_command("unpause", &leader).await?;
+        let paused_for = paused_at.elapsed();
+        cluster.wait_follower(&leader, &successor).await?;
+        let line = format!(
+            "leader {leader} paused for {paused_for:?}: {successor} leads after \
+             {took_over:?} (writes stalled at most {stalled:?}); unpaused, {leader} follows"
+        );
+        note(&mut report, line);
+    }
 
     // --- Postgres restarted under writes ---
     let restarted_at = Instant::now();

@@ -184,16 +184,17 @@ impl Cluster {
     pub async fn forged_heartbeat_refused(&self, as_node: &str, victim: &str) -> Result<()> {
         let (client, errors) = connect_as(&self.servers, &self.env, as_node).await?;
         let subject = Subjects::default().node_heartbeat(victim);
-        // A heartbeat the registry would take, were it let through.
+        // A heartbeat the registry would take, were it let through, with an uptime
+        // (134 years) no real node reports.
         let forged = Heartbeat {
             id: victim.to_string(),
             seq: u64::MAX / 2,
-            cpu_usage: 99.5,
-            memory_usage: 99.5,
-            disk_usage: 99.5,
-            load_average: 99.5,
+            cpu_usage: 1.0,
+            memory_usage: 1.0,
+            disk_usage: 1.0,
+            load_average: 1.0,
             active_agents: 0,
-            uptime_s: 1,
+            uptime_s: 4_242_424_242,
             sent_at: chrono::Utc::now(),
             agents_digest: None,
         };
@@ -207,7 +208,7 @@ impl Cluster {
             ))
             .await?;
         let record = self.operator.get_node(victim).await?;
-        if record.cpu_usage >= 99.0 {
+        if record.uptime_s == forged.uptime_s {
             bail!("{victim}'s record took the forged heartbeat's figures: {record:?}");
         }
         Ok(())

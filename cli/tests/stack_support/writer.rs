@@ -7,33 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use shoal_protocol::{AssignRequest, ClientError, ShoalClient};
+use shoal_protocol::{AssignRequest, ShoalClient, UnassignRequest};
 use shoal_testkit::try_wait_for;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-
-/// Unassigns, retrying through timeouts and leader changes until acknowledged or
-/// `deadline`. `not_found` after an unanswered attempt means that attempt took.
-pub async fn unassign_acked(shoal: &ShoalClient, agent: &str, deadline: Duration) -> Result<()> {
-    let until = Instant::now() + deadline;
-    let mut unanswered = false;
-    loop {
-        match shoal.unassign(agent).await {
-            Ok(_) => return Ok(()),
-            Err(e) if unanswered && e.code() == "not_found" => return Ok(()),
-            Err(e @ ClientError::Service(_))
-                if !matches!(e.code(), "not_leader" | "unavailable") =>
-            {
-                bail!("unassign {agent} refused: {e}")
-            }
-            Err(e) if Instant::now() >= until => {
-                bail!("unassign {agent} not acknowledged within {deadline:?}: {e}")
-            }
-            Err(_) => unanswered = true,
-        }
-    }
-}
 
 /// What the writer was told: agents acknowledged as assigned, and those of them
 /// acknowledged as unassigned afterwards.
@@ -91,10 +69,17 @@ impl Writer {
                     .push((req.agent_name, Instant::now()));
                 if i > WRITER_WINDOW {
                     let oldest = format!("w-{}", i - WRITER_WINDOW);
-                    let outcome = unassign_acked(&shoal, &oldest, Duration::from_secs(60)).await;
+                    let req = UnassignRequest {
+                        agent_name: oldest.clone(),
+                        request_id: Some(format!("unassign-{oldest}")),
+                    };
+                    let outcome = shoal
+                        .unassign_acknowledged(&req, Duration::from_secs(60))
+                        .await
+                        .with_context(|| format!("unassign {oldest}"));
                     let mut written = sink.lock().unwrap();
                     match outcome {
-                        Ok(()) => {
+                        Ok(_) => {
                             written.acks.push((oldest.clone(), Instant::now()));
                             written.unassigned.push(oldest);
                         }
