@@ -3,10 +3,9 @@
 
 use std::net::IpAddr;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::http;
 use crate::nats::NatsServer;
 
 /// How many connections one `/connz` answer may list (nats-server's default is 1024).
@@ -50,16 +49,7 @@ impl NatsServer {
 
     async fn connz(&self, state: &str) -> Result<Vec<Connection>> {
         let path = format!("/connz?state={state}&limit={LIMIT}");
-        let response = http::get(self.monitor_port(), &path).await?;
-        if response.status != 200 {
-            bail!(
-                "GET {path} on {}: status {}: {}",
-                self.server_name(),
-                response.status,
-                response.body
-            );
-        }
-        let connz: Connz = serde_json::from_str(&response.body)
+        let connz: Connz = serde_json::from_value(self.monitor_json(&path).await?)
             .with_context(|| format!("parsing {path} of {}", self.server_name()))?;
         Ok(connz.connections.unwrap_or_default())
     }

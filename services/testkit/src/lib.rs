@@ -72,29 +72,73 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # A cluster member in a namespace
+//!
+//! [`NatsCluster::start_spread`] runs chosen members of a cluster inside a
+//! [`NetNs`] (all in one namespace), the others on the host. The host reaches
+//! a namespaced member at [`NetNs::ns_ip`] ([`NatsServer::url`],
+//! [`NatsCluster::urls`], [`NatsServer::client`], [`NatsServer::routes`],
+//! [`NatsServer::monitor_json`] and the readiness checks all use it), a process
+//! inside at `nats://127.0.0.1:PORT` ([`NetNs::nats_url`]), and kill, restart
+//! and pause work on it as on the host. [`NetNs::cut`] then cuts the member off
+//! together with every service in its namespace. [`NetNs::cut_routes`], given
+//! [`NatsCluster::cluster_ports`], cuts only its routes (iptables in the
+//! namespace drops every packet to or from those ports): the member is alone
+//! in a minority of one, its clients stay connected to it and to each other,
+//! and the servers drop the routes on both sides about 3 s later (routes are
+//! PINGed like clients, see [`NatsOptions::for_netns`]).
+//! [`NetNs::restore_routes`] lets the routes through again (they are back
+//! within about a second); [`NetNs::restore`] only undoes [`NetNs::cut`].
+//!
+//! ```no_run
+//! # async fn example() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use shoal_testkit::{NatsCluster, NatsOptions, NetNs, wait_for};
+//!
+//! let netns = NetNs::new()?;
+//! let cluster =
+//!     NatsCluster::start_spread(NatsOptions::for_netns(), &[None, None, Some(&netns)]).await?;
+//! let s3 = &cluster.servers[2];
+//! let minority_client = s3.client().await?;
+//! netns.cut_routes(&cluster.cluster_ports())?;
+//! wait_for("s3 to lose its routes", Duration::from_secs(15), || async {
+//!     s3.routed_peers().await.ok()?.is_empty().then_some(())
+//! })
+//! .await?;
+//! minority_client.flush().await?; // still connected
+//! netns.restore_routes()?;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod compose;
 mod connz;
 pub mod http;
 pub mod micro;
 mod nats;
+mod nats_cluster;
 mod nats_config;
 mod netns;
+mod netns_nats;
 mod pgdata;
 pub mod ports;
 mod postgres;
 mod process;
 pub mod replicas;
+mod routez;
 mod server_errors;
 mod wait;
 
 pub use compose::ComposeStack;
 pub use connz::Connection;
-pub use nats::{NatsCluster, NatsServer, nats_server_binary, nats_server_binary_from};
+pub use nats::{NatsServer, nats_server_binary, nats_server_binary_from};
+pub use nats_cluster::NatsCluster;
 pub use nats_config::NatsOptions;
 pub use netns::NetNs;
 pub use postgres::Postgres;
 pub use process::{ServiceProcess, binary};
 pub use replicas::{is_error_envelope, request_all, request_json, request_random, wait_all_agree};
+pub use routez::Route;
 pub use server_errors::ServerErrors;
 pub use wait::{try_wait_for, wait_for};

@@ -1,7 +1,8 @@
-//! Real nats-server processes with JetStream: one server, or a routed cluster.
+//! Real nats-server processes with JetStream ([`NatsServer`]), on the host or
+//! inside a [`NetNs`]; a routed cluster of them is in `nats_cluster`.
 
 use std::ffi::OsString;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,16 +11,17 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::http;
-use crate::nats_config::{NatsOptions, Ports, config, connect_ip};
+use crate::nats_config::{NatsOptions, Network, Ports, config, connect_ip};
+use crate::netns::NetNs;
 use crate::ports::free_ports;
 use crate::process::{CommandSpec, Proc, log_file, with_log};
 use crate::wait::try_wait_for;
 
-const READY_DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(20);
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
-const START_ATTEMPTS: usize = 3;
+pub(crate) const START_ATTEMPTS: usize = 3;
 const PANIC_TAIL_LINES: usize = 50;
-const ERROR_TAIL_LINES: usize = 30;
+pub(crate) const ERROR_TAIL_LINES: usize = 30;
 const MISSING: &str = "nats-server not found: run scripts/deps.sh (or set SHOAL_NATS_SERVER)";
 
 /// The checkout's root, where `scripts/deps.sh` puts `.shoal/tools/`.
@@ -53,13 +55,22 @@ pub fn nats_server_binary_from(env: Option<OsString>, root: &Path) -> Result<Pat
 /// One nats-server process with JetStream on, its config, log and file store in
 /// its own temporary directory. Dropping it kills the server (paused or not) and
 /// deletes the directory.
+///
+/// A cluster member may run inside a [`NetNs`] (see
+/// [`crate::NatsCluster::start_spread`]); its ports are then reached from the
+/// host at [`NetNs::ns_ip`], and [`Self::url`], [`Self::client`] and the
+/// monitoring calls use that address.
 pub struct NatsServer {
     // Declared before `dir` so the process dies before its directory goes.
-    proc: Proc,
+    pub(crate) proc: Proc,
     server_name: String,
     ports: Ports,
     /// Where the client port listens (see [`NatsOptions::listen_host`]).
     listen_host: IpAddr,
+    /// Where the host dials the client and monitoring ports.
+    host_ip: IpAddr,
+    /// The [`NetNs::name`] of the namespace it runs in, if any.
+    netns: Option<String>,
     store_dir: PathBuf,
     /// Clustered servers only wait for their own JetStream on a restart: full
     /// health needs a meta quorum that may be down on purpose.
@@ -85,7 +96,8 @@ impl NatsServer {
                 monitor,
                 cluster: None,
             };
-            let mut server = NatsServer::prepare(&binary, &opts, ports, &[])?;
+            let net = Network::loopback(Vec::new());
+            let mut server = NatsServer::prepare(&binary, &opts, ports, &net, None)?;
             server.proc.start()?;
             match server.wait_ready().await {
                 Ok(()) => return Ok(server),
@@ -98,12 +110,14 @@ impl NatsServer {
         }
     }
 
-    /// Writes the config and sets up the process without starting it.
-    fn prepare(
+    /// Writes the config and sets up the process (in `netns`, if given)
+    /// without starting it.
+    pub(crate) fn prepare(
         binary: &Path,
         opts: &NatsOptions,
         ports: Ports,
-        routes: &[u16],
+        net: &Network,
+        netns: Option<&NetNs>,
     ) -> Result<NatsServer> {
         let dir = tempfile::Builder::new()
             .prefix("shoal-nats-")
@@ -116,10 +130,13 @@ impl NatsServer {
             .clone()
             .unwrap_or_else(|| format!("shoal-{}", ports.client));
         let config_path = dir.path().join("nats-server.conf");
-        std::fs::write(&config_path, config(&name, ports, &store_dir, routes, opts))
+        std::fs::write(&config_path, config(&name, ports, &store_dir, net, opts))
             .with_context(|| format!("writing {}", config_path.display()))?;
         let log_path = log_file(dir.path(), "nats-server")?;
-        let mut spec = CommandSpec::new(binary);
+        let mut spec = match netns {
+            Some(netns) => netns.exec_spec(binary),
+            None => CommandSpec::new(binary),
+        };
         spec.arg("-c").arg(&config_path);
         spec.cwd = Some(dir.path().to_path_buf());
         let proc = Proc::new(
@@ -133,6 +150,11 @@ impl NatsServer {
             server_name: name,
             ports,
             listen_host: opts.listen_ip(),
+            host_ip: netns.map_or_else(
+                || connect_ip(opts.listen_ip()),
+                |netns| IpAddr::V4(netns.ns_ip()),
+            ),
+            netns: netns.map(|netns| netns.name().to_string()),
             store_dir,
             standalone: ports.cluster.is_none(),
             dir,
@@ -140,17 +162,39 @@ impl NatsServer {
     }
 
     /// `nats://127.0.0.1:PORT` (or `nats://HOST:PORT` for a server listening
-    /// on one other address only): the URL for clients on this host. A process
-    /// in a [`crate::NetNs`] uses [`crate::NetNs::nats_url`] instead.
+    /// on one other address only, `nats://<ns_ip>:PORT` for one in a
+    /// [`NetNs`]): the URL for clients on this host. A process in a [`NetNs`]
+    /// uses [`NetNs::nats_url`] instead.
     pub fn url(&self) -> String {
-        let addr = SocketAddr::new(connect_ip(self.listen_host), self.ports.client);
-        format!("nats://{addr}")
+        format!("nats://{}", self.client_addr())
+    }
+
+    /// Where clients on this host connect: the address in [`Self::url`].
+    pub fn client_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host_ip, self.ports.client)
+    }
+
+    /// Where this host reaches the monitoring port: 127.0.0.1, or the
+    /// namespace's address for a server in a [`NetNs`].
+    pub fn monitor_addr(&self) -> SocketAddr {
+        let ip = match self.netns {
+            Some(_) => self.host_ip,
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
+        SocketAddr::new(ip, self.ports.monitor)
     }
 
     /// The address the client port listens on: 127.0.0.1 unless
-    /// [`NatsOptions::listen_host`] said otherwise.
+    /// [`NatsOptions::listen_host`] said otherwise (0.0.0.0 inside a [`NetNs`]
+    /// and, by default, on the host beside one).
     pub fn listen_host(&self) -> IpAddr {
         self.listen_host
+    }
+
+    /// The [`NetNs::name`] of the namespace the server runs in; `None` on the
+    /// host.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
     }
 
     pub fn port(&self) -> u16 {
@@ -231,14 +275,14 @@ impl NatsServer {
         self.proc.log()
     }
 
-    fn lost_a_port_race(&mut self) -> bool {
+    pub(crate) fn lost_a_port_race(&mut self) -> bool {
         !self.proc.is_running() && self.log().to_lowercase().contains("address already in use")
     }
 
     /// Ready when JetStream is up (and, for a standalone server, fully healthy:
     /// streams recovered) and the monitor port is really this server's.
-    async fn wait_ready(&mut self) -> Result<()> {
-        let ports = self.ports;
+    pub(crate) async fn wait_ready(&mut self) -> Result<()> {
+        let (monitor, client_port) = (self.monitor_addr(), self.ports.client);
         let full_health = self.standalone;
         let what = format!("{} to be ready", self.proc.name());
         let proc = &mut self.proc;
@@ -248,7 +292,9 @@ impl NatsServer {
                 if let Some(exit) = exited {
                     bail!("{exit} while starting");
                 }
-                Ok(is_ready(ports, full_health).await.then_some(()))
+                Ok(is_ready(monitor, client_port, full_health)
+                    .await
+                    .then_some(()))
             }
         })
         .await;
@@ -265,173 +311,26 @@ impl NatsServer {
     }
 }
 
-async fn healthz_ok(monitor: u16, path: &str) -> bool {
-    matches!(http::get(monitor, path).await, Ok(response) if response.status == 200)
+pub(crate) async fn healthz_ok(monitor: SocketAddr, path: &str) -> bool {
+    matches!(http::get_at(monitor, path).await, Ok(response) if response.status == 200)
 }
 
-async fn is_ready(ports: Ports, full_health: bool) -> bool {
-    if !healthz_ok(ports.monitor, "/healthz?js-enabled-only=true").await {
+async fn is_ready(monitor: SocketAddr, client_port: u16, full_health: bool) -> bool {
+    if !healthz_ok(monitor, "/healthz?js-enabled-only=true").await {
         return false;
     }
-    if full_health && !healthz_ok(ports.monitor, "/healthz").await {
+    if full_health && !healthz_ok(monitor, "/healthz").await {
         return false;
     }
     // A free port can be grabbed by another test's server between our check
     // and our bind; the monitor must report our own client port.
-    let Ok(varz) = http::get(ports.monitor, "/varz").await else {
+    let Ok(varz) = http::get_at(monitor, "/varz").await else {
         return false;
     };
     let reported = serde_json::from_str::<serde_json::Value>(&varz.body)
         .ok()
         .and_then(|v| v["port"].as_u64());
-    reported == Some(u64::from(ports.client))
-}
-
-/// `n` routed nats-servers (cluster `shoal-test`), JetStream on each, started
-/// together and ready once JetStream's meta leader is elected.
-pub struct NatsCluster {
-    pub servers: Vec<NatsServer>,
-}
-
-impl NatsCluster {
-    pub async fn start(n: usize) -> Result<NatsCluster> {
-        NatsCluster::start_with(n, NatsOptions::default()).await
-    }
-
-    /// Like [`Self::start`], every server with `opts` (its `server_name` is
-    /// ignored: the servers are `s1`, `s2`, ...).
-    pub async fn start_with(n: usize, opts: NatsOptions) -> Result<NatsCluster> {
-        if n == 0 {
-            bail!("a cluster needs at least one server");
-        }
-        let binary = nats_server_binary()?;
-        let mut attempt = 1;
-        loop {
-            let mut servers = NatsCluster::prepare(&binary, n, &opts)?;
-            for server in &mut servers {
-                server.proc.start()?;
-            }
-            let mut cluster = NatsCluster { servers };
-            match cluster.wait_ready().await {
-                Ok(()) => return Ok(cluster),
-                Err(e)
-                    if attempt < START_ATTEMPTS
-                        && cluster.servers.iter_mut().any(NatsServer::lost_a_port_race) =>
-                {
-                    tracing::warn!(error = %e, attempt, "nats cluster lost a port race, retrying with new ports");
-                }
-                Err(e) => return Err(e),
-            }
-            attempt += 1;
-        }
-    }
-
-    fn prepare(binary: &Path, n: usize, opts: &NatsOptions) -> Result<Vec<NatsServer>> {
-        let ports: Vec<Ports> = free_ports(3 * n)
-            .chunks(3)
-            .map(|p| Ports {
-                client: p[0],
-                monitor: p[1],
-                cluster: Some(p[2]),
-            })
-            .collect();
-        (0..n)
-            .map(|i| {
-                let routes: Vec<u16> = ports
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .filter_map(|(_, p)| p.cluster)
-                    .collect();
-                let opts = NatsOptions {
-                    server_name: Some(format!("s{}", i + 1)),
-                    ..opts.clone()
-                };
-                NatsServer::prepare(binary, &opts, ports[i], &routes)
-            })
-            .collect()
-    }
-
-    async fn wait_ready(&mut self) -> Result<()> {
-        for server in &mut self.servers {
-            server.wait_ready().await?;
-        }
-        // `/healthz` answers 503 ("JetStream is still recovering meta layer")
-        // until the meta leader is elected and known to that server.
-        let monitors: Vec<u16> = self.servers.iter().map(NatsServer::monitor_port).collect();
-        let servers = &mut self.servers;
-        let result = try_wait_for(
-            "the nats cluster to elect a JetStream meta leader",
-            READY_DEADLINE,
-            || {
-                let exited: Vec<String> = servers
-                    .iter_mut()
-                    .filter_map(|s| (!s.proc.is_running()).then(|| s.proc.describe_exit()))
-                    .collect();
-                let monitors = monitors.clone();
-                async move {
-                    if !exited.is_empty() {
-                        bail!("{} while the cluster was forming", exited.join(", "));
-                    }
-                    for monitor in monitors {
-                        if !healthz_ok(monitor, "/healthz").await {
-                            return Ok(None);
-                        }
-                    }
-                    Ok(Some(()))
-                }
-            },
-        )
-        .await;
-        result.map_err(|e| {
-            let logs: Vec<String> = self
-                .servers
-                .iter()
-                .map(|s| {
-                    format!(
-                        "--- {} ---\n{}",
-                        s.proc.name(),
-                        s.proc.log_tail(ERROR_TAIL_LINES)
-                    )
-                })
-                .collect();
-            with_log(e, "last lines of the servers' logs", &logs.join("\n"))
-        })
-    }
-
-    /// The client URLs joined with commas, for services that take a NATS URL
-    /// list. `async_nats::connect` does not split such a string: use
-    /// [`Self::server_addrs`] or [`Self::client`].
-    pub fn urls(&self) -> String {
-        self.url_list().join(",")
-    }
-
-    pub fn url_list(&self) -> Vec<String> {
-        self.servers.iter().map(NatsServer::url).collect()
-    }
-
-    pub fn server_addrs(&self) -> Vec<async_nats::ServerAddr> {
-        self.servers
-            .iter()
-            .map(|s| {
-                s.url()
-                    .parse()
-                    .expect("a nats://127.0.0.1:PORT url is a valid server address")
-            })
-            .collect()
-    }
-
-    /// A client that knows every server, so it reconnects elsewhere when one dies.
-    pub async fn client(&self) -> Result<async_nats::Client> {
-        async_nats::ConnectOptions::new()
-            .connect(self.server_addrs())
-            .await
-            .with_context(|| format!("connecting to {}", self.urls()))
-    }
-
-    pub fn server(&mut self, i: usize) -> &mut NatsServer {
-        &mut self.servers[i]
-    }
+    reported == Some(u64::from(client_port))
 }
 
 #[cfg(test)]
@@ -479,18 +378,6 @@ mod tests {
         assert_eq!(
             nats_server_binary_from(Some(explicit.clone().into()), root.path()).unwrap(),
             explicit
-        );
-    }
-
-    #[test]
-    fn async_nats_does_not_split_comma_separated_urls() {
-        // Why NatsCluster has server_addrs() and client() besides urls().
-        let joined = "nats://127.0.0.1:4222,nats://127.0.0.1:4223";
-        assert!(joined.parse::<async_nats::ServerAddr>().is_err());
-        assert!(
-            "nats://127.0.0.1:4222"
-                .parse::<async_nats::ServerAddr>()
-                .is_ok()
         );
     }
 

@@ -25,7 +25,8 @@ pub struct NatsOptions {
     /// Address the client port listens on; default `127.0.0.1`. `0.0.0.0`
     /// makes the server reachable from every [`crate::NetNs`] (at its
     /// [`crate::NetNs::host_ip`]) as well as from 127.0.0.1. The monitoring
-    /// and cluster ports stay on 127.0.0.1.
+    /// and cluster ports stay on 127.0.0.1 (but see
+    /// [`crate::NatsCluster::start_spread`]).
     pub listen_host: Option<IpAddr>,
     /// How often the server PINGs a client it has heard nothing from
     /// ([`PING_INTERVAL`] unless set; nats-server's own default is 2 minutes).
@@ -71,6 +72,26 @@ pub(crate) fn connect_ip(listen: IpAddr) -> IpAddr {
     }
 }
 
+/// Where a server's monitoring and cluster ports listen and which routes it
+/// dials; the client port listens at [`NatsOptions::listen_host`].
+#[derive(Debug, Clone)]
+pub(crate) struct Network {
+    pub monitor_listen: IpAddr,
+    pub cluster_listen: IpAddr,
+    pub routes: Vec<SocketAddr>,
+}
+
+impl Network {
+    /// Everything on 127.0.0.1: a server (or cluster) with no namespace in play.
+    pub fn loopback(routes: Vec<SocketAddr>) -> Network {
+        Network {
+            monitor_listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            cluster_listen: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            routes,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ports {
     pub client: u16,
@@ -87,16 +108,16 @@ pub(crate) fn config(
     name: &str,
     ports: Ports,
     store_dir: &Path,
-    routes: &[u16],
+    net: &Network,
     opts: &NatsOptions,
 ) -> String {
     let quote = |s: &str| serde_json::Value::from(s).to_string();
     let mut conf = format!(
-        "server_name: {name}\nlisten: \"{listen}\"\nhttp: \"127.0.0.1:{monitor}\"\n\
+        "server_name: {name}\nlisten: \"{listen}\"\nhttp: \"{monitor}\"\n\
          jetstream {{\n  store_dir: {store}\n  max_memory_store: 256MB\n  max_file_store: 2GB\n}}\n",
         name = quote(name),
         listen = SocketAddr::new(opts.listen_ip(), ports.client),
-        monitor = ports.monitor,
+        monitor = SocketAddr::new(net.monitor_listen, ports.monitor),
         store = quote(&store_dir.to_string_lossy()),
     );
     let interval = opts.ping_interval.unwrap_or(PING_INTERVAL);
@@ -109,13 +130,15 @@ pub(crate) fn config(
         conf.push_str(&format!("write_deadline: {}\n", go_duration(deadline)));
     }
     if let Some(cluster) = ports.cluster {
-        let routes: Vec<String> = routes
+        let routes: Vec<String> = net
+            .routes
             .iter()
-            .map(|port| format!("\"nats-route://127.0.0.1:{port}\""))
+            .map(|addr| format!("\"nats-route://{addr}\""))
             .collect();
         conf.push_str(&format!(
-            "cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"127.0.0.1:{cluster}\"\n  routes: [{}]\n}}\n",
-            routes.join(", ")
+            "cluster {{\n  name: {CLUSTER_NAME}\n  listen: \"{listen}\"\n  routes: [{}]\n}}\n",
+            routes.join(", "),
+            listen = SocketAddr::new(net.cluster_listen, cluster),
         ));
     }
     conf.push_str(&opts.extra_config);
@@ -138,15 +161,25 @@ mod tests {
             extra_config: "accounts {}".into(),
             ..NatsOptions::default()
         };
-        let conf = config("s1", ports, Path::new("/tmp/x"), &[13, 23], &opts);
+        let routes = vec![([127, 0, 0, 1], 13).into(), ([198, 18, 0, 2], 23).into()];
+        let conf = config(
+            "s1",
+            ports,
+            Path::new("/tmp/x"),
+            &Network::loopback(routes),
+            &opts,
+        );
         assert!(conf.contains("listen: \"127.0.0.1:1\""), "{conf}");
         assert!(conf.contains("http: \"127.0.0.1:2\""), "{conf}");
         assert!(conf.contains("store_dir: \"/tmp/x\""), "{conf}");
         assert!(conf.contains("name: shoal-test"), "{conf}");
         assert!(
-            conf.contains("routes: [\"nats-route://127.0.0.1:13\", \"nats-route://127.0.0.1:23\"]"),
+            conf.contains(
+                "routes: [\"nats-route://127.0.0.1:13\", \"nats-route://198.18.0.2:23\"]"
+            ),
             "{conf}"
         );
+        assert!(conf.contains("listen: \"127.0.0.1:3\""), "{conf}");
         assert!(conf.contains("ping_interval: \"1000ms\"\n"), "{conf}");
         assert!(conf.contains("ping_max: 2\n"), "{conf}");
         assert!(conf.trim_end().ends_with("accounts {}"), "{conf}");
@@ -163,13 +196,48 @@ mod tests {
             ping_interval: Some(Duration::from_millis(1500)),
             ..NatsOptions::for_netns()
         };
-        let conf = config("s1", ports, Path::new("/tmp/x"), &[], &opts);
+        let conf = config(
+            "s1",
+            ports,
+            Path::new("/tmp/x"),
+            &Network::loopback(Vec::new()),
+            &opts,
+        );
         assert!(conf.contains("listen: \"0.0.0.0:1\""), "{conf}");
         assert!(conf.contains("http: \"127.0.0.1:2\""), "{conf}");
         assert!(conf.contains("ping_interval: \"1500ms\"\n"), "{conf}");
         assert!(conf.contains("ping_max: 2\n"), "{conf}");
         assert!(conf.contains("write_deadline: \"2000ms\"\n"), "{conf}");
         assert!(!conf.contains("cluster"), "{conf}");
+    }
+
+    #[test]
+    fn a_member_in_a_namespace_listens_everywhere_and_routes_across_the_veth() {
+        let ports = Ports {
+            client: 1,
+            monitor: 2,
+            cluster: Some(3),
+        };
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        let net = Network {
+            monitor_listen: any,
+            cluster_listen: any,
+            routes: vec![([198, 18, 0, 1], 13).into(), ([198, 18, 0, 1], 23).into()],
+        };
+        let opts = NatsOptions {
+            listen_host: Some(any),
+            ..NatsOptions::default()
+        };
+        let conf = config("s3", ports, Path::new("/tmp/x"), &net, &opts);
+        assert!(conf.contains("listen: \"0.0.0.0:1\""), "{conf}");
+        assert!(conf.contains("http: \"0.0.0.0:2\""), "{conf}");
+        assert!(conf.contains("listen: \"0.0.0.0:3\""), "{conf}");
+        assert!(
+            conf.contains(
+                "routes: [\"nats-route://198.18.0.1:13\", \"nats-route://198.18.0.1:23\"]"
+            ),
+            "{conf}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use std::ffi::OsStr;
 use std::fs::OpenOptions;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -22,7 +22,6 @@ use anyhow::{Context, Result, bail, ensure};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid};
 
-use crate::nats::NatsServer;
 use crate::process::{CommandSpec, ServiceProcess, stat_fields};
 
 /// Namespaces are `shoal-<pid>-<start time>-<counter>`.
@@ -145,22 +144,6 @@ impl NetNs {
         self.ns_ip
     }
 
-    /// The URL a process inside uses for `server`: `nats://<host_ip>:<port>`.
-    /// Fails if the server does not listen where the namespace can reach it
-    /// (start it with [`crate::NatsOptions::for_netns`]).
-    pub fn nats_url(&self, server: &NatsServer) -> Result<String> {
-        let listen = server.listen_host();
-        if !(listen.is_unspecified() || listen == IpAddr::V4(self.host_ip)) {
-            bail!(
-                "nats-server {} listens on {listen} only, out of reach of network namespace {}: \
-                 start it with NatsOptions::for_netns() (or listen_host 0.0.0.0)",
-                server.server_name(),
-                self.name
-            );
-        }
-        Ok(format!("nats://{}:{}", self.host_ip, server.port()))
-    }
-
     /// Pulls the cable: from now on every packet on the veth is dropped
     /// silently, both ways (a `blackhole` qdisc on each end). The links stay up
     /// and nobody gets an error, RST or FIN: established TCP connections stay
@@ -247,12 +230,21 @@ impl ServiceProcess {
         args: &[String],
         envs: &[(String, String)],
     ) -> Result<ServiceProcess> {
-        let mut spec = CommandSpec::new(tool("ip"));
-        spec.arg("netns").arg("exec").arg(&netns.name).arg(bin);
+        let mut spec = netns.exec_spec(bin);
         spec.args.extend(args.iter().map(Into::into));
         spec.envs = envs.iter().map(|(k, v)| (k.into(), v.into())).collect();
-        spec.execs_into = Some(bin.to_path_buf());
         ServiceProcess::start_spec(name, spec)
+    }
+}
+
+impl NetNs {
+    /// `ip netns exec <name> <bin>`, to which the caller adds `bin`'s arguments:
+    /// how every process in the namespace is started (and restarted).
+    pub(crate) fn exec_spec(&self, bin: &Path) -> CommandSpec {
+        let mut spec = CommandSpec::new(tool("ip"));
+        spec.arg("netns").arg("exec").arg(&self.name).arg(bin);
+        spec.execs_into = Some(bin.to_path_buf());
+        spec
     }
 }
 
@@ -402,7 +394,7 @@ fn block_addresses(block: u32) -> (Ipv4Addr, Ipv4Addr) {
 
 /// `program` from the usual system directories (sbin is not always on a
 /// test's PATH), else as found on PATH.
-fn tool(program: &str) -> PathBuf {
+pub(crate) fn tool(program: &str) -> PathBuf {
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
         .iter()
         .map(|dir| Path::new(dir).join(program))
@@ -411,7 +403,7 @@ fn tool(program: &str) -> PathBuf {
 }
 
 /// Runs an iproute2 command, returning its stdout; its stderr is the error.
-fn run(program: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<String> {
     let output = Command::new(tool(program))
         .args(args)
         .stdin(Stdio::null())
