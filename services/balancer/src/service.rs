@@ -112,6 +112,12 @@ pub(crate) async fn run(
         shutdown.clone(),
     ));
     tasks.spawn(follow_assignments(events, shared.clone(), shutdown.clone()));
+    // A balancer on a nats-server cut off from the rest answers nobody: it moves.
+    tasks.spawn(shoal_runtime::reach::keep_to_majority(
+        client.clone(),
+        shoal_protocol::kv_stream(MEMBERS_BUCKET),
+        shutdown.clone(),
+    ));
     tasks.spawn(load_assignments(
         ShoalClient::new(client.clone(), subjects.clone()).with_retry_for(Duration::ZERO),
         shared.clone(),

@@ -39,6 +39,13 @@ pub const LEADER_BUCKET: &str = "shoal_leader";
 pub const LEADER_KEY: &str = "coordinator";
 /// The KV bucket holding cluster settings such as the balancing strategy.
 pub const CONFIG_BUCKET: &str = "shoal_config";
+
+/// The JetStream stream behind a KV bucket (`KV_<bucket>`), for the requests that
+/// name the stream (its info, as the NATS permissions in compose/nats/auth.conf
+/// allow).
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
 /// Key of the cluster balancing strategy in [`CONFIG_BUCKET`]; the value is
 /// `{"strategy": "<name>"}`.
 pub const STRATEGY_KEY: &str = "balancer.strategy";

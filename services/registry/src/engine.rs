@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use async_nats::connection::State;
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, kv};
 use chrono::Utc;
 use shoal_protocol::{Node, NodeEvent, NodeStatus, ShoalError, Subjects, SyncRequest};
 use shoal_runtime::JetStreamError;
@@ -64,6 +64,9 @@ impl RateLog {
 pub struct Engine {
     state: Mutex<Membership>,
     pub store: kv::Store,
+    /// For the reachability probe, on the members bucket's stream.
+    js: jetstream::Context,
+    stream: String,
     pub client: Client,
     pub subjects: Subjects,
     permits: Semaphore,
@@ -82,6 +85,8 @@ impl Engine {
         Engine {
             state: Mutex::new(membership),
             store,
+            js: jetstream::new(client.clone()),
+            stream: shoal_protocol::kv_stream(shoal_protocol::MEMBERS_BUCKET),
             client,
             subjects,
             permits: Semaphore::new(MAX_WRITES_IN_FLIGHT),
@@ -314,12 +319,30 @@ impl Engine {
                 outage = true;
                 continue;
             }
-            let now = Instant::now();
             if outage {
+                // Connected again, but judged again only once the cluster's majority
+                // answers through this connection.
+                if shoal_runtime::reach::probe(&self.js, &self.stream)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
                 outage = false;
                 // Nodes need time to reconnect too before their silence means anything.
-                self.lock().grace_all(now + th.suspect_after);
-                info!("nats reachable again: liveness judged afresh");
+                self.lock().grace_all(Instant::now() + th.suspect_after);
+                info!("the cluster is reachable again: liveness judged afresh");
+            }
+            let now = Instant::now();
+            // Before silence condemns anyone, this replica makes sure it is not the
+            // one cut off: its link silently dead, or its server in the minority.
+            let falling = self.lock().falling_silent(now);
+            if falling > 0
+                && let Err(e) = shoal_runtime::reach::probe(&self.js, &self.stream).await
+            {
+                warn!(error = %e, nodes = falling, "the cluster's majority is out of reach: liveness judgement paused");
+                outage = true;
+                continue;
             }
             let (plans, wanted) = {
                 let mut state = self.lock();

@@ -170,6 +170,12 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         shutdown.clone(),
     ));
     tasks.spawn(engine.clone().tick(shutdown.clone()));
+    // A registry on a nats-server cut off from the rest hears only its side: it moves.
+    tasks.spawn(shoal_runtime::reach::keep_to_majority(
+        client.clone(),
+        shoal_protocol::kv_stream(shoal_protocol::MEMBERS_BUCKET),
+        shutdown.clone(),
+    ));
     if let Some(sys) = sys {
         tasks.spawn(advisory::follow(engine.clone(), sys, shutdown.clone()));
     }

@@ -397,3 +397,32 @@ fn a_write_in_flight_defers_the_next_plan() {
     assert_eq!(m.due(t, u).len(), 1);
     let _ = S;
 }
+
+/// What the tick asks before it lets silence condemn anyone: exactly the members
+/// `due` would make suspect or offline for silence, and none once a replica back
+/// from its own outage has given everyone grace.
+#[test]
+fn falling_silent_counts_whom_silence_would_condemn_and_grace_clears_it() {
+    let c = Clock::new();
+    let mut m = joined(&c);
+    let (t, u) = c.at(1000);
+    m.on_heartbeat(&heartbeat("n1", 1, 0), t, u);
+    let (t, _) = c.at(2900);
+    assert_eq!(m.falling_silent(t), 0);
+    let (t, u) = c.at(3050);
+    assert_eq!(m.falling_silent(t), 1);
+    let plans = m.due(t, u);
+    assert_eq!(kinds(&plans), [NodeEventKind::Suspect]);
+    write(&mut m, &plans[0], 2, t);
+    // Suspect: counted again only once silence would make it offline.
+    let (t, _) = c.at(3900);
+    assert_eq!(m.falling_silent(t), 0);
+    let (t, _) = c.at(4050);
+    assert_eq!(m.falling_silent(t), 1);
+
+    // The replica was the one cut off: grace from now, and nobody falls silent
+    // until the grace has passed without a heartbeat.
+    m.grace_all(t + Thresholds::default().suspect_after);
+    assert_eq!(m.falling_silent(t + S), 0);
+    assert!(m.due(t + S, u + S).is_empty());
+}

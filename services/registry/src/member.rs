@@ -308,13 +308,31 @@ impl Member {
         })
     }
 
+    /// Whether silence alone makes this member suspect (alive now) or offline
+    /// (suspect now) at `now`: what a replica that may itself be cut off checks
+    /// before it condemns anyone.
+    pub fn falls_silent(&self, now: Instant, th: &Thresholds) -> bool {
+        let Some(stored) = &self.stored else {
+            return false;
+        };
+        let silent = now.saturating_duration_since(self.silence_from());
+        match stored.node.status {
+            s if model::is_alive(s) => silent > th.suspect_after,
+            NodeStatus::Suspect => silent > th.offline_after,
+            _ => false,
+        }
+    }
+
+    /// Where silence is counted from: the last heartbeat, or the grace given.
+    fn silence_from(&self) -> Instant {
+        self.heard_at
+            .map_or(self.grace_from, |h| h.max(self.grace_from))
+    }
+
     fn plan_liveness(&self, id: &str, now: Instant, th: &Thresholds) -> Option<Plan> {
         let stored = self.stored.as_ref()?;
         let status = stored.node.status;
-        let reference = self
-            .heard_at
-            .map_or(self.grace_from, |h| h.max(self.grace_from));
-        let silent = now.saturating_duration_since(reference);
+        let silent = now.saturating_duration_since(self.silence_from());
         let heard_since_disconnect = self
             .disconnected_at
             .is_none_or(|d| self.heard_at.is_some_and(|h| h > d + th.quarantine()));

@@ -148,6 +148,14 @@ impl Membership {
         }
     }
 
+    /// How many members silence alone would condemn now ([`Member::falls_silent`]).
+    pub fn falling_silent(&self, now: Instant) -> usize {
+        self.members
+            .values()
+            .filter(|m| m.falls_silent(now, &self.th))
+            .count()
+    }
+
     /// After this replica could not hear anything (its own NATS outage), silence is
     /// counted afresh.
     pub fn grace_all(&mut self, now: Instant) {

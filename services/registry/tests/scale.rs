@@ -52,7 +52,9 @@ fn rss_kib(pid: u32) -> Result<u64> {
 
 async fn bucket_sequence(c: &shoal_protocol::ShoalClient) -> Result<u64> {
     let js = async_nats::jetstream::new(c.nats().clone());
-    let mut stream = js.get_stream(format!("KV_{MEMBERS_BUCKET}")).await?;
+    let mut stream = js
+        .get_stream(shoal_protocol::kv_stream(MEMBERS_BUCKET))
+        .await?;
     Ok(stream.info().await?.state.last_sequence)
 }
 

@@ -7,6 +7,7 @@ mod config;
 pub mod error;
 pub mod jetstream;
 pub mod kv;
+pub mod reach;
 pub mod retry;
 mod serve;
 pub mod settings;
