@@ -27,6 +27,7 @@ select      balancer selections with --nodes nodes in its view (10,000 for the g
 discovery   time from a node's announce to being listed and selectable, percentiles\n  \
 heartbeats  --nodes simulated nodes heartbeating: registry CPU and RSS, false suspect/offline\n  \
 failover    a fault a third of the way into a stream of assigns (--spawn), chosen with --kill: coordinator (kill -9 of\n              the leader), coordinator-stop (SIGSTOP it for --pause, then SIGCONT), coordinator-term (SIGTERM it),\n              promote (leader.promote to a follower), nats-server / nats-server-term (kill -9 / SIGTERM of the\n              nats-server leading the assignment log, with --nats-servers 3), none (no fault); reports the time to\n              the first acknowledged assign after the fault, time without a leader, client timeouts apart from\n              error replies, leadership changes, and verifies nothing acknowledged was lost or duplicated and that\n              no deposed leader's write was accepted after a newer term began\n  \
+partition   (--spawn, as root) cuts made under a stream of assigns on a 3-server cluster whose processes sit on\n              test hosts of their own (network namespaces), chosen with --cut, each held --cut-for: nats-server,\n              leader, registry, node; reports each cut's detection and the writes' stall, then checks the log,\n              Postgres history and every node's own agents\n  \
 compaction  --changes assign+unassign changes on top of --agents kept (--spawn): log stream size, how soon a\n              coordinator started afterwards is ready (snapshot + tail), kill -9 of the leader to the next acknowledged assign"
 )]
 pub struct Args {
@@ -59,6 +60,16 @@ pub struct Args {
     /// for a follower to take over while it is stopped.
     #[arg(long, env = "SHOAL_LOADTEST_PAUSE", value_parser = humantime::parse_duration, default_value = "5s")]
     pub pause: Duration,
+
+    /// The partition scenario's cuts, in this order (comma-separated): nats-server
+    /// (its routes cut, the balancer still attached to it), leader (the leader
+    /// coordinator cut off with that server), registry, node (a real node).
+    #[arg(long, env = "SHOAL_LOADTEST_CUT", value_enum, value_delimiter = ',', default_values_t = Cut::ALL)]
+    pub cut: Vec<Cut>,
+
+    /// How long each cut of the partition scenario lasts.
+    #[arg(long, env = "SHOAL_LOADTEST_CUT_FOR", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub cut_for: Duration,
 
     /// Postgres URL of the coordinator's history database, for verification (ignored
     /// with --spawn).
@@ -239,6 +250,32 @@ impl Victim {
     }
 }
 
+/// `--cut`: a partition of the partition scenario.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Cut {
+    /// A nats-server's routes cut while its clients (the balancer) stay attached:
+    /// it is in the minority and they must leave it.
+    NatsServer,
+    /// The leader coordinator cut off from the NATS majority, with the server it
+    /// is attached to.
+    Leader,
+    /// The registry cut off.
+    Registry,
+    /// A real node cut off from its servers.
+    Node,
+}
+
+impl Cut {
+    pub const ALL: [Cut; 4] = [Cut::NatsServer, Cut::Leader, Cut::Registry, Cut::Node];
+
+    /// The value's name on the command line.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     Assign,
@@ -248,6 +285,7 @@ pub enum Scenario {
     Heartbeats,
     Failover,
     Compaction,
+    Partition,
 }
 
 impl Args {

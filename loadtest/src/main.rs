@@ -40,6 +40,7 @@ async fn main() -> ExitCode {
         Scenario::Heartbeats => scenarios::heartbeats::run(&args, &mut report).await,
         Scenario::Failover => scenarios::failover::run(&args, &mut report).await,
         Scenario::Compaction => scenarios::compaction::run(&args, &mut report).await,
+        Scenario::Partition => scenarios::partition::run(&args, &mut report).await,
     };
     println!("{}", report.render());
     if let Err(e) = write_outputs(&args, &report, outcome.is_err()) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use shoal_announcer::sim::{SimConfig, SimMetrics, SimulatedCluster};
 use shoal_protocol::{ShoalClient, Subjects};
-use shoal_testkit::{NatsCluster, NatsServer, Postgres, ServiceProcess, binary, wait_for};
+use shoal_testkit::{NatsCluster, NatsServer, NetNs, Postgres, ServiceProcess, binary, wait_for};
 
 use crate::args::Args;
 
@@ -30,6 +30,8 @@ pub struct Stack {
     pub balancer: Option<ServiceProcess>,
     pub coordinators: Vec<Coordinator>,
     pub nodes: Option<SimulatedCluster>,
+    /// A real node (`shoal-announcer`), where a scenario starts one.
+    pub real_node: Option<ServiceProcess>,
     pub client: ShoalClient,
     pub subjects: Subjects,
 }
@@ -88,18 +90,12 @@ impl Stack {
         let client =
             ShoalClient::new(nats_client, subjects.clone()).with_timeout(Duration::from_secs(5));
         let mut stack = Stack {
-            nats_url,
             database_url,
             _nats: nats,
             cluster,
             kv_replicas: servers.min(3),
             _postgres: postgres,
-            registry: None,
-            balancer: None,
-            coordinators: Vec::new(),
-            nodes: None,
-            client,
-            subjects,
+            ..Stack::unstarted(nats_url, client, subjects)
         };
         if args.spawn {
             if spawn.registry {
@@ -181,8 +177,20 @@ impl Stack {
 
     /// Starts a service binary configured through its `SHOAL_…` environment.
     fn service(&self, bin: &str, instance: &str) -> anyhow::Result<ServiceProcess> {
+        self.service_at(None, &self.nats_url, bin, instance)
+    }
+
+    /// Starts a service binary on the host or inside `netns`, connecting to `urls`
+    /// (what it can reach from there).
+    pub fn service_at(
+        &self,
+        netns: Option<&NetNs>,
+        urls: &str,
+        bin: &str,
+        instance: &str,
+    ) -> anyhow::Result<ServiceProcess> {
         let mut env = vec![
-            ("SHOAL_NATS_URL".to_string(), self.nats_url.clone()),
+            ("SHOAL_NATS_URL".to_string(), urls.to_string()),
             ("SHOAL_INSTANCE_ID".to_string(), instance.to_string()),
             (
                 "SHOAL_PREFIX".to_string(),
@@ -197,7 +205,53 @@ impl Stack {
         if let Some(db) = &self.database_url {
             env.push(("SHOAL_DATABASE_URL".to_string(), db.clone()));
         }
-        ServiceProcess::spawn(instance, &binary(bin)?, &[], &env)
+        match netns {
+            Some(netns) => ServiceProcess::spawn_in(netns, instance, &binary(bin)?, &[], &env),
+            None => ServiceProcess::spawn(instance, &binary(bin)?, &[], &env),
+        }
+    }
+
+    /// A private stack on `cluster` (started by the caller, so it may place its
+    /// servers in network namespaces) with its own Postgres and no service yet:
+    /// the caller starts each where it belongs ([`Self::service_at`]). The
+    /// run's own client, and the simulated nodes, connect to `urls`.
+    pub async fn on_cluster(
+        args: &Args,
+        cluster: NatsCluster,
+        urls: String,
+    ) -> anyhow::Result<Stack> {
+        let subjects = Subjects::new(&args.prefix)?;
+        let postgres = Postgres::start().await?;
+        let database_url = postgres.create_database().await?;
+        let nats_client = connect(&urls).await?;
+        let client =
+            ShoalClient::new(nats_client, subjects.clone()).with_timeout(Duration::from_secs(5));
+        Ok(Stack {
+            database_url: Some(database_url),
+            kv_replicas: cluster.servers.len().min(3),
+            cluster: Some(cluster),
+            _postgres: Some(postgres),
+            ..Stack::unstarted(urls, client, subjects)
+        })
+    }
+
+    /// A stack reached at `nats_url` with nothing of its own started yet.
+    fn unstarted(nats_url: String, client: ShoalClient, subjects: Subjects) -> Stack {
+        Stack {
+            nats_url,
+            database_url: None,
+            _nats: None,
+            cluster: None,
+            kv_replicas: 1,
+            _postgres: None,
+            registry: None,
+            balancer: None,
+            coordinators: Vec::new(),
+            nodes: None,
+            real_node: None,
+            client,
+            subjects,
+        }
     }
 
     /// Starts `count` simulated nodes (ids `lt-<i>`) and waits until the registry

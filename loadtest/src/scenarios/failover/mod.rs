@@ -8,10 +8,10 @@
 //! acknowledged assignment was lost or duplicated and that the log holds no write of
 //! a deposed leader after a newer term began.
 
-mod attempts;
-mod faults;
+pub mod attempts;
+pub mod faults;
 mod probe;
-mod watch;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,7 @@
 //! in the log, which would be a deposed leader's write accepted after a newer term
 //! began. And `coordinator.leader.changed`, for every lease the coordinators won.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,8 +13,8 @@ use anyhow::Context;
 use async_nats::jetstream::{self, consumer};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use shoal_coordinator::record::LogRecord;
-use shoal_protocol::{LOG_STREAM, LeaderChanged, LeaderInfo};
+use shoal_coordinator::record::{Change, LogRecord};
+use shoal_protocol::{AssignmentAction, LOG_STREAM, LeaderChanged, LeaderInfo};
 use shoal_testkit::wait_for;
 use tokio::task::JoinHandle;
 
@@ -43,9 +44,25 @@ pub struct Stale {
     pub epoch: u64,
 }
 
+/// One change as the log holds it: what Postgres history must hold too.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Logged {
+    pub seq: u64,
+    /// Its place among its record's changes.
+    pub index: usize,
+    pub agent: String,
+    pub action: AssignmentAction,
+}
+
 /// What the watcher has read so far.
 #[derive(Default)]
 pub struct Seen {
+    /// Every change read, in log order.
+    pub changes: Vec<Logged>,
+    /// Where the log has each agent after the records read so far.
+    pub placed: BTreeMap<String, String>,
+    /// Changes that put an agent on a node while the log had it on another.
+    pub doubled: Vec<String>,
     /// The last log sequence read.
     pub last_seq: u64,
     pub records: u64,
@@ -104,6 +121,46 @@ impl Seen {
         }
         if let Some(newest) = authors.iter().map(|(_, epoch)| *epoch).max() {
             self.max_epoch = self.max_epoch.max(newest);
+        }
+        for (index, change) in record.changes().iter().enumerate() {
+            self.place(seq, index, change);
+        }
+    }
+
+    /// Follows one change's agent: a placement while the log has the agent on
+    /// another node, or a move from a node it is not on, is a doubled placement.
+    fn place(&mut self, seq: u64, index: usize, change: &Change) {
+        let agent = change.agent_name.as_str();
+        self.changes.push(Logged {
+            seq,
+            index,
+            agent: agent.to_string(),
+            action: change.action,
+        });
+        let on = self.placed.get(agent).map(String::as_str);
+        match (change.action, change.node_id.as_deref()) {
+            (AssignmentAction::Assigned, Some(node)) => {
+                if let Some(other) = on.filter(|other| *other != node) {
+                    self.doubled.push(format!(
+                        "log {seq}.{index}: {agent} assigned to {node} while on {other}"
+                    ));
+                }
+                self.placed.insert(agent.to_string(), node.to_string());
+            }
+            (AssignmentAction::Reassigned | AssignmentAction::Migrated, Some(node)) => {
+                let from = change.previous_node_id.as_deref();
+                if let (Some(on), Some(from)) = (on, from)
+                    && on != from
+                {
+                    self.doubled.push(format!(
+                        "log {seq}.{index}: {agent} moved from {from} to {node} while on {on}"
+                    ));
+                }
+                self.placed.insert(agent.to_string(), node.to_string());
+            }
+            _ => {
+                self.placed.remove(agent);
+            }
         }
     }
 
@@ -240,8 +297,8 @@ async fn follow(
 mod tests {
     use std::collections::BTreeMap;
 
-    use shoal_coordinator::record::{Change, EpochStart};
-    use shoal_protocol::{AssignmentAction, AssignmentStatus};
+    use shoal_coordinator::record::EpochStart;
+    use shoal_protocol::AssignmentStatus;
 
     use super::*;
 
@@ -258,14 +315,25 @@ mod tests {
     }
 
     fn changes(leader: &str, epoch: u64, agents: &[&str]) -> Vec<u8> {
-        let changes = agents
+        let moves: Vec<_> = agents
             .iter()
-            .map(|agent| Change {
-                event_id: format!("{agent}-{epoch}"),
-                action: AssignmentAction::Assigned,
+            .map(|a| (*a, AssignmentAction::Assigned, Some("n1"), None))
+            .collect();
+        moved(leader, epoch, &moves)
+    }
+
+    /// (agent, action, node, previous node) per change.
+    type Move<'a> = (&'a str, AssignmentAction, Option<&'a str>, Option<&'a str>);
+
+    fn moved(leader: &str, epoch: u64, moves: &[Move<'_>]) -> Vec<u8> {
+        let changes = moves
+            .iter()
+            .map(|(agent, action, node, previous)| Change {
+                event_id: format!("{agent}-{epoch}-{action:?}"),
+                action: *action,
                 agent_name: (*agent).into(),
-                node_id: Some("n1".into()),
-                previous_node_id: None,
+                node_id: node.map(Into::into),
+                previous_node_id: previous.map(Into::into),
                 status: AssignmentStatus::Running,
                 reason: "balanced".into(),
                 leader_id: leader.into(),
@@ -322,5 +390,32 @@ mod tests {
         assert_eq!(seen.unseen, 3);
         assert_eq!(seen.unreadable, 1);
         assert_eq!(seen.records, 4);
+    }
+
+    #[test]
+    fn the_log_placing_an_agent_on_a_second_node_is_caught() {
+        use AssignmentAction::*;
+        let mut seen = Seen::default();
+        seen.apply(1, &start("c1", 1));
+        seen.apply(2, &moved("c1", 1, &[("a", Assigned, Some("n1"), None)]));
+        seen.apply(
+            3,
+            &moved("c1", 1, &[("a", Reassigned, Some("n2"), Some("n1"))]),
+        );
+        seen.apply(4, &moved("c1", 1, &[("a", Unassigned, None, Some("n2"))]));
+        seen.apply(5, &moved("c1", 1, &[("a", Assigned, Some("n3"), None)]));
+        assert!(seen.doubled.is_empty(), "{:?}", seen.doubled);
+        assert_eq!(seen.placed.get("a").map(String::as_str), Some("n3"));
+        // Placed again elsewhere without leaving n3; then moved from a node it is
+        // not on.
+        seen.apply(6, &moved("c1", 1, &[("a", Assigned, Some("n1"), None)]));
+        seen.apply(
+            7,
+            &moved("c1", 1, &[("a", Migrated, Some("n2"), Some("n3"))]),
+        );
+        assert_eq!(seen.doubled.len(), 2, "{:?}", seen.doubled);
+        assert!(seen.doubled[0].contains("log 6.0: a assigned to n1 while on n3"));
+        assert_eq!(seen.changes.len(), 6);
+        assert_eq!((seen.changes[5].seq, seen.changes[5].index), (7, 0));
     }
 }

@@ -1,0 +1,333 @@
+//! The partition scenario's cuts, each made while the writer assigns, held for
+//! `--cut-for`, healed, and followed until the cluster is whole again. Each
+//! reports what its detection took and the writes' longest stall; the goal is
+//! that stall within detection plus 1 s.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use shoal_protocol::{LOG_STREAM, NodeEventKind, NodeStatus};
+use shoal_testkit::wait_for;
+
+use super::hosts::{CUT_NODE, Hosts, MAJORITY_COORDINATOR, MINORITY_COORDINATOR, MINORITY_SERVER};
+use super::watchers::{NodeEvents, Writer};
+use crate::args::Cut;
+use crate::report::Report;
+use crate::stack::Stack;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+/// The coordinators' lease TTL (their default `--lease-ttl`).
+const LEASE_TTL: Duration = Duration::from_secs(3);
+/// Writes may resume this long after the cut is detected.
+const SLACK: Duration = Duration::from_secs(1);
+
+/// Runs one cut; returns its unavailability (the writes' longest stall).
+pub async fn run(
+    cut: Cut,
+    hosts: &Hosts,
+    stack: &mut Stack,
+    writer: &Writer,
+    events: &NodeEvents,
+    cut_for: Duration,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let name = cut.name();
+    // Who leads when the cut begins: the majority's coordinator for a server's
+    // cut (a cut of its own, the leader's comes next), the minority's for the
+    // leader's.
+    match cut {
+        Cut::NatsServer => lead(stack, MAJORITY_COORDINATOR).await?,
+        Cut::Leader => lead(stack, MINORITY_COORDINATOR).await?,
+        Cut::Registry | Cut::Node => {}
+    }
+    eprintln!("cut: {name} for {cut_for:?}");
+    let at = Instant::now();
+    let detection = match cut {
+        Cut::NatsServer => nats_server(hosts, stack, at, cut_for, report).await?,
+        Cut::Leader => leader(hosts, stack, at, cut_for, report).await?,
+        Cut::Registry => registry(hosts, stack, events, at, cut_for, report).await?,
+        Cut::Node => node(hosts, stack, events, at, cut_for, report).await?,
+    };
+    let stall = writer.stall_since(at);
+    let leader = stack.wait_for_leader().await?;
+    report.figure(&format!("{name}.leader_after"), leader);
+    report.figure(&format!("{name}.writes_stalled_ms"), ms(stall));
+    report.goal(
+        &format!("{name} cut: writes stall ≤ detection + 1 s"),
+        stall <= detection + SLACK,
+        format!("writes stalled {stall:?} at most; detection took {detection:?}"),
+    );
+    Ok(())
+}
+
+/// s3's routes cut, its clients (the balancer) still attached: the majority
+/// elects leaders for what s3 led, and the balancer must leave s3.
+async fn nats_server(
+    hosts: &Hosts,
+    stack: &mut Stack,
+    at: Instant,
+    cut_for: Duration,
+    report: &mut Report,
+) -> anyhow::Result<Duration> {
+    let cluster = stack.cluster.as_ref().context("no nats cluster")?;
+    let s3 = cluster.servers[MINORITY_SERVER].server_name().to_string();
+    let led = led_by(stack, &s3).await?;
+    hosts.minority.cut_routes(&cluster.cluster_ports())?;
+    let server = &cluster.servers[MINORITY_SERVER];
+    let left = async {
+        wait_for(
+            "the balancer to leave the minority's server",
+            PATIENCE,
+            || async {
+                let open = server.connections().await.ok()?;
+                let attached = open
+                    .iter()
+                    .any(|c| c.name.as_deref() == Some("shoal-balancer:balancer-1"));
+                (!attached).then_some(())
+            },
+        )
+        .await
+        .map(|()| at.elapsed())
+    };
+    let (elected, left) = tokio::join!(elected(stack, &led, &s3, at), left);
+    let (elected, left) = (elected?, left?);
+    report.figure("nats-server.streams_led_by_it", &led);
+    report.figure("nats-server.elected_ms", ms(elected));
+    report.figure("nats-server.balancer_left_ms", ms(left));
+    let detection = elected.max(left);
+    hold(at, cut_for).await;
+    hosts.minority.restore_routes()?;
+    wait_current(stack).await?;
+    report.figure("nats-server.healed_ms", ms(at.elapsed()));
+    Ok(detection)
+}
+
+/// The leader (coordinator-1) cut off with s3: coordinator-2 takes over once the
+/// lease runs out.
+async fn leader(
+    hosts: &Hosts,
+    stack: &mut Stack,
+    at: Instant,
+    cut_for: Duration,
+    report: &mut Report,
+) -> anyhow::Result<Duration> {
+    let client = stack.client.clone();
+    let s3 = stack.cluster.as_ref().context("no nats cluster")?.servers[MINORITY_SERVER]
+        .server_name()
+        .to_string();
+    let led = led_by(stack, &s3).await?;
+    hosts.minority.cut()?;
+    let taken = async {
+        stack
+            .wait_for_leader_other_than(MINORITY_COORDINATOR)
+            .await
+            .map(|_| at.elapsed())
+    };
+    let (elected, took_over) = tokio::join!(elected(stack, &led, &s3, at), taken);
+    let (elected, took_over) = (elected?, took_over?);
+    report.figure("leader.streams_led_by_its_server", &led);
+    report.figure("leader.elected_ms", ms(elected));
+    report.figure("leader.taken_over_ms", ms(took_over));
+    hold(at, cut_for).await;
+    hosts.minority.restore()?;
+    wait_for("coordinator-1 to follow", PATIENCE, || async {
+        let reply = client.leader_of(MINORITY_COORDINATOR).await.ok()?;
+        let leader = reply.leader?.coordinator_id;
+        (!reply.is_leader && leader == MAJORITY_COORDINATOR).then_some(())
+    })
+    .await?;
+    wait_current(stack).await?;
+    report.figure("leader.healed_ms", ms(at.elapsed()));
+    // Writes wait for the lease to run out, and for JetStream to elect leaders for
+    // what s3 led.
+    Ok(took_over.max(LEASE_TTL).max(elected))
+}
+
+/// The registry cut off: it hears no heartbeat meanwhile, and must not take that
+/// for the nodes' silence once it is back.
+async fn registry(
+    hosts: &Hosts,
+    stack: &mut Stack,
+    events: &NodeEvents,
+    at: Instant,
+    cut_for: Duration,
+    report: &mut Report,
+) -> anyhow::Result<Duration> {
+    hosts.registry.cut()?;
+    hold(at, cut_for).await;
+    hosts.registry.restore()?;
+    let back = Instant::now();
+    let client = stack.client.clone();
+    let expected = stack.nodes.as_ref().map_or(0, |n| n.len()) + 1;
+    let heard = wait_for(
+        "the registry to hear every node again",
+        PATIENCE,
+        || async {
+            let stats = client.registry_stats().await.ok()?;
+            (stats.online_nodes >= expected).then_some(())
+        },
+    )
+    .await;
+    heard?;
+    report.figure("registry.answering_again_ms", ms(back.elapsed()));
+    // Long enough after the heal for a wrong judgement to have been published: the
+    // offline threshold (3 heartbeat intervals) and a heartbeat more.
+    let settle = back + Duration::from_secs(4);
+    tokio::time::sleep_until(settle.into()).await;
+    let condemned = events.since(at, &[NodeEventKind::Suspect, NodeEventKind::Offline]);
+    report.figure("registry.nodes_condemned", condemned.len());
+    report.check(
+        "registry cut: no node suspected for the registry's own cut",
+        condemned.is_empty(),
+        format!("{condemned:?}"),
+    );
+    // Nothing to detect: writes go on through the balancer's own view.
+    Ok(Duration::ZERO)
+}
+
+/// The real node cut off: offline, its agents moved; back, it runs exactly what
+/// it is told.
+async fn node(
+    hosts: &Hosts,
+    stack: &mut Stack,
+    events: &NodeEvents,
+    at: Instant,
+    cut_for: Duration,
+    report: &mut Report,
+) -> anyhow::Result<Duration> {
+    let client = stack.client.clone();
+    let held = agents_on(stack, CUT_NODE).await?;
+    report.figure("node.agents_before", held);
+    hosts.node.cut()?;
+    events
+        .wait(CUT_NODE, NodeEventKind::Offline, at, PATIENCE)
+        .await?;
+    let offline = at.elapsed();
+    report.figure("node.offline_ms", ms(offline));
+    wait_for(
+        &format!("{CUT_NODE}'s agents to move"),
+        PATIENCE,
+        || async { (agents_on(stack, CUT_NODE).await.ok()? == 0).then_some(()) },
+    )
+    .await?;
+    report.figure("node.agents_moved_ms", ms(at.elapsed()));
+    hold(at, cut_for).await;
+    hosts.node.restore()?;
+    wait_for(
+        &format!("{CUT_NODE} to be online again"),
+        PATIENCE,
+        || async {
+            let node = client.get_node(CUT_NODE).await.ok()?;
+            (node.status == NodeStatus::Online).then_some(())
+        },
+    )
+    .await?;
+    report.figure("node.online_again_ms", ms(at.elapsed()));
+    // Detection is the offline judgement: writes to other nodes need none.
+    Ok(offline)
+}
+
+/// Hands the lease to `id` unless it holds it (`leader.promote`, asked again
+/// until it has taken).
+async fn lead(stack: &Stack, id: &str) -> anyhow::Result<()> {
+    let client = stack.client.clone();
+    wait_for(&format!("{id} to lead"), PATIENCE, || async {
+        let leader = client.leader().await.ok()?.leader?;
+        if leader.coordinator_id == id {
+            return Some(());
+        }
+        let _ = client.promote(id).await;
+        None
+    })
+    .await
+}
+
+/// The fault's length, not a wait for some state.
+async fn hold(at: Instant, cut_for: Duration) {
+    tokio::time::sleep_until((at + cut_for).into()).await;
+}
+
+async fn agents_on(stack: &Stack, node: &str) -> anyhow::Result<usize> {
+    Ok(stack
+        .client
+        .list_all_assignments(&Default::default())
+        .await?
+        .iter()
+        .filter(|a| a.node_id == node)
+        .count())
+}
+
+/// The streams `server` leads.
+async fn led_by(stack: &Stack, server: &str) -> anyhow::Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let js = quick_js(stack);
+    let names: Vec<String> = js.stream_names().try_collect().await?;
+    let mut led = Vec::new();
+    for name in names {
+        if leader_of(&js, &name).await.as_deref() == Some(server) {
+            led.push(name);
+        }
+    }
+    Ok(led)
+}
+
+/// How long from `at` until every one of `streams` has a leader other than
+/// `server` (zero for none).
+async fn elected(
+    stack: &Stack,
+    streams: &[String],
+    server: &str,
+    at: Instant,
+) -> anyhow::Result<Duration> {
+    if streams.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    let js = quick_js(stack);
+    wait_for(
+        &format!("the majority to elect leaders for {streams:?}"),
+        PATIENCE,
+        || async {
+            for name in streams {
+                let leader = leader_of(&js, name).await?;
+                if leader.is_empty() || leader == server {
+                    return None;
+                }
+            }
+            Some(at.elapsed())
+        },
+    )
+    .await
+}
+
+async fn leader_of(js: &async_nats::jetstream::Context, stream: &str) -> Option<String> {
+    let mut stream = js.get_stream(stream).await.ok()?;
+    let info = stream.info().await.ok()?;
+    info.cluster.as_ref()?.leader.clone()
+}
+
+/// JetStream through the run's client, asking again after 1 s rather than 5.
+fn quick_js(stack: &Stack) -> async_nats::jetstream::Context {
+    let mut js = async_nats::jetstream::new(stack.client.nats().clone());
+    js.set_timeout(Duration::from_secs(1));
+    js
+}
+
+/// Waits until the log's leader has both other replicas current: s3 is back.
+async fn wait_current(stack: &Stack) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(stack.client.nats().clone());
+    wait_for(
+        "every replica of the log to be current",
+        PATIENCE,
+        || async {
+            let mut stream = js.get_stream(LOG_STREAM).await.ok()?;
+            let info = stream.info().await.ok()?;
+            let replicas = &info.cluster.as_ref()?.replicas;
+            (replicas.len() == 2 && replicas.iter().all(|r| r.current && !r.offline)).then_some(())
+        },
+    )
+    .await
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
