@@ -60,7 +60,7 @@ pub async fn status(
         }));
     }
     if as_json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "nats_url": state.nats_url,
@@ -92,7 +92,7 @@ fn print_status(rows: &[serde_json::Value]) {
             s("address"),
         ]);
     }
-    println!("{}", t.render());
+    outln!("{}", t.render());
 }
 
 /// Services answering `$SRV.PING`, by the instance id in their metadata. Connects
@@ -182,7 +182,7 @@ pub async fn down(paths: &Paths) -> anyhow::Result<()> {
         }
         paths.clear();
     }
-    println!("stopped");
+    outln!("stopped");
     Ok(())
 }
 
@@ -191,7 +191,7 @@ pub async fn down(paths: &Paths) -> anyhow::Result<()> {
 pub fn logs(paths: &Paths, which: Option<&str>, lines: usize) -> anyhow::Result<()> {
     let (state, current) = current_or_last(paths)?;
     if !current {
-        println!(
+        outln!(
             "(the last run, stopped; the run before it: {})\n",
             paths.previous_logs().display()
         );
@@ -217,7 +217,7 @@ pub fn logs(paths: &Paths, which: Option<&str>, lines: usize) -> anyhow::Result<
         );
     }
     for i in chosen {
-        println!(
+        outln!(
             "==> {} ({}) <==\n{}\n",
             i.name,
             i.log.display(),

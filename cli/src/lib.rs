@@ -4,6 +4,14 @@
 //! shared client helper; output is a table for people or JSON with `--json`; every
 //! error says what to do next.
 
+/// `println!` for the command's output: a closed pipe ends the command quietly
+/// ([`output::write`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+
 mod control;
 mod hints;
 mod local;
@@ -298,7 +306,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // Into a buffer first: the generator panics on a failed write (a closed pipe).
             let mut script = Vec::new();
             clap_complete::generate(*shell, &mut Cli::command(), "shoal", &mut script);
-            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            output::write(&script);
             return Ok(());
         }
         Command::Man { dir } => return manual::write(dir),

@@ -26,6 +26,6 @@ pub fn write(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("rendering {name}.1"))?;
         std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
     }
-    println!("man pages written to {}", dir.display());
+    outln!("man pages written to {}", dir.display());
     Ok(())
 }

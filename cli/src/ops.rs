@@ -230,7 +230,7 @@ pub async fn run(
             return Ok(());
         }
     };
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 

@@ -1,7 +1,29 @@
-//! Human tables and `--json` output.
+//! Human tables and `--json` output, and writing it to stdout.
+
+use std::io::{ErrorKind, Write};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+/// Writes `bytes` to stdout. A reader that went away early (`shoal --json nodes |
+/// head`) ends the command quietly with success, as Unix tools do, rather than in
+/// a panic or an error; any other failed write (a full disk behind a redirect) is
+/// said on stderr and exits 1.
+pub fn write(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        if e.kind() == ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`write`].
+pub fn line(args: std::fmt::Arguments<'_>) {
+    write(format!("{args}\n").as_bytes());
+}
 
 /// A time as tables show it: to the millisecond, in UTC.
 pub fn time(t: DateTime<Utc>) -> String {

@@ -55,7 +55,7 @@ pub async fn watch(client: &ShoalClient, refreshes: Option<u64>) -> anyhow::Resu
                     let since = *disconnected_since.get_or_insert_with(chrono::Utc::now);
                     disconnected(since, &recent)
                 };
-                println!("{text}");
+                outln!("{text}");
                 drawn += 1;
                 if refreshes.is_some_and(|n| drawn >= n) {
                     return Ok(());

@@ -86,3 +86,25 @@ fn completions_and_man_pages_are_generated() {
     );
     assert!(dir.path().join("shoal.1").is_file());
 }
+
+/// Output into a pipe whose reader has gone (`shoal completions bash | head -1`)
+/// ends the command quietly with success: no panic, no error.
+#[test]
+fn a_closed_pipe_ends_the_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["completions".to_string(), "bash".to_string()],
+        vec!["man".to_string(), dir.path().display().to_string()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

@@ -65,12 +65,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     paths.save(&state)?;
     print_summary(&state);
-    println!("running; Ctrl-C (or `shoal down`) stops everything");
+    outln!("running; Ctrl-C (or `shoal down`) stops everything");
     supervise(&mut running, &mut signals).await;
-    println!("stopping…");
+    outln!("stopping…");
     stop_all(&mut running).await;
     paths.clear();
-    println!("stopped; data kept in {}", paths.run().display());
+    outln!("stopped; data kept in {}", paths.run().display());
     Ok(())
 }
 
@@ -306,9 +306,9 @@ async fn http_ok(port: u16, path: &str) -> bool {
 }
 
 fn print_summary(state: &State) {
-    println!("control plane:");
+    outln!("control plane:");
     for i in &state.instances {
-        println!(
+        outln!(
             "  {:<16} pid {:<8} {:<34} log {}",
             i.name,
             i.pid,
@@ -316,13 +316,13 @@ fn print_summary(state: &State) {
             i.log.display()
         );
     }
-    println!("  SHOAL_NATS_URL={}", state.nats_url);
+    outln!("  SHOAL_NATS_URL={}", state.nats_url);
     if let Some(db) = &state.database_url {
-        println!("  SHOAL_DATABASE_URL={db}");
+        outln!("  SHOAL_DATABASE_URL={db}");
     }
     if let Some(port) = state.monitor_port {
-        println!("  nats monitoring: http://127.0.0.1:{port}/ (varz, connz, jsz)");
-        println!(
+        outln!("  nats monitoring: http://127.0.0.1:{port}/ (varz, connz, jsz)");
+        outln!(
             "  connection advisories: on (the registry and the coordinators hear at once when a node's or the leader's connection closes)"
         );
     }
