@@ -13,6 +13,7 @@ use super::hosts::{CUT_NODE, Hosts, MAJORITY_COORDINATOR, MINORITY_COORDINATOR, 
 use super::watchers::{NodeEvents, Writer};
 use crate::args::Cut;
 use crate::report::Report;
+use crate::scenarios::failover::watch::Watch;
 use crate::stack::Stack;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -26,11 +27,11 @@ pub async fn run(
     cut: Cut,
     hosts: &Hosts,
     stack: &mut Stack,
-    writer: &Writer,
-    events: &NodeEvents,
+    watchers: (&Writer, &NodeEvents, &Watch),
     cut_for: Duration,
     report: &mut Report,
 ) -> anyhow::Result<()> {
+    let (writer, events, watch) = watchers;
     let name = cut.name();
     // Who leads when the cut begins: the majority's coordinator for a server's
     // cut (a cut of its own, the leader's comes next), the minority's for the
@@ -42,6 +43,7 @@ pub async fn run(
     }
     eprintln!("cut: {name} for {cut_for:?}");
     let at = Instant::now();
+    let wall = chrono::Utc::now();
     let detection = match cut {
         Cut::NatsServer => nats_server(hosts, stack, at, cut_for, report).await?,
         Cut::Leader => leader(hosts, stack, at, cut_for, report).await?,
@@ -51,6 +53,17 @@ pub async fn run(
     let stall = writer.stall_since(at);
     let leader = stack.wait_for_leader().await?;
     report.figure(&format!("{name}.leader_after"), leader);
+    // Terms begun from the cut on (a leader that never had to go should keep its
+    // term through a cut that spares it).
+    watch.caught_up().await?;
+    let terms: Vec<String> = watch.read(|s| {
+        s.terms
+            .iter()
+            .filter(|t| t.at >= wall)
+            .map(|t| format!("{} (epoch {})", t.leader_id, t.epoch))
+            .collect()
+    });
+    report.figure(&format!("{name}.terms_begun"), terms);
     report.figure(&format!("{name}.writes_stalled_ms"), ms(stall));
     report.goal(
         &format!("{name} cut: writes stall ≤ detection + 1 s"),

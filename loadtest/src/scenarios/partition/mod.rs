@@ -48,8 +48,7 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             *cut,
             &hosts,
             &mut stack,
-            &writer,
-            &events,
+            (&writer, &events, &watch),
             args.cut_for,
             report,
         )
