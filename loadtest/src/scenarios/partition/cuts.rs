@@ -60,7 +60,13 @@ pub async fn run(
         s.terms
             .iter()
             .filter(|t| t.at >= wall)
-            .map(|t| format!("{} (epoch {})", t.leader_id, t.epoch))
+            .map(|t| {
+                let after = (t.at - wall).num_milliseconds();
+                format!(
+                    "{} (epoch {}) {after} ms after the cut",
+                    t.leader_id, t.epoch
+                )
+            })
             .collect()
     });
     report.figure(&format!("{name}.terms_begun"), terms);
