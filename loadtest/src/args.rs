@@ -71,6 +71,16 @@ pub struct Args {
     #[arg(long, env = "SHOAL_LOADTEST_CUT_FOR", value_parser = humantime::parse_duration, default_value = "10s")]
     pub cut_for: Duration,
 
+    /// With --spawn: the log level of the services started (error, warn, info,
+    /// debug).
+    #[arg(long, env = "SHOAL_LOADTEST_SERVICE_LOG_LEVEL", default_value = "warn")]
+    pub service_log_level: String,
+
+    /// With --spawn: copy the log of every service started into this directory at
+    /// the end of the run (they are deleted with the private stack otherwise).
+    #[arg(long, env = "SHOAL_LOADTEST_KEEP_LOGS")]
+    pub keep_logs: Option<PathBuf>,
+
     /// Postgres URL of the coordinator's history database, for verification (ignored
     /// with --spawn).
     #[arg(long, env = "SHOAL_DATABASE_URL")]

@@ -34,6 +34,8 @@ pub struct Stack {
     pub real_node: Option<ServiceProcess>,
     pub client: ShoalClient,
     pub subjects: Subjects,
+    /// The services' log level (`--service-log-level`).
+    pub log_level: String,
 }
 
 /// What to start in `--spawn` mode.
@@ -95,6 +97,7 @@ impl Stack {
             cluster,
             kv_replicas: servers.min(3),
             _postgres: postgres,
+            log_level: args.service_log_level.clone(),
             ..Stack::unstarted(nats_url, client, subjects)
         };
         if args.spawn {
@@ -196,7 +199,7 @@ impl Stack {
                 "SHOAL_PREFIX".to_string(),
                 self.subjects.prefix().to_string(),
             ),
-            ("SHOAL_LOG_LEVEL".to_string(), "warn".to_string()),
+            ("SHOAL_LOG_LEVEL".to_string(), self.log_level.clone()),
             (
                 "SHOAL_KV_REPLICAS".to_string(),
                 self.kv_replicas.to_string(),
@@ -231,6 +234,7 @@ impl Stack {
             kv_replicas: cluster.servers.len().min(3),
             cluster: Some(cluster),
             _postgres: Some(postgres),
+            log_level: args.service_log_level.clone(),
             ..Stack::unstarted(urls, client, subjects)
         })
     }
@@ -251,7 +255,27 @@ impl Stack {
             real_node: None,
             client,
             subjects,
+            log_level: "warn".to_string(),
         }
+    }
+
+    /// Copies the log of every service started here into `dir` (`--keep-logs`).
+    pub fn keep_logs(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let services = self
+            .registry
+            .iter()
+            .chain(self.balancer.iter())
+            .chain(self.coordinators.iter().map(|c| &c.process))
+            .chain(self.real_node.iter());
+        for p in services {
+            let to = dir.join(format!("{}.log", p.name()));
+            std::fs::copy(p.log_path(), &to).with_context(|| {
+                format!("copying {} to {}", p.log_path().display(), to.display())
+            })?;
+        }
+        eprintln!("service logs kept in {}", dir.display());
+        Ok(())
     }
 
     /// Starts `count` simulated nodes (ids `lt-<i>`) and waits until the registry

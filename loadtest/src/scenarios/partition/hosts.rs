@@ -140,7 +140,7 @@ impl Hosts {
                 "SHOAL_PREFIX".to_string(),
                 stack.subjects.prefix().to_string(),
             ),
-            ("SHOAL_LOG_LEVEL".to_string(), "warn".to_string()),
+            ("SHOAL_LOG_LEVEL".to_string(), stack.log_level.clone()),
         ];
         ServiceProcess::spawn_in(&self.node, CUT_NODE, &binary("shoal-announcer")?, &[], &env)
     }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use crate::args::Args;
 use crate::report::Report;
 use crate::scenarios::failover::watch::Watch;
+use crate::stack::Stack;
 use crate::verify::Acknowledged;
 
 use hosts::Hosts;
@@ -33,10 +34,24 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     // Declared first: dropped after the processes inside them.
     let hosts = Hosts::new()?;
     let mut stack = hosts.stack(args).await?;
-    let watch = Watch::start(&stack).await?;
-    let events = NodeEvents::record(&stack).await?;
+    let outcome = drive(args, &hosts, &mut stack, report).await;
+    if let Some(dir) = &args.keep_logs {
+        stack.keep_logs(dir)?;
+    }
+    outcome
+}
+
+/// The cuts and the checker, on the started stack.
+async fn drive(
+    args: &Args,
+    hosts: &Hosts,
+    stack: &mut Stack,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let watch = Watch::start(stack).await?;
+    let events = NodeEvents::record(stack).await?;
     let prefix = super::run_prefix("partition");
-    let writer = Writer::start(&stack, &prefix, args.concurrency);
+    let writer = Writer::start(stack, &prefix, args.concurrency);
     writer.wait_acked(WARM_UP).await?;
     report.figure(
         "cuts",
@@ -46,8 +61,8 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     for cut in &args.cut {
         cuts::run(
             *cut,
-            &hosts,
-            &mut stack,
+            hosts,
+            stack,
             (&writer, &events, &watch),
             args.cut_for,
             report,
@@ -72,5 +87,5 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         assigned: record.acked.into_iter().collect(),
         unassigned: unassigned.into_iter().collect(),
     };
-    check::run(&stack, &watch, &prefix, &acked, report).await
+    check::run(stack, &watch, &prefix, &acked, report).await
 }
