@@ -3,6 +3,7 @@
 //! reports what its detection took and the writes' longest stall; the goal is
 //! that stall within detection plus 1 s.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -21,6 +22,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const LEASE_TTL: Duration = Duration::from_secs(3);
 /// Writes may resume this long after the cut is detected.
 const SLACK: Duration = Duration::from_secs(1);
+/// The longest Raft election of nats-server (not configurable): 4–9 s.
+const RAFT_ELECTION: Duration = Duration::from_secs(9);
 
 /// Runs one cut; returns its unavailability (the writes' longest stall).
 pub async fn run(
@@ -44,13 +47,39 @@ pub async fn run(
     eprintln!("cut: {name} for {cut_for:?}");
     let at = Instant::now();
     let wall = chrono::Utc::now();
-    let detection = match cut {
+    let (detection, healed) = match cut {
         Cut::NatsServer => nats_server(hosts, stack, at, cut_for, report).await?,
         Cut::Leader => leader(hosts, stack, at, cut_for, report).await?,
         Cut::Registry => registry(hosts, stack, events, at, cut_for, report).await?,
         Cut::Node => node(hosts, stack, events, at, cut_for, report).await?,
     };
-    let stall = writer.stall_since(at);
+    let stall = writer.stall_between(at, healed.at);
+    let after_heal = writer.stall_between(healed.at, Instant::now());
+    let now_leading = leaders(stack).await?;
+    let reelected: Vec<&String> = healed
+        .leaders
+        .iter()
+        .filter(|(stream, leader)| now_leading.get(*stream).is_some_and(|now| now != *leader))
+        .map(|(stream, _)| stream)
+        .collect();
+    report.figure(
+        &format!("{name}.writes_stalled_after_heal_ms"),
+        ms(after_heal),
+    );
+    report.figure(&format!("{name}.streams_reelected_at_heal"), &reelected);
+    // A server that rejoins may make JetStream elect again (it campaigned alone
+    // meanwhile): then writes wait for that Raft election (4-9 s), else for
+    // nothing.
+    let rejoin = if reelected.is_empty() {
+        Duration::ZERO
+    } else {
+        RAFT_ELECTION
+    };
+    report.goal(
+        &format!("{name} heal: writes stall ≤ any rejoin election + 1 s"),
+        after_heal <= rejoin + SLACK,
+        format!("writes stalled {after_heal:?} after the heal; streams re-elected: {reelected:?}"),
+    );
     let leader = stack.wait_for_leader().await?;
     report.figure(&format!("{name}.leader_after"), leader);
     // Terms begun from the cut on (a leader that never had to go should keep its
@@ -87,7 +116,7 @@ async fn nats_server(
     at: Instant,
     cut_for: Duration,
     report: &mut Report,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Healed)> {
     let cluster = stack.cluster.as_ref().context("no nats cluster")?;
     let s3 = cluster.servers[MINORITY_SERVER].server_name().to_string();
     let led = led_by(stack, &s3).await?;
@@ -114,11 +143,11 @@ async fn nats_server(
     report.figure("nats-server.elected_ms", ms(elected));
     report.figure("nats-server.balancer_left_ms", ms(left));
     let detection = elected.max(left);
-    hold(at, cut_for).await;
+    let healed = hold(stack, at, cut_for).await;
     hosts.minority.restore_routes()?;
     wait_current(stack).await?;
     report.figure("nats-server.healed_ms", ms(at.elapsed()));
-    Ok(detection)
+    Ok((detection, healed))
 }
 
 /// The leader (coordinator-1) cut off with s3: coordinator-2 takes over once the
@@ -129,7 +158,7 @@ async fn leader(
     at: Instant,
     cut_for: Duration,
     report: &mut Report,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Healed)> {
     let client = stack.client.clone();
     let s3 = stack.cluster.as_ref().context("no nats cluster")?.servers[MINORITY_SERVER]
         .server_name()
@@ -147,7 +176,7 @@ async fn leader(
     report.figure("leader.streams_led_by_its_server", &led);
     report.figure("leader.elected_ms", ms(elected));
     report.figure("leader.taken_over_ms", ms(took_over));
-    hold(at, cut_for).await;
+    let healed = hold(stack, at, cut_for).await;
     hosts.minority.restore()?;
     wait_for("coordinator-1 to follow", PATIENCE, || async {
         let reply = client.leader_of(MINORITY_COORDINATOR).await.ok()?;
@@ -159,7 +188,7 @@ async fn leader(
     report.figure("leader.healed_ms", ms(at.elapsed()));
     // Writes wait for the lease to run out, and for JetStream to elect leaders for
     // what s3 led.
-    Ok(took_over.max(LEASE_TTL).max(elected))
+    Ok((took_over.max(LEASE_TTL).max(elected), healed))
 }
 
 /// The registry cut off: it hears no heartbeat meanwhile, and must not take that
@@ -171,9 +200,9 @@ async fn registry(
     at: Instant,
     cut_for: Duration,
     report: &mut Report,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Healed)> {
     hosts.registry.cut()?;
-    hold(at, cut_for).await;
+    let healed = hold(stack, at, cut_for).await;
     hosts.registry.restore()?;
     let back = Instant::now();
     let client = stack.client.clone();
@@ -201,7 +230,7 @@ async fn registry(
         format!("{condemned:?}"),
     );
     // Nothing to detect: writes go on through the balancer's own view.
-    Ok(Duration::ZERO)
+    Ok((Duration::ZERO, healed))
 }
 
 /// The real node cut off: offline, its agents moved; back, it runs exactly what
@@ -213,7 +242,7 @@ async fn node(
     at: Instant,
     cut_for: Duration,
     report: &mut Report,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<(Duration, Healed)> {
     let client = stack.client.clone();
     let held = agents_on(stack, CUT_NODE).await?;
     report.figure("node.agents_before", held);
@@ -230,7 +259,7 @@ async fn node(
     )
     .await?;
     report.figure("node.agents_moved_ms", ms(at.elapsed()));
-    hold(at, cut_for).await;
+    let healed = hold(stack, at, cut_for).await;
     hosts.node.restore()?;
     wait_for(
         &format!("{CUT_NODE} to be online again"),
@@ -243,7 +272,7 @@ async fn node(
     .await?;
     report.figure("node.online_again_ms", ms(at.elapsed()));
     // Detection is the offline judgement: writes to other nodes need none.
-    Ok(offline)
+    Ok((offline, healed))
 }
 
 /// Hands the lease to `id` unless it holds it (`leader.promote`, asked again
@@ -261,9 +290,21 @@ async fn lead(stack: &Stack, id: &str) -> anyhow::Result<()> {
     .await
 }
 
-/// The fault's length, not a wait for some state.
-async fn hold(at: Instant, cut_for: Duration) {
+/// The cut as it ends: when, and who led each stream just before.
+pub struct Healed {
+    at: Instant,
+    leaders: BTreeMap<String, String>,
+}
+
+/// Holds the cut for its length (a schedule, not a wait for some state), then
+/// notes the streams' leaders; the caller heals the cut right after.
+async fn hold(stack: &Stack, at: Instant, cut_for: Duration) -> Healed {
     tokio::time::sleep_until((at + cut_for).into()).await;
+    let leaders = leaders(stack).await.unwrap_or_default();
+    Healed {
+        at: Instant::now(),
+        leaders,
+    }
 }
 
 async fn agents_on(stack: &Stack, node: &str) -> anyhow::Result<usize> {
@@ -278,16 +319,26 @@ async fn agents_on(stack: &Stack, node: &str) -> anyhow::Result<usize> {
 
 /// The streams `server` leads.
 async fn led_by(stack: &Stack, server: &str) -> anyhow::Result<Vec<String>> {
+    Ok(leaders(stack)
+        .await?
+        .into_iter()
+        .filter(|(_, leader)| leader == server)
+        .map(|(stream, _)| stream)
+        .collect())
+}
+
+/// Every stream's leader (those without one left out).
+async fn leaders(stack: &Stack) -> anyhow::Result<BTreeMap<String, String>> {
     use futures::TryStreamExt;
     let js = quick_js(stack);
     let names: Vec<String> = js.stream_names().try_collect().await?;
-    let mut led = Vec::new();
+    let mut leaders = BTreeMap::new();
     for name in names {
-        if leader_of(&js, &name).await.as_deref() == Some(server) {
-            led.push(name);
+        if let Some(leader) = leader_of(&js, &name).await.filter(|l| !l.is_empty()) {
+            leaders.insert(name, leader);
         }
     }
-    Ok(led)
+    Ok(leaders)
 }
 
 /// How long from `at` until every one of `streams` has a leader other than

@@ -99,27 +99,32 @@ impl Writer {
         .await
     }
 
-    /// The longest stretch from `at` on without an acknowledged assign (up to
-    /// now), or until the first acknowledgement of an assign sent after `at`,
-    /// whichever is longer.
-    pub fn stall_since(&self, at: Instant) -> Duration {
+    /// The longest stretch within `from..to` without an acknowledged assign, or
+    /// the wait from `from` for the first acknowledgement of an assign sent after
+    /// it, whichever is longer.
+    pub fn stall_between(&self, from: Instant, to: Instant) -> Duration {
         let record = self.record.lock().unwrap();
-        let mut acks: Vec<Instant> = record.successes.iter().map(|(_, done)| *done).collect();
-        acks.push(Instant::now());
+        let mut acks: Vec<Instant> = record
+            .successes
+            .iter()
+            .map(|(_, done)| *done)
+            .filter(|done| *done >= from && *done <= to)
+            .collect();
+        acks.push(from);
+        acks.push(to);
         acks.sort();
         let gaps = acks
             .windows(2)
-            .filter(|w| w[1] >= at)
-            .map(|w| w[1] - w[0].max(at))
+            .map(|w| w[1] - w[0])
             .max()
             .unwrap_or_default();
         let first = record
             .successes
             .iter()
-            .filter(|(sent, _)| *sent >= at)
-            .map(|(_, done)| *done - at)
+            .filter(|(sent, _)| *sent >= from)
+            .map(|(_, done)| *done - from)
             .min()
-            .unwrap_or_else(|| at.elapsed());
+            .map_or(to - from, |d| d.min(to - from));
         gaps.max(first)
     }
 
