@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shoal_protocol::{LOG_STREAM, NodeEventKind, NodeStatus};
+use shoal_protocol::{NodeEventKind, NodeStatus};
 use shoal_testkit::wait_for;
 
 use super::hosts::{CUT_NODE, Hosts, MAJORITY_COORDINATOR, MINORITY_COORDINATOR, MINORITY_SERVER};
@@ -53,13 +53,17 @@ pub async fn run(
         Cut::Registry => registry(hosts, stack, events, at, cut_for, report).await?,
         Cut::Node => node(hosts, stack, events, at, cut_for, report).await?,
     };
+    // Settled: JetStream current everywhere and writes acknowledged again, so the
+    // next cut starts from a whole cluster.
+    wait_current(stack).await?;
+    writer.wait_acked(writer.acked() + 1).await?;
     let stall = writer.stall_between(at, healed.at);
     let after_heal = writer.stall_between(healed.at, Instant::now());
     let now_leading = leaders(stack).await?;
     let reelected: Vec<&String> = healed
         .leaders
         .iter()
-        .filter(|(stream, leader)| now_leading.get(*stream).is_some_and(|now| now != *leader))
+        .filter(|(stream, term)| now_leading.get(*stream).is_some_and(|now| now != *term))
         .map(|(stream, _)| stream)
         .collect();
     report.figure(
@@ -306,7 +310,7 @@ async fn lead(stack: &Stack, id: &str) -> anyhow::Result<()> {
 /// The cut as it ends: when, and who led each stream just before.
 pub struct Healed {
     at: Instant,
-    leaders: BTreeMap<String, String>,
+    leaders: BTreeMap<String, Term>,
 }
 
 /// Holds the cut for its length (a schedule, not a wait for some state), then
@@ -335,20 +339,41 @@ async fn led_by(stack: &Stack, server: &str) -> anyhow::Result<Vec<String>> {
     Ok(leaders(stack)
         .await?
         .into_iter()
-        .filter(|(_, leader)| leader == server)
+        .filter(|(_, term)| term.leader == server)
         .map(|(stream, _)| stream)
         .collect())
 }
 
-/// Every stream's leader (those without one left out).
-async fn leaders(stack: &Stack) -> anyhow::Result<BTreeMap<String, String>> {
+/// A stream's leader and since when: a re-election of the same server shows as
+/// a new `since`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Term {
+    leader: String,
+    since: String,
+}
+
+/// Every stream's leadership (streams without a leader left out), asked again
+/// while JetStream is between meta leaders.
+async fn leaders(stack: &Stack) -> anyhow::Result<BTreeMap<String, Term>> {
     use futures::TryStreamExt;
     let js = quick_js(stack);
-    let names: Vec<String> = js.stream_names().try_collect().await?;
+    let names: Vec<String> = wait_for("JetStream to list its streams", PATIENCE, || async {
+        js.stream_names().try_collect().await.ok()
+    })
+    .await?;
     let mut leaders = BTreeMap::new();
     for name in names {
-        if let Some(leader) = leader_of(&js, &name).await.filter(|l| !l.is_empty()) {
-            leaders.insert(name, leader);
+        let Ok(mut stream) = js.get_stream(&name).await else {
+            continue;
+        };
+        let Ok(info) = stream.info().await else {
+            continue;
+        };
+        if let Some(cluster) = &info.cluster
+            && let Some(leader) = cluster.leader.clone().filter(|l| !l.is_empty())
+        {
+            let since = format!("{:?}", cluster.leader_since);
+            leaders.insert(name, Term { leader, since });
         }
     }
     Ok(leaders)
@@ -395,17 +420,26 @@ fn quick_js(stack: &Stack) -> async_nats::jetstream::Context {
     js
 }
 
-/// Waits until the log's leader has both other replicas current: s3 is back.
+/// Waits until every stream's leader has both other replicas current: s3 is
+/// back, and JetStream done with the elections its return set off.
 async fn wait_current(stack: &Stack) -> anyhow::Result<()> {
-    let js = async_nats::jetstream::new(stack.client.nats().clone());
+    use futures::TryStreamExt;
+    let js = quick_js(stack);
     wait_for(
-        "every replica of the log to be current",
+        "every replica of every stream to be current",
         PATIENCE,
         || async {
-            let mut stream = js.get_stream(LOG_STREAM).await.ok()?;
-            let info = stream.info().await.ok()?;
-            let replicas = &info.cluster.as_ref()?.replicas;
-            (replicas.len() == 2 && replicas.iter().all(|r| r.current && !r.offline)).then_some(())
+            let names: Vec<String> = js.stream_names().try_collect().await.ok()?;
+            for name in names {
+                let mut stream = js.get_stream(&name).await.ok()?;
+                let info = stream.info().await.ok()?;
+                let replicas = &info.cluster.as_ref()?.replicas;
+                let whole = replicas.len() + 1 == info.config.num_replicas;
+                if !(whole && replicas.iter().all(|r| r.current && !r.offline)) {
+                    return None;
+                }
+            }
+            Some(())
         },
     )
     .await
