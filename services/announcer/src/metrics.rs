@@ -1,4 +1,4 @@
-//! Host metrics for heartbeats, from sysinfo.
+//! Host metrics for heartbeats, from sysinfo, and the node's own uptime.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +12,8 @@ pub struct Sample {
     pub memory_usage: f64,
     pub disk_usage: f64,
     pub load_average: f64,
+    /// Seconds since this sampler (the node's announcer) started: the node's own
+    /// uptime, not the host's.
     pub uptime_s: u64,
 }
 
@@ -30,6 +32,7 @@ pub struct Sampler {
     cpu_refreshed_at: Instant,
     disks_refreshed_at: Instant,
     disk_usage: f64,
+    started: Instant,
 }
 
 impl Sampler {
@@ -48,6 +51,7 @@ impl Sampler {
             cpu_refreshed_at: now,
             disks_refreshed_at: now,
             disk_usage,
+            started: now,
         }
     }
 
@@ -88,7 +92,7 @@ impl Sampler {
                 .ok()
                 .filter(|l| l.is_finite() && *l >= 0.0)
                 .unwrap_or(0.0),
-            uptime_s: System::uptime().unwrap_or(0),
+            uptime_s: self.started.elapsed().as_secs(),
         }
     }
 }
@@ -139,5 +143,19 @@ mod tests {
         }
         // Memory in use on a running host is never zero.
         assert!(sampler.sample().await.memory_usage > 0.0);
+    }
+
+    /// The uptime is the node's (its announcer's), not the host's: a node started
+    /// a moment ago reports 0 s on a host that has been up for longer.
+    #[tokio::test]
+    async fn a_new_node_reports_its_own_uptime_not_the_hosts() {
+        let host = System::uptime().unwrap_or(0);
+        let mut sampler = Sampler::new("/".into());
+        let s = sampler.sample().await;
+        assert!(s.uptime_s <= 1, "{s:?}");
+        assert!(
+            host > 1,
+            "host up for {host} s: the test cannot tell them apart"
+        );
     }
 }

@@ -148,6 +148,8 @@ pub struct Heartbeat {
     /// One-minute load average.
     pub load_average: f64,
     pub active_agents: u32,
+    /// Seconds since the node's announcer started (the node's uptime, not its
+    /// host's).
     pub uptime_s: u64,
     #[serde(deserialize_with = "crate::time::rfc3339")]
     pub sent_at: DateTime<Utc>,
@@ -364,6 +366,7 @@ pub struct Node {
     pub load_average: f64,
     /// Human form, e.g. `2h15m30s`.
     pub uptime: String,
+    /// Seconds since the node's announcer started, as of its last heartbeat.
     pub uptime_s: u64,
     #[serde(deserialize_with = "crate::time::rfc3339")]
     pub last_seen: DateTime<Utc>,
