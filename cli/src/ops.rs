@@ -100,10 +100,16 @@ pub async fn run(
                 })
                 .await?;
             let placed_now = assignment.request_id.as_deref() == Some(request_id.as_str());
+            let why = if placed_now && !as_json {
+                placement_reason(client, &assignment).await
+            } else {
+                None
+            };
             render(as_json, &assignment, || {
                 if placed_now {
+                    let reason = why.map(|w| format!("\n  {w}")).unwrap_or_default();
                     format!(
-                        "{} → {} (epoch {})",
+                        "{} → {} (epoch {}){reason}",
                         assignment.agent_name, assignment.node_id, assignment.epoch
                     )
                 } else {
@@ -194,7 +200,7 @@ pub async fn run(
                 .await?;
             render(as_json, &reply, || {
                 let mut t = Table::new(vec![
-                    "AT", "AGENT", "ACTION", "FROM", "TO", "REASON", "LEADER", "EPOCH",
+                    "AT", "AGENT", "ACTION", "FROM", "TO", "REASON", "LEADER", "EPOCH", "WHY",
                 ]);
                 for h in &reply.history {
                     t.row(vec![
@@ -206,6 +212,10 @@ pub async fn run(
                         h.reason.clone(),
                         h.leader_id.clone(),
                         h.epoch.to_string(),
+                        h.candidates
+                            .as_ref()
+                            .and_then(crate::output::why)
+                            .unwrap_or_default(),
                     ]);
                 }
                 format!("{}\n{} row(s)", t.render(), reply.count)
@@ -375,6 +385,31 @@ fn stats_text(s: &ClusterStats) -> String {
         ));
     }
     fields(&pairs)
+}
+
+/// Why the balancer chose `placed`'s node, from its history row (written within
+/// moments of the placement; none for a pinned agent, or if the row is slow).
+async fn placement_reason(client: &ShoalClient, placed: &Assignment) -> Option<String> {
+    let request = HistoryRequest {
+        agent_name: Some(placed.agent_name.clone()),
+        limit: Some(5),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let rows = client.history(&request).await.ok()?.history;
+        let row = rows.iter().find(|h| {
+            h.action == AssignmentAction::Assigned && h.node_id.as_deref() == Some(&placed.node_id)
+        });
+        if let Some(row) = row {
+            return row.candidates.as_ref().and_then(crate::output::why);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        // Between reads of a history that trails the log by moments.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]

@@ -89,6 +89,36 @@ impl Table {
     }
 }
 
+/// Why the balancer chose a node, from a history row's `candidates`:
+/// `least_loaded chose node-2 of 3: node-2 0.21, node-1 0.35, node-3 0.40`, the first
+/// three candidates as the balancer listed them.
+pub fn why(candidates: &serde_json::Value) -> Option<String> {
+    let strategy = candidates["strategy"].as_str()?;
+    let chosen = candidates["chosen"].as_str()?;
+    let listed = candidates["candidates"].as_array()?;
+    let best: Vec<String> = listed
+        .iter()
+        .take(3)
+        .filter_map(|c| {
+            Some(format!(
+                "{} {:.2}",
+                c["node_id"].as_str()?,
+                c["score"].as_f64()?
+            ))
+        })
+        .collect();
+    let more = if listed.len() > best.len() {
+        ", …"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{strategy} chose {chosen} of {}: {}{more}",
+        listed.len(),
+        best.join(", ")
+    ))
+}
+
 /// Key/value lines for a single object.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -122,5 +152,24 @@ mod tests {
             t.render(),
             "ID      STATUS\nnode-1  online\nn2      offline"
         );
+    }
+
+    #[test]
+    fn why_names_the_strategy_the_choice_and_the_best_candidates() {
+        let c = serde_json::json!({
+            "strategy": "least_loaded",
+            "chosen": "n2",
+            "candidates": [
+                {"node_id": "n2", "score": 0.2104},
+                {"node_id": "n1", "score": 0.35},
+                {"node_id": "n3", "score": 0.4},
+                {"node_id": "n4", "score": 0.9}
+            ]
+        });
+        assert_eq!(
+            why(&c).unwrap(),
+            "least_loaded chose n2 of 4: n2 0.21, n1 0.35, n3 0.40, …"
+        );
+        assert_eq!(why(&serde_json::json!({"strategy": "random"})), None);
     }
 }

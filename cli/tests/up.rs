@@ -553,6 +553,15 @@ async fn pin_conflicts_and_moves_from_the_command_line() -> Result<()> {
     let fresh = stack.run(&["assign", "newcomer"]).await?;
     let said = String::from_utf8_lossy(&fresh.stdout);
     assert!(said.starts_with("newcomer → node-"), "{said}");
+    // And why that node: the strategy and the candidates it scored, in the assign's
+    // output and in the history table.
+    assert!(said.contains("least_loaded chose node-"), "{said}");
+    wait_for("the history table to say why", DEADLINE, || async {
+        let out = stack.run(&["history", "--agent", "newcomer"]).await.ok()?;
+        let table = String::from_utf8_lossy(&out.stdout).to_string();
+        (table.contains("WHY") && table.contains(" chose node-")).then_some(())
+    })
+    .await?;
     let out = stack.run(&["move", "mover", "--node", "node-99"]).await?;
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
