@@ -18,8 +18,6 @@ use crate::scenarios::failover::watch::Watch;
 use crate::stack::Stack;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-/// The coordinators' lease TTL (their default `--lease-ttl`).
-const LEASE_TTL: Duration = Duration::from_secs(3);
 /// Writes may resume this long after the cut is detected.
 const SLACK: Duration = Duration::from_secs(1);
 /// The longest Raft election of nats-server (not configurable): 4–9 s.
@@ -203,9 +201,9 @@ async fn leader(
     .await?;
     wait_current(stack).await?;
     report.figure("leader.healed_ms", ms(at.elapsed()));
-    // Writes wait for the lease to run out, and for JetStream to elect leaders for
-    // what s3 led.
-    Ok((took_over.max(LEASE_TTL).max(elected), healed))
+    // Writes wait for the takeover, and for JetStream to elect leaders for what
+    // s3 led.
+    Ok((took_over.max(elected), healed))
 }
 
 /// The registry cut off: it hears no heartbeat meanwhile, and must not take that
