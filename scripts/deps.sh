@@ -5,7 +5,9 @@
 #   - PostgreSQL server binaries (Debian's `postgresql`) when `pg_config --bindir`
 #     has no `postgres`;
 #   - iproute2 (`ip`, `tc`, `ss`) when missing: the fault tests give a node its own
-#     network namespace and cut its link.
+#     network namespace and cut its link;
+#   - librsvg2-bin (`rsvg-convert`) when missing: the loadtest's picture test renders
+#     its SVG to PNG, which fails on malformed SVG.
 # Idempotent: a second run only checks. Prints where things are.
 set -euo pipefail
 
@@ -61,6 +63,10 @@ if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1 || ! comma
   apt_install "ip/tc/ss" iproute2
 fi
 say "ip in $(command -v ip)"
+if ! command -v rsvg-convert >/dev/null 2>&1; then
+  apt_install "rsvg-convert" librsvg2-bin
+fi
+say "rsvg-convert in $(command -v rsvg-convert)"
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   say "installing cargo-nextest"
   cargo install --locked cargo-nextest

@@ -1,111 +1,413 @@
-//! A picture a person can look at: latency histogram and throughput over time for
-//! each measurement, as a self-contained SVG (no fonts or plotting crate needed).
+//! A picture a person can look at: for each measurement, its latency histogram and
+//! its throughput over time side by side, as a self-contained SVG (no fonts or
+//! plotting crate needed).
+//!
+//! Made to be compared at a glance, so panels share their scales:
+//! - every latency histogram has the same x axis, on a log scale: a baseline answers
+//!   in tens of µs while a scenario can take ms, and on a log axis both shapes keep
+//!   their proportions (the recorder's buckets are log-spaced, each ×1.5 the last, so
+//!   every bar is as wide as every other);
+//! - every latency histogram has the same y axis, the share of that measurement's
+//!   requests in each bucket: counts would make a 400-request baseline look small
+//!   next to a 40 000-request run;
+//! - every throughput timeline has the same y axis, requests/s; its time axis is its
+//!   own run's, so a 40 ms baseline is drawn as wide as a 10 s scenario.
 
 use std::fmt::Write;
 
 use crate::measure::Measurement;
 
+/// One panel (a histogram or a timeline) and the margins around its plot area.
 const W: f64 = 560.0;
-const H: f64 = 220.0;
-const PAD: f64 = 44.0;
+const H: f64 = 230.0;
+const LEFT: f64 = 62.0;
+const RIGHT: f64 = 16.0;
+const TOP: f64 = 30.0;
+const BOTTOM: f64 = 40.0;
+/// Where the panels start, below the title and the line saying how to read them.
+const HEAD: f64 = 52.0;
+const GAP: f64 = 14.0;
+/// The recorder's timeline step: measure.rs counts completions per 100 ms.
+const STEP_S: f64 = 0.1;
+/// The ratio between the recorder's successive latency bucket bounds.
+const LOG_BASE: f64 = 1.5;
 
 pub fn render(title: &str, measurements: &[Measurement]) -> String {
     let panels: Vec<&Measurement> = measurements.iter().filter(|m| m.ok > 0).collect();
-    let height = (panels.len().max(1) as f64) * (H + 30.0) + 40.0;
+    let scales = Scales::of(&panels);
+    let (width, height) = (
+        2.0 * W + 30.0,
+        HEAD + (panels.len().max(1) as f64) * (H + GAP),
+    );
+    let how = "Latency: one log-scale axis for every panel, bars are the share of each \
+               measurement's requests. Throughput: one requests/s axis for every panel, \
+               time from each run's start.";
     let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{height}" font-family="sans-serif" font-size="11">"#,
-        2.0 * W + 30.0
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="15">{}</text><text x="10" y="40" fill="#555">{}</text>"##,
+        escape(title),
+        escape(how),
     );
-    let _ = write!(
-        svg,
-        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="15">{}</text>"#,
-        escape(title)
-    );
+    if panels.is_empty() {
+        let _ = write!(
+            svg,
+            r#"<text x="10" y="{}">no measurement completed a request</text>"#,
+            HEAD + 20.0
+        );
+    }
     for (i, m) in panels.iter().enumerate() {
-        let y = 40.0 + i as f64 * (H + 30.0);
-        histogram(&mut svg, m, 10.0, y);
-        timeline(&mut svg, m, W + 20.0, y);
+        let y = HEAD + i as f64 * (H + GAP);
+        histogram(&mut svg, m, &scales, 10.0, y);
+        timeline(&mut svg, m, &scales, W + 20.0, y);
     }
     svg.push_str("</svg>\n");
     svg
 }
 
-fn frame(svg: &mut String, x: f64, y: f64, caption: &str, x_label: &str, y_label: &str) {
-    let _ = write!(
-        svg,
-        r##"<rect x="{x}" y="{y}" width="{W}" height="{H}" fill="none" stroke="#999"/><text x="{}" y="{}">{}</text><text x="{}" y="{}" text-anchor="end" fill="#555">{}</text><text x="{}" y="{}" fill="#555">{}</text>"##,
-        x + 6.0,
-        y + 14.0,
-        escape(caption),
-        x + W - 6.0,
-        y + H - 6.0,
-        escape(x_label),
-        x + 6.0,
-        y + 28.0,
-        escape(y_label),
-    );
+/// The ranges every panel of one picture shares.
+struct Scales {
+    /// Latency axis ends in µs, and its ticks.
+    latency: (f64, f64),
+    latency_ticks: Vec<f64>,
+    /// Share axis (top, tick step), as fractions of a measurement's requests.
+    share: (f64, f64),
+    /// Throughput axis (top, tick step), requests/s.
+    rate: (f64, f64),
 }
 
-fn histogram(svg: &mut String, m: &Measurement, x: f64, y: f64) {
-    frame(
-        svg,
-        x,
-        y,
-        &format!("{}: latency", m.name),
-        &format!("µs (log), p99 {} µs", m.p99_us),
-        "requests",
-    );
-    let buckets = &m.latency_buckets;
-    let max = buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64;
-    let n = buckets.len().max(1) as f64;
-    let bw = (W - 2.0 * PAD) / n;
-    for (i, (upper, count)) in buckets.iter().enumerate() {
-        let h = (H - 2.0 * PAD) * (*count as f64 / max);
-        let bx = x + PAD + i as f64 * bw;
-        let _ = write!(
-            svg,
-            r##"<rect x="{bx:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="#4a7ebb"/>"##,
-            y + H - PAD - h,
-            (bw - 1.0).max(0.5)
-        );
-        if i % 4 == 0 {
-            let _ = write!(
-                svg,
-                r##"<text x="{bx:.1}" y="{:.1}" fill="#333" font-size="9">{upper}</text>"##,
-                y + H - PAD + 12.0
-            );
+impl Scales {
+    fn of(panels: &[&Measurement]) -> Scales {
+        let bars: Vec<Bar> = panels
+            .iter()
+            .flat_map(|m| bars(m))
+            .filter(|b| b.share > 0.0)
+            .collect();
+        let lo = bars.iter().map(|b| b.lo).fold(f64::INFINITY, f64::min);
+        let hi = bars.iter().map(|b| b.hi).fold(0.0, f64::max);
+        let (latency, latency_ticks) = if bars.is_empty() {
+            log_axis(1.0, 1e3)
+        } else {
+            log_axis(lo, hi)
+        };
+        let share = bars.iter().map(|b| b.share).fold(0.0, f64::max);
+        let rate = panels
+            .iter()
+            .flat_map(|m| steps(m))
+            .map(|s| s.rate)
+            .fold(0.0, f64::max);
+        Scales {
+            latency,
+            latency_ticks,
+            share: linear_axis(share, 4.0),
+            rate: linear_axis(rate, 4.0),
         }
     }
 }
 
-fn timeline(svg: &mut String, m: &Measurement, x: f64, y: f64) {
-    frame(
-        svg,
-        x,
-        y,
-        &format!("{}: throughput", m.name),
-        "time (100 ms steps)",
-        "per second",
-    );
-    let points = &m.timeline_per_sec;
-    let max = points.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let n = points.len().max(2) as f64 - 1.0;
-    let coords: Vec<String> = points
+/// One latency bucket: its bounds in µs and its share of the requests.
+struct Bar {
+    lo: f64,
+    hi: f64,
+    share: f64,
+}
+
+/// The recorder's buckets as bars; each starts where the last ended (the first, which
+/// holds everything down to 1 µs, is drawn one ×1.5 step wide like the others).
+fn bars(m: &Measurement) -> Vec<Bar> {
+    let total = m.latency_buckets.iter().map(|b| b.1).sum::<u64>().max(1) as f64;
+    let mut lo = m
+        .latency_buckets
+        .first()
+        .map_or(1.0, |b| (b.0 as f64 / LOG_BASE).max(0.5));
+    let mut bars = Vec::new();
+    for &(upper, count) in &m.latency_buckets {
+        let hi = (upper as f64).max(lo * 1.01);
+        bars.push(Bar {
+            lo,
+            hi,
+            share: count as f64 / total,
+        });
+        lo = hi;
+    }
+    bars
+}
+
+/// A stretch of a run's timeline and its completions per second.
+#[derive(Debug)]
+struct Step {
+    from: f64,
+    to: f64,
+    rate: f64,
+}
+
+/// The timeline as rates over the time each step really covered. The recorder only
+/// keeps 100 ms counts, so a finer step cannot be chosen here; instead the last step,
+/// cut short by the run's end, is a rate over its own length. A run that finished
+/// within one step (the baselines) is therefore one bar at its mean rate, as wide as
+/// its panel: not empty, and its height reads on the same requests/s axis as every
+/// other panel. A last step under half a step long joins the one before, so a few
+/// completions in its last 3 ms do not draw a spike no one saw.
+fn steps(m: &Measurement) -> Vec<Step> {
+    let counts: Vec<f64> = m
+        .timeline_per_sec
         .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let px = x + PAD + (W - 2.0 * PAD) * (i as f64 / n);
-            let py = y + H - PAD - (H - 2.0 * PAD) * (*v as f64 / max);
-            format!("{px:.1},{py:.1}")
+        .map(|v| *v as f64 * STEP_S)
+        .collect();
+    let Some(last) = counts.len().checked_sub(1) else {
+        let (from, to, rate) = (0.0, m.seconds.max(1e-6), m.per_sec);
+        return vec![Step { from, to, rate }];
+    };
+    let mut steps: Vec<Step> = (counts.iter().enumerate())
+        .map(|(i, c)| Step {
+            from: i as f64 * STEP_S,
+            to: (i + 1) as f64 * STEP_S,
+            rate: c / STEP_S,
         })
         .collect();
+    let start = last as f64 * STEP_S;
+    let tail = (m.seconds - start).clamp(1e-6, STEP_S);
+    if last > 0 && tail < STEP_S / 2.0 {
+        steps.pop();
+        steps[last - 1].to = start + tail;
+        steps[last - 1].rate = (counts[last - 1] + counts[last]) / (STEP_S + tail);
+    } else {
+        steps[last].to = start + tail;
+        steps[last].rate = counts[last] / tail;
+    }
+    // Nothing completed in the run's last stretch: a stall, shown as one.
+    if m.seconds - (start + tail) > STEP_S / 2.0 {
+        let (from, to, rate) = (start + tail, m.seconds, 0.0);
+        steps.push(Step { from, to, rate });
+    }
+    steps
+}
+
+/// A log axis from the 1-2-5 value at or below `lo` to the one at or above `hi`, so
+/// both ends are labelled. Ticks at every 1-2-5 value when it spans two decades or
+/// less, else at its ends and the powers of ten between that leave room for a label.
+fn log_axis(lo: f64, hi: f64) -> ((f64, f64), Vec<f64>) {
+    let (a, b) = (
+        (lo.log10() + 1e-9).floor() as i32,
+        (hi.log10() - 1e-9).ceil() as i32,
+    );
+    let values: Vec<f64> = (a..=b + 1)
+        .flat_map(|e| [1.0, 2.0, 5.0].map(|k| k * 10f64.powi(e)))
+        .collect();
+    let start = *values
+        .iter()
+        .rev()
+        .find(|v| **v <= lo * (1.0 + 1e-9))
+        .unwrap_or(&values[0]);
+    let end = (values.iter().copied())
+        .find(|v| *v > start && *v >= hi * (1.0 - 1e-9))
+        .unwrap_or(values[values.len() - 1]);
+    let decades = (end / start).log10();
+    let decade = |v: f64| (v.log10() - v.log10().round()).abs() < 1e-9;
+    let room = |v: f64| (v / start).log10().min((end / v).log10()) >= 0.08 * decades;
+    let ticks = values.into_iter().filter(|v| (start..=end).contains(v));
+    let ticks = ticks
+        .filter(|v| decades <= 2.0 + 1e-9 || *v == start || *v == end || (decade(*v) && room(*v)));
+    ((start, end), ticks.collect())
+}
+
+/// A linear axis from 0 holding `max` in about `ticks` steps of 1, 2, 2.5 or 5 times
+/// a power of ten: (top, step).
+fn linear_axis(max: f64, ticks: f64) -> (f64, f64) {
+    if max.is_nan() || max <= 0.0 {
+        return (1.0, 0.25);
+    }
+    let raw = max / ticks;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = ([1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|k| k * magnitude))
+        .find(|s| *s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude);
+    ((max / step - 1e-9).ceil().max(1.0) * step, step)
+}
+
+/// 0, step, 2 × step, … up to an axis's top.
+fn ticks((top, step): (f64, f64)) -> impl Iterator<Item = f64> {
+    (0..=((top / step + 1e-9).floor() as u32)).map(move |i| i as f64 * step)
+}
+
+/// A plot area's pixel box.
+#[derive(Clone, Copy)]
+struct Area {
+    x: f64,
+    y: f64,
+    w: f64,
+    h: f64,
+}
+
+impl Area {
+    fn in_panel(x: f64, y: f64) -> Area {
+        Area {
+            x: x + LEFT,
+            y: y + TOP,
+            w: W - LEFT - RIGHT,
+            h: H - TOP - BOTTOM,
+        }
+    }
+}
+
+/// Caption, gridlines, both axes with their ticks and titles: `x` and `y` are the
+/// title then the ticks, (pixel, label).
+fn axes(svg: &mut String, a: Area, caption: &str, x: &[(f64, String)], y: &[(f64, String)]) {
+    let (left, right, top, bottom) = (a.x, a.x + a.w, a.y, a.y + a.h);
     let _ = write!(
         svg,
-        r##"<polyline points="{}" fill="none" stroke="#c0392b" stroke-width="1.5"/><text x="{}" y="{}" fill="#333">max {max:.0}/s</text>"##,
-        coords.join(" "),
-        x + PAD,
-        y + PAD - 4.0,
+        r#"<text x="{left}" y="{}" font-size="12">{}</text>"#,
+        top - 12.0,
+        escape(caption)
     );
+    for (py, label) in &y[1..] {
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{py:.1}" x2="{right}" y2="{py:.1}" stroke="#e4e4e4"/><text class="ytick" x="{}" y="{:.1}" text-anchor="end" fill="#333">{}</text>"##,
+            left - 5.0,
+            py + 3.5,
+            escape(label)
+        );
+    }
+    for (px, label) in &x[1..] {
+        let _ = write!(
+            svg,
+            r##"<line x1="{px:.1}" y1="{bottom}" x2="{px:.1}" y2="{}" stroke="#333"/><text class="xtick" x="{px:.1}" y="{}" text-anchor="middle" fill="#333">{}</text>"##,
+            bottom + 4.0,
+            bottom + 15.0,
+            escape(label)
+        );
+    }
+    let (cx, cy, tx, ty) = (
+        left - LEFT + 14.0,
+        top + a.h / 2.0,
+        left + a.w / 2.0,
+        bottom + 32.0,
+    );
+    let _ = write!(
+        svg,
+        r##"<path d="M{left},{top} V{bottom} H{right}" fill="none" stroke="#333"/><text class="xtitle" x="{tx}" y="{ty}" text-anchor="middle" fill="#555">{}</text><text class="ytitle" x="{cx}" y="{cy}" transform="rotate(-90 {cx} {cy})" text-anchor="middle" fill="#555">{}</text>"##,
+        escape(&x[0].1),
+        escape(&y[0].1),
+    );
+}
+
+fn histogram(svg: &mut String, m: &Measurement, s: &Scales, x: f64, y: f64) {
+    let a = Area::in_panel(x, y);
+    let (lo, hi, bottom) = (s.latency.0, s.latency.1, a.y + a.h);
+    let px = |us: f64| a.x + a.w * ((us.clamp(lo, hi) / lo).ln() / (hi / lo).ln());
+    let py = |share: f64| bottom - a.h * (share / s.share.0).min(1.0);
+    let mut xs = vec![(0.0, "latency (log scale)".to_string())];
+    xs.extend(s.latency_ticks.iter().map(|t| (px(*t), fmt_us(*t))));
+    let mut ys = vec![(0.0, "share of requests".to_string())];
+    ys.extend(ticks(s.share).map(|v| (py(v), fmt_tick(v * 100.0, s.share.1 * 100.0) + "%")));
+    let (p50, p99) = (fmt_us(m.p50_us as f64), fmt_us(m.p99_us as f64));
+    let caption = format!(
+        "{}: latency, p50 {p50}, p99 {p99}, {} requests",
+        m.name, m.ok
+    );
+    svg.push_str(r#"<g class="latency">"#);
+    axes(svg, a, &caption, &xs, &ys);
+    for b in bars(m).iter().filter(|b| b.share > 0.0) {
+        let (x0, x1, top) = (px(b.lo) + 0.5, px(b.hi) - 0.5, py(b.share));
+        let (w, h) = ((x1 - x0).max(1.0), bottom - top);
+        let _ = write!(
+            svg,
+            r##"<rect class="bar" x="{x0:.1}" y="{top:.1}" width="{w:.1}" height="{h:.1}" fill="#4a7ebb"/>"##
+        );
+    }
+    // Percentile markers, labelled on either side so close ones stay readable.
+    for (label, us, anchor, dx) in [
+        ("p50", m.p50_us, "end", -3.0),
+        ("p99", m.p99_us, "start", 3.0),
+    ] {
+        let (p, ly) = (px(us as f64), a.y + 10.0);
+        let _ = write!(
+            svg,
+            r##"<line x1="{p:.1}" y1="{}" x2="{p:.1}" y2="{bottom}" stroke="#222" stroke-dasharray="3,3"/><text x="{:.1}" y="{ly}" text-anchor="{anchor}" font-size="10" fill="#222">{label}</text>"##,
+            a.y,
+            p + dx,
+        );
+    }
+    svg.push_str("</g>");
+}
+
+fn timeline(svg: &mut String, m: &Measurement, s: &Scales, x: f64, y: f64) {
+    let a = Area::in_panel(x, y);
+    let bottom = a.y + a.h;
+    let steps = steps(m);
+    let end = steps.last().map_or(m.seconds, |s| s.to).max(1e-6);
+    // Milliseconds for a run under a second (a baseline), else seconds.
+    let (scale, unit) = if end < 1.0 {
+        (1000.0, "ms")
+    } else {
+        (1.0, "s")
+    };
+    // The axis ends where the run did, so every run fills its panel's width.
+    let time = (end * scale, linear_axis(end * scale, 6.0).1);
+    let px = |t: f64| a.x + a.w * (t * scale / time.0).min(1.0);
+    let py = |rate: f64| bottom - a.h * (rate / s.rate.0).min(1.0);
+    let mut xs = vec![(0.0, "time since the run's start".to_string())];
+    xs.extend(ticks(time).map(|t| (px(t / scale), format!("{} {unit}", fmt_tick(t, time.1)))));
+    let mut ys = vec![(0.0, "requests/s".to_string())];
+    ys.extend(ticks(s.rate).map(|r| (py(r), fmt_tick(r, s.rate.1))));
+    let (mean, over) = (fmt_sig(m.per_sec), fmt_us(m.seconds * 1e6));
+    let caption = format!("{}: throughput, mean {mean}/s over {over}", m.name);
+    svg.push_str(r#"<g class="throughput">"#);
+    axes(svg, a, &caption, &xs, &ys);
+    let mut d = format!("M{:.1},{bottom:.1}", px(0.0));
+    for step in &steps {
+        let (x0, y0, x1) = (px(step.from), py(step.rate), px(step.to));
+        let _ = write!(d, " L{x0:.1},{y0:.1} H{x1:.1}");
+    }
+    let _ = write!(
+        svg,
+        r##"<path class="rate" d="{d} V{bottom:.1} Z" fill="#f2c4be" stroke="#c0392b" stroke-width="1.5"/>"##
+    );
+    if m.timeline_per_sec.len() <= 1 {
+        // Haloed: the bar may reach up behind it.
+        let note = "finished within one 100 ms step: one bar at its mean rate";
+        let (nx, ny) = (a.x + 8.0, a.y + 14.0);
+        let _ = write!(
+            svg,
+            r##"<text x="{nx}" y="{ny}" fill="#222" stroke="white" stroke-width="3" paint-order="stroke">{note}</text>"##
+        );
+    }
+    svg.push_str("</g>");
+}
+
+/// A tick value with as many decimals as its axis step needs, thousands as k.
+fn fmt_tick(v: f64, step: f64) -> String {
+    let (v, step, suffix) = match step {
+        s if s >= 1e6 => (v / 1e6, step / 1e6, "M"),
+        s if s >= 1e3 => (v / 1e3, step / 1e3, "k"),
+        _ => (v, step, ""),
+    };
+    if v == 0.0 {
+        return "0".to_string();
+    }
+    let scaled = |d: &usize| step * 10f64.powi(*d as i32);
+    let decimals = (0..4).find(|d| (scaled(d) - scaled(d).round()).abs() < 1e-6);
+    let decimals = decimals.unwrap_or(4);
+    format!("{v:.decimals$}{suffix}")
+}
+
+/// Three significant figures, thousands as k.
+fn fmt_sig(v: f64) -> String {
+    match v {
+        v if v >= 1e3 => fmt_sig(v / 1e3) + "k",
+        v if v >= 100.0 => format!("{v:.0}"),
+        v => {
+            let s = format!("{v:.*}", if v >= 10.0 { 1 } else { 2 });
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        }
+    }
+}
+
+fn fmt_us(us: f64) -> String {
+    match us {
+        us if us >= 1e6 => format!("{} s", fmt_sig(us / 1e6)),
+        us if us >= 1e3 => format!("{} ms", fmt_sig(us / 1e3)),
+        us => format!("{} µs", fmt_sig(us)),
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -113,3 +415,7 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+#[cfg(test)]
+#[path = "svg_tests.rs"]
+mod tests;
