@@ -186,6 +186,24 @@ pub async fn down(paths: &Paths) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `shoal stop|start|restart <instance>`, carried out by the running `shoal up`
+/// (it owns the processes).
+pub async fn instance(
+    paths: &Paths,
+    action: crate::up::Action,
+    name: &str,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    require_state(paths)?;
+    let outcome = crate::up::ask(&paths.control_socket(), action, name).await?;
+    if as_json {
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        outln!("{}", outcome.message);
+    }
+    Ok(())
+}
+
 /// Prints the logs of one instance (by name, or every instance of a service kind:
 /// `coordinator` shows coordinator-1 and coordinator-2), or of all.
 pub fn logs(paths: &Paths, which: Option<&str>, lines: usize) -> anyhow::Result<()> {

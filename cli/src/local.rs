@@ -91,6 +91,10 @@ impl Paths {
     pub fn pg_data(&self) -> PathBuf {
         self.run().join("pg")
     }
+    /// Where the running `shoal up` takes `shoal stop|start|restart` requests.
+    pub fn control_socket(&self) -> PathBuf {
+        self.run().join("control.sock")
+    }
     pub fn state_file(&self) -> PathBuf {
         self.run().join("state.json")
     }

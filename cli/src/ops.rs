@@ -232,6 +232,9 @@ pub async fn run(
         // dispatched before any request is made (see `crate::run`).
         Command::Up { .. }
         | Command::Status
+        | Command::Stop { .. }
+        | Command::Start { .. }
+        | Command::Restart { .. }
         | Command::Down
         | Command::Logs { .. }
         | Command::Watch { .. }

@@ -134,6 +134,30 @@ impl Stack {
             .with_context(|| format!("running shoal {}", args.join(" ")))
     }
 
+    /// `shoal <args>`, which must succeed: what it printed.
+    async fn text(&self, args: &[&str]) -> Result<String> {
+        let out = self.run(args).await?;
+        if !out.status.success() {
+            bail!(
+                "shoal {} failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// One instance's row of `shoal --json status`.
+    async fn instance(&self, name: &str) -> Result<serde_json::Value> {
+        let status: serde_json::Value = self.json(&["status"]).await?;
+        status["instances"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["instance"] == name))
+            .cloned()
+            .with_context(|| format!("no {name} in {status}"))
+    }
+
     /// `shoal --json <args>`, which must succeed, parsed.
     async fn json<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
         let mut all = vec!["--json"];
@@ -383,6 +407,51 @@ async fn up_then_operate_then_down() -> Result<()> {
     assert!(!nope.status.success());
     assert!(String::from_utf8_lossy(&nope.stderr).contains("coordinator-2"));
     println!("up: operator commands done after {:?}", started.elapsed());
+
+    // One process stopped, started and restarted through `shoal up`, which keeps
+    // it: `status` follows it, the cluster sees it go and come back, and `down`
+    // stops the new process with the rest.
+    let said = stack.text(&["stop", "node-3"]).await?;
+    assert_eq!(said.trim(), "node-3 stopped");
+    let stopped = stack.instance("node-3").await?;
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    // Stopped with SIGTERM, the node leaves the cluster on its way out.
+    wait_for("node-3 to have left", DEADLINE, || async {
+        let n: Node = stack.json(&["node", "node-3"]).await.ok()?;
+        (n.status == NodeStatus::Left).then_some(())
+    })
+    .await?;
+    let again = stack.run(&["stop", "node-3"]).await?;
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already stopped"));
+    let said = stack.text(&["start", "node-3"]).await?;
+    assert!(said.starts_with("node-3 started (pid "), "{said}");
+    wait_for("node-3 to be online again", DEADLINE, || async {
+        let n: Node = stack.json(&["node", "node-3"]).await.ok()?;
+        (n.status == NodeStatus::Online).then_some(())
+    })
+    .await?;
+    let running = stack.run(&["start", "node-3"]).await?;
+    assert!(!running.status.success());
+    let err = String::from_utf8_lossy(&running.stderr);
+    assert!(
+        err.contains("already running") && err.contains("`shoal restart node-3`"),
+        "{err}"
+    );
+    let before = stack.instance("coordinator-1").await?["pid"].clone();
+    let restarted: serde_json::Value = stack.json(&["restart", "coordinator-1"]).await?;
+    assert_eq!(restarted["status"], "running", "{restarted}");
+    assert_ne!(restarted["pid"], before, "{restarted}");
+    let data = stack.run(&["stop", "postgres"]).await?;
+    assert!(!data.status.success());
+    assert!(String::from_utf8_lossy(&data.stderr).contains("shoal down"));
+    let unknown = stack.run(&["restart", "node-9"]).await?;
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("one of: "));
+    let pids = stack.all_healthy(&FULL).await?;
+    println!(
+        "up: stop, start and restart done after {:?}",
+        started.elapsed()
+    );
 
     // Down: everything stops, `shoal up` exits cleanly, and the state is gone.
     let down_started = Instant::now();

@@ -9,12 +9,16 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 use crate::local::{Instance, Kind, Paths, State, alive, tail};
 
 mod postgres;
+mod requests;
+mod supervise;
+
+pub use requests::{Action, ask};
+use supervise::{stop_all, supervise};
 
 pub struct UpArgs {
     pub dir: PathBuf,
@@ -30,6 +34,28 @@ pub struct UpArgs {
 struct Running {
     instance: Instance,
     child: Child,
+    /// How to start it again (`shoal start|restart`); Shoal's own processes only.
+    recipe: Option<Recipe>,
+    /// Stopped on request (`shoal stop`): not reported as an exit, not signalled.
+    stopped: bool,
+    /// Its unrequested exit has been reported.
+    reported: bool,
+}
+
+/// A Shoal process's command line and environment.
+#[derive(Clone)]
+struct Recipe {
+    bin: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Recipe {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args).envs(self.env.iter().cloned());
+        cmd
+    }
 }
 
 pub async fn up(args: UpArgs) -> anyhow::Result<()> {
@@ -52,7 +78,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         result = start_all(&args, &paths, &mut running) => result,
         _ = signals.recv() => Err(anyhow::anyhow!("interrupted while starting")),
     };
-    let state = State {
+    let mut state = State {
         up_pid: std::process::id(),
         nats_url: result.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
         monitor_port: result.as_ref().ok().and_then(|r| r.2),
@@ -65,10 +91,21 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     paths.save(&state)?;
     print_summary(&state);
+    let listener = match requests::listen(&paths.control_socket()) {
+        Ok(listener) => listener,
+        Err(e) => {
+            stop_all(&mut running).await;
+            return Err(e);
+        }
+    };
+    let (ask_tx, mut asked) = tokio::sync::mpsc::channel(8);
+    let serving = tokio::spawn(requests::serve(listener, ask_tx));
     outln!("running; Ctrl-C (or `shoal down`) stops everything");
-    supervise(&mut running, &mut signals).await;
+    supervise(&mut running, &mut signals, &mut asked, &paths, &mut state).await;
+    serving.abort();
     outln!("stopping…");
     stop_all(&mut running).await;
+    let _ = std::fs::remove_file(paths.control_socket());
     paths.clear();
     outln!("stopped; data kept in {}", paths.run().display());
     Ok(())
@@ -122,33 +159,28 @@ async fn start_all(
             vec!["--node-id".to_string(), id],
         ));
     }
-    for (name, kind, extra) in services {
-        let bin = sibling_binary(kind.service_name().unwrap_or_default())?;
-        let mut cmd = Command::new(&bin);
-        cmd.args(&extra).envs(env(&name, kind));
-        running.push(spawn(cmd, &name, kind, paths, None)?);
+    for (name, kind, args) in services {
+        let recipe = Recipe {
+            bin: sibling_binary(kind.service_name().unwrap_or_default())?,
+            args,
+            env: env(&name, kind),
+        };
+        let mut r = spawn(recipe.command(), &name, kind, paths, None)?;
+        r.recipe = Some(recipe);
+        running.push(r);
     }
     Ok((nats_url, database_url, monitor))
 }
 
 fn spawn(
-    mut cmd: Command,
+    cmd: Command,
     name: &str,
     kind: Kind,
     paths: &Paths,
     address: Option<String>,
 ) -> anyhow::Result<Running> {
     let log = paths.logs().join(format!("{name}.log"));
-    let file =
-        std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    // Own process group: the terminal's Ctrl-C reaches `shoal up` alone, which then
-    // stops everything in order.
-    cmd.stdout(file.try_clone()?)
-        .stderr(file)
-        .stdin(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    let child = launch(cmd, name, &log, false)?;
     let pid = child.id().unwrap_or_default();
     Ok(Running {
         instance: Instance {
@@ -159,7 +191,29 @@ fn spawn(
             address,
         },
         child,
+        recipe: None,
+        stopped: false,
+        reported: false,
     })
+}
+
+/// Starts `cmd` writing to `log` (from its start, or after what is there), in its
+/// own process group: the terminal's Ctrl-C reaches `shoal up` alone, which then
+/// stops everything in order.
+fn launch(mut cmd: Command, name: &str, log: &Path, append: bool) -> anyhow::Result<Child> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    cmd.stdout(file.try_clone()?)
+        .stderr(file)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd.spawn().with_context(|| format!("starting {name}"))
 }
 
 /// A Shoal binary built next to this one (`target/<profile>/`).
@@ -347,62 +401,6 @@ impl Signals {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
-        }
-    }
-}
-
-/// Until Ctrl-C or SIGTERM; reports children that exit on their own.
-async fn supervise(running: &mut [Running], signals: &mut Signals) {
-    let mut reported = vec![false; running.len()];
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            _ = signals.recv() => return,
-            _ = tick.tick() => {
-                for (r, seen) in running.iter_mut().zip(reported.iter_mut()) {
-                    if !*seen && let Ok(Some(status)) = r.child.try_wait() {
-                        *seen = true;
-                        eprintln!(
-                            "{} exited ({status}); its log ends:\n{}",
-                            r.instance.name,
-                            tail(&r.instance.log, 10)
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Stops in [`Kind::stop_rank`] order (coordinators, nodes, services, Postgres,
-/// nats-server), one kind at a time: each process of the kind gets SIGTERM (SIGINT
-/// for Postgres: fast shutdown), then 10 s before SIGKILL.
-async fn stop_all(running: &mut Vec<Running>) {
-    running.sort_by_key(|r| r.instance.kind.stop_rank());
-    for rank in 0..=Kind::NatsServer.stop_rank() {
-        let split = running
-            .iter()
-            .position(|r| r.instance.kind.stop_rank() > rank)
-            .unwrap_or(running.len());
-        let mut group: Vec<Running> = running.drain(..split).collect();
-        for r in &group {
-            let signal = if r.instance.kind == Kind::Postgres {
-                Signal::SIGINT
-            } else {
-                Signal::SIGTERM
-            };
-            if let Ok(pid) = i32::try_from(r.instance.pid) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
-            }
-        }
-        for r in &mut group {
-            if tokio::time::timeout(Duration::from_secs(10), r.child.wait())
-                .await
-                .is_err()
-            {
-                eprintln!("{} did not stop within 10 s; killing it", r.instance.name);
-                let _ = r.child.kill().await;
-            }
         }
     }
 }
