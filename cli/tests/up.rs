@@ -293,7 +293,7 @@ async fn up_then_operate_then_down() -> Result<()> {
     let nodes = stack.online_nodes(3).await?;
     let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
     assert_eq!(ids, ["node-1", "node-2", "node-3"]);
-    let pids = stack.all_healthy(&FULL).await?;
+    stack.all_healthy(&FULL).await?;
     println!(
         "up: 3 nodes online, all healthy after {:?}",
         started.elapsed()
