@@ -17,8 +17,9 @@ fn shell(name: &str, script: &str) -> Result<ServiceProcess> {
     )
 }
 
+/// Ready only once the trap is set: a SIGTERM right after "ready" must find it.
 const TRAPPING: &str =
-    "echo ready; trap \"echo got-term; exit 0\" TERM; while true; do sleep 0.05; done";
+    "trap \"echo got-term; exit 0\" TERM; echo ready; while true; do sleep 0.05; done";
 
 #[tokio::test]
 async fn service_process_signals() -> Result<()> {
