@@ -10,6 +10,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/deps.sh
-echo "building shoal (cargo build --bins)…"
-cargo build --bins -q
+echo "building shoal (cargo build --bins; a few minutes the first time)…"
+cargo build --bins
 exec target/debug/shoal up "$@"

@@ -113,7 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let nats = connect(&cli.nats, cli.timeout).await?;
     let client = ShoalClient::new(nats.clone(), subjects).with_timeout(cli.timeout);
     if let Command::Watch { refreshes } = &cli.command {
-        return watch::watch(&client, *refreshes).await;
+        return watch::watch(&client, *refreshes, cli.json).await;
     }
     let result = ops::run(&client, &cli.command, cli.json).await;
     // Flush anything published before exiting.

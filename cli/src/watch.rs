@@ -1,5 +1,6 @@
 //! `shoal watch`: the leader, agents (waiting ones stand out), nodes and recent
-//! events, redrawn every second.
+//! events, redrawn every second; with `--json`, JSON lines instead (a snapshot a
+//! second, and each event as it comes).
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,7 +18,11 @@ const KEEP: usize = 15;
 /// something does not answer.
 const ASK_FOR: Duration = Duration::from_millis(800);
 
-pub async fn watch(client: &ShoalClient, refreshes: Option<u64>) -> anyhow::Result<()> {
+pub async fn watch(
+    client: &ShoalClient,
+    refreshes: Option<u64>,
+    as_json: bool,
+) -> anyhow::Result<()> {
     // One listener for the whole run, polled while drawing too: Ctrl-C always ends
     // `watch`, whatever it is waiting for.
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -40,12 +45,21 @@ pub async fn watch(client: &ShoalClient, refreshes: Option<u64>) -> anyhow::Resu
         tokio::select! {
             _ = interrupt.recv() => return Ok(()),
             Some(msg) = events.next() => {
-                recent.push_front(describe(&msg.payload));
-                recent.truncate(KEEP);
+                if as_json {
+                    outln!("{}", event_line(&msg));
+                } else {
+                    recent.push_front(describe(&msg.payload));
+                    recent.truncate(KEEP);
+                }
             }
             _ = tick.tick() => {
                 let connected = nats.connection_state() == State::Connected;
-                let text = if connected {
+                let text = if as_json {
+                    tokio::select! {
+                        _ = interrupt.recv() => return Ok(()),
+                        line = snapshot(&client, connected) => line.to_string(),
+                    }
+                } else if connected {
                     disconnected_since = None;
                     tokio::select! {
                         _ = interrupt.recv() => return Ok(()),
@@ -63,6 +77,44 @@ pub async fn watch(client: &ShoalClient, refreshes: Option<u64>) -> anyhow::Resu
             }
         }
     }
+}
+
+/// One JSON line of `watch --json` a second: the leader, the cluster's figures and
+/// the nodes, each `null` with its error's code in `errors` when it did not answer.
+async fn snapshot(client: &ShoalClient, connected: bool) -> serde_json::Value {
+    let at = chrono::Utc::now();
+    if !connected {
+        return serde_json::json!({ "type": "snapshot", "at": at, "connected": false });
+    }
+    let nodes = ListNodesRequest::default();
+    let (leader, stats, nodes) = tokio::join!(
+        client.leader(),
+        client.cluster_stats(),
+        client.list_nodes(&nodes)
+    );
+    let mut errors = serde_json::Map::new();
+    let mut keep = |what: &str, e: &shoal_protocol::ClientError| {
+        errors.insert(what.to_string(), e.code().into());
+    };
+    let leader = leader.map_err(|e| keep("leader", &e)).ok();
+    let stats = stats.map_err(|e| keep("stats", &e)).ok();
+    let nodes = nodes.map_err(|e| keep("nodes", &e)).ok();
+    serde_json::json!({
+        "type": "snapshot",
+        "at": at,
+        "connected": true,
+        "leader": leader.and_then(|r| r.leader),
+        "stats": stats,
+        "nodes": nodes.map(|l| l.nodes),
+        "errors": errors,
+    })
+}
+
+/// An event as one JSON line of `watch --json`: its subject and its body.
+fn event_line(msg: &async_nats::Message) -> serde_json::Value {
+    let body = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&msg.payload).into());
+    serde_json::json!({ "type": "event", "subject": msg.subject.as_str(), "event": body })
 }
 
 /// The screen while the connection to NATS is down: no stale node table, just
