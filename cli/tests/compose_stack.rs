@@ -272,7 +272,7 @@ async fn compose_stack_keeps_every_acknowledged_change_through_kills_pauses_and_
         "every node's own agent set to match its assignments",
         Duration::from_secs(30),
         || async {
-            let placed = cluster.placed_by_node().await.ok()?;
+            let placed = cluster.operator().running_by_node().await.ok()?;
             let reported = node_digests(&cluster, &NODES).await.ok()?;
             NODES
                 .iter()

@@ -7,7 +7,7 @@
 pub mod history;
 pub mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,8 +16,7 @@ use anyhow::{Context, Result, bail};
 use async_nats::{ConnectOptions, ServerAddr};
 use futures::StreamExt;
 use shoal_protocol::{
-    AgentsDigest, AssignmentStatus, ClientError, Heartbeat, LeaderReply, ListAssignmentsRequest,
-    NodeStatus, ShoalClient, Subjects,
+    AgentsDigest, ClientError, Heartbeat, LeaderReply, NodeStatus, ShoalClient, Subjects,
 };
 use shoal_testkit::{ComposeStack, ServerErrors, http, wait_for};
 use tokio::time::Instant;
@@ -156,24 +155,11 @@ impl Cluster {
         .await
     }
 
-    /// The running agents the coordinator has placed, by node.
-    pub async fn placed_by_node(&self) -> Result<BTreeMap<String, Vec<String>>> {
-        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for a in self
-            .operator
-            .list_all_assignments(&ListAssignmentsRequest::default())
-            .await?
-        {
-            if a.status == AssignmentStatus::Running {
-                by_node.entry(a.node_id).or_default().push(a.agent_name);
-            }
-        }
-        Ok(by_node)
-    }
-
-    pub async fn agents_on(&self, node: &str) -> Result<Vec<String>> {
+    /// The agents the coordinator has running on `node`.
+    pub async fn agents_on(&self, node: &str) -> Result<BTreeSet<String>> {
         Ok(self
-            .placed_by_node()
+            .operator
+            .running_by_node()
             .await?
             .remove(node)
             .unwrap_or_default())

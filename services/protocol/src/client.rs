@@ -2,6 +2,7 @@
 //! loadtest and the tests: request with a timeout, typed replies, error envelopes as
 //! `ShoalError`, and retries while there are no responders or no leader yet.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use async_nats::RequestErrorKind;
@@ -255,6 +256,19 @@ impl ShoalClient {
         filter: &ListAssignmentsRequest,
     ) -> Result<Vec<Assignment>, ClientError> {
         self.list_all_assignments_on(None, filter).await
+    }
+
+    /// The running agents by node: what each node should be running.
+    pub async fn running_by_node(&self) -> Result<BTreeMap<String, BTreeSet<String>>, ClientError> {
+        let running = ListAssignmentsRequest {
+            status: Some(AssignmentStatus::Running),
+            ..ListAssignmentsRequest::default()
+        };
+        let mut by_node: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for a in self.list_all_assignments(&running).await? {
+            by_node.entry(a.node_id).or_default().insert(a.agent_name);
+        }
+        Ok(by_node)
     }
 
     /// As [`Self::list_all_assignments`], from one named coordinator replica (every

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
-use shoal_protocol::{AssignmentStatus, DigestSum, Heartbeat};
+use shoal_protocol::{DigestSum, Heartbeat};
 use shoal_testkit::wait_for;
 
 use super::hosts::CUT_NODE;
@@ -130,7 +130,7 @@ async fn nodes_run_what_they_were_given(stack: &Stack, report: &mut Report) -> a
         "every node to run what the coordinator placed on it",
         PATIENCE,
         || async {
-            let placed = placed_by_node(stack).await.ok()?;
+            let placed = stack.client.running_by_node().await.ok()?;
             let mut mismatched = Vec::new();
             let mut running: BTreeMap<String, usize> = BTreeMap::new();
             for i in 0..sim.len() {
@@ -166,20 +166,6 @@ async fn nodes_run_what_they_were_given(stack: &Stack, report: &mut Report) -> a
         detail,
     );
     Ok(())
-}
-
-async fn placed_by_node(stack: &Stack) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
-    let mut by_node: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for a in stack
-        .client
-        .list_all_assignments(&Default::default())
-        .await?
-    {
-        if a.status == AssignmentStatus::Running {
-            by_node.entry(a.node_id).or_default().insert(a.agent_name);
-        }
-    }
-    Ok(by_node)
 }
 
 /// The agents digest of the real node's next heartbeat.
