@@ -180,17 +180,18 @@ impl Stack {
 
     /// Starts a service binary configured through its `SHOAL_…` environment.
     fn service(&self, bin: &str, instance: &str) -> anyhow::Result<ServiceProcess> {
-        self.service_at(None, &self.nats_url, bin, instance)
+        self.service_at(None, &self.nats_url, bin, instance, &[])
     }
 
     /// Starts a service binary on the host or inside `netns`, connecting to `urls`
-    /// (what it can reach from there).
+    /// (what it can reach from there), with `extra` settings of its own.
     pub fn service_at(
         &self,
         netns: Option<&NetNs>,
         urls: &str,
         bin: &str,
         instance: &str,
+        extra: &[(&str, String)],
     ) -> anyhow::Result<ServiceProcess> {
         let mut env = vec![
             ("SHOAL_NATS_URL".to_string(), urls.to_string()),
@@ -208,6 +209,7 @@ impl Stack {
         if let Some(db) = &self.database_url {
             env.push(("SHOAL_DATABASE_URL".to_string(), db.clone()));
         }
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         match netns {
             Some(netns) => ServiceProcess::spawn_in(netns, instance, &binary(bin)?, &[], &env),
             None => ServiceProcess::spawn(instance, &binary(bin)?, &[], &env),

@@ -7,10 +7,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shoal_protocol::{NodeEventKind, NodeStatus};
+use shoal_protocol::{
+    AssignmentStatus, ListAssignmentsRequest, NodeEventKind, NodeStatus, ServiceKind, connection,
+};
 use shoal_testkit::wait_for;
 
-use super::hosts::{CUT_NODE, Hosts, MAJORITY_COORDINATOR, MINORITY_COORDINATOR, MINORITY_SERVER};
+use super::hosts::{
+    BALANCER, CUT_NODE, Hosts, MAJORITY_COORDINATOR, MINORITY_COORDINATOR, MINORITY_SERVER,
+};
+use super::streams::{Term, elected, leaders, led_by, wait_current};
 use super::watchers::{NodeEvents, Writer};
 use crate::args::Cut;
 use crate::report::Report;
@@ -23,11 +28,12 @@ const SLACK: Duration = Duration::from_secs(1);
 /// The longest Raft election of nats-server (not configurable): 4–9 s.
 const RAFT_ELECTION: Duration = Duration::from_secs(9);
 
-/// Runs one cut; returns its unavailability (the writes' longest stall).
+/// Runs one cut and reports its detection and the writes' stalls against their
+/// goals.
 pub async fn run(
     cut: Cut,
     hosts: &Hosts,
-    stack: &mut Stack,
+    stack: &Stack,
     watchers: (&Writer, &NodeEvents, &Watch),
     cut_for: Duration,
     report: &mut Report,
@@ -45,11 +51,18 @@ pub async fn run(
     eprintln!("cut: {name} for {cut_for:?}");
     let at = Instant::now();
     let wall = chrono::Utc::now();
+    let cutting = Cutting {
+        hosts,
+        stack,
+        events,
+        at,
+        cut_for,
+    };
     let (detection, healed) = match cut {
-        Cut::NatsServer => nats_server(hosts, stack, at, cut_for, report).await?,
-        Cut::Leader => leader(hosts, stack, at, cut_for, report).await?,
-        Cut::Registry => registry(hosts, stack, events, at, cut_for, report).await?,
-        Cut::Node => node(hosts, stack, events, at, cut_for, report).await?,
+        Cut::NatsServer => nats_server(&cutting, report).await?,
+        Cut::Leader => leader(&cutting, report).await?,
+        Cut::Registry => registry(&cutting, report).await?,
+        Cut::Node => node(&cutting, report).await?,
     };
     // Settled: JetStream current everywhere and writes acknowledged again, so the
     // next cut starts from a whole cluster.
@@ -112,18 +125,14 @@ pub async fn run(
 
 /// s3's routes cut, its clients (the balancer) still attached: the majority
 /// elects leaders for what s3 led, and the balancer must leave s3.
-async fn nats_server(
-    hosts: &Hosts,
-    stack: &mut Stack,
-    at: Instant,
-    cut_for: Duration,
-    report: &mut Report,
-) -> anyhow::Result<(Duration, Healed)> {
+async fn nats_server(c: &Cutting<'_>, report: &mut Report) -> anyhow::Result<(Duration, Healed)> {
+    let (stack, at) = (c.stack, c.at);
+    let server = c.s3()?;
+    let s3 = server.server_name();
+    let led = led_by(stack, s3).await?;
     let cluster = stack.cluster.as_ref().context("no nats cluster")?;
-    let s3 = cluster.servers[MINORITY_SERVER].server_name().to_string();
-    let led = led_by(stack, &s3).await?;
-    hosts.minority.cut_routes(&cluster.cluster_ports())?;
-    let server = &cluster.servers[MINORITY_SERVER];
+    c.hosts.minority.cut_routes(&cluster.cluster_ports())?;
+    let balancer = connection::service(ServiceKind::Balancer, BALANCER);
     let left = async {
         wait_for(
             "the balancer to leave the minority's server",
@@ -132,21 +141,21 @@ async fn nats_server(
                 let open = server.connections().await.ok()?;
                 let attached = open
                     .iter()
-                    .any(|c| c.name.as_deref() == Some("shoal-balancer:balancer-1"));
+                    .any(|conn| conn.name.as_deref() == Some(balancer.as_str()));
                 (!attached).then_some(())
             },
         )
         .await
         .map(|()| at.elapsed())
     };
-    let (elected, left) = tokio::join!(elected(stack, &led, &s3, at), left);
+    let (elected, left) = tokio::join!(elected(stack, &led, s3, at), left);
     let (elected, left) = (elected?, left?);
     report.figure("nats-server.streams_led_by_it", &led);
     report.figure("nats-server.elected_ms", ms(elected));
     report.figure("nats-server.balancer_left_ms", ms(left));
     let detection = elected.max(left);
-    let healed = hold(stack, at, cut_for).await;
-    hosts.minority.restore_routes()?;
+    let healed = c.hold().await;
+    c.hosts.minority.restore_routes()?;
     wait_current(stack).await?;
     report.figure("nats-server.healed_ms", ms(at.elapsed()));
     Ok((detection, healed))
@@ -154,19 +163,12 @@ async fn nats_server(
 
 /// The leader (coordinator-1) cut off with s3: coordinator-2 takes over once the
 /// lease runs out.
-async fn leader(
-    hosts: &Hosts,
-    stack: &mut Stack,
-    at: Instant,
-    cut_for: Duration,
-    report: &mut Report,
-) -> anyhow::Result<(Duration, Healed)> {
+async fn leader(c: &Cutting<'_>, report: &mut Report) -> anyhow::Result<(Duration, Healed)> {
+    let (stack, at) = (c.stack, c.at);
     let client = stack.client.clone();
-    let s3 = stack.cluster.as_ref().context("no nats cluster")?.servers[MINORITY_SERVER]
-        .server_name()
-        .to_string();
-    let led = led_by(stack, &s3).await?;
-    hosts.minority.cut()?;
+    let s3 = c.s3()?.server_name();
+    let led = led_by(stack, s3).await?;
+    c.hosts.minority.cut()?;
     // Asked quickly and often: a request that reached the cut leader is lost.
     let quick = client
         .clone()
@@ -183,13 +185,13 @@ async fn leader(
         )
         .await
     };
-    let (elected, took_over) = tokio::join!(elected(stack, &led, &s3, at), taken);
+    let (elected, took_over) = tokio::join!(elected(stack, &led, s3, at), taken);
     let (elected, took_over) = (elected?, took_over?);
     report.figure("leader.streams_led_by_its_server", &led);
     report.figure("leader.elected_ms", ms(elected));
     report.figure("leader.taken_over_ms", ms(took_over));
-    let healed = hold(stack, at, cut_for).await;
-    hosts.minority.restore()?;
+    let healed = c.hold().await;
+    c.hosts.minority.restore()?;
     // Back, coordinator-1 agrees with the cluster on who leads (coordinator-2,
     // or a later term if the rejoin cost coordinator-2 its lease).
     wait_for("coordinator-1 to agree on the leader", PATIENCE, || async {
@@ -208,20 +210,13 @@ async fn leader(
 
 /// The registry cut off: it hears no heartbeat meanwhile, and must not take that
 /// for the nodes' silence once it is back.
-async fn registry(
-    hosts: &Hosts,
-    stack: &mut Stack,
-    events: &NodeEvents,
-    at: Instant,
-    cut_for: Duration,
-    report: &mut Report,
-) -> anyhow::Result<(Duration, Healed)> {
-    hosts.registry.cut()?;
-    let healed = hold(stack, at, cut_for).await;
-    hosts.registry.restore()?;
+async fn registry(c: &Cutting<'_>, report: &mut Report) -> anyhow::Result<(Duration, Healed)> {
+    c.hosts.registry.cut()?;
+    let healed = c.hold().await;
+    c.hosts.registry.restore()?;
     let back = Instant::now();
-    let client = stack.client.clone();
-    let expected = stack.nodes.as_ref().map_or(0, |n| n.len()) + 1;
+    let client = c.stack.client.clone();
+    let expected = c.stack.nodes.as_ref().map_or(0, |n| n.len()) + 1;
     let heard = wait_for(
         "the registry to hear every node again",
         PATIENCE,
@@ -237,7 +232,9 @@ async fn registry(
     // offline threshold (3 heartbeat intervals) and a heartbeat more.
     let settle = back + Duration::from_secs(4);
     tokio::time::sleep_until(settle.into()).await;
-    let condemned = events.since(at, &[NodeEventKind::Suspect, NodeEventKind::Offline]);
+    let condemned = c
+        .events
+        .since(c.at, &[NodeEventKind::Suspect, NodeEventKind::Offline]);
     report.figure("registry.nodes_condemned", condemned.len());
     report.check(
         "registry cut: no node suspected for the registry's own cut",
@@ -250,19 +247,13 @@ async fn registry(
 
 /// The real node cut off: offline, its agents moved; back, it runs exactly what
 /// it is told.
-async fn node(
-    hosts: &Hosts,
-    stack: &mut Stack,
-    events: &NodeEvents,
-    at: Instant,
-    cut_for: Duration,
-    report: &mut Report,
-) -> anyhow::Result<(Duration, Healed)> {
-    let client = stack.client.clone();
-    let held = agents_on(stack, CUT_NODE).await?;
+async fn node(c: &Cutting<'_>, report: &mut Report) -> anyhow::Result<(Duration, Healed)> {
+    let at = c.at;
+    let client = c.stack.client.clone();
+    let held = c.agents_on(CUT_NODE).await?;
     report.figure("node.agents_before", held);
-    hosts.node.cut()?;
-    events
+    c.hosts.node.cut()?;
+    c.events
         .wait(CUT_NODE, NodeEventKind::Offline, at, PATIENCE)
         .await?;
     let offline = at.elapsed();
@@ -270,12 +261,12 @@ async fn node(
     wait_for(
         &format!("{CUT_NODE}'s agents to move"),
         PATIENCE,
-        || async { (agents_on(stack, CUT_NODE).await.ok()? == 0).then_some(()) },
+        || async { (c.agents_on(CUT_NODE).await.ok()? == 0).then_some(()) },
     )
     .await?;
     report.figure("node.agents_moved_ms", ms(at.elapsed()));
-    let healed = hold(stack, at, cut_for).await;
-    hosts.node.restore()?;
+    let healed = c.hold().await;
+    c.hosts.node.restore()?;
     wait_for(
         &format!("{CUT_NODE} to be online again"),
         PATIENCE,
@@ -311,136 +302,47 @@ pub struct Healed {
     leaders: BTreeMap<String, Term>,
 }
 
-/// Holds the cut for its length (a schedule, not a wait for some state), then
-/// notes the streams' leaders; the caller heals the cut right after.
-async fn hold(stack: &Stack, at: Instant, cut_for: Duration) -> Healed {
-    tokio::time::sleep_until((at + cut_for).into()).await;
-    let leaders = leaders(stack).await.unwrap_or_default();
-    Healed {
-        at: Instant::now(),
-        leaders,
-    }
+/// One cut in progress: where it is made, when it began, how long it lasts.
+struct Cutting<'a> {
+    hosts: &'a Hosts,
+    stack: &'a Stack,
+    events: &'a NodeEvents,
+    at: Instant,
+    cut_for: Duration,
 }
 
-async fn agents_on(stack: &Stack, node: &str) -> anyhow::Result<usize> {
-    Ok(stack
-        .client
-        .list_all_assignments(&Default::default())
-        .await?
-        .iter()
-        .filter(|a| a.node_id == node)
-        .count())
-}
-
-/// The streams `server` leads.
-async fn led_by(stack: &Stack, server: &str) -> anyhow::Result<Vec<String>> {
-    Ok(leaders(stack)
-        .await?
-        .into_iter()
-        .filter(|(_, term)| term.leader == server)
-        .map(|(stream, _)| stream)
-        .collect())
-}
-
-/// A stream's leader and since when: a re-election of the same server shows as
-/// a new `since`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Term {
-    leader: String,
-    since: String,
-}
-
-/// Every stream's leadership (streams without a leader left out), asked again
-/// while JetStream is between meta leaders.
-async fn leaders(stack: &Stack) -> anyhow::Result<BTreeMap<String, Term>> {
-    use futures::TryStreamExt;
-    let js = quick_js(stack);
-    let names: Vec<String> = wait_for("JetStream to list its streams", PATIENCE, || async {
-        js.stream_names().try_collect().await.ok()
-    })
-    .await?;
-    let mut leaders = BTreeMap::new();
-    for name in names {
-        let Ok(mut stream) = js.get_stream(&name).await else {
-            continue;
-        };
-        let Ok(info) = stream.info().await else {
-            continue;
-        };
-        if let Some(cluster) = &info.cluster
-            && let Some(leader) = cluster.leader.clone().filter(|l| !l.is_empty())
-        {
-            let since = format!("{:?}", cluster.leader_since);
-            leaders.insert(name, Term { leader, since });
+impl Cutting<'_> {
+    /// Holds the cut for its length (a schedule, not a wait for some state), then
+    /// notes the streams' leaders; the caller heals the cut right after.
+    async fn hold(&self) -> Healed {
+        tokio::time::sleep_until((self.at + self.cut_for).into()).await;
+        let leaders = leaders(self.stack).await.unwrap_or_default();
+        Healed {
+            at: Instant::now(),
+            leaders,
         }
     }
-    Ok(leaders)
-}
 
-/// How long from `at` until every one of `streams` has a leader other than
-/// `server` (zero for none).
-async fn elected(
-    stack: &Stack,
-    streams: &[String],
-    server: &str,
-    at: Instant,
-) -> anyhow::Result<Duration> {
-    if streams.is_empty() {
-        return Ok(Duration::ZERO);
+    /// The nats-server in the minority host.
+    fn s3(&self) -> anyhow::Result<&shoal_testkit::NatsServer> {
+        let cluster = self.stack.cluster.as_ref().context("no nats cluster")?;
+        Ok(&cluster.servers[MINORITY_SERVER])
     }
-    let js = quick_js(stack);
-    wait_for(
-        &format!("the majority to elect leaders for {streams:?}"),
-        PATIENCE,
-        || async {
-            for name in streams {
-                let leader = leader_of(&js, name).await?;
-                if leader.is_empty() || leader == server {
-                    return None;
-                }
-            }
-            Some(at.elapsed())
-        },
-    )
-    .await
-}
 
-async fn leader_of(js: &async_nats::jetstream::Context, stream: &str) -> Option<String> {
-    let mut stream = js.get_stream(stream).await.ok()?;
-    let info = stream.info().await.ok()?;
-    info.cluster.as_ref()?.leader.clone()
-}
-
-/// JetStream through the run's client, asking again after 1 s rather than 5.
-fn quick_js(stack: &Stack) -> async_nats::jetstream::Context {
-    let mut js = async_nats::jetstream::new(stack.client.nats().clone());
-    js.set_timeout(Duration::from_secs(1));
-    js
-}
-
-/// Waits until every stream's leader has both other replicas current: s3 is
-/// back, and JetStream done with the elections its return set off.
-async fn wait_current(stack: &Stack) -> anyhow::Result<()> {
-    use futures::TryStreamExt;
-    let js = quick_js(stack);
-    wait_for(
-        "every replica of every stream to be current",
-        PATIENCE,
-        || async {
-            let names: Vec<String> = js.stream_names().try_collect().await.ok()?;
-            for name in names {
-                let mut stream = js.get_stream(&name).await.ok()?;
-                let info = stream.info().await.ok()?;
-                let replicas = &info.cluster.as_ref()?.replicas;
-                let whole = replicas.len() + 1 == info.config.num_replicas;
-                if !(whole && replicas.iter().all(|r| r.current && !r.offline)) {
-                    return None;
-                }
-            }
-            Some(())
-        },
-    )
-    .await
+    /// Agents the coordinator has running on `node`.
+    async fn agents_on(&self, node: &str) -> anyhow::Result<usize> {
+        let on_node = ListAssignmentsRequest {
+            node_id: Some(node.to_string()),
+            status: Some(AssignmentStatus::Running),
+            ..ListAssignmentsRequest::default()
+        };
+        Ok(self
+            .stack
+            .client
+            .list_all_assignments(&on_node)
+            .await?
+            .len())
+    }
 }
 
 fn ms(d: Duration) -> u64 {

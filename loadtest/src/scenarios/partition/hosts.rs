@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_testkit::{NatsCluster, NatsOptions, NetNs, ServiceProcess, binary, wait_for};
+use shoal_testkit::{NatsCluster, NatsOptions, NetNs, wait_for};
 
 use crate::args::Args;
 use crate::stack::{Coordinator, Stack};
@@ -25,6 +25,8 @@ pub const CUT_NODE: &str = "cut-node";
 /// The coordinator in the minority host: it leads when that host is cut.
 pub const MINORITY_COORDINATOR: &str = "coordinator-1";
 pub const MAJORITY_COORDINATOR: &str = "coordinator-2";
+/// The one balancer, started on the minority host's server.
+pub const BALANCER: &str = "balancer-1";
 /// Index of the minority's nats-server in the cluster.
 pub const MINORITY_SERVER: usize = 2;
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -85,13 +87,15 @@ impl Hosts {
             &registry_urls,
             "shoal-registry",
             "registry-1",
+            &[],
         )?);
-        stack.balancer = Some(stack.service_at(None, &s3_url, "shoal-balancer", "balancer-1")?);
+        stack.balancer = Some(stack.service_at(None, &s3_url, "shoal-balancer", BALANCER, &[])?);
         let c1 = stack.service_at(
             Some(&self.minority),
             &minority_urls,
             "shoal-coordinator",
             MINORITY_COORDINATOR,
+            &[],
         )?;
         stack.coordinators.push(Coordinator {
             id: MINORITY_COORDINATOR.into(),
@@ -108,6 +112,7 @@ impl Hosts {
             &stack.nats_url.clone(),
             "shoal-coordinator",
             MAJORITY_COORDINATOR,
+            &[],
         )?;
         stack.coordinators.push(Coordinator {
             id: MAJORITY_COORDINATOR.into(),
@@ -116,7 +121,16 @@ impl Hosts {
         stack
             .start_nodes(args.nodes, args.max_agents, args.node_metrics.sim())
             .await?;
-        stack.real_node = Some(self.real_node(&node_urls, &stack, args.max_agents)?);
+        stack.real_node = Some(stack.service_at(
+            Some(&self.node),
+            &node_urls,
+            "shoal-announcer",
+            CUT_NODE,
+            &[
+                ("SHOAL_NODE_ID", CUT_NODE.to_string()),
+                ("SHOAL_NODE_MAX_AGENTS", args.max_agents.to_string()),
+            ],
+        )?);
         let client = stack.client.clone();
         wait_for(&format!("{CUT_NODE} to be online"), PATIENCE, || async {
             let node = client.get_node(CUT_NODE).await.ok()?;
@@ -124,24 +138,5 @@ impl Hosts {
         })
         .await?;
         Ok(stack)
-    }
-
-    fn real_node(
-        &self,
-        urls: &str,
-        stack: &Stack,
-        max_agents: u32,
-    ) -> anyhow::Result<ServiceProcess> {
-        let env = [
-            ("SHOAL_NATS_URL".to_string(), urls.to_string()),
-            ("SHOAL_NODE_ID".to_string(), CUT_NODE.to_string()),
-            ("SHOAL_NODE_MAX_AGENTS".to_string(), max_agents.to_string()),
-            (
-                "SHOAL_PREFIX".to_string(),
-                stack.subjects.prefix().to_string(),
-            ),
-            ("SHOAL_LOG_LEVEL".to_string(), stack.log_level.clone()),
-        ];
-        ServiceProcess::spawn_in(&self.node, CUT_NODE, &binary("shoal-announcer")?, &[], &env)
     }
 }

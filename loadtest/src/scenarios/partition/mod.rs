@@ -9,6 +9,7 @@
 mod check;
 mod cuts;
 mod hosts;
+mod streams;
 mod watchers;
 
 use std::collections::BTreeMap;
@@ -33,8 +34,8 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     anyhow::ensure!(!args.cut.is_empty(), "--cut names no cut");
     // Declared first: dropped after the processes inside them.
     let hosts = Hosts::new()?;
-    let mut stack = hosts.stack(args).await?;
-    let outcome = drive(args, &hosts, &mut stack, report).await;
+    let stack = hosts.stack(args).await?;
+    let outcome = drive(args, &hosts, &stack, report).await;
     if let Some(dir) = &args.keep_logs {
         stack.keep_logs(dir)?;
     }
@@ -45,7 +46,7 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
 async fn drive(
     args: &Args,
     hosts: &Hosts,
-    stack: &mut Stack,
+    stack: &Stack,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let watch = Watch::start(stack).await?;
