@@ -322,10 +322,7 @@ impl Engine {
             if outage {
                 // Connected again, but judged again only once the cluster's majority
                 // answers through this connection.
-                if shoal_runtime::reach::probe(&self.js, &self.stream)
-                    .await
-                    .is_err()
-                {
+                if self.reaches_majority().await.is_err() {
                     continue;
                 }
                 outage = false;
@@ -338,7 +335,7 @@ impl Engine {
             // one cut off: its link silently dead, or its server in the minority.
             let falling = self.lock().falling_silent(now);
             if falling > 0
-                && let Err(e) = shoal_runtime::reach::probe(&self.js, &self.stream).await
+                && let Err(e) = self.reaches_majority().await
             {
                 warn!(error = %e, nodes = falling, "the cluster's majority is out of reach: liveness judgement paused");
                 outage = true;
@@ -355,6 +352,11 @@ impl Engine {
                 self.ask_to_announce(ids.to_vec()).await;
             }
         }
+    }
+
+    /// Whether this replica reaches the cluster's majority through its server.
+    async fn reaches_majority(&self) -> Result<(), shoal_runtime::reach::Unreached> {
+        shoal_runtime::reach::probe(&self.js, &self.stream).await
     }
 
     /// Publishes a sync request: the named nodes (all, if none) announce again.

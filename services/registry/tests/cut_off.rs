@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use common::*;
-use shoal_protocol::{ListNodesRequest, NodeEventKind, NodeStatus};
+use shoal_protocol::{ListNodesRequest, NodeEventKind, NodeStatus, ServiceKind, connection};
 use shoal_testkit::{NatsCluster, NatsOptions, NetNs, ServiceProcess, binary, wait_for};
 
 /// How long the routes stay cut: past the default offline threshold (3 s).
@@ -49,6 +49,7 @@ async fn a_registry_on_a_cut_off_server_moves_and_suspects_no_live_node() -> Res
     let cut_at = Instant::now();
     dead.kill()?;
     // The registry leaves the minority's server for the majority.
+    let registry_connection = connection::service(ServiceKind::Registry, "r1");
     wait_for(
         "the registry to leave the cut-off server",
         DEADLINE,
@@ -56,7 +57,7 @@ async fn a_registry_on_a_cut_off_server_moves_and_suspects_no_live_node() -> Res
             let attached = minority.connections().await.ok()?;
             let on_it = attached
                 .iter()
-                .any(|conn| conn.name.as_deref() == Some("shoal-registry:r1"));
+                .any(|conn| conn.name.as_deref() == Some(registry_connection.as_str()));
             (!on_it).then_some(())
         },
     )
