@@ -162,22 +162,9 @@ impl Stack {
     async fn json<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let out = self.run(&all).await?;
-        if !out.status.success() {
-            bail!(
-                "shoal {} failed ({}): {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        serde_json::from_slice(&out.stdout).with_context(|| {
-            format!(
-                "shoal --json {} printed {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
+        let printed = self.text(&all).await?;
+        serde_json::from_str(&printed)
+            .with_context(|| format!("shoal --json {} printed {printed}", args.join(" ")))
     }
 
     /// `status --json` once every instance runs and is healthy; remembers the pids.

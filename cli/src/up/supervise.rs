@@ -104,6 +104,12 @@ async fn carry_out(running: &mut [Running], action: Action, name: &str) -> Resul
 /// SIGTERM, then SIGKILL after [`STOP_GRACE`].
 async fn stop(r: &mut Running) {
     signal(r, Signal::SIGTERM);
+    wait_or_kill(r).await;
+    r.stopped = true;
+}
+
+/// Waits [`STOP_GRACE`] for a signalled process to exit, then kills it.
+async fn wait_or_kill(r: &mut Running) {
     if tokio::time::timeout(STOP_GRACE, r.child.wait())
         .await
         .is_err()
@@ -111,7 +117,6 @@ async fn stop(r: &mut Running) {
         eprintln!("{} did not stop within 10 s; killing it", r.instance.name);
         let _ = r.child.kill().await;
     }
-    r.stopped = true;
 }
 
 /// Starts the process again from its recipe; its log goes on where it ended.
@@ -154,13 +159,7 @@ pub(super) async fn stop_all(running: &mut Vec<Running>) {
             signal(r, fast);
         }
         for r in &mut group {
-            if tokio::time::timeout(STOP_GRACE, r.child.wait())
-                .await
-                .is_err()
-            {
-                eprintln!("{} did not stop within 10 s; killing it", r.instance.name);
-                let _ = r.child.kill().await;
-            }
+            wait_or_kill(r).await;
         }
     }
 }
