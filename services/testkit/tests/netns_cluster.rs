@@ -42,6 +42,20 @@ async fn spread_cluster(netns: &NetNs) -> Result<NatsCluster> {
 
 /// A client of `server` alone: it neither learns of the other servers from
 /// the cluster nor moves to them.
+/// Answers every request on `echo` with its payload, for as long as the test runs.
+async fn answer_echo(answerer: async_nats::Client) -> Result<()> {
+    let mut echo = answerer.subscribe("echo").await?;
+    answerer.flush().await?;
+    tokio::spawn(async move {
+        while let Some(request) = echo.next().await {
+            if let Some(reply) = request.reply {
+                let _ = answerer.publish(reply, request.payload).await;
+            }
+        }
+    });
+    Ok(())
+}
+
 async fn pinned_client(server: &NatsServer) -> Result<async_nats::Client> {
     async_nats::ConnectOptions::new()
         .ignore_discovered_servers()
@@ -174,15 +188,7 @@ async fn cutting_only_the_routes_leaves_a_minority_whose_clients_stay_connected(
     };
     wait_for_peers(s3, &["s1", "s2"], DEADLINE).await?;
     let (asker, answerer) = (pinned_client(s3).await?, pinned_client(s3).await?);
-    let mut echo = answerer.subscribe("echo").await?;
-    answerer.flush().await?;
-    tokio::spawn(async move {
-        while let Some(request) = echo.next().await {
-            if let Some(reply) = request.reply {
-                let _ = answerer.publish(reply, request.payload).await;
-            }
-        }
-    });
+    answer_echo(answerer).await?;
     let through_s1 = js(&pinned_client(s1).await?);
     let through_s3 = js(&asker);
     publish(&through_s3, "orders.before").await?;
@@ -273,15 +279,7 @@ async fn a_full_cut_isolates_the_member_from_host_clients_too() -> Result<()> {
         NatsCluster::start_spread(NatsOptions::for_netns(), &[None, None, Some(&netns)]).await?;
     let (s1, s3) = (&cluster.servers[0], &cluster.servers[2]);
     let answerer = pinned_client(s1).await?;
-    let mut echo = answerer.subscribe("echo").await?;
-    answerer.flush().await?;
-    tokio::spawn(async move {
-        while let Some(request) = echo.next().await {
-            if let Some(reply) = request.reply {
-                let _ = answerer.publish(reply, request.payload).await;
-            }
-        }
-    });
+    answer_echo(answerer).await?;
     let asker = pinned_client(s3).await?;
     // s1's interest in `echo` reaches s3 over the route a moment later.
     wait_for(
