@@ -9,7 +9,7 @@
 //! a deposed leader after a newer term began.
 
 pub mod attempts;
-pub mod faults;
+mod faults;
 mod probe;
 pub mod watch;
 
