@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// The prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "shoal";
 
-/// The four Shoal services.
+/// The Shoal services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceKind {
@@ -18,6 +18,7 @@ pub enum ServiceKind {
     Registry,
     Balancer,
     Coordinator,
+    Gateway,
 }
 
 impl ServiceKind {
@@ -28,6 +29,7 @@ impl ServiceKind {
             ServiceKind::Registry => "registry",
             ServiceKind::Balancer => "balancer",
             ServiceKind::Coordinator => "coordinator",
+            ServiceKind::Gateway => "gateway",
         }
     }
 
@@ -38,6 +40,7 @@ impl ServiceKind {
             ServiceKind::Registry => "shoal-registry",
             ServiceKind::Balancer => "shoal-balancer",
             ServiceKind::Coordinator => "shoal-coordinator",
+            ServiceKind::Gateway => "shoal-gateway",
         }
     }
 
@@ -47,6 +50,7 @@ impl ServiceKind {
             ServiceKind::Registry => "keeps cluster membership and node health",
             ServiceKind::Balancer => "picks nodes for new work",
             ServiceKind::Coordinator => "leader-elected assignment of agents to nodes",
+            ServiceKind::Gateway => "serves the HTTP API, metrics and dashboard",
         }
     }
 }
