@@ -49,7 +49,7 @@ pub enum Command {
     /// Start the whole control plane locally (nats-server, Postgres, registry,
     /// balancer, two coordinators, N announcers) and keep it running until Ctrl-C.
     #[command(
-        after_help = "Examples:\n  shoal up\n  shoal up --nodes 5\n  shoal up --nats-port 4333 --monitor-port 8333 --pg-port 55433"
+        after_help = "Examples:\n  shoal up\n  shoal up --nodes 5\n  shoal up --nats-port 4333 --monitor-port 8333 --pg-port 55433 --http-port 8152"
     )]
     Up {
         /// Announcer processes (one per simulated machine).
@@ -70,6 +70,9 @@ pub enum Command {
         /// Port of the local Postgres.
         #[arg(long, default_value_t = 55432)]
         pg_port: u16,
+        /// Port of the HTTP gateway (REST API, dashboard, metrics) on 127.0.0.1.
+        #[arg(long, default_value_t = 8151)]
+        http_port: u16,
     },
     /// The processes `shoal up` runs: status, pid, health.
     Status,

@@ -121,6 +121,7 @@ async fn service_health(state: &State, nats: &shoal_runtime::NatsArgs) -> HashMa
         Kind::Balancer,
         Kind::Coordinator,
         Kind::Announcer,
+        Kind::Gateway,
     ] {
         if let Some(name) = kind.service_name() {
             let _ = client

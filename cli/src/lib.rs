@@ -72,6 +72,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             nats_port,
             monitor_port,
             pg_port,
+            http_port,
         } => {
             return up::up(up::UpArgs {
                 dir: cli.dir.clone(),
@@ -82,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 nats_port: *nats_port,
                 monitor_port: *monitor_port,
                 pg_port: *pg_port,
+                http_port: *http_port,
             })
             .await;
         }

@@ -28,6 +28,7 @@ pub enum Kind {
     Balancer,
     Coordinator,
     Announcer,
+    Gateway,
 }
 
 impl Kind {
@@ -35,7 +36,7 @@ impl Kind {
     /// stop moves no agent; the services before the servers they need.
     pub fn stop_rank(self) -> u8 {
         match self {
-            Kind::Coordinator => 0,
+            Kind::Coordinator | Kind::Gateway => 0,
             Kind::Announcer => 1,
             Kind::Balancer | Kind::Registry => 2,
             Kind::Postgres => 3,
@@ -50,6 +51,7 @@ impl Kind {
             Kind::Balancer => Some("shoal-balancer"),
             Kind::Coordinator => Some("shoal-coordinator"),
             Kind::Announcer => Some("shoal-announcer"),
+            Kind::Gateway => Some("shoal-gateway"),
             Kind::NatsServer | Kind::Postgres => None,
         }
     }

@@ -191,11 +191,12 @@ fn conf_port(conf: &str, key: &str) -> Option<u16> {
         .and_then(|p| p.trim().trim_matches('"').parse().ok())
 }
 
-const SHOAL_BINARIES: [&str; 5] = [
+const SHOAL_BINARIES: [&str; 6] = [
     "shoal-registry",
     "shoal-balancer",
     "shoal-coordinator",
     "shoal-announcer",
+    "shoal-gateway",
     "shoal",
 ];
 
@@ -467,6 +468,7 @@ fn compose_stack_is_consistent() -> Result<()> {
     assert_eq!(kinds.get("shoal-balancer"), Some(&1));
     assert_eq!(kinds.get("shoal-coordinator"), Some(&2));
     assert_eq!(kinds.get("shoal-announcer"), Some(&3));
+    assert_eq!(kinds.get("shoal-gateway"), Some(&1));
 
     // auth.conf is written for the prefix the services use.
     let subjects = quoted_subjects(&auth);

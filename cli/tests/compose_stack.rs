@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use shoal_protocol::{AssignRequest, DigestSum, ListAssignmentsRequest, NodeStatus};
 use shoal_testkit::{ComposeStack, wait_for};
 use stack_support::history::{check_history, history_rows};
@@ -66,6 +66,29 @@ async fn compose_stack_keeps_every_acknowledged_change_through_kills_pauses_and_
         started.elapsed()
     );
     note(&mut report, line);
+    // The gateway's HTTP API on the host port the stack was given shows them too.
+    let http_port = stack
+        .host_port("SHOAL_HTTP_PORT")
+        .context("no gateway port")?;
+    let listed = wait_for(
+        "the gateway to list node-1..3",
+        Duration::from_secs(30),
+        || async {
+            let reply = shoal_testkit::http::get(http_port, "/api/cluster/nodes")
+                .await
+                .ok()?;
+            let list: serde_json::Value = serde_json::from_str(&reply.body).ok()?;
+            (reply.status == 200 && list["count"] == NODES.len()).then_some(list)
+        },
+    )
+    .await?;
+    note(
+        &mut report,
+        format!(
+            "gateway: GET /api/cluster/nodes lists {} nodes",
+            listed["count"]
+        ),
+    );
 
     // --- 200 agents ---
     let shoal = cluster.operator();

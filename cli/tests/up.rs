@@ -32,6 +32,7 @@ struct Layout {
     nats_port: u16,
     monitor_port: u16,
     pg_port: u16,
+    http_port: u16,
 }
 
 impl Layout {
@@ -48,6 +49,7 @@ impl Layout {
             nats_port: free_port(),
             monitor_port: free_port(),
             pg_port: free_port(),
+            http_port: free_port(),
         })
     }
 }
@@ -55,7 +57,7 @@ impl Layout {
 /// A `shoal up` running in the foreground, and the `shoal` commands that talk to it.
 struct Stack {
     dir: Arc<tempfile::TempDir>,
-    layout: (u16, u16, u16),
+    layout: (u16, u16, u16, u16),
     nats_url: String,
     up: ServiceProcess,
     /// Every pid seen in `status`, killed on drop if still alive: `shoal up` runs
@@ -71,12 +73,13 @@ impl Stack {
 
     /// `shoal up` again where this stack ran (after `down`): same directory, ports.
     async fn again(&self, extra: &[&str]) -> Result<Stack> {
-        let (nats_port, monitor_port, pg_port) = self.layout;
+        let (nats_port, monitor_port, pg_port, http_port) = self.layout;
         let layout = Layout {
             dir: self.dir.clone(),
             nats_port,
             monitor_port,
             pg_port,
+            http_port,
         };
         Stack::up_in(layout, extra).await
     }
@@ -87,6 +90,7 @@ impl Stack {
             nats_port,
             monitor_port,
             pg_port,
+            http_port,
         } = layout;
         let mut args: Vec<String> = vec![
             "--dir".into(),
@@ -98,6 +102,8 @@ impl Stack {
             monitor_port.to_string(),
             "--pg-port".into(),
             pg_port.to_string(),
+            "--http-port".into(),
+            http_port.to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let nats_server = nats_server_binary()?;
@@ -113,7 +119,7 @@ impl Stack {
         up.wait_for_log("running; Ctrl-C", DEADLINE).await?;
         Ok(Stack {
             dir,
-            layout: (nats_port, monitor_port, pg_port),
+            layout: (nats_port, monitor_port, pg_port, http_port),
             nats_url: format!("nats://127.0.0.1:{nats_port}"),
             up,
             seen: Mutex::new(Vec::new()),
@@ -261,7 +267,7 @@ async fn all_gone(pids: &[u32]) -> Result<()> {
     })
 }
 
-const FULL: [&str; 9] = [
+const FULL: [&str; 10] = [
     "nats-server",
     "postgres",
     "registry",
@@ -271,6 +277,7 @@ const FULL: [&str; 9] = [
     "node-1",
     "node-2",
     "node-3",
+    "gateway",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,6 +292,20 @@ async fn up_then_operate_then_down() -> Result<()> {
         "up: 3 nodes online, all healthy after {:?}",
         started.elapsed()
     );
+    // The gateway `up` printed serves the same nodes over HTTP.
+    let http_port = stack.layout.3;
+    assert!(
+        stack
+            .up
+            .log()
+            .contains(&format!("http://127.0.0.1:{http_port}/")),
+        "shoal up does not print the gateway's URL:\n{}",
+        stack.up.log()
+    );
+    let listed = shoal_testkit::http::get(http_port, "/api/cluster/nodes").await?;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    let listed: serde_json::Value = serde_json::from_str(&listed.body)?;
+    assert_eq!(listed["count"], 3, "{listed}");
 
     // Leadership and assignments.
     let leader: LeaderReply = wait_for("a leader", DEADLINE, || async {
@@ -483,6 +504,7 @@ async fn ctrl_c_stops_everything() -> Result<()> {
             "balancer",
             "coordinator-1",
             "node-1",
+            "gateway",
         ])
         .await?;
     stack.online_nodes(1).await?;

@@ -71,11 +71,11 @@ build() {
 build "shoal-offline/nats:$nats_version" "$here/nats.Dockerfile" "$root/.shoal/tools/nats-server-$nats_version/bin/nats-server"
 build shoal-offline/postgres:15 "$here/postgres.Dockerfile" "$here/postgres-entrypoint.sh"
 
-bins=(shoal-registry shoal-balancer shoal-coordinator shoal-announcer shoal)
+bins=(shoal-registry shoal-balancer shoal-coordinator shoal-announcer shoal-gateway shoal)
 if [ "${SHOAL_SKIP_CARGO_BUILD:-}" != 1 ]; then
   say "cargo build --release (the service binaries and the CLI)"
   (cd "$root" && cargo build --release -q -p shoal-registry -p shoal-balancer \
-    -p shoal-coordinator -p shoal-announcer -p shoal-cli)
+    -p shoal-coordinator -p shoal-announcer -p shoal-gateway -p shoal-cli)
 fi
 # Where cargo put them: CARGO_TARGET_DIR or a cargo config may move target/.
 target="$(cd "$root" && cargo metadata --no-deps --format-version 1 \

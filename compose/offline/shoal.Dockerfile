@@ -2,7 +2,7 @@
 # same user and default command as compose/Dockerfile's runtime stage.
 ARG BASE
 FROM ${BASE}
-COPY shoal-registry shoal-balancer shoal-coordinator shoal-announcer shoal /usr/local/bin/
+COPY shoal-registry shoal-balancer shoal-coordinator shoal-announcer shoal-gateway shoal /usr/local/bin/
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin shoal
 USER shoal
 CMD ["shoal", "--help"]

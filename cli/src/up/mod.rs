@@ -1,6 +1,6 @@
 //! `shoal up`: the whole control plane on this machine, in the foreground. Starts
 //! what is not given by URL (nats-server with JetStream, Postgres), then registry,
-//! balancer, two coordinators and N announcers; Ctrl-C (or `shoal down`) stops them
+//! balancer, two coordinators, N announcers and the HTTP gateway; Ctrl-C (or `shoal down`) stops them
 //! in order: coordinators (so a clean stop moves no agent), nodes, services, then the
 //! servers.
 
@@ -28,6 +28,7 @@ pub struct UpArgs {
     pub nats_port: u16,
     pub monitor_port: u16,
     pub pg_port: u16,
+    pub http_port: u16,
     pub coordinators: usize,
 }
 
@@ -117,6 +118,12 @@ async fn start_all(
     paths: &Paths,
     running: &mut Vec<Running>,
 ) -> anyhow::Result<(String, Option<String>, Option<u16>)> {
+    if !port_free(args.http_port) {
+        bail!(
+            "port {} is in use — is another shoal-gateway or `shoal up` running? try `shoal down` or --http-port",
+            args.http_port
+        );
+    }
     let (nats_url, monitor, sys_password) = match &args.nats_url {
         Some(url) => (url.clone(), None, None),
         None => {
@@ -169,7 +176,45 @@ async fn start_all(
         r.recipe = Some(recipe);
         running.push(r);
     }
+    start_gateway(
+        args.http_port,
+        env("gateway", Kind::Gateway),
+        paths,
+        running,
+    )
+    .await?;
     Ok((nats_url, database_url, monitor))
+}
+
+/// The HTTP gateway on 127.0.0.1:`port`; returns once it accepts connections.
+async fn start_gateway(
+    port: u16,
+    mut env: Vec<(String, String)>,
+    paths: &Paths,
+    running: &mut Vec<Running>,
+) -> anyhow::Result<()> {
+    env.push(("SHOAL_HTTP_LISTEN".to_string(), format!("127.0.0.1:{port}")));
+    let recipe = Recipe {
+        bin: sibling_binary(Kind::Gateway.service_name().unwrap_or_default())?,
+        args: vec![],
+        env,
+    };
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut r = spawn(recipe.command(), "gateway", Kind::Gateway, paths, Some(url))?;
+    r.recipe = Some(recipe);
+    let log = r.instance.log.clone();
+    running.push(r);
+    wait_until(
+        "the gateway",
+        Duration::from_secs(20),
+        &log,
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        },
+    )
+    .await
 }
 
 fn spawn(
@@ -373,6 +418,13 @@ fn print_summary(state: &State) {
     outln!("  SHOAL_NATS_URL={}", state.nats_url);
     if let Some(db) = &state.database_url {
         outln!("  SHOAL_DATABASE_URL={db}");
+    }
+    if let Some(gateway) = state.instances.iter().find(|i| i.kind == Kind::Gateway) {
+        outln!(
+            "  dashboard and HTTP API: {} (try: curl {}api/cluster/nodes)",
+            gateway.address.clone().unwrap_or_default(),
+            gateway.address.clone().unwrap_or_default()
+        );
     }
     if let Some(port) = state.monitor_port {
         outln!("  nats monitoring: http://127.0.0.1:{port}/ (varz, connz, jsz)");

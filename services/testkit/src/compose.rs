@@ -57,12 +57,12 @@ pub struct ComposeStack {
 
 impl ComposeStack {
     /// `up -d --no-build` of `files` (relative to `dir`, the first the main file)
-    /// under a fresh project name, with `SHOAL_NATS_PORT` and
-    /// `SHOAL_NATS_MONITOR_PORT` set to free ports. Returns once compose does, that
+    /// under a fresh project name, with `SHOAL_NATS_PORT`,
+    /// `SHOAL_NATS_MONITOR_PORT` and `SHOAL_HTTP_PORT` set to free ports. Returns once compose does, that
     /// is once every health-checked service others depend on is healthy.
     pub async fn up(dir: &Path, files: &[&str]) -> Result<ComposeStack> {
         let tool = find_tool().await?;
-        let ports = free_ports(2);
+        let ports = free_ports(3);
         // Lowercase letters and digits only: both compose versions accept that as is.
         let project = format!("shoaltest{}x{}", std::process::id(), rand::random::<u32>());
         let stack = ComposeStack {
@@ -73,11 +73,20 @@ impl ComposeStack {
             env: vec![
                 ("SHOAL_NATS_PORT".into(), ports[0].to_string()),
                 ("SHOAL_NATS_MONITOR_PORT".into(), ports[1].to_string()),
+                ("SHOAL_HTTP_PORT".into(), ports[2].to_string()),
             ],
             down: true,
         };
         stack.compose(&["up", "-d", "--no-build"]).await?;
         Ok(stack)
+    }
+
+    /// The host port given to the stack in `var` (`SHOAL_HTTP_PORT`, …).
+    pub fn host_port(&self, var: &str) -> Option<u16> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == var)
+            .and_then(|(_, v)| v.parse().ok())
     }
 
     /// The project's default network, which every service joins.
