@@ -237,6 +237,24 @@ pub enum Command {
     /// directory.
     #[command(after_help = "Examples:\n  shoal man ~/.local/share/man/man1\n  man shoal-assign")]
     Man { dir: std::path::PathBuf },
+    /// Send one NATS request to any Shoal subject and print the reply, as
+    /// `nats req` does; an error envelope fails the command.
+    #[command(
+        after_help = "Examples:\n  shoal request shoal.registry.nodes.list '{\"status\":\"online\"}'\n  shoal request shoal.registry.stats\n  shoal request shoal.coordinator.assign '{\"agent_name\":\"a1\",\"service\":\"wrapper\"}'"
+    )]
+    Request {
+        /// The subject, e.g. shoal.registry.stats (`shoal services` and
+        /// schemas/asyncapi.yaml list them).
+        #[arg(value_parser = parse_subject)]
+        subject: String,
+        /// The request body, JSON.
+        #[arg(value_parser = parse_json, default_value = "{}")]
+        body: serde_json::Value,
+    },
+    /// Every running Shoal service instance, as NATS micro's `$SRV.PING` finds
+    /// them (as `nats micro ls` lists them).
+    #[command(after_help = "Examples:\n  shoal services\n  shoal --json services")]
+    Services,
     /// Show the balancing strategy, or `strategy set <name>` to change it.
     #[command(after_help = "Examples:\n  shoal strategy\n  shoal strategy set least_agents")]
     Strategy {
@@ -274,6 +292,28 @@ fn parse_id(s: &str) -> Result<String, String> {
         None => Ok(s.to_string()),
         Some(problem) => Err(format!("{s:?} {problem}")),
     }
+}
+
+fn parse_subject(s: &str) -> Result<String, String> {
+    let bad = s.is_empty()
+        || s.split('.').any(|token| {
+            token.is_empty()
+                || token
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '*' || c == '>')
+        });
+    if bad {
+        Err(format!(
+            "{s:?} is not a subject to send to: dot-separated tokens, no spaces or wildcards (e.g. shoal.registry.stats)"
+        ))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+fn parse_json(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s)
+        .map_err(|e| format!("not JSON ({e}); quote it for the shell: '{{\"key\":\"value\"}}'"))
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

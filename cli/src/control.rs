@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-
 use crate::local::{Kind, Paths, State, alive, tail};
 use crate::output::Table;
 
@@ -112,31 +110,17 @@ async fn service_health(state: &State, nats: &shoal_runtime::NatsArgs) -> HashMa
     else {
         return healthy;
     };
-    let inbox = client.new_inbox();
-    let Ok(mut replies) = client.subscribe(inbox.clone()).await else {
+    let Ok(subjects) = nats.subjects() else {
         return healthy;
     };
-    for kind in [
-        Kind::Registry,
-        Kind::Balancer,
-        Kind::Coordinator,
-        Kind::Announcer,
-        Kind::Gateway,
-    ] {
-        if let Some(name) = kind.service_name() {
-            let _ = client
-                .publish_with_reply(format!("$SRV.PING.{name}"), inbox.clone(), "".into())
-                .await;
-        }
-    }
-    let _ = client.flush().await;
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline.into(), replies.next()).await {
-        if let Ok(pong) = serde_json::from_slice::<serde_json::Value>(&msg.payload)
-            && let Some(id) = pong["metadata"]["instance_id"].as_str()
-        {
-            healthy.insert(id.to_string(), true);
-        }
+    let Ok(found) = shoal_protocol::ShoalClient::new(client, subjects)
+        .discover(None, Duration::from_millis(500))
+        .await
+    else {
+        return healthy;
+    };
+    for instance in found {
+        healthy.insert(instance.instance_id, true);
     }
     healthy
 }

@@ -8,6 +8,9 @@ use shoal_protocol::*;
 use crate::output::{Table, fields, json, opt};
 use crate::{Command, StrategyAction};
 
+/// How long `shoal services` collects `$SRV.PING` answers.
+const DISCOVER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub async fn run(
     client: &ShoalClient,
     command: &Command,
@@ -54,6 +57,25 @@ pub async fn run(
                     node.id,
                     node.status.as_str()
                 )
+            })
+        }
+        Command::Request { subject, body } => {
+            let reply: serde_json::Value = client.call_subject(subject, body).await?;
+            json(&reply)
+        }
+        Command::Services => {
+            let found = client.discover(None, DISCOVER_WAIT).await?;
+            render(as_json, &found, || {
+                let mut t = Table::new(vec!["SERVICE", "INSTANCE", "VERSION", "MICRO ID"]);
+                for s in &found {
+                    t.row(vec![
+                        s.name.clone(),
+                        s.instance_id.clone(),
+                        s.version.clone(),
+                        s.micro_id.clone(),
+                    ]);
+                }
+                t.render()
             })
         }
         Command::Stats => {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_protocol::{
     Assignment, AssignmentAction, AssignmentList, AssignmentStatus, HistoryReply, LeaderReply,
@@ -306,6 +306,37 @@ async fn up_then_operate_then_down() -> Result<()> {
     assert_eq!(listed.status, 200, "{}", listed.body);
     let listed: serde_json::Value = serde_json::from_str(&listed.body)?;
     assert_eq!(listed["count"], 3, "{listed}");
+
+    // Raw requests, as `nats req` would send them, and service discovery.
+    let stats: serde_json::Value = stack
+        .json(&["request", "shoal.registry.stats", "{}"])
+        .await?;
+    assert_eq!(stats["online_nodes"], 3, "{stats}");
+    let refused = stack
+        .run(&[
+            "request",
+            "shoal.registry.nodes.get",
+            r#"{"id":"no-such-node"}"#,
+        ])
+        .await?;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no-such-node"),
+        "{refused:?}"
+    );
+    let not_json = stack
+        .run(&["request", "shoal.registry.stats", "{nope"])
+        .await?;
+    assert!(!not_json.status.success());
+    assert!(String::from_utf8_lossy(&not_json.stderr).contains("not JSON"));
+    let services: Vec<serde_json::Value> = stack.json(&["services"]).await?;
+    let instances: BTreeSet<&str> = services
+        .iter()
+        .filter_map(|s| s["instance_id"].as_str())
+        .collect();
+    for want in ["registry", "balancer", "coordinator-1", "gateway", "node-1"] {
+        assert!(instances.contains(want), "no {want} in {services:?}");
+    }
 
     // Leadership and assignments.
     let leader: LeaderReply = wait_for("a leader", DEADLINE, || async {

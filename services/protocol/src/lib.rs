@@ -4,7 +4,8 @@
 //! - [`types`]: every message, with the contract's JSON field names;
 //! - [`ShoalError`]: the error envelope and its NATS service error headers;
 //! - [`decode()`]: the one decode step turning bad input into `bad_request`;
-//! - [`ShoalClient`]: request/reply with timeout and retries;
+//! - [`ShoalClient`]: request/reply with timeout and retries, and service discovery
+//!   ([`discover`]);
 //! - [`catalogue`]: the subject catalogue from which `schemas/` is generated;
 //! - [`connection`]: the names processes give their NATS connections.
 
@@ -13,6 +14,7 @@ pub mod client;
 pub mod connection;
 pub mod decode;
 pub mod digest;
+pub mod discover;
 pub mod error;
 pub mod reply;
 pub mod size;
@@ -26,6 +28,7 @@ pub mod validate;
 pub use client::{ClientError, ShoalClient};
 pub use decode::{MAX_PAYLOAD_BYTES, decode};
 pub use digest::{AgentsDigest, DigestSum};
+pub use discover::ServiceInstance;
 pub use error::{ErrorCode, ErrorEnvelope, ShoalError};
 pub use reply::{respond, respond_to};
 pub use subjects::{Endpoint, NodeSubjectKind, ServiceKind, Subjects};
