@@ -45,6 +45,7 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             version: "loadtest".into(),
             features: vec![],
             started_at: Utc::now(),
+            heartbeat_interval: None,
         };
         let heartbeat = Heartbeat {
             id: id.clone(),

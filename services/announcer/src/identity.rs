@@ -37,6 +37,8 @@ impl Identity {
             version: self.version.clone(),
             features: self.features.clone(),
             started_at: self.started_at,
+            // Judged at the registry's --heartbeat-interval, which this one's must match.
+            heartbeat_interval: None,
         }
     }
 }

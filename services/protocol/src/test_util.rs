@@ -14,7 +14,8 @@ pub fn samples() -> Vec<(&'static str, Value)> {
             "Announce",
             json!({"id": "n1", "hostname": "h", "ip_address": "10.0.0.1", "port": 80,
                 "role": "worker", "services": ["wrapper"], "labels": {"zone": "a"},
-                "max_agents": 5, "version": "1", "features": ["gpu"], "started_at": at}),
+                "max_agents": 5, "version": "1", "features": ["gpu"], "started_at": at,
+                "heartbeat_interval": 2.5}),
         ),
         (
             "Heartbeat",
@@ -42,7 +43,8 @@ pub fn samples() -> Vec<(&'static str, Value)> {
         (
             "RegisterNodeRequest",
             json!({"id": "n1", "hostname": "h", "ip_address": "10.0.0.1", "port": 1,
-                "role": "standby", "max_agents": 3, "services": ["s"], "labels": {"k": "v"}}),
+                "role": "standby", "max_agents": 3, "services": ["s"], "labels": {"k": "v"},
+                "heartbeat_interval": 30}),
         ),
         (
             "SelectRequest",
@@ -165,6 +167,7 @@ impl Node {
             started_at: now,
             draining: false,
             manual: false,
+            heartbeat_interval: None,
         }
     }
 }

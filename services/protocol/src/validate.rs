@@ -12,6 +12,7 @@
 //! | services, features of a node | 64 each, 1–128 bytes each |
 //! | host name, address, version, reason, request id | up to 255 bytes |
 //! | ids in `exclude`, in a registry sync | 1,024 |
+//! | a node's own `heartbeat_interval` | 0.01 to 3,600 seconds |
 
 use crate::ShoalError;
 
@@ -28,6 +29,11 @@ pub const MAX_NAMES: usize = 64;
 pub const MAX_NAME_LEN: usize = 128;
 /// Most ids in a list such as `exclude`.
 pub const MAX_IDS: usize = 1024;
+/// Shortest heartbeat interval a node may declare, in seconds (10 ms).
+pub const MIN_HEARTBEAT_INTERVAL_S: f64 = 0.01;
+/// Longest heartbeat interval a node may declare, in seconds (one hour): a node
+/// heard from less often is not being watched.
+pub const MAX_HEARTBEAT_INTERVAL_S: f64 = 3600.0;
 
 /// A message is checked after it is decoded; the default accepts everything.
 pub trait Validate {
@@ -204,6 +210,25 @@ pub fn page_limit(field: &str, limit: Option<u32>, max: u32) -> Result<(), Shoal
     }
 }
 
+/// A node's own heartbeat interval in seconds, when given:
+/// [`MIN_HEARTBEAT_INTERVAL_S`] to [`MAX_HEARTBEAT_INTERVAL_S`].
+pub fn heartbeat_interval(field: &str, seconds: Option<f64>) -> Result<(), ShoalError> {
+    match seconds {
+        Some(s)
+            if !s.is_finite()
+                || !(MIN_HEARTBEAT_INTERVAL_S..=MAX_HEARTBEAT_INTERVAL_S).contains(&s) =>
+        {
+            Err(field_error(
+                field,
+                format!(
+                    "{field} must be {MIN_HEARTBEAT_INTERVAL_S} to {MAX_HEARTBEAT_INTERVAL_S} seconds, got {s}"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn field_error(field: &str, message: String) -> ShoalError {
     ShoalError::bad_request(message).with_details(serde_json::json!({ "field": field }))
 }
@@ -282,5 +307,25 @@ mod tests {
             );
         }
         assert!(non_negative("load_average", -0.1).is_err());
+    }
+
+    #[test]
+    fn a_heartbeat_interval_is_a_positive_number_of_seconds_up_to_an_hour() {
+        for ok in [None, Some(0.01), Some(0.5), Some(30.0), Some(3600.0)] {
+            assert!(
+                heartbeat_interval("heartbeat_interval", ok).is_ok(),
+                "{ok:?}"
+            );
+        }
+        for bad in [0.0, -30.0, 0.001, 3600.5, 86_400.0, f64::NAN, f64::INFINITY] {
+            let e = heartbeat_interval("heartbeat_interval", Some(bad)).unwrap_err();
+            assert_eq!(e.code, crate::ErrorCode::BadRequest);
+            assert!(
+                e.message
+                    .starts_with("heartbeat_interval must be 0.01 to 3600 seconds"),
+                "{}",
+                e.message
+            );
+        }
     }
 }

@@ -111,6 +111,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             version: "0.1.0".into(),
             features: vec![],
             started_at: at,
+            heartbeat_interval: None,
         }
     );
     sample!(
@@ -191,6 +192,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
             max_agents: 20,
             services: vec!["wrapper".into(), "database".into()],
             labels: BTreeMap::new(),
+            heartbeat_interval: Some(30.0),
         }
     );
     sample!(

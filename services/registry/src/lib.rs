@@ -21,6 +21,8 @@ mod store;
 
 #[cfg(test)]
 mod machine_tests;
+#[cfg(test)]
+mod pace_tests;
 
 use std::future::Ready;
 use std::sync::Arc;

@@ -11,25 +11,25 @@ use crate::model::tests::announce;
 
 const S: Duration = Duration::from_secs(1);
 
-struct Clock {
-    start: Instant,
-    start_utc: DateTime<Utc>,
+pub(crate) struct Clock {
+    pub start: Instant,
+    pub start_utc: DateTime<Utc>,
 }
 
 impl Clock {
-    fn new() -> Clock {
+    pub fn new() -> Clock {
         Clock {
             start: Instant::now(),
             start_utc: Utc::now(),
         }
     }
-    fn at(&self, millis: u64) -> (Instant, DateTime<Utc>) {
+    pub fn at(&self, millis: u64) -> (Instant, DateTime<Utc>) {
         let d = Duration::from_millis(millis);
         (self.start + d, self.start_utc + d)
     }
 }
 
-fn heartbeat(id: &str, seq: u64, agents: u32) -> Heartbeat {
+pub(crate) fn heartbeat(id: &str, seq: u64, agents: u32) -> Heartbeat {
     Heartbeat {
         id: id.into(),
         seq,
@@ -45,7 +45,7 @@ fn heartbeat(id: &str, seq: u64, agents: u32) -> Heartbeat {
 }
 
 /// Carries out `plan` as a successful write at revision `rev`.
-fn write(m: &mut Membership, plan: &Plan, rev: u64, now: Instant) {
+pub(crate) fn write(m: &mut Membership, plan: &Plan, rev: u64, now: Instant) {
     let outcome = match plan.op {
         Op::Delete(_) => Outcome::Deleted,
         _ => Outcome::Written(rev),
@@ -65,7 +65,7 @@ fn joined(c: &Clock) -> Membership {
     m
 }
 
-fn kinds(plans: &[Plan]) -> Vec<NodeEventKind> {
+pub(crate) fn kinds(plans: &[Plan]) -> Vec<NodeEventKind> {
     plans
         .iter()
         .filter_map(|p| p.change.as_ref().map(|c| c.kind))

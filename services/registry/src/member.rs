@@ -32,6 +32,29 @@ impl Thresholds {
     pub fn tick(&self) -> Duration {
         (self.interval / 10).clamp(Duration::from_millis(10), Duration::from_millis(100))
     }
+
+    /// The thresholds for a node that heartbeats every `seconds` (its declared
+    /// `heartbeat_interval`): suspect and offline after the same number of missed
+    /// heartbeats as any node, counted at its pace, and never sooner than at the
+    /// cluster's interval. Quarantine, tick, retention and snapshots stay the
+    /// cluster's. A value no request could carry (from a hand-edited record) is
+    /// clamped to the protocol's bounds rather than trusted.
+    pub fn at_pace(&self, seconds: Option<f64>) -> Thresholds {
+        let own = seconds
+            .map(|s| s.min(shoal_protocol::validate::MAX_HEARTBEAT_INTERVAL_S))
+            .and_then(|s| Duration::try_from_secs_f64(s).ok());
+        match own {
+            Some(own) if own > self.interval => {
+                let factor = own.as_secs_f64() / self.interval.as_secs_f64();
+                Thresholds {
+                    suspect_after: self.suspect_after.mul_f64(factor),
+                    offline_after: self.offline_after.mul_f64(factor),
+                    ..*self
+                }
+            }
+            _ => *self,
+        }
+    }
 }
 
 impl Default for Thresholds {
@@ -225,7 +248,7 @@ impl Member {
             // Gone for good, or registered by hand and never heartbeating: no liveness.
             return None;
         }
-        if let Some(plan) = self.plan_liveness(id, now, th) {
+        if let Some(plan) = self.plan_liveness(id, now, &self.paced(th)) {
             return Some(plan);
         }
         self.plan_metrics(id, now, th)
@@ -315,12 +338,20 @@ impl Member {
         let Some(stored) = &self.stored else {
             return false;
         };
+        let th = self.paced(th);
         let silent = now.saturating_duration_since(self.silence_from());
         match stored.node.status {
             s if model::is_alive(s) => silent > th.suspect_after,
             NodeStatus::Suspect => silent > th.offline_after,
             _ => false,
         }
+    }
+
+    /// The thresholds this node is judged by: the cluster's, at the node's own pace
+    /// when its record declares one ([`Thresholds::at_pace`]). Read from the record,
+    /// so every replica, and one started later, judges the node alike.
+    fn paced(&self, th: &Thresholds) -> Thresholds {
+        th.at_pace(self.stored.as_ref().and_then(|s| s.node.heartbeat_interval))
     }
 
     /// Where silence is counted from: the last heartbeat, or the grace given.

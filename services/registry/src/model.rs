@@ -41,6 +41,7 @@ pub fn from_announce(a: &Announce, now: DateTime<Utc>) -> Node {
         started_at: a.started_at,
         draining: false,
         manual: false,
+        heartbeat_interval: None,
     };
     apply_identity(&mut node, a);
     node
@@ -60,6 +61,7 @@ pub fn apply_identity(node: &mut Node, a: &Announce) -> bool {
     node.version.clone_from(&a.version);
     node.features.clone_from(&a.features);
     node.started_at = a.started_at;
+    node.heartbeat_interval = a.heartbeat_interval;
     node.manual = false;
     derive(node);
     *node != before
@@ -85,6 +87,7 @@ pub fn from_registration(
                 version: String::new(),
                 features: Vec::new(),
                 started_at: now,
+                heartbeat_interval: None,
             },
             now,
         );
@@ -99,6 +102,7 @@ pub fn from_registration(
     node.max_agents = r.max_agents;
     node.services.clone_from(&r.services);
     node.labels.clone_from(&r.labels);
+    node.heartbeat_interval = r.heartbeat_interval;
     derive(&mut node);
     node
 }
@@ -222,6 +226,7 @@ pub(crate) mod tests {
             version: "1.0".into(),
             features: vec![],
             started_at: Utc::now(),
+            heartbeat_interval: None,
         }
     }
 
@@ -323,15 +328,24 @@ pub(crate) mod tests {
             max_agents: 20,
             services: vec!["db".into()],
             labels: BTreeMap::new(),
+            heartbeat_interval: Some(30.0),
         };
         let node = from_registration(&r, None, Utc::now());
         assert!(node.manual);
         assert_eq!(node.address, "10.0.0.2:1");
+        assert_eq!(node.heartbeat_interval, Some(30.0));
         let mut drained = node.clone();
         drained.draining = true;
         set_status(&mut drained, NodeStatus::Draining);
         let again = from_registration(&r, Some(&drained), Utc::now());
         assert_eq!(again.status, NodeStatus::Draining);
         assert!(again.draining);
+        // A registration replaces the identity: leaving the interval out resets it.
+        let unpaced = RegisterNodeRequest {
+            heartbeat_interval: None,
+            ..r
+        };
+        let reset = from_registration(&unpaced, Some(&again), Utc::now());
+        assert_eq!(reset.heartbeat_interval, None);
     }
 }

@@ -576,6 +576,7 @@ async fn manual_registration_and_unregistration() -> Result<()> {
             max_agents: 20,
             services: vec!["wrapper".into(), "database".into()],
             labels: Default::default(),
+            heartbeat_interval: None,
         })
         .await?;
     assert!(reply.success);

@@ -118,6 +118,13 @@ pub struct Announce {
     pub features: Vec<String>,
     #[serde(deserialize_with = "crate::time::rfc3339")]
     pub started_at: DateTime<Utc>,
+    /// Seconds between this node's heartbeats, 0.01 to 3600 (fractions allowed), for a
+    /// node that keeps its own pace: the registry counts its missed heartbeats at this
+    /// pace, never sooner than at the cluster's interval. Absent: the registry's
+    /// `--heartbeat-interval` (the Shoal announcer leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = crate::validate::MIN_HEARTBEAT_INTERVAL_S, max = crate::validate::MAX_HEARTBEAT_INTERVAL_S))]
+    pub heartbeat_interval: Option<f64>,
 }
 
 impl Validate for Announce {
@@ -128,7 +135,8 @@ impl Validate for Announce {
         validate::names("services", &self.services)?;
         validate::labels("labels", &self.labels)?;
         validate::text("version", &self.version)?;
-        validate::names("features", &self.features)
+        validate::names("features", &self.features)?;
+        validate::heartbeat_interval("heartbeat_interval", self.heartbeat_interval)
     }
 }
 
@@ -384,6 +392,11 @@ pub struct Node {
     /// Registered by `nodes.register` rather than by an announcer.
     #[serde(default)]
     pub manual: bool,
+    /// Seconds between the node's heartbeats, as its registration or announce declared
+    /// it; the registry judges its silence at this pace. Absent: the registry's
+    /// `--heartbeat-interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval: Option<f64>,
 }
 
 impl Node {

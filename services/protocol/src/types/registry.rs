@@ -96,6 +96,16 @@ pub struct RegisterNodeRequest {
     #[serde(default)]
     #[schemars(extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128}, "additionalProperties" = {"type": "string", "maxLength": 255}))]
     pub labels: BTreeMap<String, String>,
+    /// Seconds between the node's heartbeats on `<prefix>.node.<id>.heartbeat`, 0.01 to
+    /// 3600 (fractions allowed; `30` for a node reporting every 30 s). The registry
+    /// then judges the node by the same number of missed heartbeats as any other
+    /// (suspect after `--suspect-after`, offline after `--offline-after`), counted at
+    /// this pace, and never sooner than at the cluster's own interval. Absent: the
+    /// registry's `--heartbeat-interval`. A registration that leaves it out resets a
+    /// node registered with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = crate::validate::MIN_HEARTBEAT_INTERVAL_S, max = crate::validate::MAX_HEARTBEAT_INTERVAL_S))]
+    pub heartbeat_interval: Option<f64>,
 }
 
 impl Validate for RegisterNodeRequest {
@@ -104,7 +114,8 @@ impl Validate for RegisterNodeRequest {
         validate::non_empty_text("hostname", &self.hostname)?;
         validate::text("ip_address", &self.ip_address)?;
         validate::names("services", &self.services)?;
-        validate::labels("labels", &self.labels)
+        validate::labels("labels", &self.labels)?;
+        validate::heartbeat_interval("heartbeat_interval", self.heartbeat_interval)
     }
 }
 
