@@ -18,6 +18,8 @@ pub struct Config {
     pub common: CommonConfig,
 
     /// Time between a node's heartbeats; must match the announcers' --heartbeat-interval.
+    /// A node that declares a longer `heartbeat_interval` (on `nodes.register` or its
+    /// announce) has its suspect and offline thresholds scaled to it.
     #[arg(long, env = "SHOAL_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
 
