@@ -661,4 +661,25 @@ fn limits_are_the_same_in_the_schemas_and_the_decode_step() {
         "started_at": "2026-02-10T08:00:00Z", "services": services});
     assert!(!announce.is_valid(&request));
     assert!(decode::<Announce>(&serde_json::to_vec(&request).unwrap()).is_err());
+    let register = validator("RegisterNodeRequest");
+    for (interval, ok) in [
+        (json!(30), true),
+        (json!(0.01), true),
+        (json!(3600), true),
+        (json!(0), false),
+        (json!(-30), false),
+        (json!(0.001), false),
+        (json!(3601), false),
+        (json!("30s"), false),
+    ] {
+        let request = json!({"id": "n1", "hostname": "h", "ip_address": "10.0.0.1",
+            "max_agents": 1, "heartbeat_interval": interval});
+        let bytes = serde_json::to_vec(&request).unwrap();
+        assert_eq!(register.is_valid(&request), ok, "schema: {request}");
+        assert_eq!(
+            decode::<RegisterNodeRequest>(&bytes).is_ok(),
+            ok,
+            "decode: {request}"
+        );
+    }
 }

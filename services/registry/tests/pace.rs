@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use chrono::Utc;
 use shoal_protocol::{
-    Heartbeat, ListNodesRequest, NodeEventKind, NodeRole, NodeStatus, RegisterNodeRequest,
-    ShoalClient,
+    ClientError, ErrorCode, Heartbeat, ListNodesRequest, NodeEventKind, NodeRole, NodeStatus,
+    RegisterNodeRequest, ShoalClient,
 };
 
 use common::*;
@@ -81,12 +81,33 @@ async fn a_node_heartbeating_at_its_registered_pace_is_offline_only_after_its_ow
     }
     let events = Events::record(&c).await?;
 
+    // An interval of zero, below zero or over an hour is refused, naming the field.
+    for bad in [0.0, -30.0, 7200.0] {
+        let err = c
+            .register_node(&RegisterNodeRequest {
+                heartbeat_interval: Some(bad),
+                ..registration("slow", None)
+            })
+            .await
+            .unwrap_err();
+        let ClientError::Service(e) = err else {
+            panic!("{err}")
+        };
+        assert_eq!(e.code, ErrorCode::BadRequest, "{bad}");
+        assert!(
+            e.message.starts_with("heartbeat_interval must be"),
+            "{}",
+            e.message
+        );
+    }
+
     // "slow" declares its pace; "plain", heartbeating alongside it at the same pace,
     // does not, and is judged at the cluster's interval as before.
     let reply = c.register_node(&registration("slow", Some(PACE))).await?;
     assert_eq!(reply.node.unwrap().heartbeat_interval, Some(1.0));
     c.register_node(&registration("plain", None)).await?;
-    // The replica that did not take the registration reads the pace from the bucket.
+    // The replica that did not take the registration reads the pace from the bucket;
+    // the refused registrations added nothing.
     wait_listed(
         &c,
         &REPLICAS,
