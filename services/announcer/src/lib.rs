@@ -126,6 +126,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Nats(#[from] NatsError),
+    #[error(transparent)]
+    Metrics(#[from] shoal_runtime::metrics::MetricsError),
     #[error("encoding {what}: {source}")]
     Encode {
         what: &'static str,

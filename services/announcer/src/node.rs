@@ -7,7 +7,11 @@ use async_nats::connection::State;
 use chrono::Utc;
 use futures::StreamExt;
 use shoal_protocol::{AgentNotice, Heartbeat, ServiceKind, Subjects, SyncRequest, Validate};
-use shoal_runtime::{ConfigError, NatsError};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use shoal_runtime::metrics::Metrics;
+use shoal_runtime::{ConfigError, Endpoints, NatsError};
+use tokio_util::task::TaskTracker;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -30,12 +34,38 @@ struct Node {
     agents: AgentSet,
     last_sample: Sample,
     last_warning: Option<Instant>,
+    counted: Counted,
+}
+
+/// What the announcer counts (`shoal_announcer_…`).
+struct Counted {
+    heartbeats: Counter,
+    announces: Counter,
+    agents: Gauge,
+    nats_errors: Counter,
+}
+
+impl Counted {
+    fn register(metrics: &mut Metrics) -> Counted {
+        Counted {
+            heartbeats: metrics.counter("heartbeats_sent", "Heartbeats this node published"),
+            announces: metrics.counter("announces_sent", "Announces this node published"),
+            agents: metrics.gauge(
+                "agents",
+                "Agents the coordinator has told this node to run",
+            ),
+            nats_errors: metrics.nats_errors(),
+        }
+    }
 }
 
 impl Node {
     async fn announce(&mut self, why: &str) {
         match wire::announce(&self.client, &self.subjects, &self.identity.announce()).await {
-            Ok(()) => info!(node_id = %self.identity.id, reason = why, "node announced"),
+            Ok(()) => {
+                self.counted.announces.inc();
+                info!(node_id = %self.identity.id, reason = why, "node announced")
+            }
             Err(e) => self.warn_publish(&e),
         }
     }
@@ -55,12 +85,17 @@ impl Node {
             sent_at: Utc::now(),
             agents_digest: Some(self.agents.digest()),
         };
-        if let Err(e) = wire::heartbeat(&self.client, &self.subjects, &hb).await {
-            self.warn_publish(&e);
+        self.counted.agents.set(i64::from(hb.active_agents));
+        match wire::heartbeat(&self.client, &self.subjects, &hb).await {
+            Ok(()) => {
+                self.counted.heartbeats.inc();
+            }
+            Err(e) => self.warn_publish(&e),
         }
     }
 
     fn warn_publish(&mut self, e: &Error) {
+        self.counted.nats_errors.inc();
         if self
             .last_warning
             .is_none_or(|at| at.elapsed() >= WARN_EVERY)
@@ -142,6 +177,12 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     }
     let id = identity.id.clone();
     let service = shoal_runtime::start_service(&client, ServiceKind::Announcer, &id).await?;
+    let mut metrics = Metrics::new(ServiceKind::Announcer, &client);
+    let counted = Counted::register(&mut metrics);
+    let tasks = TaskTracker::new();
+    Endpoints::new(&service, &subjects, &id, &tasks)
+        .serve_metrics(metrics, cfg.common.metrics_listen, &shutdown)
+        .await?;
     let mut sync = subscribe(&client, subjects.registry_sync()).await?;
     let mut agent_notices = subscribe(&client, subjects.node_agents(&id)).await?;
 
@@ -154,6 +195,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         agents: AgentSet::default(),
         last_sample: Sample::default(),
         last_warning: None,
+        counted,
     };
     node.announce("start").await;
     info!(node_id = %id, interval = ?cfg.heartbeat_interval, "announcer ready");
@@ -232,6 +274,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         warn!(node_id = %id, error = %e, "goodbye not flushed");
     }
     info!(node_id = %id, "node left");
+    tasks.close();
+    tasks.wait().await;
     Ok(shoal_runtime::stop_service(service).await?)
 }
 

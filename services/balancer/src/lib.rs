@@ -13,6 +13,7 @@ pub mod bench;
 pub mod estimate;
 mod explain;
 pub mod fenwick;
+mod metrics;
 mod pool;
 pub mod score;
 mod select;
@@ -150,6 +151,8 @@ pub enum Error {
     Nats(#[from] NatsError),
     #[error(transparent)]
     JetStream(#[from] JetStreamError),
+    #[error(transparent)]
+    Metrics(#[from] shoal_runtime::metrics::MetricsError),
 }
 
 /// Runs the balancer until `shutdown` is cancelled.

@@ -16,6 +16,7 @@ use shoal_protocol::{
     Subjects, decode,
 };
 use shoal_runtime::kv::{BucketEvent, decode_member, follow_bucket, open_or_create};
+use shoal_runtime::metrics::{Metrics, timed};
 use shoal_runtime::{Endpoints, NatsError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -24,16 +25,17 @@ use crate::view::View;
 use crate::{Config, Error};
 use shoal_protocol::STRATEGY_KEY;
 
-struct Shared {
+pub(crate) struct Shared {
     view: Mutex<View>,
     /// Set once the first membership snapshot is in; until then `select` answers
     /// `unavailable` (retryable) rather than a misleading `no_capacity`.
     synced: AtomicBool,
     default_strategy: Strategy,
+    metrics: crate::metrics::BalancerMetrics,
 }
 
 impl Shared {
-    fn view(&self) -> MutexGuard<'_, View> {
+    pub(crate) fn view(&self) -> MutexGuard<'_, View> {
         self.view
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -53,11 +55,14 @@ pub(crate) async fn run(
 ) -> Result<(), Error> {
     let instance_id = cfg.common.instance_id()?;
     let subjects = cfg.common.subjects()?;
+    let mut metrics = Metrics::new(ServiceKind::Balancer, &client);
     let shared = Arc::new(Shared {
         view: Mutex::new(View::new(cfg.settings())),
         synced: AtomicBool::new(false),
         default_strategy: cfg.default_strategy,
+        metrics: crate::metrics::BalancerMetrics::register(&mut metrics),
     });
+    crate::metrics::register_view(&mut metrics, &shared);
 
     let js = jetstream::new(client.clone());
     let Some(members) =
@@ -163,6 +168,9 @@ pub(crate) async fn run(
             from_view(s, handle_stats),
         )
         .await?;
+    endpoints
+        .serve_metrics(metrics, cfg.common.metrics_listen, &shutdown)
+        .await?;
     info!(instance_id = %instance_id, strategy = %shared.view().strategy(), "balancer ready");
 
     shutdown.cancelled().await;
@@ -182,6 +190,10 @@ fn from_view<T: 'static>(
 }
 
 fn handle_select(shared: &Shared, msg: &Message) -> Result<SelectReply, ShoalError> {
+    timed(&shared.metrics.select_seconds[0], || select(shared, msg))
+}
+
+fn select(shared: &Shared, msg: &Message) -> Result<SelectReply, ShoalError> {
     let req: SelectRequest = decode(&msg.payload)?;
     if !shared.synced.load(Ordering::Acquire) {
         return Err(ShoalError::unavailable(
@@ -191,8 +203,12 @@ fn handle_select(shared: &Shared, msg: &Message) -> Result<SelectReply, ShoalErr
     shared.view().select(&req, Instant::now())
 }
 
-/// Picks in order under one lock: each pick counts against its node for the next.
 fn handle_select_batch(shared: &Shared, msg: &Message) -> Result<SelectBatchReply, ShoalError> {
+    timed(&shared.metrics.select_seconds[1], || select_batch(shared, msg))
+}
+
+/// Picks in order under one lock: each pick counts against its node for the next.
+fn select_batch(shared: &Shared, msg: &Message) -> Result<SelectBatchReply, ShoalError> {
     // Selections carry labels, so a batch may pass the 64 KiB request limit; it is
     // bounded by its entry count and by the server's max payload instead.
     let req: SelectBatchRequest =
@@ -230,6 +246,7 @@ async fn handle_set(
     // Persist first: the watch then carries the choice to every replica, and it
     // survives restarts of the balancers and of nats-server.
     config.put(STRATEGY_KEY, value.into()).await.map_err(|e| {
+        shared.metrics.nats_errors.inc();
         ShoalError::unavailable(format!("strategy not saved to {CONFIG_BUCKET}: {e}"))
     })?;
     shared.set_strategy(req.strategy, "strategy.set");

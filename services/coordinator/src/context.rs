@@ -11,6 +11,7 @@ use crate::history::HistoryStore;
 use crate::lease::LeaseHandle;
 use crate::log::Replica;
 use crate::members_feed::MembersFeed;
+use crate::metrics::CoordinatorMetrics;
 use crate::picker::Picker;
 
 pub struct Ctx {
@@ -34,4 +35,5 @@ pub struct Ctx {
     /// The log may be purged below a snapshot (its stream allows purges and
     /// `--snapshot-interval` is not 0).
     pub compaction: bool,
+    pub metrics: Arc<CoordinatorMetrics>,
 }

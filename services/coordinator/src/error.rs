@@ -10,6 +10,8 @@ pub enum Error {
     Nats(#[from] NatsError),
     #[error(transparent)]
     JetStream(#[from] JetStreamError),
+    #[error(transparent)]
+    Metrics(#[from] shoal_runtime::metrics::MetricsError),
     #[error("connecting to NATS in the system account: {0}")]
     SystemAccount(#[source] ConnectError),
     #[error("the history database (--database-url): {0}")]

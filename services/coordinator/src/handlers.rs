@@ -4,7 +4,7 @@
 //! alone, for the length of its term, and passed to the term's single decision loop.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::Message;
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use crate::context::Ctx;
 use crate::error::Error;
 use crate::guard::Guard;
 use crate::lease::LeaseHandle;
+use crate::metrics::CoordinatorMetrics;
 
 /// Serves the read endpoints on this replica, on `tasks`, until `shutdown`.
 pub async fn serve_reads(
@@ -177,6 +178,7 @@ pub async fn serve_writes(
     let leader = ToLeader {
         commands: commands.clone(),
         lease: ctx.lease.clone(),
+        metrics: ctx.metrics.clone(),
     };
     let served = [
         endpoints
@@ -222,6 +224,7 @@ pub async fn serve_writes(
 struct ToLeader {
     commands: mpsc::Sender<WriteRequest>,
     lease: LeaseHandle,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl ToLeader {
@@ -253,28 +256,45 @@ impl ToLeader {
     }
 }
 
-/// A write handler given the way to the term's decision loop.
+/// A write handler given the way to the term's decision loop and the moment its
+/// request arrived.
 fn to_leader<H, Fut>(leader: &ToLeader, handler: H) -> impl Fn(Message) -> Fut + Send + 'static
 where
-    H: Fn(Bytes, ToLeader) -> Fut + Send + 'static,
+    H: Fn(Bytes, ToLeader, Instant) -> Fut + Send + 'static,
 {
     let leader = leader.clone();
-    move |m| handler(m.payload, leader.clone())
+    move |m| handler(m.payload, leader.clone(), Instant::now())
 }
 
-async fn assign(payload: Bytes, leader: ToLeader) -> Result<Assignment, ShoalError> {
-    let req: AssignRequest = decode(&payload)?;
-    leader.ask(|tx| WriteRequest::Assign(req, tx)).await
+async fn assign(payload: Bytes, leader: ToLeader, arrived: Instant) -> Result<Assignment, ShoalError> {
+    let result = match decode::<AssignRequest>(&payload) {
+        Ok(req) => leader.ask(|tx| WriteRequest::Assign(req, tx)).await,
+        Err(e) => Err(e),
+    };
+    leader.metrics.assigned(arrived, &result);
+    result
 }
 
-async fn move_agent(payload: Bytes, leader: ToLeader) -> Result<Assignment, ShoalError> {
-    let req: MoveRequest = decode(&payload)?;
-    leader.ask(|tx| WriteRequest::Move(req, tx)).await
+async fn move_agent(payload: Bytes, leader: ToLeader, _: Instant) -> Result<Assignment, ShoalError> {
+    let result = match decode::<MoveRequest>(&payload) {
+        Ok(req) => leader.ask(|tx| WriteRequest::Move(req, tx)).await,
+        Err(e) => Err(e),
+    };
+    leader.metrics.moves.count(&result);
+    result
 }
 
-async fn unassign(payload: Bytes, leader: ToLeader) -> Result<UnassignReply, ShoalError> {
-    let req: UnassignRequest = decode(&payload)?;
-    leader.ask(|tx| WriteRequest::Unassign(req, tx)).await
+async fn unassign(
+    payload: Bytes,
+    leader: ToLeader,
+    _: Instant,
+) -> Result<UnassignReply, ShoalError> {
+    let result = match decode::<UnassignRequest>(&payload) {
+        Ok(req) => leader.ask(|tx| WriteRequest::Unassign(req, tx)).await,
+        Err(e) => Err(e),
+    };
+    leader.metrics.unassigns.count(&result);
+    result
 }
 
 async fn promote(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};
+use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
 use shoal_protocol::{AssignmentAction, HistoryEntry, HistoryRequest, ShoalError};
 use tokio_postgres::NoTls;
@@ -72,11 +73,14 @@ pub struct Row {
 
 pub struct HistoryStore {
     pool: Pool,
+    /// Counts every operation that failed.
+    errors: Counter,
 }
 
 impl HistoryStore {
-    /// A pool for `url`; nothing connects until first use.
-    pub fn new(url: &str) -> Result<HistoryStore, Error> {
+    /// A pool for `url`; nothing connects until first use. Failed operations are
+    /// counted in `errors`.
+    pub fn new(url: &str, errors: Counter) -> Result<HistoryStore, Error> {
         let mut cfg = deadpool_postgres::Config::new();
         cfg.url = Some(url.to_string());
         let wait = Some(Duration::from_secs(2));
@@ -92,7 +96,15 @@ impl HistoryStore {
         let pool = cfg
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .map_err(Error::Postgres)?;
-        Ok(HistoryStore { pool })
+        Ok(HistoryStore { pool, errors })
+    }
+
+    /// `result`, its error counted.
+    fn counted<T>(&self, result: Result<T, HistoryError>) -> Result<T, HistoryError> {
+        if result.is_err() {
+            self.errors.inc();
+        }
+        result
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, HistoryError> {
@@ -101,6 +113,10 @@ impl HistoryStore {
 
     /// Applies the migrations not applied yet.
     pub async fn migrate(&self) -> Result<(), HistoryError> {
+        self.counted(self.apply_migrations().await)
+    }
+
+    async fn apply_migrations(&self) -> Result<(), HistoryError> {
         let mut client = self.client().await?;
         let tx = client
             .transaction()
@@ -152,6 +168,10 @@ impl HistoryStore {
         if rows.is_empty() {
             return Ok(0);
         }
+        self.counted(self.insert_rows(rows).await)
+    }
+
+    async fn insert_rows(&self, rows: &[Row]) -> Result<u64, HistoryError> {
         let client = self.client().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(ROWS_PER_INSERT) {
@@ -162,8 +182,10 @@ impl HistoryStore {
 
     /// Rows matching `req`, newest first.
     pub async fn query(&self, req: &HistoryRequest) -> Result<Vec<HistoryEntry>, ShoalError> {
-        let unavailable =
-            |e: HistoryError| ShoalError::unavailable(format!("history database: {e}"));
+        let unavailable = |e: HistoryError| {
+            self.errors.inc();
+            ShoalError::unavailable(format!("history database: {e}"))
+        };
         let client = self.client().await.map_err(unavailable)?;
         let limit = i64::from(req.limit.unwrap_or(DEFAULT_LIMIT));
         let rows = client

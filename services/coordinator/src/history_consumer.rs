@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::history::{HistoryStore, Row};
+use crate::metrics::{CoordinatorMetrics, HistoryProgress};
 use crate::record::LogRecord;
 use shoal_protocol::HISTORY_CONSUMER;
 
@@ -25,8 +26,10 @@ pub fn spawn(
     stream: stream::Stream,
     subjects: Subjects,
     batch: usize,
+    metrics: &CoordinatorMetrics,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let (progress, nats_errors) = (metrics.history.clone(), metrics.nats_errors.clone());
     tokio::spawn(async move {
         if until_ok(&shutdown, "migrating the history database", || {
             store.migrate()
@@ -39,7 +42,13 @@ pub fn spawn(
         resume(
             &shutdown,
             "copying the assignment log into postgres",
-            || consume(&store, &stream, &subjects, batch, &shutdown),
+            || async {
+                let consumed = consume(&store, &stream, &subjects, batch, &progress, &shutdown).await;
+                if consumed.is_err() {
+                    nats_errors.inc();
+                }
+                consumed
+            },
         )
         .await;
     })
@@ -50,6 +59,7 @@ async fn consume(
     stream: &stream::Stream,
     subjects: &Subjects,
     batch: usize,
+    progress: &HistoryProgress,
     shutdown: &CancellationToken,
 ) -> Result<(), JetStreamError> {
     let config = consumer::pull::Config {
@@ -87,8 +97,13 @@ async fn consume(
             }
         }
         let mut rows: Vec<Row> = Vec::with_capacity(messages.len());
+        let mut oldest_ms = i64::MAX;
+        // Undelivered after the last one taken, plus those taken.
+        let mut behind = messages.len() as u64;
         for m in &messages {
             let Ok(info) = m.info() else { continue };
+            oldest_ms = oldest_ms.min((info.published.unix_timestamp_nanos() / 1_000_000) as i64);
+            behind = info.pending + messages.len() as u64;
             let log_seq = info.stream_sequence;
             match LogRecord::decode(&m.payload) {
                 Ok(record) => rows.extend(record.into_changes().into_iter().enumerate().map(
@@ -101,6 +116,7 @@ async fn consume(
                 Err(e) => warn!(log_seq, error = %e, "unreadable log record not recorded"),
             }
         }
+        progress.taken(oldest_ms.min(chrono::Utc::now().timestamp_millis()), behind);
         if until_ok(shutdown, "writing history", || store.insert(&rows))
             .await
             .is_none()
@@ -113,6 +129,7 @@ async fn consume(
                 warn!(error = %e, "history ack not sent");
             }
         }
+        progress.written(behind.saturating_sub(messages.len() as u64));
     }
     Err(JetStreamError::new(
         "reading the history consumer",

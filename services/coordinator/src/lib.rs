@@ -1,14 +1,15 @@
 //! shoal-coordinator: leader-elected assignment of agents to nodes.
 //!
 //! - [`lease`]: the leader lease (KV `shoal_leader`, CAS renewals, handoff);
-//! - [`log`], [`append`], [`pipeline`]: the fenced assignment log every replica tails
-//!   and only the leader appends to;
+//! - [`log`], [`append`], [`pipeline`], [`notifier`]: the fenced assignment log every
+//!   replica tails and only the leader appends to, and what follows each append;
 //! - [`state`], [`members`], [`failover`], [`guard`], [`digest_check`]: pure decisions;
 //! - [`members_feed`]: keeps [`members`] equal to the registry's bucket (I/O);
 //! - [`leader`]: a leader's term, with [`writes`] (its requests), [`reconcile`] (its
 //!   moves) and [`node_watch`] (announces and heartbeats it answers with syncs);
 //! - [`handlers`]: the endpoints;
-//! - [`history`], [`history_consumer`]: the Postgres ledger.
+//! - [`history`], [`history_consumer`]: the Postgres ledger;
+//! - [`metrics`]: what it counts, served as Prometheus metrics.
 
 pub mod append;
 pub mod commands;
@@ -28,7 +29,9 @@ pub mod liveness;
 pub mod log;
 pub mod members;
 pub mod members_feed;
+pub mod metrics;
 pub mod node_watch;
+pub mod notifier;
 pub mod picker;
 pub mod pipeline;
 pub mod reconcile;
@@ -46,6 +49,8 @@ use std::time::Duration;
 
 use async_nats::Client;
 use shoal_protocol::{ServiceKind, ShoalClient};
+use shoal_runtime::Endpoints;
+use shoal_runtime::metrics::Metrics;
 use shoal_runtime::retry::until_ok;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -57,16 +62,20 @@ pub use error::Error;
 
 use context::Ctx;
 use history::HistoryStore;
+use metrics::CoordinatorMetrics;
 use picker::Picker;
 
 /// Runs the coordinator until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
     cfg.validate()?;
     let background = shutdown.child_token();
-    let Some((ctx, lease_task)) = open(cfg, client, Picker::spawn, &shutdown, &background).await?
-    else {
+    let mut metrics = Metrics::new(ServiceKind::Coordinator, &client);
+    let counted = CoordinatorMetrics::register(&mut metrics, cfg.database_url.is_some());
+    let opened = open(cfg, client, Picker::spawn, counted, &shutdown, &background).await?;
+    let Some((ctx, lease_task)) = opened else {
         return Ok(());
     };
+    metrics::register_leadership(&mut metrics, &ctx);
     let (me, lease) = (ctx.me.clone(), ctx.lease.clone());
     let sys = shoal_runtime::advisory::system_client(
         &ctx.cfg.sys,
@@ -79,6 +88,9 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let service = shoal_runtime::start_service(&ctx.client, ServiceKind::Coordinator, &me).await?;
     let reads = TaskTracker::new();
     handlers::serve_reads(&ctx, &service, &shutdown, &reads).await?;
+    Endpoints::new(&service, &ctx.subjects, &me, &reads)
+        .serve_metrics(metrics, ctx.cfg.common.metrics_listen, &shutdown)
+        .await?;
     let terms = tokio::spawn(term::run_terms(ctx.clone(), shutdown.clone()));
     reads.spawn(liveness::run(
         ctx.client.clone(),
@@ -127,6 +139,7 @@ pub(crate) async fn open(
     cfg: Config,
     client: Client,
     picker: impl FnOnce(ShoalClient) -> Picker,
+    metrics: CoordinatorMetrics,
     shutdown: &CancellationToken,
     background: &CancellationToken,
 ) -> Result<Option<(Arc<Ctx>, JoinHandle<()>)>, Error> {
@@ -169,12 +182,13 @@ pub(crate) async fn open(
 
     let history = match &cfg.database_url {
         Some(url) => {
-            let store = Arc::new(HistoryStore::new(url)?);
+            let store = Arc::new(HistoryStore::new(url, metrics.postgres_errors.clone())?);
             history_consumer::spawn(
                 store.clone(),
                 stream.clone(),
                 subjects.clone(),
                 cfg.history_batch,
+                &metrics,
                 background.clone(),
             );
             Some(store)
@@ -221,6 +235,7 @@ pub(crate) async fn open(
         history,
         snapshots,
         compaction,
+        metrics: Arc::new(metrics),
     };
     Ok(Some((Arc::new(ctx), lease_task)))
 }

@@ -5,20 +5,17 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::Utc;
-use shoal_protocol::{
-    AgentChange, AgentNotice, AgentSync, AgentsDigest, Assignment, ShoalError, Subjects,
-    UnassignReply,
-};
+use shoal_protocol::{AgentsDigest, Assignment, ShoalError, UnassignReply};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::append::{AppendError, Appender, LogTarget, Pending};
+use crate::metrics::CoordinatorMetrics;
+use crate::notifier::Notifier;
 use crate::record::{Change, LogRecord};
 
 /// What to answer once the change is in the log.
@@ -99,6 +96,7 @@ enum Item {
         replies: Vec<Reply>,
         /// Frees an in-flight slot once the append is acknowledged.
         slot: OwnedSemaphorePermit,
+        sent_at: Instant,
     },
     Barrier(Reply),
     Sync(NodeSync),
@@ -112,104 +110,6 @@ const MAX_BATCH: usize = 256;
 /// delivery to each tail and to the history consumer) carries many changes, and
 /// with no load a change goes out at once.
 const IN_FLIGHT: usize = 2;
-
-/// Publishes what follows a written change: the assignment event (the balancer
-/// counts agents from these) and start/stop notices to the nodes.
-#[derive(Clone)]
-pub struct Notifier {
-    pub client: async_nats::Client,
-    pub subjects: Subjects,
-}
-
-impl Notifier {
-    async fn publish<T: serde::Serialize>(&self, subject: String, message: &T) {
-        let body = match serde_json::to_vec(message) {
-            Ok(body) => body,
-            Err(e) => return warn!(subject, error = %e, "notice not encoded"),
-        };
-        if let Err(e) = self.client.publish(subject, body.into()).await {
-            debug!(error = %e, "event not published");
-        }
-    }
-
-    /// Sends `sync`, split into parts that each fit the server's max payload.
-    pub async fn sync(&self, sync: &NodeSync) {
-        let subject = self.subjects.node_agents(&sync.node_id);
-        let budget = self
-            .client
-            .server_info()
-            .max_payload
-            .saturating_sub(SYNC_OVERHEAD);
-        let parts = split_by_size(&sync.agents, budget);
-        let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
-        let at = Utc::now();
-        for (i, agents) in parts.into_iter().enumerate() {
-            let notice = AgentNotice::Sync(AgentSync {
-                node_id: sync.node_id.clone(),
-                agents: agents.to_vec(),
-                epoch: sync.epoch,
-                at,
-                part: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                parts: count,
-                digest: sync.digest.clone(),
-            });
-            self.publish(subject.clone(), &notice).await;
-        }
-        debug!(node_id = %sync.node_id, agents = sync.agents.len(), parts = count, "sync sent");
-    }
-
-    pub async fn changed(&self, c: &Change) {
-        self.publish(self.subjects.coordinator_event(&c.agent_name), &c.event())
-            .await;
-        let notice = |node_id: &str| AgentChange {
-            agent_name: c.agent_name.clone(),
-            node_id: node_id.to_string(),
-            epoch: c.epoch,
-            at: Utc::now(),
-        };
-        if let Some(previous) = &c.previous_node_id {
-            // An orphan still waiting for a node has not left its old one yet.
-            if (c.node_id.is_some() || c.action == shoal_protocol::AssignmentAction::Unassigned)
-                && c.node_id.as_ref() != Some(previous)
-            {
-                self.publish(
-                    self.subjects.node_agents(previous),
-                    &AgentNotice::Stop(notice(previous)),
-                )
-                .await;
-            }
-        }
-        if let Some(node) = &c.node_id {
-            self.publish(
-                self.subjects.node_agents(node),
-                &AgentNotice::Start(notice(node)),
-            )
-            .await;
-        }
-    }
-}
-
-/// Room a sync notice needs besides its agent names (field names, ids, the digest,
-/// timestamps), with a wide margin.
-const SYNC_OVERHEAD: usize = 1024;
-
-/// Splits `names` into runs whose JSON (quoted, comma-separated) fits `budget` bytes;
-/// always at least one run, so an empty list is still sent.
-fn split_by_size(names: &[String], budget: usize) -> Vec<&[String]> {
-    let mut parts = Vec::new();
-    let (mut start, mut size) = (0, 0);
-    for (i, name) in names.iter().enumerate() {
-        // Quotes and a comma; escapes could double a name, so count it twice.
-        let cost = 2 * name.len() + 3;
-        if i > start && size + cost > budget {
-            parts.push(&names[start..i]);
-            (start, size) = (i, 0);
-        }
-        size += cost;
-    }
-    parts.push(&names[start..]);
-    parts
-}
 
 pub struct Pipeline {
     inputs: mpsc::UnboundedSender<Input>,
@@ -229,6 +129,7 @@ impl Pipeline {
         budget: usize,
         term: CancellationToken,
         grace: Duration,
+        metrics: Arc<CoordinatorMetrics>,
     ) -> Pipeline {
         let (tx, rx) = mpsc::unbounded_channel();
         let failed = appender.failed();
@@ -236,6 +137,7 @@ impl Pipeline {
             target: appender.target(),
             term,
             grace,
+            metrics,
         };
         let writer = tokio::spawn(write(rx, appender, notifier, budget, confirm));
         Pipeline {
@@ -321,7 +223,8 @@ async fn write(
 ) {
     let failed = appender.failed();
     let (items, collected) = mpsc::unbounded_channel();
-    let collector = tokio::spawn(collect(collected, failed.clone(), notifier, confirm));
+    let confirm = Arc::new(confirm);
+    let collector = tokio::spawn(collect(collected, failed.clone(), notifier, confirm.clone()));
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut next = None;
     loop {
@@ -368,13 +271,16 @@ async fn write(
             continue;
         }
         let encoded: Vec<Bytes> = changes.iter().map(|c| c.bytes.clone()).collect();
+        let sent_at = Instant::now();
         match appender.send(LogRecord::of_encoded(&encoded)).await {
             Ok(pending) => {
+                confirm.metrics.append_batch.observe(changes.len() as f64);
                 let item = Item::Append {
                     pending,
                     changes: changes.into_iter().map(|c| c.change).collect(),
                     replies,
                     slot,
+                    sent_at,
                 };
                 if let Err(mpsc::error::SendError(Item::Append { replies, .. })) = items.send(item)
                 {
@@ -382,6 +288,7 @@ async fn write(
                 }
             }
             Err(e) => {
+                confirm.metrics.nats_errors.inc();
                 warn!(error = %e, changes = changes.len(), bytes = size, "append not sent");
                 replies.into_iter().for_each(Reply::fail);
             }
@@ -398,6 +305,7 @@ struct Confirm {
     term: CancellationToken,
     /// ...and for this long after.
     grace: Duration,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 impl Confirm {
@@ -420,7 +328,7 @@ async fn collect(
     mut items: mpsc::UnboundedReceiver<Item>,
     failed: CancellationToken,
     notifier: Notifier,
-    confirm: Confirm,
+    confirm: Arc<Confirm>,
 ) {
     // What the writer has sent that is not confirmed yet, in log order.
     let mut queue = VecDeque::new();
@@ -450,6 +358,7 @@ async fn collect(
                 changes,
                 replies,
                 slot,
+                sent_at,
             } => {
                 let want = pending.want;
                 let mut later: Vec<&mut Pending> = queue
@@ -461,6 +370,10 @@ async fn collect(
                     .collect();
                 match confirm.confirm(pending, &mut later).await {
                     Ok(_) => {
+                        confirm
+                            .metrics
+                            .append_seconds
+                            .observe(sent_at.elapsed().as_secs_f64());
                         drop(slot);
                         for change in &changes {
                             notifier.changed(change).await;
@@ -468,6 +381,9 @@ async fn collect(
                         replies.into_iter().for_each(Reply::succeed);
                     }
                     Err(e) => {
+                        if !e.is_fenced() {
+                            confirm.metrics.nats_errors.inc();
+                        }
                         warn!(seq = want, fenced = e.is_fenced(), error = %e, "append not stored, stepping down");
                         failed.cancel();
                         replies.into_iter().for_each(Reply::fail);
@@ -475,26 +391,5 @@ async fn collect(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_sync_splits_by_encoded_size_and_never_into_nothing() {
-        let names: Vec<String> = (0..1000).map(|i| format!("agent-{i:04}")).collect();
-        let parts = split_by_size(&names, 1000);
-        assert!(parts.len() > 1);
-        assert_eq!(parts.concat(), names);
-        for part in &parts {
-            let json = serde_json::to_vec(part).unwrap();
-            assert!(json.len() <= 1000, "{}", json.len());
-        }
-        assert_eq!(split_by_size(&[], 1000), vec![&[] as &[String]]);
-        // One name over the budget still goes, alone.
-        let long = vec!["x".repeat(600), "y".into()];
-        assert_eq!(split_by_size(&long, 1000).len(), 2);
     }
 }

@@ -20,7 +20,8 @@ use crate::context::Ctx;
 use crate::leader::Leader;
 use crate::lease::Held;
 use crate::node_watch;
-use crate::pipeline::{Notifier, Pipeline};
+use crate::notifier::Notifier;
+use crate::pipeline::Pipeline;
 use crate::record::{EpochStart, LogRecord, new_event_id};
 use crate::state::{Author, State};
 
@@ -64,6 +65,7 @@ async fn run_term(ctx: &Arc<Ctx>, held: &Held, shutdown: &CancellationToken) -> 
         Err(NotStarted::Fenced) => return !term.is_cancelled(),
         Err(NotStarted::LeaseLost) => return false,
     };
+    ctx.metrics.takeovers.inc();
     info!(
         epoch = author.epoch,
         assignments = state.len(),
@@ -236,6 +238,7 @@ async fn begin(
                 let notifier = Notifier {
                     client: ctx.client.clone(),
                     subjects: ctx.subjects.clone(),
+                    nats_errors: ctx.metrics.nats_errors.clone(),
                 };
                 let pipeline = Pipeline::new(
                     appender,
@@ -243,6 +246,7 @@ async fn begin(
                     budget,
                     term.clone(),
                     ctx.cfg.jetstream_timeout,
+                    ctx.metrics.clone(),
                 );
                 return Ok(Ok((author, state, pipeline)));
             }

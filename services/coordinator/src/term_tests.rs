@@ -9,9 +9,10 @@ use async_nats::jetstream;
 use chrono::Utc;
 use clap::Parser;
 use shoal_protocol::{
-    AssignRequest, ClientError, ErrorCode, LOG_STREAM, MEMBERS_BUCKET, Node, ShoalClient, Strategy,
-    Subjects,
+    AssignRequest, ClientError, ErrorCode, LOG_STREAM, MEMBERS_BUCKET, Node, ServiceKind,
+    ShoalClient, Strategy, Subjects,
 };
+use shoal_runtime::metrics::Metrics;
 use shoal_testkit::NatsServer;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::append::Appender;
 use crate::context::Ctx;
+use crate::metrics::CoordinatorMetrics;
 use crate::picker::{Pick, Picker, Waiting};
 use crate::record::{EpochStart, Explanation, LogRecord};
 use crate::{Config, log, open, term};
@@ -53,7 +55,9 @@ impl Replica {
         let client = nats.client().await.unwrap();
         let (picker, picks) = Picker::scripted();
         let (shutdown, background) = (CancellationToken::new(), CancellationToken::new());
-        let (ctx, lease_task) = open(cfg, client, |_| picker, &shutdown, &background)
+        let mut metrics = Metrics::new(ServiceKind::Coordinator, &client);
+        let counted = CoordinatorMetrics::register(&mut metrics, false);
+        let (ctx, lease_task) = open(cfg, client, |_| picker, counted, &shutdown, &background)
             .await
             .unwrap()
             .unwrap();

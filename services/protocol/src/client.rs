@@ -10,7 +10,7 @@ use async_nats::service::NATS_SERVICE_ERROR_CODE;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::subjects::{Endpoint, Subjects};
+use crate::subjects::{Endpoint, ServiceKind, Subjects};
 use crate::types::{Empty, balancer::*, coordinator::*, node::Node, registry::*};
 use crate::{ErrorCode, ShoalError};
 
@@ -28,6 +28,12 @@ pub enum ClientError {
         subject: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("reply on {subject} is not UTF-8 text: {source}")]
+    NotText {
+        subject: String,
+        #[source]
+        source: std::string::FromUtf8Error,
     },
     #[error("request on {subject} could not be encoded: {source}")]
     Encode {
@@ -50,7 +56,7 @@ impl ClientError {
             ClientError::Service(e) => e.code.as_str(),
             ClientError::NoResponders { .. } => "no_responders",
             ClientError::Timeout { .. } => "timeout",
-            ClientError::BadReply { .. } => "bad_reply",
+            ClientError::BadReply { .. } | ClientError::NotText { .. } => "bad_reply",
             ClientError::Encode { .. } => "encode",
             ClientError::Nats { .. } => "nats",
         }
@@ -164,11 +170,38 @@ impl ShoalClient {
         subject: &str,
         payload: bytes::Bytes,
     ) -> Result<Rep, ClientError> {
+        let message = self.send(subject, payload).await?;
+        decode_reply(subject, message.headers.as_ref(), &message.payload)
+    }
+
+    /// One instance's Prometheus metrics, as OpenMetrics text; asked once, without
+    /// retries (a scrape is repeated by its scraper).
+    pub async fn metrics(
+        &self,
+        service: ServiceKind,
+        instance_id: &str,
+    ) -> Result<String, ClientError> {
+        let subject = self.subjects.metrics(service, instance_id);
+        let message = self.send(&subject, bytes::Bytes::new()).await?;
+        let headers = message.headers.as_ref();
+        if headers.is_some_and(|h| h.get(NATS_SERVICE_ERROR_CODE).is_some())
+            && let Some(e) = ShoalError::from_reply(headers, &message.payload)
+        {
+            return Err(ClientError::Service(e));
+        }
+        String::from_utf8(message.payload.to_vec())
+            .map_err(|source| ClientError::NotText { subject, source })
+    }
+
+    async fn send(
+        &self,
+        subject: &str,
+        payload: bytes::Bytes,
+    ) -> Result<async_nats::Message, ClientError> {
         let request = async_nats::Request::new()
             .payload(payload)
             .timeout(Some(self.timeout));
-        let message = self
-            .nats
+        self.nats
             .send_request(subject.to_string(), request)
             .await
             .map_err(|e| match e.kind() {
@@ -183,8 +216,7 @@ impl ShoalClient {
                     subject: subject.to_string(),
                     source: e,
                 },
-            })?;
-        decode_reply(subject, message.headers.as_ref(), &message.payload)
+            })
     }
 
     pub async fn list_nodes(&self, req: &ListNodesRequest) -> Result<NodeList, ClientError> {

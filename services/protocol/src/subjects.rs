@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 /// The prefix used when none is configured.
 pub const DEFAULT_PREFIX: &str = "shoal";
 
+/// The key of a service instance's id in its NATS micro metadata (`$SRV.PING`,
+/// `$SRV.INFO`), so replicas of one service can be told apart.
+pub const INSTANCE_ID_METADATA: &str = "instance_id";
+
 /// The Shoal services.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceKind {
     Announcer,
@@ -42,6 +46,12 @@ impl ServiceKind {
             ServiceKind::Coordinator => "shoal-coordinator",
             ServiceKind::Gateway => "shoal-gateway",
         }
+    }
+
+    /// The NATS micro discovery subject every running instance answers
+    /// (`$SRV.PING.<name>`; the reply's metadata carries its instance id).
+    pub fn ping_subject(self) -> String {
+        format!("$SRV.PING.{}", self.service_name())
     }
 
     pub fn description(self) -> &'static str {
@@ -248,6 +258,17 @@ impl Subjects {
         )
     }
 
+    /// Where one instance of a service answers with its Prometheus metrics
+    /// (OpenMetrics text): `<prefix>.<service>.instance.<instance_id>.metrics`.
+    pub fn metrics(&self, service: ServiceKind, instance_id: &str) -> String {
+        format!(
+            "{}.{}.instance.{}.metrics",
+            self.prefix,
+            service.token(),
+            instance_id
+        )
+    }
+
     fn node(&self, id: &str, kind: NodeSubjectKind) -> String {
         format!("{}.node.{}.{}", self.prefix, id, kind.token())
     }
@@ -351,6 +372,10 @@ mod tests {
         assert_eq!(
             s.direct(Endpoint::RegistryStats, "r-1"),
             "shoal.registry.instance.r-1.stats"
+        );
+        assert_eq!(
+            s.metrics(ServiceKind::Coordinator, "c-1"),
+            "shoal.coordinator.instance.c-1.metrics"
         );
     }
 

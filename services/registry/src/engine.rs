@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::member::{Change, Outcome, Plan};
 use crate::membership::Membership;
+use crate::metrics::RegistryMetrics;
 use crate::store::{self, CasError};
 
 /// Bucket writes in flight at once (a burst of joins queues behind these).
@@ -70,7 +70,7 @@ pub struct Engine {
     pub client: Client,
     pub subjects: Subjects,
     permits: Semaphore,
-    rejected: AtomicU64,
+    pub metrics: RegistryMetrics,
     reject_log: RateLog,
     write_log: RateLog,
 }
@@ -81,6 +81,7 @@ impl Engine {
         store: kv::Store,
         client: Client,
         subjects: Subjects,
+        metrics: RegistryMetrics,
     ) -> Engine {
         Engine {
             state: Mutex::new(membership),
@@ -90,7 +91,7 @@ impl Engine {
             client,
             subjects,
             permits: Semaphore::new(MAX_WRITES_IN_FLIGHT),
-            rejected: AtomicU64::new(0),
+            metrics,
             reject_log: RateLog::new(Duration::from_secs(5)),
             write_log: RateLog::new(Duration::from_secs(5)),
         }
@@ -101,12 +102,12 @@ impl Engine {
     }
 
     pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
+        self.metrics.rejected.get()
     }
 
     /// Counts a refused node message and logs it at a bounded rate.
     pub fn reject(&self, subject: &str, why: &str) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.metrics.rejected.inc();
         if let Some(suppressed) = self.reject_log.admit() {
             warn!(
                 subject,
@@ -139,17 +140,28 @@ impl Engine {
             let _permit = self.permits.acquire().await;
             store::execute(&self.store, &plan).await
         };
-        if let Some(e) = error
-            && let Some(suppressed) = self.write_log.admit()
-        {
-            warn!(node_id = %plan.id, error = %e, suppressed, "membership write failed, will retry");
+        if let Some(e) = error {
+            self.metrics.nats_errors.inc();
+            if let Some(suppressed) = self.write_log.admit() {
+                warn!(node_id = %plan.id, error = %e, suppressed, "membership write failed, will retry");
+            }
         }
         let won = matches!(outcome, Outcome::Written(_) | Outcome::Deleted);
         if matches!(outcome, Outcome::Conflict(_)) {
             debug!(node_id = %plan.id, "another replica wrote first");
         }
-        let again = self.lock().finish(&plan, outcome, Instant::now());
+        let (again, heard_at) = {
+            let mut state = self.lock();
+            (
+                state.finish(&plan, outcome, Instant::now()),
+                state.heard_at(&plan.id),
+            )
+        };
         if won && let Some(change) = &plan.change {
+            // Only the replica whose write won counts a verdict: each once.
+            if let Some(heard_at) = heard_at {
+                self.metrics.detected(change.kind, heard_at.elapsed());
+            }
             let node = (change.kind != shoal_protocol::NodeEventKind::Pruned).then_some(&plan.node);
             self.publish_event(&plan.id, change, plan.node.status, node)
                 .await;
@@ -196,6 +208,7 @@ impl Engine {
             .publish(self.subjects.registry_event(id), payload.into())
             .await
         {
+            self.metrics.nats_errors.inc();
             warn!(node_id = %id, error = %e, "event not published");
         }
     }
@@ -224,7 +237,7 @@ impl Engine {
                     return Ok(self.lock().served(id).unwrap_or(new));
                 }
                 Err(CasError::Conflict) => self.reread(id).await?,
-                Err(CasError::Other(e)) => return Err(unavailable(&e)),
+                Err(CasError::Other(e)) => return Err(self.unavailable(&e)),
             }
         }
         Err(ShoalError::unavailable(format!(
@@ -255,7 +268,7 @@ impl Engine {
                     return Ok(node);
                 }
                 Err(CasError::Conflict) => self.reread(id).await?,
-                Err(CasError::Other(e)) => return Err(unavailable(&e)),
+                Err(CasError::Other(e)) => return Err(self.unavailable(&e)),
             }
         }
         Err(ShoalError::unavailable(format!(
@@ -270,7 +283,7 @@ impl Engine {
                 Ok(())
             }
             Ok(None) => Ok(()),
-            Err(e) => Err(unavailable(&e)),
+            Err(e) => Err(self.unavailable(&e)),
         }
     }
 
@@ -374,11 +387,14 @@ impl Engine {
             .publish(self.subjects.registry_sync(), payload.into())
             .await
         {
+            self.metrics.nats_errors.inc();
             warn!(error = %e, "sync request not published");
         }
     }
-}
 
-fn unavailable(e: &JetStreamError) -> ShoalError {
-    ShoalError::unavailable(format!("membership bucket: {e}"))
+    /// A request's bucket operation failed: counted, and answered `unavailable`.
+    fn unavailable(&self, e: &JetStreamError) -> ShoalError {
+        self.metrics.nats_errors.inc();
+        ShoalError::unavailable(format!("membership bucket: {e}"))
+    }
 }

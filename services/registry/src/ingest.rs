@@ -54,6 +54,7 @@ pub async fn heartbeats(engine: Arc<Engine>, mut sub: Subscriber, shutdown: Canc
         else {
             continue;
         };
+        engine.metrics.heartbeats.inc();
         let outcome = engine.lock().on_heartbeat(&hb, Instant::now(), Utc::now());
         if outcome == HeartbeatOutcome::Kick {
             engine.kick(&hb.id);
@@ -75,6 +76,7 @@ pub async fn lifecycle(
             m = announces.next() => {
                 let Some(message) = m else { return };
                 if let Some(a) = accept::<Announce, _>(&engine, &message, NodeSubjectKind::Announce, |a| &a.id) {
+                    engine.metrics.announces.inc();
                     let id = a.id.clone();
                     engine.lock().on_announce(a, Instant::now(), Utc::now());
                     engine.kick(&id);
@@ -83,6 +85,7 @@ pub async fn lifecycle(
             m = leaves.next() => {
                 let Some(message) = m else { return };
                 if let Some(l) = accept::<Leave, _>(&engine, &message, NodeSubjectKind::Leave, |l| &l.id) {
+                    engine.metrics.leaves.inc();
                     let id = l.id.clone();
                     if engine.lock().on_leave(l) {
                         engine.kick(&id);

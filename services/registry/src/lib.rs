@@ -16,6 +16,7 @@ mod handlers;
 mod ingest;
 pub mod member;
 pub mod membership;
+mod metrics;
 pub mod model;
 mod store;
 
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use async_nats::{Client, Message};
 use shoal_protocol::{Endpoint, ServiceKind, ShoalError};
+use shoal_runtime::metrics::{Metrics, MetricsError};
 use shoal_runtime::{ConfigError, ConnectError, Endpoints, JetStreamError, NatsError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,6 +50,8 @@ pub enum Error {
     Nats(#[from] NatsError),
     #[error(transparent)]
     JetStream(#[from] JetStreamError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("connecting to NATS in the system account: {0}")]
     SystemAccount(#[source] ConnectError),
     #[error("stopped before the membership bucket was read")]
@@ -67,12 +71,15 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let announces = subscribe(&client, subjects.node_announce_all()).await?;
     let leaves = subscribe(&client, subjects.node_leave_all()).await?;
 
+    let mut metrics = Metrics::new(ServiceKind::Registry, &client);
     let engine = Arc::new(Engine::new(
         Membership::new(th),
         store,
         client.clone(),
         subjects.clone(),
+        metrics::RegistryMetrics::register(&mut metrics),
     ));
+    metrics::register_membership(&mut metrics, &engine);
     let tasks = TaskTracker::new();
     // The bucket is read before serving: requests are answered from memory.
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
@@ -158,6 +165,9 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
             &shutdown,
             writing(e, |e, m| async move { handlers::undrain(&e, &m).await }),
         )
+        .await?;
+    endpoints
+        .serve_metrics(metrics, cfg.common.metrics_listen, &shutdown)
         .await?;
 
     tasks.spawn(ingest::heartbeats(

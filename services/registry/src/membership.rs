@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use shoal_protocol::{Announce, Heartbeat, Leave, ListNodesRequest, Node, RegistryStats};
+use shoal_protocol::{
+    Announce, Heartbeat, Leave, ListNodesRequest, Node, NodeStatus, RegistryStats,
+};
 
 use crate::member::{Member, Outcome, Plan, Stored, Thresholds};
 use crate::model::{self, Metrics};
@@ -221,6 +223,24 @@ impl Membership {
         let next = (nodes.len() > limit).then(|| nodes[limit - 1].id.clone());
         nodes.truncate(limit);
         (nodes, next)
+    }
+
+    /// How many members have each status, in [`NodeStatus::ALL`]'s order.
+    pub fn count_by_status(&self) -> [usize; NodeStatus::ALL.len()] {
+        let mut counts = [0; NodeStatus::ALL.len()];
+        for m in self.members.values() {
+            if let Some(s) = &m.stored
+                && let Some(i) = NodeStatus::ALL.iter().position(|&x| x == s.node.status)
+            {
+                counts[i] += 1;
+            }
+        }
+        counts
+    }
+
+    /// When the member was last heard from (a heartbeat or an announce).
+    pub fn heard_at(&self, id: &str) -> Option<Instant> {
+        self.members.get(id)?.heard_at
     }
 
     pub fn count(&self) -> usize {

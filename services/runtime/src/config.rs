@@ -175,6 +175,12 @@ pub struct CommonConfig {
     #[arg(long, env = "SHOAL_LOG_JSON")]
     pub log_json: bool,
 
+    /// Also serve this process's Prometheus metrics over HTTP at
+    /// `http://ADDR/metrics` (e.g. `127.0.0.1:9464`; port 0 picks a free one). They
+    /// are always served on NATS at `<prefix>.<service>.instance.<instance_id>.metrics`.
+    #[arg(long, env = "SHOAL_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
     /// How long to wait for in-flight work after SIGTERM / ctrl-c before giving up.
     #[arg(long, env = "SHOAL_SHUTDOWN_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

@@ -7,6 +7,7 @@ mod config;
 pub mod error;
 pub mod jetstream;
 pub mod kv;
+pub mod metrics;
 pub mod reach;
 pub mod retry;
 mod serve;
@@ -187,7 +188,7 @@ pub async fn start_service(
         .service_builder()
         .description(kind.description())
         .metadata(HashMap::from([(
-            "instance_id".to_string(),
+            shoal_protocol::subjects::INSTANCE_ID_METADATA.to_string(),
             instance_id.to_string(),
         )]))
         .start(kind.service_name(), VERSION)

@@ -188,10 +188,10 @@ async fn answer<T: Serialize>(request: &Request, result: Result<T, ShoalError>) 
 /// Adds endpoints to a micro service and serves each on a task of `tasks`, which
 /// the caller waits for once the endpoints' tokens are cancelled.
 pub struct Endpoints<'a> {
-    service: &'a Service,
-    subjects: &'a Subjects,
-    instance_id: &'a str,
-    tasks: &'a TaskTracker,
+    pub(crate) service: &'a Service,
+    pub(crate) subjects: &'a Subjects,
+    pub(crate) instance_id: &'a str,
+    pub(crate) tasks: &'a TaskTracker,
 }
 
 impl<'a> Endpoints<'a> {
