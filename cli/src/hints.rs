@@ -74,9 +74,10 @@ pub fn explain(command: &Command, error: &ClientError) -> String {
             };
             format!("{} ({}){hint}", e.message, e.code)
         }
-        ClientError::BadReply { .. } | ClientError::Encode { .. } | ClientError::Nats { .. } => {
-            format!("{error}")
-        }
+        ClientError::BadReply { .. }
+        | ClientError::NotText { .. }
+        | ClientError::Encode { .. }
+        | ClientError::Nats { .. } => format!("{error}"),
     }
 }
 

@@ -74,7 +74,7 @@ pub fn merge<'a>(
                 };
                 // A family declared with another type by an earlier part keeps its
                 // type; this part's samples of it are left out.
-                let clash = keyword == "TYPE" && slot.as_deref().is_some_and(|k| k != rest);
+                let clash = keyword == "TYPE" && slot.as_deref().is_some_and(|k| k != line);
                 if slot.is_none() {
                     *slot = Some(line.to_string());
                 }
