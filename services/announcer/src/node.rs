@@ -6,14 +6,14 @@ use async_nats::Client;
 use async_nats::connection::State;
 use chrono::Utc;
 use futures::StreamExt;
-use shoal_protocol::{AgentNotice, Heartbeat, ServiceKind, Subjects, SyncRequest, Validate};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use shoal_protocol::{AgentNotice, Heartbeat, ServiceKind, Subjects, SyncRequest, Validate};
 use shoal_runtime::metrics::Metrics;
 use shoal_runtime::{ConfigError, Endpoints, NatsError};
-use tokio_util::task::TaskTracker;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::agents::{AgentSet, Applied};
@@ -50,10 +50,7 @@ impl Counted {
         Counted {
             heartbeats: metrics.counter("heartbeats_sent", "Heartbeats this node published"),
             announces: metrics.counter("announces_sent", "Announces this node published"),
-            agents: metrics.gauge(
-                "agents",
-                "Agents the coordinator has told this node to run",
-            ),
+            agents: metrics.gauge("agents", "Agents the coordinator has told this node to run"),
             nats_errors: metrics.nats_errors(),
         }
     }

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use shoal_protocol::Strategy;
-use shoal_runtime::metrics::{Metrics, Sample, latency_buckets};
+use shoal_runtime::metrics::{Histogram, Metrics, Sample, latency_buckets};
 
 use crate::service::Shared;
 
@@ -20,14 +19,13 @@ pub(crate) struct BalancerMetrics {
 
 impl BalancerMetrics {
     pub(crate) fn register(metrics: &mut Metrics) -> BalancerMetrics {
-        let buckets: Vec<f64> = latency_buckets().collect();
         BalancerMetrics {
             select_seconds: metrics.seconds_by(
                 "select_duration",
                 "Time to answer a select request (one pick) or a select.batch request (many), from decoding it to its answer",
                 "request",
                 ["select", "select_batch"],
-                &buckets,
+                latency_buckets(),
             ),
             nats_errors: metrics.nats_errors(),
         }

@@ -204,7 +204,9 @@ fn select(shared: &Shared, msg: &Message) -> Result<SelectReply, ShoalError> {
 }
 
 fn handle_select_batch(shared: &Shared, msg: &Message) -> Result<SelectBatchReply, ShoalError> {
-    timed(&shared.metrics.select_seconds[1], || select_batch(shared, msg))
+    timed(&shared.metrics.select_seconds[1], || {
+        select_batch(shared, msg)
+    })
 }
 
 /// Picks in order under one lock: each pick counts against its node for the next.

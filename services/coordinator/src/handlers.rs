@@ -266,7 +266,11 @@ where
     move |m| handler(m.payload, leader.clone(), Instant::now())
 }
 
-async fn assign(payload: Bytes, leader: ToLeader, arrived: Instant) -> Result<Assignment, ShoalError> {
+async fn assign(
+    payload: Bytes,
+    leader: ToLeader,
+    arrived: Instant,
+) -> Result<Assignment, ShoalError> {
     let result = match decode::<AssignRequest>(&payload) {
         Ok(req) => leader.ask(|tx| WriteRequest::Assign(req, tx)).await,
         Err(e) => Err(e),
@@ -275,7 +279,11 @@ async fn assign(payload: Bytes, leader: ToLeader, arrived: Instant) -> Result<As
     result
 }
 
-async fn move_agent(payload: Bytes, leader: ToLeader, _: Instant) -> Result<Assignment, ShoalError> {
+async fn move_agent(
+    payload: Bytes,
+    leader: ToLeader,
+    _: Instant,
+) -> Result<Assignment, ShoalError> {
     let result = match decode::<MoveRequest>(&payload) {
         Ok(req) => leader.ask(|tx| WriteRequest::Move(req, tx)).await,
         Err(e) => Err(e),

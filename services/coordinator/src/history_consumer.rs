@@ -43,7 +43,8 @@ pub fn spawn(
             &shutdown,
             "copying the assignment log into postgres",
             || async {
-                let consumed = consume(&store, &stream, &subjects, batch, &progress, &shutdown).await;
+                let consumed =
+                    consume(&store, &stream, &subjects, batch, &progress, &shutdown).await;
                 if consumed.is_err() {
                     nats_errors.inc();
                 }

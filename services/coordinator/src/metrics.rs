@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
 use shoal_protocol::ShoalError;
-use shoal_runtime::metrics::{Metrics, Outcomes, latency_buckets};
+use shoal_runtime::metrics::{Histogram, Metrics, Outcomes, latency_buckets};
 
 use crate::context::Ctx;
 
@@ -83,8 +83,7 @@ impl CoordinatorMetrics {
 
     /// Counts one write request answered with `result` after `started`.
     pub fn assigned<T>(&self, started: Instant, result: &Result<T, ShoalError>) {
-        self.assign_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.assign_seconds.observe(started.elapsed().as_secs_f64());
         self.assigns.count(result);
     }
 }

@@ -224,7 +224,12 @@ async fn write(
     let failed = appender.failed();
     let (items, collected) = mpsc::unbounded_channel();
     let confirm = Arc::new(confirm);
-    let collector = tokio::spawn(collect(collected, failed.clone(), notifier, confirm.clone()));
+    let collector = tokio::spawn(collect(
+        collected,
+        failed.clone(),
+        notifier,
+        confirm.clone(),
+    ));
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut next = None;
     loop {

@@ -182,8 +182,14 @@ async fn every_instance_serves_its_metrics_and_gather_merges_them_all() {
     shoal.assign(&bad).await.unwrap_err();
 
     // Each instance on its own subject.
-    let coordinator = scrape(&shoal, ServiceKind::Coordinator, "c1").await.unwrap();
-    let ok = value(&coordinator, "shoal_coordinator_assigns_total", &[("outcome", "ok")]);
+    let coordinator = scrape(&shoal, ServiceKind::Coordinator, "c1")
+        .await
+        .unwrap();
+    let ok = value(
+        &coordinator,
+        "shoal_coordinator_assigns_total",
+        &[("outcome", "ok")],
+    );
     assert!(ok >= Some(ASSIGNS as f64), "assigns ok: {ok:?}");
     let refused = value(
         &coordinator,
@@ -191,24 +197,56 @@ async fn every_instance_serves_its_metrics_and_gather_merges_them_all() {
         &[("outcome", "bad_request")],
     );
     assert_eq!(refused, Some(1.0));
-    let timed = value(&coordinator, "shoal_coordinator_assign_duration_seconds_count", &[]);
-    assert!(timed >= Some(ASSIGNS as f64 + 1.0), "assigns timed: {timed:?}");
-    assert_eq!(value(&coordinator, "shoal_coordinator_leader", &[]), Some(1.0));
+    let timed = value(
+        &coordinator,
+        "shoal_coordinator_assign_duration_seconds_count",
+        &[],
+    );
+    assert!(
+        timed >= Some(ASSIGNS as f64 + 1.0),
+        "assigns timed: {timed:?}"
+    );
+    assert_eq!(
+        value(&coordinator, "shoal_coordinator_leader", &[]),
+        Some(1.0)
+    );
     assert!(value(&coordinator, "shoal_coordinator_term", &[]) >= Some(1.0));
-    assert_eq!(value(&coordinator, "shoal_coordinator_takeovers_total", &[]), Some(1.0));
-    let appended = value(&coordinator, "shoal_coordinator_log_append_batch_changes_sum", &[]);
-    assert!(appended >= Some(ASSIGNS as f64), "changes appended: {appended:?}");
-    assert_eq!(value(&coordinator, "shoal_coordinator_nats_connected", &[]), Some(1.0));
+    assert_eq!(
+        value(&coordinator, "shoal_coordinator_takeovers_total", &[]),
+        Some(1.0)
+    );
+    let appended = value(
+        &coordinator,
+        "shoal_coordinator_log_append_batch_changes_sum",
+        &[],
+    );
+    assert!(
+        appended >= Some(ASSIGNS as f64),
+        "changes appended: {appended:?}"
+    );
+    assert_eq!(
+        value(&coordinator, "shoal_coordinator_nats_connected", &[]),
+        Some(1.0)
+    );
 
-    let selected = scrape(&shoal, ServiceKind::Balancer, "balancer").await.unwrap();
+    let selected = scrape(&shoal, ServiceKind::Balancer, "balancer")
+        .await
+        .unwrap();
     let picks = value(
         &selected,
         "shoal_balancer_selections_total",
         &[("strategy", "least_agents")],
     );
-    assert!(picks >= Some(ASSIGNS as f64), "least_agents picks: {picks:?}");
+    assert!(
+        picks >= Some(ASSIGNS as f64),
+        "least_agents picks: {picks:?}"
+    );
     assert_eq!(
-        value(&selected, "shoal_balancer_strategy", &[("strategy", "least_agents")]),
+        value(
+            &selected,
+            "shoal_balancer_strategy",
+            &[("strategy", "least_agents")]
+        ),
         Some(1.0)
     );
     assert_eq!(value(&selected, "shoal_balancer_nodes", &[]), Some(1.0));
@@ -238,9 +276,18 @@ async fn every_instance_serves_its_metrics_and_gather_merges_them_all() {
         ("coordinator", "c1"),
     ] {
         let labels = [("instance", instance), ("service", service)];
-        assert_eq!(value(&all, "shoal_up", &labels), Some(1.0), "{instance} up:\n{}", gathered.text);
+        assert_eq!(
+            value(&all, "shoal_up", &labels),
+            Some(1.0),
+            "{instance} up:\n{}",
+            gathered.text
+        );
         let build = format!("shoal_{service}_build_info");
-        assert_eq!(value(&all, &build, &labels), Some(1.0), "{instance}'s build");
+        assert_eq!(
+            value(&all, &build, &labels),
+            Some(1.0),
+            "{instance}'s build"
+        );
         assert!(
             all.iter()
                 .filter(|s| s.name.starts_with(&format!("shoal_{service}_")))
@@ -254,7 +301,11 @@ async fn every_instance_serves_its_metrics_and_gather_merges_them_all() {
         gathered.scrapes
     );
     assert_eq!(
-        value(&all, "shoal_coordinator_assigns_total", &[("outcome", "ok")]),
+        value(
+            &all,
+            "shoal_coordinator_assigns_total",
+            &[("outcome", "ok")]
+        ),
         ok,
         "the coordinator's own count, labelled"
     );
@@ -269,8 +320,13 @@ async fn every_instance_serves_its_metrics_and_gather_merges_them_all() {
             .map(|s| format!("{}{:?}", s.name, s.labels))
             .collect()
     };
-    let registry_now = scrape(&shoal, ServiceKind::Registry, "registry").await.unwrap();
-    assert_eq!(names(&parse(&over_http.body).unwrap()), names(&registry_now));
+    let registry_now = scrape(&shoal, ServiceKind::Registry, "registry")
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&parse(&over_http.body).unwrap()),
+        names(&registry_now)
+    );
     assert_eq!(http::get(port, "/").await.unwrap().status, 404);
 
     // A node that dies: the registry's verdicts, timed from its last heartbeat.
@@ -284,14 +340,21 @@ async fn every_instance_serves_its_metrics_and_gather_merges_them_all() {
     )
     .await;
     let suspect = [("status", "suspect")];
-    let count = value(&registry, "shoal_registry_detection_seconds_count", &suspect);
+    let count = value(
+        &registry,
+        "shoal_registry_detection_seconds_count",
+        &suspect,
+    );
     let sum = value(&registry, "shoal_registry_detection_seconds_sum", &suspect);
     let (Some(count), Some(sum)) = (count, sum) else {
         panic!("no suspect verdict timed")
     };
     assert_eq!(count, 1.0);
     // Suspect after 2 missed intervals of 1 s; well within 5 s.
-    assert!((2.0..5.0).contains(&sum), "suspect {sum} s after the last heartbeat");
+    assert!(
+        (2.0..5.0).contains(&sum),
+        "suspect {sum} s after the last heartbeat"
+    );
     println!("MEASURED last heartbeat → suspect {sum:.2} s");
 }
 
@@ -330,11 +393,18 @@ async fn history_lag_and_postgres_errors_show_a_postgres_outage() {
 
     pg.stop().await.unwrap();
     for i in 0..3 {
-        shoal.assign(&pinned(&format!("during-{i}"), "n1")).await.unwrap();
+        shoal
+            .assign(&pinned(&format!("during-{i}"), "n1"))
+            .await
+            .unwrap();
     }
-    let down = wait_metric(&shoal, c1, "c1", "history lagging a second", |s| {
-        matches!(history(s), (Some(lag), Some(behind)) if lag >= 1.0 && behind >= 1.0)
-    })
+    let down = wait_metric(
+        &shoal,
+        c1,
+        "c1",
+        "history lagging a second",
+        |s| matches!(history(s), (Some(lag), Some(behind)) if lag >= 1.0 && behind >= 1.0),
+    )
     .await;
     let errors = value(&down, "shoal_coordinator_postgres_errors_total", &[]);
     assert!(

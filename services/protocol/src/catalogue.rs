@@ -355,7 +355,9 @@ pub fn asyncapi() -> Value {
             "title": "Shoal",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Shoal's NATS subject contract. Subjects are shown with the default prefix `shoal`; \
-                every request endpoint is also served per instance at `<prefix>.<service>.instance.<instance_id>.<endpoint>`.",
+                every request endpoint is also served per instance at `<prefix>.<service>.instance.<instance_id>.<endpoint>`, \
+                and every instance answers `<prefix>.<service>.instance.<instance_id>.metrics` with its Prometheus metrics \
+                (OpenMetrics text, not JSON; see docs/metrics.md).",
         },
         "defaultContentType": "application/json",
         "servers": {

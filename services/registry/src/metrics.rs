@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 use shoal_protocol::{NodeEventKind, NodeStatus};
-use shoal_runtime::metrics::{Metrics, Sample};
+use shoal_runtime::metrics::{Histogram, Metrics, Sample};
 
 use crate::engine::Engine;
 
@@ -54,7 +53,7 @@ impl RegistryMetrics {
                 "Time from a node's last heartbeat to this replica's verdict that it is suspect or offline (the write that won)",
                 "status",
                 [NodeStatus::Suspect.as_str(), NodeStatus::Offline.as_str()],
-                &DETECTION_BUCKETS,
+                DETECTION_BUCKETS.into_iter(),
             )),
             nats_errors: metrics.nats_errors(),
         }

@@ -11,7 +11,9 @@ use std::fmt::Write as _;
 pub enum ExpositionError {
     #[error("line {line}: sample {name:?} comes before any # TYPE or # HELP line")]
     Undeclared { line: usize, name: String },
-    #[error("line {line}: sample {name:?} does not belong to the family {family:?} declared above it")]
+    #[error(
+        "line {line}: sample {name:?} does not belong to the family {family:?} declared above it"
+    )]
     Foreign {
         line: usize,
         name: String,
@@ -62,7 +64,7 @@ pub fn merge<'a>(
                 eof = true;
                 break;
             }
-            if let Some((keyword, name, rest)) = metadata(line) {
+            if let Some((keyword, name)) = metadata(line) {
                 if !families.contains_key(name) {
                     order.push(name.to_string());
                 }
@@ -73,7 +75,8 @@ pub fn merge<'a>(
                     _ => &mut family.unit,
                 };
                 // A family declared with another type by an earlier part keeps its
-                // type; this part's samples of it are left out.
+                // type; this part's samples of it are left out. (The lines name the
+                // same family: they differ only if the types do.)
                 let clash = keyword == "TYPE" && slot.as_deref().is_some_and(|k| k != line);
                 if slot.is_none() {
                     *slot = Some(line.to_string());
@@ -141,15 +144,15 @@ pub fn merge<'a>(
     Ok(out)
 }
 
-/// `(keyword, family, rest)` of a `# HELP|TYPE|UNIT <family> <rest>` line.
-fn metadata(line: &str) -> Option<(&str, &str, &str)> {
+/// `(keyword, family)` of a `# HELP|TYPE|UNIT <family> …` line.
+fn metadata(line: &str) -> Option<(&str, &str)> {
     let rest = line.strip_prefix("# ")?;
     let (keyword, rest) = rest.split_once(' ')?;
     if !matches!(keyword, "HELP" | "TYPE" | "UNIT") {
         return None;
     }
-    let (name, rest) = rest.split_once(' ').unwrap_or((rest, ""));
-    Some((keyword, name, rest))
+    let name = rest.split_once(' ').map_or(rest, |(name, _)| name);
+    Some((keyword, name))
 }
 
 fn belongs(sample: &str, family: &str) -> bool {

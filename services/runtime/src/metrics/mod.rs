@@ -4,6 +4,7 @@
 //! - [`Metrics`]: the registry a service fills at start (names begin
 //!   `shoal_<service>_`), with what every service reports already in it: its build,
 //!   its NATS connection (connected, reconnects, messages) and its NATS errors;
+//! - [`Histogram`]: observed with atomics alone, for the hot paths;
 //! - [`Outcomes`]: a request counter by outcome (`ok` or the error code), each
 //!   child resolved once so counting costs one atomic add;
 //! - [`Metrics::gauge_fn`] and friends: values read from state the service keeps
@@ -14,6 +15,7 @@
 
 mod exposition;
 pub mod gather;
+mod histogram;
 mod readers;
 pub mod serve;
 
@@ -25,13 +27,13 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use shoal_protocol::{ErrorCode, ServiceKind, ShoalError};
 
 pub use exposition::{ExpositionError, merge};
 pub use gather::{GatherError, GatherOptions, Gathered, Scrape, gather};
+pub use histogram::Histogram;
 pub use readers::Sample;
 pub use serve::MetricsError;
 
@@ -135,12 +137,13 @@ impl Metrics {
         help: &str,
         label: &'static str,
         values: [&'static str; N],
-        buckets: &[f64],
+        buckets: impl Iterator<Item = f64>,
     ) -> [Histogram; N] {
-        let buckets = buckets.to_vec();
-        let family = Family::<[(&'static str, &'static str); 1], Histogram, _>::new_with_constructor(
-            move || Histogram::new(buckets.iter().copied()),
-        );
+        let buckets: Vec<f64> = buckets.collect();
+        let family =
+            Family::<[(&'static str, &'static str); 1], Histogram, _>::new_with_constructor(
+                move || Histogram::new(buckets.iter().copied()),
+            );
         let children = values.map(|v| family.get_or_create_owned(&[(label, v)]));
         self.registry
             .register_with_unit(name, help, Unit::Seconds, family);
@@ -176,9 +179,12 @@ impl Metrics {
         F: Fn() -> f64 + Send + Sync + 'static,
     {
         self.registry
-            .register_collector(Box::new(readers::Reader::gauge(name, help, None, move || {
-                vec![Sample::single(read())]
-            })));
+            .register_collector(Box::new(readers::Reader::gauge(
+                name,
+                help,
+                None,
+                move || vec![Sample::single(read())],
+            )));
     }
 
     /// A counter read at scrape time from a count the service keeps.
@@ -187,9 +193,12 @@ impl Metrics {
         F: Fn() -> f64 + Send + Sync + 'static,
     {
         self.registry
-            .register_collector(Box::new(readers::Reader::counter(name, help, None, move || {
-                vec![Sample::single(read())]
-            })));
+            .register_collector(Box::new(readers::Reader::counter(
+                name,
+                help,
+                None,
+                move || vec![Sample::single(read())],
+            )));
     }
 
     /// Gauges with one label, read at scrape time: `read` gives (label value, value).
@@ -203,7 +212,12 @@ impl Metrics {
         F: Fn() -> Vec<Sample> + Send + Sync + 'static,
     {
         self.registry
-            .register_collector(Box::new(readers::Reader::gauge(name, help, Some(label), read)));
+            .register_collector(Box::new(readers::Reader::gauge(
+                name,
+                help,
+                Some(label),
+                read,
+            )));
     }
 
     /// Counters with one label, read at scrape time from counts the service keeps.
@@ -216,12 +230,13 @@ impl Metrics {
     ) where
         F: Fn() -> Vec<Sample> + Send + Sync + 'static,
     {
-        self.registry.register_collector(Box::new(readers::Reader::counter(
-            name,
-            help,
-            Some(label),
-            read,
-        )));
+        self.registry
+            .register_collector(Box::new(readers::Reader::counter(
+                name,
+                help,
+                Some(label),
+                read,
+            )));
     }
 
     /// The registry itself, for what the helpers above do not cover.

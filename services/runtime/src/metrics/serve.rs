@@ -58,7 +58,8 @@ impl Endpoints<'_> {
             self.tasks
                 .spawn(http(listener, metrics.clone(), shutdown.clone()));
         }
-        self.tasks.spawn(answer(endpoint, metrics, shutdown.clone()));
+        self.tasks
+            .spawn(answer(endpoint, metrics, shutdown.clone()));
         Ok(())
     }
 }
