@@ -32,7 +32,7 @@ use prometheus_client::registry::{Registry, Unit};
 use shoal_protocol::{ErrorCode, ServiceKind, ShoalError};
 
 pub use exposition::{ExpositionError, merge};
-pub use gather::{GatherError, GatherOptions, Gathered, Scrape, gather};
+pub use gather::{GatherError, GatherOptions, Gathered, Scrape, ScrapeError, gather};
 pub use histogram::Histogram;
 pub use readers::Sample;
 pub use serve::MetricsError;
