@@ -67,7 +67,7 @@ impl ShoalClient {
                 found.push(ServiceInstance {
                     instance_id: pong
                         .metadata
-                        .get("instance_id")
+                        .get(crate::subjects::INSTANCE_ID_METADATA)
                         .cloned()
                         .unwrap_or_else(|| pong.id.clone()),
                     name: pong.name,

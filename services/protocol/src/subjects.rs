@@ -48,12 +48,6 @@ impl ServiceKind {
         }
     }
 
-    /// The NATS micro discovery subject every running instance answers
-    /// (`$SRV.PING.<name>`; the reply's metadata carries its instance id).
-    pub fn ping_subject(self) -> String {
-        format!("$SRV.PING.{}", self.service_name())
-    }
-
     pub fn description(self) -> &'static str {
         match self {
             ServiceKind::Announcer => "announces this node and sends its heartbeats",

@@ -7,14 +7,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::Client;
-use async_nats::service::PingResponse;
-use futures::StreamExt;
-use shoal_protocol::subjects::INSTANCE_ID_METADATA;
 use shoal_protocol::{ClientError, ServiceKind, ShoalClient, Subjects};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::exposition::{ExpositionError, merge};
-use crate::NatsError;
 
 /// The services a control plane runs, without the per-node announcers (one per
 /// node: a large fleet would make every gather ask thousands of them; scrape a
@@ -50,8 +46,8 @@ impl Default for GatherOptions {
 /// Why gathering could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatherError {
-    #[error(transparent)]
-    Nats(#[from] NatsError),
+    #[error("finding the running instances: {0}")]
+    Discover(#[source] ClientError),
     #[error("merging the instances' metrics: {0}")]
     Merge(#[source] ExpositionError),
 }
@@ -94,8 +90,10 @@ pub async fn gather(
     subjects: &Subjects,
     options: &GatherOptions,
 ) -> Result<Gathered, GatherError> {
-    let found = discover(client, options).await?;
     let shoal = ShoalClient::new(client.clone(), subjects.clone()).with_timeout(options.timeout);
+    let found = discover(&shoal, options)
+        .await
+        .map_err(GatherError::Discover)?;
     let asked = found.iter().map(|(service, id)| {
         let shoal = &shoal;
         async move {
@@ -145,44 +143,26 @@ const DOWN: &str = "# HELP shoal_up 1 if the instance answered its metrics reque
     shoal_up 0\n\
     # EOF\n";
 
-/// Every instance of `options.services` that answers `$SRV.PING` within
-/// `options.discovery`, by service and instance id, each once.
+/// Every instance of `options.services` that answers `$SRV.PING.<service>` within
+/// `options.discovery`, by service and instance id, each once. Each service is
+/// pinged by name: the announcers of a large fleet do not answer a gather that
+/// leaves them out.
 async fn discover(
-    client: &Client,
+    shoal: &ShoalClient,
     options: &GatherOptions,
-) -> Result<BTreeSet<(ServiceKind, String)>, NatsError> {
-    let inbox = client.new_inbox();
-    let mut replies = client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|source| NatsError::subscribe(inbox.clone(), source))?;
-    for service in &options.services {
-        let subject = service.ping_subject();
-        client
-            .publish_with_reply(subject.clone(), inbox.clone(), "".into())
-            .await
-            .map_err(|source| NatsError::publish(subject, source))?;
-    }
-    client.flush().await.map_err(NatsError::Flush)?;
+) -> Result<BTreeSet<(ServiceKind, String)>, ClientError> {
+    let pings = options
+        .services
+        .iter()
+        .map(|service| shoal.discover(Some(service.service_name()), options.discovery));
     let mut found = BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + options.discovery;
-    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        let pong: PingResponse = match serde_json::from_slice(&message.payload) {
-            Ok(pong) => pong,
-            Err(e) => {
-                warn!(error = %e, "a $SRV.PING answer is not a micro service ping response");
-                continue;
-            }
-        };
-        let service = options
-            .services
-            .iter()
-            .find(|s| s.service_name() == pong.name);
-        match (service, pong.metadata.get(INSTANCE_ID_METADATA)) {
-            (Some(service), Some(id)) => {
-                found.insert((*service, id.clone()));
-            }
-            _ => debug!(name = %pong.name, "a $SRV.PING answer without a Shoal instance id"),
+    for (service, answered) in options
+        .services
+        .iter()
+        .zip(futures::future::join_all(pings).await)
+    {
+        for instance in answered? {
+            found.insert((*service, instance.instance_id));
         }
     }
     Ok(found)
