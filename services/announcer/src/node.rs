@@ -1,5 +1,6 @@
 //! The announcer of one real node: announce, heartbeats, agents, goodbye.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
@@ -10,7 +11,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use shoal_protocol::{AgentNotice, Heartbeat, ServiceKind, Subjects, SyncRequest, Validate};
 use shoal_runtime::metrics::Metrics;
-use shoal_runtime::{ConfigError, Endpoints, NatsError};
+use shoal_runtime::metrics::serve::serve_http;
+use shoal_runtime::{ConfigError, NatsError};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -177,9 +179,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let mut metrics = Metrics::new(ServiceKind::Announcer, &client);
     let counted = Counted::register(&mut metrics);
     let tasks = TaskTracker::new();
-    Endpoints::new(&service, &subjects, &id, &tasks)
-        .serve_metrics(metrics, cfg.common.metrics_listen, &shutdown)
-        .await?;
+    // Over HTTP only: NATS permissions may confine a node to its own subjects.
+    if let Some(addr) = cfg.common.metrics_listen {
+        serve_http(Arc::new(metrics), addr, &tasks, &shutdown).await?;
+    }
     let mut sync = subscribe(&client, subjects.registry_sync()).await?;
     let mut agent_notices = subscribe(&client, subjects.node_agents(&id)).await?;
 

@@ -158,7 +158,9 @@ async fn every_instance_serves_its_metrics_and_gather_merges_them_all() {
     .unwrap();
     let _balancer = balancer(&url);
     let _c1 = coordinator(&url, "c1", &[]).unwrap();
-    let mut node = announcer(&url, "n1", 10);
+    let node_port = ports::free_port();
+    let node_listen = format!("127.0.0.1:{node_port}");
+    let mut node = announcer_with(&url, "n1", 10, &[("SHOAL_METRICS_LISTEN", &node_listen)]);
     let shoal = shoal(&client);
     wait_online(&shoal, 1).await;
     wait_leader(&shoal, &["c1"], LONG).await.unwrap();
@@ -328,6 +330,17 @@ async fn every_instance_serves_its_metrics_and_gather_merges_them_all() {
         names(&registry_now)
     );
     assert_eq!(http::get(port, "/").await.unwrap().status, 404);
+
+    // The node's own count, over HTTP (its NATS user may be confined to its node).
+    wait_for("the node to count its agents", LONG, || async {
+        let answer = http::get(node_port, "/metrics").await.ok()?;
+        let samples = parse(&answer.body).ok()?;
+        let sent = value(&samples, "shoal_announcer_heartbeats_sent_total", &[])?;
+        (sent >= 1.0 && value(&samples, "shoal_announcer_agents", &[]) == Some(ASSIGNS as f64))
+            .then_some(())
+    })
+    .await
+    .unwrap();
 
     // A node that dies: the registry's verdicts, timed from its last heartbeat.
     node.kill().unwrap();

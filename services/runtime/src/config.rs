@@ -176,8 +176,10 @@ pub struct CommonConfig {
     pub log_json: bool,
 
     /// Also serve this process's Prometheus metrics over HTTP at
-    /// `http://ADDR/metrics` (e.g. `127.0.0.1:9464`; port 0 picks a free one). They
-    /// are always served on NATS at `<prefix>.<service>.instance.<instance_id>.metrics`.
+    /// `http://ADDR/metrics` (e.g. `127.0.0.1:9464`; port 0 picks a free one).
+    /// Registries, balancers and coordinators serve them on NATS at
+    /// `<prefix>.<service>.instance.<instance_id>.metrics` in any case; an announcer
+    /// (whose NATS user may be confined to its node's subjects) only here.
     #[arg(long, env = "SHOAL_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 

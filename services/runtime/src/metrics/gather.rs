@@ -12,9 +12,10 @@ use tracing::debug;
 
 use super::exposition::{ExpositionError, merge};
 
-/// The services a control plane runs, without the per-node announcers (one per
-/// node: a large fleet would make every gather ask thousands of them; scrape a
-/// node's announcer with its `--metrics-listen` instead).
+/// The services whose instances serve their metrics on NATS. Announcers serve
+/// theirs over HTTP alone (`--metrics-listen`): NATS permissions may confine a
+/// node to its own subjects, and a large fleet would make every gather ask
+/// thousands of them.
 pub const CONTROL_PLANE: [ServiceKind; 3] = [
     ServiceKind::Registry,
     ServiceKind::Balancer,

@@ -1,7 +1,8 @@
 //! Serving a process's [`Metrics`]: on its NATS subject
 //! `<prefix>.<service>.instance.<id>.metrics` (an endpoint of its micro service,
 //! so `$SRV.INFO` lists it), and, with `--metrics-listen`, as `GET /metrics` over
-//! HTTP/1 for a Prometheus server to scrape directly.
+//! HTTP/1 for a Prometheus server to scrape directly ([`serve_http`] alone for an
+//! announcer, whose NATS user is confined to its node's subjects).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use shoal_protocol::ShoalError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{CONTENT_TYPE, Metrics};
@@ -50,18 +52,31 @@ impl Endpoints<'_> {
             .map_err(|source| NatsError::Endpoint { subject, source })?;
         let metrics = Arc::new(metrics);
         if let Some(addr) = listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| MetricsError::Listen { addr, source })?;
-            let bound = listener.local_addr().unwrap_or(addr);
-            info!(address = %bound, "serving metrics over http at /metrics");
-            self.tasks
-                .spawn(http(listener, metrics.clone(), shutdown.clone()));
+            serve_http(metrics.clone(), addr, self.tasks, shutdown).await?;
         }
         self.tasks
             .spawn(answer(endpoint, metrics, shutdown.clone()));
         Ok(())
     }
+}
+
+/// Serves `metrics` over HTTP alone, at `http://addr/metrics`, on a task of `tasks`
+/// until `shutdown`: for a process whose NATS user may not subscribe to its metrics
+/// subject (an announcer is confined to its node's subjects). An address already
+/// in use is an error now.
+pub async fn serve_http(
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<(), MetricsError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Listen { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    info!(address = %bound, "serving metrics over http at /metrics");
+    tasks.spawn(http(listener, metrics, shutdown.clone()));
+    Ok(())
 }
 
 /// Answers metrics requests on NATS until `shutdown`.
