@@ -408,8 +408,12 @@ pub fn write_schemas(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Files in `schemas/` that other generators write and check: the HTTP gateway's
+/// OpenAPI document (`shoal-openapi` in services/gateway).
+pub const GENERATED_ELSEWHERE: [&str; 1] = ["openapi.json"];
+
 fn is_generated_kind(name: &str) -> bool {
-    name.ends_with(".json") || name.ends_with(".yaml")
+    (name.ends_with(".json") || name.ends_with(".yaml")) && !GENERATED_ELSEWHERE.contains(&name)
 }
 
 /// The files in `dir` that differ from what the protocol types generate: changed,
