@@ -141,3 +141,54 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
         Ok(PathId(value))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_protocol::{ErrorCode, ListNodesRequest, NodeRole, NodeStatus};
+
+    use super::*;
+
+    #[test]
+    fn queries_decode_into_protocol_types_and_empty_values_are_left_out() {
+        let q: ListNodesRequest = decode_query("role=leader&status=&limit=5&label=a%3Db").unwrap();
+        assert_eq!(q.role, Some(NodeRole::Leader));
+        assert_eq!(q.status, None::<NodeStatus>);
+        assert_eq!(q.limit, Some(5));
+        assert_eq!(q.label.as_deref(), Some("a=b"));
+        assert_eq!(
+            decode_query::<ListNodesRequest>("").unwrap(),
+            ListNodesRequest::default()
+        );
+    }
+
+    #[test]
+    fn a_bad_query_parameter_is_named() {
+        let e = decode_query::<ListNodesRequest>("role=captain").unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(
+            e.message.starts_with("query parameter `role`"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.details.unwrap()["field"], "role");
+        let e = decode_query::<ListNodesRequest>("limit=0").unwrap_err();
+        assert!(e.message.contains("limit must be 1 to"), "{}", e.message);
+        let e = decode_query::<ListNodesRequest>("limit=1&limit=2").unwrap_err();
+        assert!(e.message.contains("duplicate"), "{}", e.message);
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, value.parse().unwrap());
+            is_json(&headers)
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

@@ -289,3 +289,81 @@ pub fn write(path: &Path) -> std::io::Result<()> {
 pub fn check(path: &Path) -> std::io::Result<bool> {
     Ok(std::fs::read_to_string(path)? == text())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_route_is_documented_once_and_nothing_else_is() {
+        let doc = build();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                documented.insert((method.to_uppercase(), path.clone()));
+                assert!(op["operationId"].is_string(), "{method} {path}");
+            }
+        }
+        let routes: BTreeSet<(String, String)> = table()
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        assert_eq!(routes.len(), table().len(), "a route is in the table twice");
+        assert_eq!(documented, routes);
+        let ids: BTreeSet<&str> = table().iter().map(|r| r.doc.operation_id).collect();
+        assert_eq!(ids.len(), table().len(), "operation ids must be unique");
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        let doc = build();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let responses = doc["components"]["responses"].as_object().unwrap();
+        for part in text.split("\"$ref\":\"").skip(1) {
+            let target = part.split('"').next().unwrap();
+            let found = match target.rsplit_once('/') {
+                Some(("#/components/schemas", name)) => schemas.contains_key(name),
+                Some(("#/components/responses", name)) => responses.contains_key(name),
+                _ => false,
+            };
+            assert!(found, "{target} does not resolve");
+        }
+    }
+
+    #[test]
+    fn query_parameters_come_from_the_protocol_types_without_null() {
+        let doc = build();
+        let params = doc["paths"]["/api/cluster/nodes"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let role = params.iter().find(|p| p["name"] == "role").unwrap();
+        assert_eq!(role["in"], "query");
+        assert_eq!(role["required"], false);
+        assert_eq!(role["schema"]["$ref"], "#/components/schemas/NodeRole");
+        let limit = params.iter().find(|p| p["name"] == "limit").unwrap();
+        assert_eq!(limit["schema"]["type"], "integer", "{limit}");
+        assert_eq!(limit["schema"]["minimum"], 1, "{limit}");
+        let balance = &doc["paths"]["/api/cluster/balance"]["post"]["parameters"][0];
+        assert_eq!(balance["name"], "strategy");
+        assert_eq!(balance["required"], true);
+    }
+
+    #[test]
+    fn non_null_drops_only_the_null_alternative() {
+        assert_eq!(
+            non_null(json!({ "type": ["integer", "null"], "minimum": 1 })),
+            json!({ "type": "integer", "minimum": 1 })
+        );
+        assert_eq!(
+            non_null(
+                json!({ "anyOf": [{ "$ref": "#/x" }, { "type": "null" }], "description": "d" })
+            ),
+            json!({ "$ref": "#/x", "description": "d" })
+        );
+        let two = json!({ "anyOf": [{ "type": "string" }, { "type": "integer" }] });
+        assert_eq!(non_null(two.clone()), two);
+    }
+}
