@@ -85,8 +85,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// A query string decoded into a protocol type and validated. Parameters given
-/// empty (`?role=&status=online`) count as left out.
+/// A query string decoded into a protocol type and validated.
 pub struct Query<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for Query<T>
@@ -104,10 +103,7 @@ where
 /// Decodes `query` (`a=1&b=x`) into `T` and validates it; a failure names the
 /// parameter.
 pub fn decode_query<T: DeserializeOwned + Validate>(query: &str) -> Result<T, ShoalError> {
-    let given = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form_urlencoded::parse(query.as_bytes()).filter(|(_, v)| !v.is_empty()))
-        .finish();
-    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(given.as_bytes()));
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
     let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -149,8 +145,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn queries_decode_into_protocol_types_and_empty_values_are_left_out() {
-        let q: ListNodesRequest = decode_query("role=leader&status=&limit=5&label=a%3Db").unwrap();
+    fn queries_decode_into_protocol_types() {
+        let q: ListNodesRequest = decode_query("role=leader&limit=5&label=a%3Db").unwrap();
         assert_eq!(q.role, Some(NodeRole::Leader));
         assert_eq!(q.status, None::<NodeStatus>);
         assert_eq!(q.limit, Some(5));
@@ -175,6 +171,13 @@ mod tests {
         assert!(e.message.contains("limit must be 1 to"), "{}", e.message);
         let e = decode_query::<ListNodesRequest>("limit=1&limit=2").unwrap_err();
         assert!(e.message.contains("duplicate"), "{}", e.message);
+        // Given empty is given: an empty status is no status.
+        let e = decode_query::<ListNodesRequest>("status=").unwrap_err();
+        assert!(
+            e.message.starts_with("query parameter `status`"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use axum::http::StatusCode;
-use schemars::generate::SchemaSettings;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 use shoal_protocol::ErrorEnvelope;
@@ -24,7 +23,7 @@ pub fn document() -> &'static Value {
 
 /// Builds the document from the route table.
 pub fn build() -> Value {
-    let mut generator = SchemaSettings::draft2020_12()
+    let mut generator = shoal_protocol::catalogue::schema_settings()
         .with(|s| {
             s.definitions_path = "/components/schemas".into();
             s.meta_schema = None;

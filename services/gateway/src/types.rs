@@ -104,7 +104,10 @@ pub struct MoveBody {
     pub node_id: Option<String>,
     /// Makes retries safe: a repeated request_id returns the first result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = shoal_protocol::validate::MAX_TEXT_LEN))]
+    #[schemars(
+        length(min = 1, max = shoal_protocol::validate::MAX_TEXT_LEN),
+        pattern(shoal_protocol::validate::NOT_BLANK_PATTERN)
+    )]
     pub request_id: Option<String>,
 }
 
