@@ -28,23 +28,13 @@ pub struct Stack {
     pub http: reqwest::Client,
 }
 
-/// Settings for the stack's services (`SHOAL_…` variables), by service.
-#[derive(Default)]
-pub struct Settings {
-    pub registry: Vec<(&'static str, &'static str)>,
-}
-
 impl Stack {
     pub async fn start() -> Result<Stack> {
-        Stack::start_with(Settings::default()).await
-    }
-
-    pub async fn start_with(settings: Settings) -> Result<Stack> {
         let nats = NatsServer::start().await?;
         let pg = Postgres::start().await?;
         let db = pg.create_database().await?;
         let url = nats.url();
-        let registry = service(&url, "shoal-registry", "registry-1", &settings.registry)?;
+        let registry = service(&url, "shoal-registry", "registry-1", &[])?;
         let balancer = service(&url, "shoal-balancer", "balancer-1", &[])?;
         let coordinator = service(
             &url,
