@@ -7,11 +7,14 @@
 #   - iproute2 (`ip`, `tc`, `ss`) when missing: the fault tests give a node its own
 #     network namespace and cut its link;
 #   - librsvg2-bin (`rsvg-convert`) when missing: the loadtest's picture test renders
-#     its SVG to PNG, which fails on malformed SVG.
+#     its SVG to PNG, which fails on malformed SVG;
+#   - Schemathesis (pinned, from PyPI) in a virtualenv under .shoal/tools/: the
+#     gateway's tests run it against the live HTTP API's OpenAPI document.
 # Idempotent: a second run only checks. Prints where things are.
 set -euo pipefail
 
 NATS_SERVER_VERSION="${SHOAL_NATS_SERVER_VERSION:-2.15.1}"
+SCHEMATHESIS_VERSION="${SHOAL_SCHEMATHESIS_VERSION:-4.32.5}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="$root/.shoal/tools"
 nats_dir="$tools/nats-server-$NATS_SERVER_VERSION"
@@ -31,6 +34,20 @@ else
   "$nats_bin" --version
 fi
 ln -sfn "nats-server-$NATS_SERVER_VERSION/bin/nats-server" "$tools/nats-server"
+
+st_dir="$tools/schemathesis-$SCHEMATHESIS_VERSION"
+st_bin="$st_dir/bin/schemathesis"
+if [ -x "$st_bin" ] && "$st_dir/bin/python" -m pip show schemathesis 2>/dev/null | grep -q "^Version: $SCHEMATHESIS_VERSION\$"; then
+  say "schemathesis $SCHEMATHESIS_VERSION present at $st_bin"
+else
+  say "installing schemathesis $SCHEMATHESIS_VERSION from PyPI into $st_dir"
+  rm -rf "$st_dir"
+  python3 -m venv "$st_dir"
+  "$st_dir/bin/python" -m pip install --quiet --disable-pip-version-check \
+    "schemathesis==$SCHEMATHESIS_VERSION"
+  "$st_bin" --version
+fi
+ln -sfn "schemathesis-$SCHEMATHESIS_VERSION/bin/schemathesis" "$tools/schemathesis"
 
 # apt_install WHAT PACKAGE...: installs Debian packages, or says how when not root.
 apt_install() {

@@ -415,26 +415,11 @@ fn stats_text(s: &ClusterStats) -> String {
 /// Why the balancer chose `placed`'s node, from its history row (written within
 /// moments of the placement; none for a pinned agent, or if the row is slow).
 async fn placement_reason(client: &ShoalClient, placed: &Assignment) -> Option<String> {
-    let request = HistoryRequest {
-        agent_name: Some(placed.agent_name.clone()),
-        limit: Some(5),
-        ..Default::default()
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-    loop {
-        let rows = client.history(&request).await.ok()?.history;
-        let row = rows.iter().find(|h| {
-            h.action == AssignmentAction::Assigned && h.node_id.as_deref() == Some(&placed.node_id)
-        });
-        if let Some(row) = row {
-            return row.candidates.as_ref().and_then(crate::output::why);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        // Between reads of a history that trails the log by moments.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    client
+        .placement_candidates(placed, std::time::Duration::from_secs(2))
+        .await
+        .as_ref()
+        .and_then(crate::output::why)
 }
 
 #[cfg(test)]

@@ -2,13 +2,24 @@
 //!
 //! One more NATS client: every route is a request on another service's subject
 //! (through [`ShoalClient`]), answered as JSON over HTTP. It serves the REST API the
-//! systems Shoal replaces offered (`/api/cluster/...`), health, and later metrics and
-//! the dashboard. It keeps no state of its own, so any number of gateways may run.
+//! systems Shoal replaces offered (`/api/cluster/...`), health, live events (SSE), its
+//! own OpenAPI document, and later metrics and the dashboard. It keeps no state but
+//! a memory of the replicas it has seen (for health), so any number may run.
+//!
+//! Every route is in one table ([`routes::table`]), from which both the router and
+//! the OpenAPI document ([`openapi`]) are built.
 
 pub mod error;
-mod routes;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod routes;
+pub mod types;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use async_nats::Client;
 use axum::Router;
@@ -18,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use error::ApiError;
+use health::{HealthMonitor, HealthSettings};
 
 /// The gateway's flags (and `SHOAL_…` environment variables).
 #[derive(clap::Parser, Debug, Clone)]
@@ -33,6 +45,16 @@ pub struct Config {
     /// Address the HTTP server listens on (`host:port`; port 0 picks a free one).
     #[arg(long, env = "SHOAL_HTTP_LISTEN", default_value = "127.0.0.1:8151")]
     pub http_listen: SocketAddr,
+
+    /// How long a health check waits for the services' answers (pings, leader,
+    /// JetStream); a replica silent for this long counts as down.
+    #[arg(long, env = "SHOAL_HEALTH_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub health_timeout: Duration,
+
+    /// How long health lists a replica that stopped answering as down before
+    /// forgetting it (a replica removed on purpose stops showing then).
+    #[arg(long, env = "SHOAL_HEALTH_FORGET_AFTER", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub health_forget_after: Duration,
 }
 
 /// Why the gateway could not start or stopped.
@@ -59,6 +81,21 @@ pub enum Error {
 #[derive(Clone)]
 pub struct AppState {
     pub client: ShoalClient,
+    pub health: Arc<HealthMonitor>,
+    /// The `seq` of the last heartbeat sent for a node over HTTP.
+    pub heartbeat_seq: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// State for a gateway named `instance_id`; its health memory starts empty
+    /// (see [`HealthMonitor::run`]).
+    pub fn new(client: ShoalClient, instance_id: String, health: HealthSettings) -> AppState {
+        AppState {
+            health: Arc::new(HealthMonitor::new(client.clone(), instance_id, health)),
+            client,
+            heartbeat_seq: Arc::new(AtomicU64::new(0)),
+        }
+    }
 }
 
 /// The whole HTTP application.
@@ -82,9 +119,18 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         addr: cfg.http_listen,
         source,
     })?;
-    let state = AppState {
-        client: ShoalClient::new(client, subjects),
+    let settings = HealthSettings {
+        window: cfg.health_timeout,
+        forget_after: cfg.health_forget_after,
     };
+    let state = AppState::new(
+        ShoalClient::new(client, subjects),
+        instance_id.clone(),
+        settings,
+    );
+    let monitor = state.health.clone();
+    let rounds = shutdown.clone();
+    tokio::spawn(async move { monitor.run(rounds).await });
     info!(url = %format!("http://{local}/"), instance_id = %instance_id, "gateway ready");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())

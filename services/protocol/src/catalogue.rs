@@ -5,17 +5,51 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use schemars::{Schema, schema_for};
+use schemars::generate::SchemaSettings;
+use schemars::transform::{Transform, transform_subschemas};
+use schemars::{JsonSchema, Schema};
 use serde_json::{Value, json};
 
 use crate::ErrorEnvelope;
 use crate::subjects::{Endpoint, Subjects};
 use crate::types::{Empty, balancer::*, coordinator::*, node::*, registry::*};
 
+/// Gives unsigned integers their largest value (`maximum`) as well as their
+/// smallest: schemars leaves it out for 32- and 64-bit ones, and without it a
+/// schema would accept numbers the types refuse.
+#[derive(Clone, Copy, Debug)]
+pub struct UnsignedMaximum;
+
+impl Transform for UnsignedMaximum {
+    fn transform(&mut self, schema: &mut Schema) {
+        let maximum = match schema.get("format").and_then(Value::as_str) {
+            Some("uint32") => Some(json!(u32::MAX)),
+            Some("uint64" | "uint") => Some(json!(u64::MAX)),
+            _ => None,
+        };
+        if let (Some(maximum), Some(object)) = (maximum, schema.as_object_mut()) {
+            object.entry("maximum").or_insert(maximum);
+        }
+        transform_subschemas(self, schema);
+    }
+}
+
+/// How Shoal's schemas are generated: JSON Schema 2020-12 with
+/// [`UnsignedMaximum`]. The HTTP gateway's OpenAPI document uses the same.
+pub fn schema_settings() -> SchemaSettings {
+    SchemaSettings::draft2020_12().with_transform(UnsignedMaximum)
+}
+
+fn schema_for<T: JsonSchema>() -> Schema {
+    schema_settings()
+        .into_generator()
+        .into_root_schema_for::<T>()
+}
+
 /// Every message type, by the name its schema file carries (`schemas/<Name>.json`).
 pub fn message_schemas() -> BTreeMap<&'static str, Schema> {
     macro_rules! schemas {
-        ($($t:ident),* $(,)?) => { BTreeMap::from([$((stringify!($t), schema_for!($t))),*]) };
+        ($($t:ident),* $(,)?) => { BTreeMap::from([$((stringify!($t), schema_for::<$t>())),*]) };
     }
     schemas!(
         Announce,
@@ -410,8 +444,12 @@ pub fn write_schemas(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Files in `schemas/` that other generators write and check: the HTTP gateway's
+/// OpenAPI document (`shoal-openapi` in services/gateway).
+pub const GENERATED_ELSEWHERE: [&str; 1] = ["openapi.json"];
+
 fn is_generated_kind(name: &str) -> bool {
-    name.ends_with(".json") || name.ends_with(".yaml")
+    (name.ends_with(".json") || name.ends_with(".yaml")) && !GENERATED_ELSEWHERE.contains(&name)
 }
 
 /// The files in `dir` that differ from what the protocol types generate: changed,

@@ -442,6 +442,38 @@ impl ShoalClient {
     pub async fn cluster_stats(&self) -> Result<ClusterStats, ClientError> {
         self.call(Endpoint::CoordinatorStats, &Empty {}).await
     }
+
+    /// Why `placed`'s node: the `candidates` of its history row (the balancer's
+    /// strategy, the node it chose and the candidates it scored). The history trails
+    /// the log by moments, so this asks again for up to `wait`; `None` for a pinned
+    /// agent (the balancer did not choose), or when no row came in time.
+    pub async fn placement_candidates(
+        &self,
+        placed: &Assignment,
+        wait: Duration,
+    ) -> Option<serde_json::Value> {
+        let request = HistoryRequest {
+            agent_name: Some(placed.agent_name.clone()),
+            limit: Some(5),
+            ..Default::default()
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let rows = self.history(&request).await.ok()?.history;
+            let row = rows.into_iter().find(|h| {
+                h.action == AssignmentAction::Assigned
+                    && h.node_id.as_deref() == Some(placed.node_id.as_str())
+            });
+            if let Some(row) = row {
+                return row.candidates;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Between reads of a history that trails the log by moments.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 /// Reads a reply: an error envelope (by its headers, or its shape) or a `Rep`.

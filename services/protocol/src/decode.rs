@@ -56,6 +56,20 @@ pub fn decode_with_limit<T: DeserializeOwned + Validate>(
             "a request must be a JSON object ({{\"field\": …}}), not {kind}"
         )));
     }
+    let value: T = match parse(payload) {
+        Ok(value) => value,
+        // JSON Schema counts 2.0 as an integer: so does Shoal. Tried only when the
+        // message as sent fails, whose error is the one reported.
+        Err(e) => match integral_floats_as_integers(payload) {
+            Some(normalised) => parse(&normalised).map_err(|_| e)?,
+            None => return Err(e),
+        },
+    };
+    value.validate()?;
+    Ok(value)
+}
+
+fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ShoalError> {
     let mut de = serde_json::Deserializer::from_slice(payload);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| describe(e, payload))?;
     // Anything after the value (`{"id":"a"} junk`) is malformed too.
@@ -64,8 +78,51 @@ pub fn decode_with_limit<T: DeserializeOwned + Validate>(
             "malformed JSON: trailing characters after the message ({e})"
         ))
     })?;
-    value.validate()?;
     Ok(value)
+}
+
+/// `payload` with every number that is a whole number written with a fraction or
+/// an exponent (`8151.0`, `2e3`) written as an integer; `None` when it holds none
+/// (or is not JSON).
+fn integral_floats_as_integers(payload: &[u8]) -> Option<Vec<u8>> {
+    fn walk(value: &mut serde_json::Value) -> bool {
+        match value {
+            // A whole f64 in range converts to u64 or i64 exactly.
+            serde_json::Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() && f.fract() == 0.0 && (0.0..2f64.powi(64)).contains(&f) => {
+                    *n = serde_json::Number::from(f as u64);
+                    true
+                }
+                Some(f)
+                    if n.is_f64() && f.fract() == 0.0 && (-(2f64.powi(63))..0.0).contains(&f) =>
+                {
+                    *n = serde_json::Number::from(f as i64);
+                    true
+                }
+                _ => false,
+            },
+            serde_json::Value::Array(items) => {
+                let mut changed = false;
+                for item in items {
+                    changed |= walk(item);
+                }
+                changed
+            }
+            serde_json::Value::Object(map) => {
+                let mut changed = false;
+                for item in map.values_mut() {
+                    changed |= walk(item);
+                }
+                changed
+            }
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    if !walk(&mut value) {
+        return None;
+    }
+    serde_json::to_vec(&value).ok()
 }
 
 fn describe(err: serde_path_to_error::Error<serde_json::Error>, payload: &[u8]) -> ShoalError {
@@ -231,6 +288,22 @@ mod tests {
         let e = err(&big);
         assert!(e.message.contains("over the limit"), "{}", e.message);
         assert_eq!(e.details.unwrap()["limit"], MAX_PAYLOAD_BYTES);
+    }
+
+    #[test]
+    fn whole_numbers_written_as_floats_are_integers() {
+        let m: Msg = decode(br#"{"id":"n1","count":3.0}"#).unwrap();
+        assert_eq!(m.count, 3);
+        let m: Msg = decode(br#"{"id":"n1","count":2e1,"inner":{"ratio":1.0}}"#).unwrap();
+        assert_eq!(m.count, 20);
+        let m: Msg = decode(br#"{"id":"n1","count":4294967295.0}"#).unwrap();
+        assert_eq!(m.count, u32::MAX);
+        // A fraction is still refused, and the error is about the message as sent.
+        let e = err(r#"{"id":"n1","count":3.5}"#);
+        assert!(e.message.contains("`count`"), "{}", e.message);
+        assert!(e.message.contains("3.5"), "{}", e.message);
+        let e = err(r#"{"id":"n1","count":-1.0}"#);
+        assert!(e.message.contains("`count`"), "{}", e.message);
     }
 
     #[test]

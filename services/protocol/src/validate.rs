@@ -8,11 +8,17 @@
 //! | what | limit |
 //! |---|---|
 //! | node id, agent name, coordinator id | 1–128 of `A-Z a-z 0-9 - _` |
-//! | labels | 64 pairs; key 1–128 bytes, value up to 255 bytes |
-//! | services, features of a node | 64 each, 1–128 bytes each |
-//! | host name, address, version, reason, request id | up to 255 bytes |
+//! | labels | 64 pairs; key 1–128 characters, value up to 255 characters |
+//! | services, features of a node | 64 each, 1–128 characters each |
+//! | host name, address, version, reason, request id | up to 255 characters |
 //! | ids in `exclude`, in a registry sync | 1,024 |
 //! | a node's own `heartbeat_interval` | 0.01 to 3,600 seconds |
+//!
+//! Lengths count characters, as JSON Schema's `maxLength` does (so at most four
+//! times as many bytes). Names, host names, label keys and request ids must also
+//! hold something besides white space ([`NOT_BLANK_PATTERN`] in the schemas).
+
+use schemars::{Schema, SchemaGenerator, json_schema};
 
 use crate::ShoalError;
 
@@ -34,6 +40,31 @@ pub const MIN_HEARTBEAT_INTERVAL_S: f64 = 0.01;
 /// Longest heartbeat interval a node may declare, in seconds (one hour): a node
 /// heard from less often is not being watched.
 pub const MAX_HEARTBEAT_INTERVAL_S: f64 = 3600.0;
+/// What a value that must not be blank matches: a character other than white
+/// space (Rust's `char::is_whitespace`, spelled out so every regex engine reads it
+/// the same).
+pub const NOT_BLANK_PATTERN: &str = "[^\\u0009-\\u000d\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
+
+/// The schema of a node's or a request's labels: at most [`MAX_LABELS`] pairs, keys
+/// 1 to [`MAX_LABEL_KEY_LEN`] characters and not blank, values up to
+/// [`MAX_LABEL_VALUE_LEN`] characters.
+pub fn labels_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "maxProperties": MAX_LABELS,
+        "propertyNames": {
+            "minLength": 1,
+            "maxLength": MAX_LABEL_KEY_LEN,
+            "pattern": NOT_BLANK_PATTERN,
+        },
+        "additionalProperties": { "type": "string", "maxLength": MAX_LABEL_VALUE_LEN },
+    })
+}
+
+/// Longer than `max` characters.
+fn longer_than(value: &str, max: usize) -> bool {
+    value.chars().nth(max).is_some()
+}
 
 /// A message is checked after it is decoded; the default accepts everything.
 pub trait Validate {
@@ -113,10 +144,10 @@ pub fn non_negative(field: &str, value: f64) -> Result<(), ShoalError> {
 }
 
 pub fn text(field: &str, value: &str) -> Result<(), ShoalError> {
-    if value.len() > MAX_TEXT_LEN {
+    if longer_than(value, MAX_TEXT_LEN) {
         return Err(field_error(
             field,
-            format!("{field} is longer than {MAX_TEXT_LEN} bytes"),
+            format!("{field} is longer than {MAX_TEXT_LEN} characters"),
         ));
     }
     Ok(())
@@ -130,7 +161,7 @@ pub fn non_empty_text(field: &str, value: &str) -> Result<(), ShoalError> {
 }
 
 /// A list of names such as services or features: at most [`MAX_NAMES`], each
-/// 1 to [`MAX_NAME_LEN`] bytes.
+/// 1 to [`MAX_NAME_LEN`] characters.
 pub fn names(field: &str, values: &[String]) -> Result<(), ShoalError> {
     if values.len() > MAX_NAMES {
         return Err(field_error(
@@ -144,12 +175,12 @@ pub fn names(field: &str, values: &[String]) -> Result<(), ShoalError> {
     values.iter().try_for_each(|v| name(field, v))
 }
 
-/// One name (a service): 1 to [`MAX_NAME_LEN`] bytes, not blank.
+/// One name (a service): 1 to [`MAX_NAME_LEN`] characters, not blank.
 pub fn name(field: &str, value: &str) -> Result<(), ShoalError> {
-    if value.len() > MAX_NAME_LEN {
+    if longer_than(value, MAX_NAME_LEN) {
         return Err(field_error(
             field,
-            format!("{field} {value:?} is longer than {MAX_NAME_LEN} bytes"),
+            format!("{field} {value:?} is longer than {MAX_NAME_LEN} characters"),
         ));
     }
     non_empty_text(field, value)
@@ -166,8 +197,8 @@ pub fn ids(field: &str, values: &[String]) -> Result<(), ShoalError> {
     values.iter().try_for_each(|v| id(field, v))
 }
 
-/// Labels: at most [`MAX_LABELS`] pairs, keys 1 to [`MAX_LABEL_KEY_LEN`] bytes, values
-/// up to [`MAX_LABEL_VALUE_LEN`].
+/// Labels: at most [`MAX_LABELS`] pairs, keys 1 to [`MAX_LABEL_KEY_LEN`] characters,
+/// values up to [`MAX_LABEL_VALUE_LEN`].
 pub fn labels(
     field: &str,
     labels: &std::collections::BTreeMap<String, String>,
@@ -182,17 +213,17 @@ pub fn labels(
         ));
     }
     for (k, v) in labels {
-        if k.len() > MAX_LABEL_KEY_LEN {
+        if longer_than(k, MAX_LABEL_KEY_LEN) {
             return Err(field_error(
                 field,
-                format!("{field} key {k:?} is longer than {MAX_LABEL_KEY_LEN} bytes"),
+                format!("{field} key {k:?} is longer than {MAX_LABEL_KEY_LEN} characters"),
             ));
         }
         non_empty_text(&format!("{field} key"), k)?;
-        if v.len() > MAX_LABEL_VALUE_LEN {
+        if longer_than(v, MAX_LABEL_VALUE_LEN) {
             return Err(field_error(
                 field,
-                format!("{field}.{k} is longer than {MAX_LABEL_VALUE_LEN} bytes"),
+                format!("{field}.{k} is longer than {MAX_LABEL_VALUE_LEN} characters"),
             ));
         }
     }

@@ -640,6 +640,24 @@ fn limits_are_the_same_in_the_schemas_and_the_decode_step() {
             json!({"agent_name": "a", "request_id": "r".repeat(256)}),
             false,
         ),
+        // Lengths count characters, in the schema and in the check alike.
+        (
+            json!({"agent_name": "a", "request_id": "é".repeat(255)}),
+            true,
+        ),
+        (
+            json!({"agent_name": "a", "labels": {"k": "日".repeat(255)}}),
+            true,
+        ),
+        // Blank is not a name, a request id or a label key.
+        (json!({"agent_name": "a", "request_id": ""}), false),
+        (json!({"agent_name": "a", "request_id": " \t"}), false),
+        (json!({"agent_name": "a", "request_id": "\u{3000}"}), false),
+        (json!({"agent_name": "a", "request_id": " x "}), true),
+        (json!({"agent_name": "a", "service": " "}), false),
+        (json!({"agent_name": "a", "labels": {" ": "v"}}), false),
+        // A whole number written with a fraction is an integer to both.
+        (json!({"agent_name": "a", "resources": {"cpu": 1.0}}), true),
     ];
     for (request, ok) in cases {
         let bytes = serde_json::to_vec(&request).unwrap();
@@ -662,7 +680,11 @@ fn limits_are_the_same_in_the_schemas_and_the_decode_step() {
     assert!(!announce.is_valid(&request));
     assert!(decode::<Announce>(&serde_json::to_vec(&request).unwrap()).is_err());
     let register = validator("RegisterNodeRequest");
-    for (interval, ok) in [
+    let with_interval = |interval: Value| {
+        json!({"id": "n1", "hostname": "h", "ip_address": "10.0.0.1",
+            "max_agents": 1, "heartbeat_interval": interval})
+    };
+    let mut cases: Vec<(Value, bool)> = [
         (json!(30), true),
         (json!(0.01), true),
         (json!(3600), true),
@@ -671,9 +693,27 @@ fn limits_are_the_same_in_the_schemas_and_the_decode_step() {
         (json!(0.001), false),
         (json!(3601), false),
         (json!("30s"), false),
-    ] {
-        let request = json!({"id": "n1", "hostname": "h", "ip_address": "10.0.0.1",
-            "max_agents": 1, "heartbeat_interval": interval});
+    ]
+    .into_iter()
+    .map(|(interval, ok)| (with_interval(interval), ok))
+    .collect();
+    cases.extend([
+        (json!({"id": "n1", "hostname": "h", "max_agents": 1}), true),
+        (json!({"id": "n1", "hostname": " ", "max_agents": 1}), false),
+        (
+            json!({"id": "n1", "hostname": "h", "max_agents": 1.0, "port": 8151.0}),
+            true,
+        ),
+        (
+            json!({"id": "n1", "hostname": "h", "max_agents": 1.5}),
+            false,
+        ),
+        (
+            json!({"id": "n1", "hostname": "h", "max_agents": 1, "services": ["\n"]}),
+            false,
+        ),
+    ]);
+    for (request, ok) in cases {
         let bytes = serde_json::to_vec(&request).unwrap();
         assert_eq!(register.is_valid(&request), ok, "schema: {request}");
         assert_eq!(

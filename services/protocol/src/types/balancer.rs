@@ -74,11 +74,11 @@ impl fmt::Display for Strategy {
 pub struct SelectRequest {
     /// Only nodes offering this service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = crate::validate::MAX_NAME_LEN))]
+    #[schemars(length(min = 1, max = crate::validate::MAX_NAME_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
     pub service: Option<String>,
     /// Only nodes carrying all these labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128}, "additionalProperties" = {"type": "string", "maxLength": 255}))]
+    #[schemars(schema_with = "crate::validate::labels_schema")]
     pub labels: BTreeMap<String, String>,
     /// Overrides the cluster strategy for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]

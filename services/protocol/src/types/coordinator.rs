@@ -18,10 +18,10 @@ pub struct AssignRequest {
     #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub agent_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = crate::validate::MAX_NAME_LEN))]
+    #[schemars(length(min = 1, max = crate::validate::MAX_NAME_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
     pub service: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128}, "additionalProperties" = {"type": "string", "maxLength": 255}))]
+    #[schemars(schema_with = "crate::validate::labels_schema")]
     pub labels: BTreeMap<String, String>,
     /// Pin to this node instead of asking the balancer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -29,7 +29,7 @@ pub struct AssignRequest {
     pub node_id: Option<String>,
     /// Makes retries safe: a repeated request_id returns the first result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
+    #[schemars(length(min = 1, max = crate::validate::MAX_TEXT_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
     pub request_id: Option<String>,
     /// What the agent is expected to use on its node. Without it the balancer counts
     /// the node's observed per-agent average, or its configured default.
@@ -45,9 +45,11 @@ pub struct AssignRequest {
 pub struct Resources {
     /// Percent of the node's CPU, 0 to 100.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
     pub cpu: f64,
     /// Percent of the node's memory, 0 to 100.
     #[serde(default)]
+    #[schemars(range(min = 0, max = 100))]
     pub memory: f64,
 }
 
@@ -84,7 +86,7 @@ pub struct MoveRequest {
     pub node_id: Option<String>,
     /// Makes retries safe: a repeated request_id returns the first result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
+    #[schemars(length(min = 1, max = crate::validate::MAX_TEXT_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
     pub request_id: Option<String>,
 }
 
@@ -172,7 +174,7 @@ pub struct UnassignRequest {
     /// Makes retries safe: a repeated request_id returns the first result, where
     /// without one a retry of an unassign that took answers `not_found`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
+    #[schemars(length(min = 1, max = crate::validate::MAX_TEXT_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
     pub request_id: Option<String>,
 }
 
@@ -324,6 +326,7 @@ pub struct HistoryRequest {
     pub until: Option<DateTime<Utc>>,
     /// At most this many rows, newest first (default 100, at most 10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10_000))]
     pub limit: Option<u32>,
 }
 

@@ -95,7 +95,7 @@ impl NodeStatus {
 pub struct Announce {
     #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub id: String,
-    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
+    #[schemars(length(min = 1, max = crate::validate::MAX_TEXT_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
     pub hostname: String,
     #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub ip_address: String,
@@ -104,17 +104,17 @@ pub struct Announce {
     #[serde(default)]
     pub role: NodeRole,
     #[serde(default)]
-    #[schemars(length(max = crate::validate::MAX_NAMES), inner(length(min = 1, max = crate::validate::MAX_NAME_LEN)))]
+    #[schemars(length(max = crate::validate::MAX_NAMES), inner(length(min = 1, max = crate::validate::MAX_NAME_LEN), pattern(crate::validate::NOT_BLANK_PATTERN)))]
     pub services: Vec<String>,
     #[serde(default)]
-    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128}, "additionalProperties" = {"type": "string", "maxLength": 255}))]
+    #[schemars(schema_with = "crate::validate::labels_schema")]
     pub labels: BTreeMap<String, String>,
     pub max_agents: u32,
     #[serde(default)]
     #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
     pub version: String,
     #[serde(default)]
-    #[schemars(length(max = crate::validate::MAX_NAMES), inner(length(min = 1, max = crate::validate::MAX_NAME_LEN)))]
+    #[schemars(length(max = crate::validate::MAX_NAMES), inner(length(min = 1, max = crate::validate::MAX_NAME_LEN), pattern(crate::validate::NOT_BLANK_PATTERN)))]
     pub features: Vec<String>,
     #[serde(deserialize_with = "crate::time::rfc3339")]
     pub started_at: DateTime<Utc>,
@@ -148,12 +148,16 @@ pub struct Heartbeat {
     /// Increases by one per heartbeat from the same process; restarts at 1.
     pub seq: u64,
     /// Percent, 0 to 100.
+    #[schemars(range(min = 0, max = 100))]
     pub cpu_usage: f64,
     /// Percent, 0 to 100.
+    #[schemars(range(min = 0, max = 100))]
     pub memory_usage: f64,
     /// Percent, 0 to 100.
+    #[schemars(range(min = 0, max = 100))]
     pub disk_usage: f64,
     /// One-minute load average.
+    #[schemars(range(min = 0))]
     pub load_average: f64,
     pub active_agents: u32,
     /// Seconds since the node's announcer started (the node's uptime, not its

@@ -16,13 +16,13 @@ pub struct ListNodesRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<NodeRole>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = crate::validate::MAX_NAME_LEN))]
+    #[schemars(length(min = 1, max = crate::validate::MAX_NAME_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
     pub service: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<NodeStatus>,
     /// `key=value` (or just `key`, matching any value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
+    #[schemars(length(min = 1, max = crate::validate::MAX_TEXT_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
     pub label: Option<String>,
     /// Only nodes whose id sorts after this one: the `next` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,7 +80,7 @@ impl Validate for NodeIdRequest {
 pub struct RegisterNodeRequest {
     #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub id: String,
-    #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
+    #[schemars(length(min = 1, max = crate::validate::MAX_TEXT_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
     pub hostname: String,
     #[serde(default)]
     #[schemars(length(max = crate::validate::MAX_TEXT_LEN))]
@@ -91,10 +91,10 @@ pub struct RegisterNodeRequest {
     pub role: NodeRole,
     pub max_agents: u32,
     #[serde(default)]
-    #[schemars(length(max = crate::validate::MAX_NAMES), inner(length(min = 1, max = crate::validate::MAX_NAME_LEN)))]
+    #[schemars(length(max = crate::validate::MAX_NAMES), inner(length(min = 1, max = crate::validate::MAX_NAME_LEN), pattern(crate::validate::NOT_BLANK_PATTERN)))]
     pub services: Vec<String>,
     #[serde(default)]
-    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"minLength": 1, "maxLength": 128}, "additionalProperties" = {"type": "string", "maxLength": 255}))]
+    #[schemars(schema_with = "crate::validate::labels_schema")]
     pub labels: BTreeMap<String, String>,
     /// Seconds between the node's heartbeats on `<prefix>.node.<id>.heartbeat`, 0.01 to
     /// 3600 (fractions allowed; `30` for a node reporting every 30 s). The registry
