@@ -5,6 +5,7 @@
 //! systems Shoal replaces offered (`/api/cluster/...`), health, and later metrics and
 //! the dashboard. It keeps no state of its own, so any number of gateways may run.
 
+pub mod dashboard;
 pub mod error;
 mod routes;
 
@@ -63,7 +64,9 @@ pub struct AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    routes::router().with_state(state)
+    routes::router()
+        .merge(dashboard::routes())
+        .with_state(state)
 }
 
 /// Serves HTTP until `shutdown`, then lets in-flight requests finish.
