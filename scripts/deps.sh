@@ -7,7 +7,9 @@
 #   - iproute2 (`ip`, `tc`, `ss`) when missing: the fault tests give a node its own
 #     network namespace and cut its link;
 #   - librsvg2-bin (`rsvg-convert`) when missing: the loadtest's picture test renders
-#     its SVG to PNG, which fails on malformed SVG.
+#     its SVG to PNG, which fails on malformed SVG;
+#   - chromium and chromium-driver (`chromedriver`) when missing: the gateway's browser
+#     test drives the dashboard in headless Chromium over WebDriver.
 # Idempotent: a second run only checks. Prints where things are.
 set -euo pipefail
 
@@ -67,6 +69,10 @@ if ! command -v rsvg-convert >/dev/null 2>&1; then
   apt_install "rsvg-convert" librsvg2-bin
 fi
 say "rsvg-convert in $(command -v rsvg-convert)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  apt_install "chromium and chromedriver" chromium chromium-driver
+fi
+say "chromium in $(command -v chromium), chromedriver in $(command -v chromedriver)"
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   say "installing cargo-nextest"
   cargo install --locked cargo-nextest
