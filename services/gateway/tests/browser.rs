@@ -1,0 +1,232 @@
+//! The dashboard in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, installed by scripts/deps.sh) opens the page a real
+//! `shoal-gateway` serves for a real stack (nats-server, Postgres, registry,
+//! balancer, coordinator, three announcer processes), and sees what a user would:
+//! the nodes online, agents placed, a node killed with -9 turning offline while its
+//! agents move, the reasons behind a placement, the strategy switched and a node
+//! drained from the page. A screenshot is left in target/test-artefacts/.
+
+mod browser_support;
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result, ensure};
+use browser_support::browser::{Browser, artefact};
+use browser_support::stack::{DEADLINE, Stack};
+use fantoccini::Locator;
+use shoal_protocol::{AssignRequest, Strategy};
+use shoal_testkit::wait_for;
+
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+const AGENTS: usize = 6;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_follows_the_cluster_live() {
+    let browser = Browser::start().await.unwrap();
+    let mut stack = Stack::start(&NODES, 10).await.unwrap();
+    let outcome = scenario(&browser, &mut stack).await;
+    let name = if outcome.is_ok() {
+        "dashboard.png"
+    } else {
+        "dashboard-failed.png"
+    };
+    let path = artefact(name).unwrap();
+    match browser.screenshot(&path).await {
+        Ok(()) => println!("screenshot of the dashboard: {}", path.display()),
+        Err(e) => println!("no screenshot of the dashboard: {e:#}"),
+    }
+    if let Err(e) = browser.close().await {
+        println!("closing the browser session failed: {e:#}");
+    }
+    outcome.unwrap();
+}
+
+fn row_of(agent: &str) -> String {
+    format!(r#"[data-testid="assignment-row"][data-agent="{agent}"] [data-testid="agent-link"]"#)
+}
+
+fn drain_button_of(node: &str) -> String {
+    format!(r#"[data-testid="node-row"][data-node-id="{node}"] [data-testid="drain-button"]"#)
+}
+
+/// The agents a node's row says it runs (`active/max`).
+fn active(agents: &str) -> Option<usize> {
+    agents.split('/').next()?.parse().ok()
+}
+
+async fn scenario(browser: &Browser, stack: &mut Stack) -> Result<()> {
+    let leader = stack
+        .shoal
+        .leader()
+        .await?
+        .leader
+        .context("the coordinator leads")?;
+    browser.client.goto(&format!("{}/", stack.url)).await?;
+    browser
+        .wait(
+            "every node online, the leader, its term and the strategy, live, no error",
+            DEADLINE,
+            |p| {
+                let online = NODES
+                    .iter()
+                    .all(|id| p.node(id).is_some_and(|n| n.status == "online"));
+                (online
+                    && p.nodes.len() == NODES.len()
+                    && p.leader == leader.coordinator_id
+                    && p.term == leader.epoch.to_string()
+                    && p.strategy == "least_agents"
+                    && p.live == "live"
+                    && p.errors.is_empty())
+                .then_some(())
+            },
+        )
+        .await?;
+
+    // Agents assigned over NATS appear on the page where the coordinator put them.
+    let mut placed = BTreeMap::new();
+    for i in 1..=AGENTS {
+        let req = AssignRequest {
+            agent_name: format!("agent-{i}"),
+            ..AssignRequest::default()
+        };
+        let a = stack.shoal.assign_acknowledged(&req, DEADLINE).await?;
+        placed.insert(a.agent_name, a.node_id);
+    }
+    browser
+        .wait(
+            "every agent listed on its node, and the nodes' slots in use",
+            DEADLINE,
+            |p| {
+                let listed = p.assignments.len() == AGENTS
+                    && placed.iter().all(|(agent, node)| {
+                        p.assignments
+                            .iter()
+                            .any(|r| &r.agent == agent && &r.node == node && r.status == "running")
+                    });
+                let slots: Option<usize> = p.nodes.iter().map(|n| active(&n.agents)).sum();
+                (listed && slots == Some(AGENTS)).then_some(())
+            },
+        )
+        .await?;
+
+    charts_or_their_note(browser, stack).await?;
+
+    // kill -9 of a node: the page shows it offline and its agents elsewhere.
+    let victim = placed["agent-1"].clone();
+    let moved: Vec<&String> = placed
+        .iter()
+        .filter(|(_, node)| **node == victim)
+        .map(|(agent, _)| agent)
+        .collect();
+    stack.kill_node(&victim)?;
+    let page = browser
+        .wait(
+            &format!("{victim} offline and its agents moved"),
+            DEADLINE,
+            |p| {
+                let offline = p.node(&victim).is_some_and(|n| n.status == "offline");
+                let elsewhere = p.assignments.len() == AGENTS
+                    && p.assignments
+                        .iter()
+                        .all(|r| r.node != victim && r.status == "running" && !r.waiting);
+                (offline && elsewhere).then(|| p.clone())
+            },
+        )
+        .await?;
+    ensure!(
+        page.events
+            .iter()
+            .any(|e| e.contains(&format!("node {victim} offline"))),
+        "the event feed shows no offline event for {victim}: {:?}",
+        page.events
+    );
+    for row in &page.assignments {
+        let truth = stack.shoal.get_assignment(&row.agent).await?;
+        ensure!(
+            truth.node_id == row.node,
+            "the page shows {} on {}, the coordinator has it on {}",
+            row.agent,
+            row.node,
+            truth.node_id
+        );
+    }
+
+    // "why this node": a moved agent's history, with the candidates of its placement.
+    let agent = moved.first().context("agent-1 was on the victim")?;
+    browser.click(&row_of(agent)).await?;
+    browser
+        .wait(
+            &format!("{agent}'s history: placed on {victim} among every node, then moved"),
+            DEADLINE,
+            |p| {
+                let rows = p.history.as_ref()?;
+                let first = rows.iter().find(|r| r.action == "assigned")?;
+                let why = first.candidates.len() == NODES.len()
+                    && first.text.contains(&format!("chose {victim}"));
+                let away = rows.iter().any(|r| {
+                    matches!(r.action.as_str(), "orphaned" | "reassigned")
+                        && r.text.contains(&format!("{victim} → "))
+                });
+                (why && away).then_some(())
+            },
+        )
+        .await?;
+
+    // The strategy, switched from the page, is the balancer's.
+    browser
+        .client
+        .find(Locator::Css(r#"[data-testid="strategy"]"#))
+        .await?
+        .select_by_value(Strategy::LeastLoaded.as_str())
+        .await?;
+    wait_for("the balancer to use least_loaded", DEADLINE, || async {
+        (stack.shoal.get_strategy().await.ok()?.strategy == Strategy::LeastLoaded).then_some(())
+    })
+    .await?;
+
+    // Draining from the page: the node is shown draining and its agents leave it.
+    let survivors: Vec<&str> = NODES.iter().copied().filter(|n| *n != victim).collect();
+    let (drained, keeper) = (survivors[0], survivors[1]);
+    browser.click(&drain_button_of(drained)).await?;
+    browser
+        .wait(
+            &format!("{drained} shown draining, every agent on {keeper}"),
+            DEADLINE,
+            |p| {
+                let node = p.node(drained)?;
+                let moved = p.assignments.len() == AGENTS
+                    && p.assignments
+                        .iter()
+                        .all(|r| r.node == keeper && r.status == "running");
+                (node.status == "draining"
+                    && node.button == "Undrain"
+                    && moved
+                    && p.strategy == "least_loaded"
+                    && p.errors.is_empty())
+                .then_some(())
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// With `/metrics` served, the throughput chart is drawn; without, a note says so
+/// and the charts are hidden.
+async fn charts_or_their_note(browser: &Browser, stack: &Stack) -> Result<()> {
+    let metrics = shoal_testkit::http::get(stack.http_port, "/metrics").await?;
+    if metrics.status == 404 {
+        browser
+            .wait("a note in place of the charts", DEADLINE, |p| {
+                let note = p.metrics_note.as_deref()?;
+                (p.throughput_points.is_none() && note.contains("serves no /metrics")).then_some(())
+            })
+            .await?;
+    } else {
+        browser
+            .wait("the throughput chart drawn from /metrics", DEADLINE, |p| {
+                p.throughput_points.is_some_and(|n| n >= 1).then_some(())
+            })
+            .await?;
+    }
+    Ok(())
+}
