@@ -117,7 +117,13 @@ const refreshAssignments = refresher(() => tracked('assignments', async () => {
 }));
 
 const refreshLeader = refresher(() => tracked('leader', async () => {
-  showLeader((await api.leader()).leader);
+  try {
+    showLeader((await api.leader()).leader);
+  } catch (e) {
+    // Between terms no coordinator leads: that is news, not a failure of the page.
+    if (e.code !== 'not_leader') throw e;
+    showLeader(null, e.message);
+  }
 }));
 
 const refreshStrategy = refresher(() => tracked('strategy', async () => {
@@ -153,14 +159,13 @@ function drawAssignments() {
   $('assignments-empty').hidden = state.assignments.length > 0;
 }
 
-/** Shows the leader; accepts `{coordinator_id, epoch}` or `{id, term}`. */
-function showLeader(leader) {
+/** Shows the leader (`{coordinator_id, epoch, since}`), or that there is none and why. */
+function showLeader(leader, why) {
   const id = leader ? (leader.coordinator_id ?? leader.id) : null;
-  const term = leader ? (leader.epoch ?? leader.term) : null;
   $('leader').textContent = id ?? 'none';
   $('leader').classList.toggle('missing', !id);
-  $('term').textContent = term ?? '–';
-  if (leader && leader.since) $('leader').title = `leader since ${leader.since}`;
+  $('leader').title = id ? `leader since ${leader.since}` : (why || 'no coordinator leads');
+  $('term').textContent = leader ? String(leader.epoch ?? leader.term) : '–';
 }
 
 function showStrategy(strategy) {
@@ -253,6 +258,9 @@ function onEvent(kind, message) {
   }
 }
 
+/** After the stream is refused (the browser then gives up), try again this much later. */
+const EVENTS_RETRY_MS = 5000;
+
 function connectEvents() {
   const live = $('live');
   const source = api.events();
@@ -264,9 +272,14 @@ function connectEvents() {
     refreshAll();
   });
   source.addEventListener('error', () => {
-    live.textContent = source.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting';
+    live.textContent = 'reconnecting';
     live.className = 'live down';
     setError('events', new Error('GET /api/cluster/events: the live event stream is down, reconnecting'));
+    // The browser retries a dropped stream by itself, but not one it was refused.
+    if (source.readyState === EventSource.CLOSED) {
+      source.close();
+      setTimeout(connectEvents, EVENTS_RETRY_MS);
+    }
   });
   for (const kind of ['registry', 'coordinator', 'leader']) {
     source.addEventListener(kind, (message) => onEvent(kind, message));

@@ -88,7 +88,7 @@ return {
   term: text(q(document, 'term')),
   strategy: q(document, 'strategy').value,
   live: text(q(document, 'live')),
-  errors: all(document, 'error').map(text),
+  errors: all(document, 'error').map((e) => text(e.querySelector('span'))),
   events: all(document, 'event').map(text),
   history: shown(history)
     ? all(history, 'history-row').map((r) => ({
