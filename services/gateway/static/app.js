@@ -6,7 +6,7 @@
 import { api, metricsText } from './api.js';
 import { LineChart } from './charts.js';
 import { METRICS, has, parse, quantileBetween, rate } from './metrics.js';
-import { describeEvent, h, renderAssignments, renderHistory, renderNodes } from './views.js';
+import { clock, describeEvent, h, renderAssignments, renderHistory, renderNodes } from './views.js';
 
 /** The balancer's strategies, in the order the menu lists them. */
 const STRATEGIES = ['round_robin', 'least_loaded', 'least_agents', 'random', 'weighted'];
@@ -223,7 +223,7 @@ function closeHistory() {
 function addEvent(kind, data) {
   const { text, level } = describeEvent(kind, data);
   const item = h('li', { 'data-testid': 'event', 'data-kind': kind, class: level },
-    h('time', {}, new Date().toLocaleTimeString()), h('span', { class: `kind kind-${kind}` }, kind), h('span', {}, text));
+    h('time', { datetime: data.at, title: data.at }, clock(data.at || new Date().toISOString())), h('span', { class: `kind kind-${kind}` }, kind), h('span', {}, text));
   const list = $('events');
   list.prepend(item);
   while (list.children.length > MAX_EVENTS) list.lastChild.remove();

@@ -151,9 +151,8 @@ export function renderAssignments(tbody, assignments, actions) {
 /** "why this node": the strategy, and each candidate's score with the chosen one marked. */
 function why(candidates) {
   if (!candidates || !Array.isArray(candidates.candidates)) return null;
-  const table = h('table', { class: 'why', 'data-testid': 'why' },
-    h('caption', {}, `${candidates.strategy || 'balancer'} chose ${candidates.chosen || '?'} ` +
-      `of ${candidates.candidates.length} candidate${candidates.candidates.length === 1 ? '' : 's'}`),
+  const n = candidates.candidates.length;
+  const table = h('table', {},
     h('thead', {}, h('tr', {}, h('th', {}, 'candidate'), h('th', {}, 'score'))));
   const body = h('tbody');
   for (const c of candidates.candidates) {
@@ -163,16 +162,20 @@ function why(candidates) {
       h('td', { class: 'num' }, Number(c.score).toFixed(3))));
   }
   table.append(body);
-  return table;
+  return h('div', { class: 'why', 'data-testid': 'why' },
+    h('p', {}, `why ${candidates.chosen || '?'}: ${candidates.strategy || 'the balancer'} chose it ` +
+      `of ${n} candidate${n === 1 ? '' : 's'}`),
+    table);
 }
 
 /** An agent's history, newest first. */
 export function renderHistory(list, entries) {
   const rows = [...entries].sort((a, b) => (b.log_seq - a.log_seq) || (b.log_index - a.log_index));
   list.replaceChildren(...rows.map((e) => {
-    const move = e.previous_node_id && e.node_id && e.previous_node_id !== e.node_id
-      ? `${e.previous_node_id} → ${e.node_id}`
-      : (e.node_id || e.previous_node_id || '');
+    let move = e.node_id || '';
+    if (e.previous_node_id && e.previous_node_id !== e.node_id) {
+      move = `${e.previous_node_id} → ${e.node_id || 'waiting for a node'}`;
+    }
     return h('li', { 'data-testid': 'history-row', 'data-action': e.action },
       h('div', { class: 'line' },
         h('time', { datetime: e.at, title: e.at }, clock(e.at)), ' ',

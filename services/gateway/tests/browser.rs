@@ -3,8 +3,9 @@
 //! `shoal-gateway` serves for a real stack (nats-server, Postgres, registry,
 //! balancer, coordinator, three announcer processes), and sees what a user would:
 //! the nodes online, agents placed, a node killed with -9 turning offline while its
-//! agents move, the reasons behind a placement, the strategy switched and a node
-//! drained from the page. A screenshot is left in target/test-artefacts/.
+//! agents move, the reasons behind a placement, the strategy switched, a node
+//! drained from the page with its agents waiting for room, and those agents placed
+//! once the killed node is back. A screenshot is left in target/test-artefacts/.
 
 mod browser_support;
 
@@ -19,11 +20,14 @@ use shoal_testkit::wait_for;
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const AGENTS: usize = 6;
+/// Each node's agent slots: after one node is lost the other two are full, so a
+/// node drained then has agents waiting for room.
+const SLOTS: u32 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_follows_the_cluster_live() {
     let browser = Browser::start().await.unwrap();
-    let mut stack = Stack::start(&NODES, 10).await.unwrap();
+    let mut stack = Stack::start(&NODES, SLOTS).await.unwrap();
     let outcome = scenario(&browser, &mut stack).await;
     let name = if outcome.is_ok() {
         "dashboard.png"
@@ -162,7 +166,9 @@ async fn scenario(browser: &Browser, stack: &mut Stack) -> Result<()> {
                 let rows = p.history.as_ref()?;
                 let first = rows.iter().find(|r| r.action == "assigned")?;
                 let why = first.candidates.len() == NODES.len()
-                    && first.text.contains(&format!("chose {victim}"));
+                    && first
+                        .text
+                        .contains(&format!("why {victim}: least_agents chose it of 3"));
                 let away = rows.iter().any(|r| {
                     matches!(r.action.as_str(), "orphaned" | "reassigned")
                         && r.text.contains(&format!("{victim} → "))
@@ -184,26 +190,54 @@ async fn scenario(browser: &Browser, stack: &mut Stack) -> Result<()> {
     })
     .await?;
 
-    // Draining from the page: the node is shown draining and its agents leave it.
-    let survivors: Vec<&str> = NODES.iter().copied().filter(|n| *n != victim).collect();
-    let (drained, keeper) = (survivors[0], survivors[1]);
+    // Draining from the page while the other node is full: the node is shown
+    // draining and its agents wait, highlighted, for room elsewhere.
+    let drained = NODES
+        .iter()
+        .copied()
+        .find(|n| *n != victim)
+        .context("a node besides the victim")?;
+    let on_drained = page
+        .assignments
+        .iter()
+        .filter(|r| r.node == drained)
+        .count();
     browser.click(&drain_button_of(drained)).await?;
     browser
         .wait(
-            &format!("{drained} shown draining, every agent on {keeper}"),
+            &format!("{drained} shown draining, its {on_drained} agents waiting"),
             DEADLINE,
             |p| {
                 let node = p.node(drained)?;
-                let moved = p.assignments.len() == AGENTS
-                    && p.assignments
-                        .iter()
-                        .all(|r| r.node == keeper && r.status == "running");
+                let waiting: Vec<_> = p.assignments.iter().filter(|r| r.waiting).collect();
                 (node.status == "draining"
                     && node.button == "Undrain"
-                    && moved
+                    && waiting.len() == on_drained
+                    && waiting.iter().all(|r| r.status == "migrating")
                     && p.strategy == "least_loaded"
                     && p.errors.is_empty())
                 .then_some(())
+            },
+        )
+        .await?;
+
+    let shot = artefact("dashboard-draining.png")?;
+    browser.screenshot(&shot).await?;
+    println!("screenshot of the dashboard, agents waiting: {}", shot.display());
+
+    // The killed node comes back: the waiting agents go to it.
+    stack.restart_node(&victim)?;
+    browser
+        .wait(
+            &format!("{victim} online again, no agent waiting or left on {drained}"),
+            DEADLINE,
+            |p| {
+                let back = p.node(&victim).is_some_and(|n| n.status == "online");
+                let settled = p.assignments.len() == AGENTS
+                    && p.assignments
+                        .iter()
+                        .all(|r| r.node != drained && r.status == "running" && !r.waiting);
+                (back && settled).then_some(())
             },
         )
         .await?;

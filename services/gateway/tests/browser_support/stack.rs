@@ -122,12 +122,21 @@ impl Stack {
         })
     }
 
-    /// kill -9 of node `id`'s announcer.
-    pub fn kill_node(&mut self, id: &str) -> Result<()> {
+    fn node(&mut self, id: &str) -> Result<&mut ServiceProcess> {
         match self.nodes.get_mut(id) {
-            Some(node) => node.kill(),
+            Some(node) => Ok(node),
             None => bail!("no node {id} in this stack"),
         }
+    }
+
+    /// kill -9 of node `id`'s announcer.
+    pub fn kill_node(&mut self, id: &str) -> Result<()> {
+        self.node(id)?.kill()
+    }
+
+    /// Starts node `id`'s announcer again (after [`Stack::kill_node`]).
+    pub fn restart_node(&mut self, id: &str) -> Result<()> {
+        self.node(id)?.respawn()
     }
 }
 
