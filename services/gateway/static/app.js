@@ -325,7 +325,7 @@ function startMetrics() {
     note(missing.length ? `Not in /metrics yet: ${missing.join(', ')}.` : '');
     if (previous) {
       const seconds = (scrape.at - previous.at) / 1000;
-      throughput.push(rate(previous.samples, scrape.samples, METRICS.assigns, seconds));
+      throughput.push(rate(previous.samples, scrape.samples, METRICS.assigns, seconds, METRICS.assignsLabels));
       latency.push(quantileBetween(previous.samples, scrape.samples, METRICS.assignLatency, METRICS.latencyQuantile));
     }
     previous = scrape;

@@ -4,8 +4,10 @@
 
 /** The metrics the charts are drawn from; adjust here if the services rename them. */
 export const METRICS = {
-  /** Counter: assignments made (summed over every coordinator instance). */
+  /** Counter: assign requests answered (summed over every coordinator instance)… */
   assigns: 'shoal_coordinator_assigns_total',
+  /** …of these only (a label absent from a sample does not exclude it). */
+  assignsLabels: { outcome: 'ok' },
   /** Histogram, in seconds: how long an assign took (its `_bucket` series, by `le`). */
   assignLatency: 'shoal_coordinator_assign_duration_seconds',
   /** The quantile the latency chart shows. */
@@ -99,19 +101,24 @@ function growth(before, after) {
   return total;
 }
 
-/** The values of `name`'s series, by label set. */
-export function series(samples, name, omit) {
+/** Whether a sample's labels agree with `wanted` wherever it has them. */
+function matches(labels, wanted) {
+  return Object.entries(wanted).every(([k, v]) => labels[k] === undefined || labels[k] === v);
+}
+
+/** The values of `name`'s series whose labels match `wanted`, by label set. */
+function series(samples, name, wanted) {
   const out = new Map();
   for (const s of samples) {
-    if (s.name === name) out.set(labelKey(s.labels, omit), s.value);
+    if (s.name === name && matches(s.labels, wanted)) out.set(labelKey(s.labels), s.value);
   }
   return out;
 }
 
-/** Per-second rate of counter `name` between two scrapes `seconds` apart. */
-export function rate(before, after, name, seconds) {
+/** Per-second rate of counter `name` (its series matching `wanted`) between two scrapes `seconds` apart. */
+export function rate(before, after, name, seconds, wanted = {}) {
   if (!(seconds > 0)) return null;
-  return growth(series(before, name), series(after, name)) / seconds;
+  return growth(series(before, name, wanted), series(after, name, wanted)) / seconds;
 }
 
 /**

@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, ensure};
 use browser_support::browser::{Browser, artefact};
-use browser_support::stack::{DEADLINE, Stack};
+use browser_support::stack::{DEADLINE, Gateway, Stack};
 use fantoccini::Locator;
 use shoal_protocol::{AssignRequest, Strategy};
-use shoal_testkit::wait_for;
+use shoal_testkit::{NatsServer, wait_for};
 
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const AGENTS: usize = 6;
@@ -65,7 +65,10 @@ async fn scenario(browser: &Browser, stack: &mut Stack) -> Result<()> {
         .await?
         .leader
         .context("the coordinator leads")?;
-    browser.client.goto(&format!("{}/", stack.url)).await?;
+    browser
+        .client
+        .goto(&format!("{}/", stack.gateway.url))
+        .await?;
     browser
         .wait(
             "every node online, the leader, its term and the strategy, live, no error",
@@ -223,7 +226,10 @@ async fn scenario(browser: &Browser, stack: &mut Stack) -> Result<()> {
 
     let shot = artefact("dashboard-draining.png")?;
     browser.screenshot(&shot).await?;
-    println!("screenshot of the dashboard, agents waiting: {}", shot.display());
+    println!(
+        "screenshot of the dashboard, agents waiting: {}",
+        shot.display()
+    );
 
     // The killed node comes back: the waiting agents go to it.
     stack.restart_node(&victim)?;
@@ -247,7 +253,7 @@ async fn scenario(browser: &Browser, stack: &mut Stack) -> Result<()> {
 /// With `/metrics` served, the throughput chart is drawn; without, a note says so
 /// and the charts are hidden.
 async fn charts_or_their_note(browser: &Browser, stack: &Stack) -> Result<()> {
-    let metrics = shoal_testkit::http::get(stack.http_port, "/metrics").await?;
+    let metrics = shoal_testkit::http::get(stack.gateway.port, "/metrics").await?;
     if metrics.status == 404 {
         browser
             .wait("a note in place of the charts", DEADLINE, |p| {
@@ -263,4 +269,115 @@ async fn charts_or_their_note(browser: &Browser, stack: &Stack) -> Result<()> {
             .await?;
     }
     Ok(())
+}
+
+/// With no service behind the gateway, every part of the page that cannot load says
+/// why, in the words of the API's error envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_api_errors() {
+    let browser = Browser::start().await.unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let gateway = Gateway::start(&nats.url()).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{}/", gateway.url))
+        .await
+        .unwrap();
+    // The envelope as the API answers it, fetched beside the page.
+    let script = r#"
+        const done = arguments[arguments.length - 1];
+        fetch('/api/cluster/nodes').then(async (r) => done({ status: r.status, body: await r.json() }),
+          (e) => done({ error: String(e) }));
+    "#;
+    let reply = browser
+        .client
+        .execute_async(script, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(reply["status"], 503, "{reply}");
+    let expected = format!(
+        "GET /api/cluster/nodes: {} ({})",
+        reply["body"]["error"]["message"].as_str().unwrap(),
+        reply["body"]["error"]["code"].as_str().unwrap()
+    );
+    let page = browser
+        .wait("the nodes' error on the page", DEADLINE, |p| {
+            p.errors.contains(&expected).then(|| p.clone())
+        })
+        .await
+        .unwrap();
+    assert!(page.nodes.is_empty(), "{page:#?}");
+    for path in ["/api/cluster/assignments", "/api/cluster/balance"] {
+        assert!(
+            page.errors
+                .iter()
+                .any(|e| e.starts_with(&format!("GET {path}: "))),
+            "no error shown for {path}: {:?}",
+            page.errors
+        );
+    }
+    browser.close().await.unwrap();
+}
+
+/// The charts' arithmetic, run in the browser on two scrapes in the gateway's
+/// `/metrics` form: assigns/s from the `ok` counter's growth (a restarted instance's
+/// counter counts from zero), p99 from the histogram buckets' growth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_compute_rate_and_p99_from_two_scrapes() {
+    let browser = Browser::start().await.unwrap();
+    let nats = NatsServer::start().await.unwrap();
+    let gateway = Gateway::start(&nats.url()).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{}/", gateway.url))
+        .await
+        .unwrap();
+    let scrape = |ok1: u32, conflicts: u32, ok2: u32, buckets: [u32; 4]| {
+        let les = ["0.001", "0.01", "0.1", "+Inf"];
+        let mut text = String::from("# TYPE shoal_coordinator_assigns counter\n");
+        text +=
+            &format!("shoal_coordinator_assigns_total{{instance=\"c1\",outcome=\"ok\"}} {ok1}\n");
+        text += &format!(
+            "shoal_coordinator_assigns_total{{instance=\"c1\",outcome=\"conflict\"}} {conflicts}\n"
+        );
+        text +=
+            &format!("shoal_coordinator_assigns_total{{instance=\"c2\",outcome=\"ok\"}} {ok2}\n");
+        for (le, n) in les.iter().zip(buckets) {
+            text += &format!(
+                "shoal_coordinator_assign_duration_seconds_bucket{{instance=\"c1\",le=\"{le}\"}} {n}\n"
+            );
+        }
+        text + "# EOF\n"
+    };
+    // 2 s apart: c1 made 30 ok assigns, c2 restarted and made 2; 100 assigns timed,
+    // 90 within 10 ms and 10 between 10 and 100 ms.
+    let before = scrape(10, 3, 5, [0, 5, 10, 10]);
+    let after = scrape(40, 13, 2, [0, 95, 110, 110]);
+    let script = r#"
+        const [before, after, done] = arguments;
+        import('/ui/metrics.js').then((m) => {
+          const a = m.parse(before);
+          const b = m.parse(after);
+          const q = m.METRICS.latencyQuantile;
+          done({
+            rate: m.rate(a, b, m.METRICS.assigns, 2, m.METRICS.assignsLabels),
+            p99: m.quantileBetween(a, b, m.METRICS.assignLatency, q),
+            idle: m.quantileBetween(a, a, m.METRICS.assignLatency, q),
+          });
+        }, (e) => done({ error: String(e) }));
+    "#;
+    let got = browser
+        .client
+        .execute_async(script, vec![before.into(), after.into()])
+        .await
+        .unwrap();
+    assert_eq!(got["rate"], 16.0, "{got}");
+    // The 99th of 100 observations is the 9th of the 10 in (0.01, 0.1]: 0.01 + 0.09 × 9/10.
+    let p99 = got["p99"].as_f64().unwrap_or(f64::NAN);
+    assert!((p99 - 0.091).abs() < 1e-9, "{got}");
+    assert!(
+        got["idle"].is_null(),
+        "nothing observed gives no p99: {got}"
+    );
+    browser.close().await.unwrap();
 }

@@ -14,12 +14,9 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The running stack. Fields drop in order: the processes first, the servers last.
 pub struct Stack {
-    _gateway: ServiceProcess,
+    pub gateway: Gateway,
     pub nodes: BTreeMap<String, ServiceProcess>,
     _services: Vec<ServiceProcess>,
-    /// The gateway's base URL, `http://127.0.0.1:PORT`.
-    pub url: String,
-    pub http_port: u16,
     /// Talks to the services over NATS, as the gateway does: the test's own view.
     pub shoal: ShoalClient,
     _pg: Postgres,
@@ -79,20 +76,7 @@ impl Stack {
                 spawn(&url, "shoal-announcer", &format!("node-{id}"), &[], &envs)?,
             );
         }
-        let gateway = spawn(
-            &url,
-            "shoal-gateway",
-            "gateway",
-            &["--http-listen", "127.0.0.1:0"],
-            &[],
-        )?;
-        gateway.wait_for_log("gateway ready", DEADLINE).await?;
-        let base = ready_url(&gateway.log())?;
-        let http_port = base
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("no port in the gateway's url {base}"))?;
+        let gateway = Gateway::start(&url).await?;
 
         let shoal = ShoalClient::new(nats.client().await?, Subjects::default())
             .with_timeout(Duration::from_secs(2))
@@ -111,11 +95,9 @@ impl Stack {
         })
         .await?;
         Ok(Stack {
-            _gateway: gateway,
+            gateway,
             nodes,
             _services: services,
-            url: base,
-            http_port,
             shoal,
             _pg: pg,
             _nats: nats,
@@ -137,6 +119,33 @@ impl Stack {
     /// Starts node `id`'s announcer again (after [`Stack::kill_node`]).
     pub fn restart_node(&mut self, id: &str) -> Result<()> {
         self.node(id)?.respawn()
+    }
+}
+
+/// A `shoal-gateway` process on a port of its choosing.
+pub struct Gateway {
+    _process: ServiceProcess,
+    /// Its base URL, `http://127.0.0.1:PORT`.
+    pub url: String,
+    pub port: u16,
+}
+
+impl Gateway {
+    pub async fn start(nats_url: &str) -> Result<Gateway> {
+        let args = ["--http-listen", "127.0.0.1:0"];
+        let process = spawn(nats_url, "shoal-gateway", "gateway", &args, &[])?;
+        process.wait_for_log("gateway ready", DEADLINE).await?;
+        let url = ready_url(&process.log())?;
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("no port in the gateway's url {url}"))?;
+        Ok(Gateway {
+            _process: process,
+            url,
+            port,
+        })
     }
 }
 
