@@ -4,13 +4,12 @@
 // one line per live event. Text only through textContent: nothing from the API is
 // ever parsed as HTML.
 
-/** Creates `<tag>` with attributes (`class`, `data-*`, …) and children. */
+/** Creates `<tag>` with attributes (`class`, `data-*`, …; `true` for a bare one) and children. */
 export function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;
-    if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? '' : String(v));
+    node.setAttribute(k, v === true ? '' : String(v));
   }
   node.append(...children.filter((c) => c !== undefined && c !== null));
   return node;
