@@ -4,7 +4,7 @@
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const WIDTH = 320;
 const HEIGHT = 100;
-const LEFT = 34;
+const LEFT = 46;
 const TOP = 8;
 const BOTTOM = 14;
 
@@ -83,8 +83,10 @@ export class LineChart {
     });
     flush();
 
-    const last = this.points[this.points.length - 1];
-    this.valueLabel.textContent = last === null || last === undefined ? '–' : this.format(last);
+    // The latest value measured: an interval with nothing to measure (no assign, so
+    // no latency) leaves the last one shown.
+    const latest = values[values.length - 1];
+    this.valueLabel.textContent = latest === undefined ? '–' : this.format(latest);
     this.figure.dataset.points = String(values.length);
   }
 }
