@@ -9,7 +9,9 @@
 #   - librsvg2-bin (`rsvg-convert`) when missing: the loadtest's picture test renders
 #     its SVG to PNG, which fails on malformed SVG;
 #   - Schemathesis (pinned, from PyPI) in a virtualenv under .shoal/tools/: the
-#     gateway's tests run it against the live HTTP API's OpenAPI document.
+#     gateway's tests run it against the live HTTP API's OpenAPI document;
+#   - chromium and chromium-driver (`chromedriver`) when missing: the gateway's browser
+#     test drives the dashboard in headless Chromium over WebDriver.
 # Idempotent: a second run only checks. Prints where things are.
 set -euo pipefail
 
@@ -84,6 +86,10 @@ if ! command -v rsvg-convert >/dev/null 2>&1; then
   apt_install "rsvg-convert" librsvg2-bin
 fi
 say "rsvg-convert in $(command -v rsvg-convert)"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  apt_install "chromium and chromedriver" chromium chromium-driver
+fi
+say "chromium in $(command -v chromium), chromedriver in $(command -v chromedriver)"
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   say "installing cargo-nextest"
   cargo install --locked cargo-nextest

@@ -9,6 +9,7 @@
 //! Every route is in one table ([`routes::table`]), from which both the router and
 //! the OpenAPI document ([`openapi`]) are built.
 
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -100,7 +101,9 @@ impl AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    routes::router().with_state(state)
+    routes::router()
+        .merge(dashboard::routes())
+        .with_state(state)
 }
 
 /// Serves HTTP until `shutdown`, then lets in-flight requests finish.
