@@ -3,7 +3,7 @@
 //! One more NATS client: every route is a request on another service's subject
 //! (through [`ShoalClient`]), answered as JSON over HTTP. It serves the REST API the
 //! systems Shoal replaces offered (`/api/cluster/...`), health, live events (SSE), its
-//! own OpenAPI document, and later metrics and the dashboard. It keeps no state but
+//! own OpenAPI document, the control plane's metrics and the dashboard. It keeps no state but
 //! a memory of the replicas it has seen (for health), so any number may run.
 //!
 //! Every route is in one table ([`routes::table`]), from which both the router and
@@ -13,6 +13,7 @@ pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod health;
+mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod types;
@@ -103,6 +104,7 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     routes::router()
         .merge(dashboard::routes())
+        .merge(metrics::routes())
         .with_state(state)
 }
 

@@ -213,6 +213,38 @@ async fn the_usage_guides_flow_works_over_http() {
     assert_eq!(stats["local_node"], "coordinator-1", "{stats}");
     assert_eq!(stats["is_leader"], true, "{stats}");
     assert_eq!(stats["total_assignments"], 3, "{stats}");
+
+    // Metrics: every instance's, in one OpenMetrics scrape, labelled by instance.
+    let scrape = stack.http.get(stack.url("/metrics")).send().await.unwrap();
+    assert_eq!(scrape.status(), StatusCode::OK);
+    let content_type = scrape.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let text = scrape.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let assigned_ok: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("shoal_coordinator_assigns_total{"))
+        .filter(|l| l.contains("outcome=\"ok\"") && l.contains("instance=\"coordinator-1\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        assigned_ok >= 3.0,
+        "3 assigns made, the scrape counts {assigned_ok}:\n{text}"
+    );
+    for service in ["registry", "balancer", "coordinator"] {
+        assert!(
+            text.lines().any(|l| l.starts_with("shoal_up{")
+                && l.contains(&format!("service=\"{service}\""))
+                && l.ends_with(" 1")),
+            "no live {service} in the scrape:\n{text}"
+        );
+    }
     let registry = &stats["registry"];
     assert_eq!(registry["total_nodes"], 2, "{stats}");
     assert_eq!(registry["healthy_nodes"], 2, "{stats}");
