@@ -86,16 +86,25 @@ pub struct AppState {
     pub health: Arc<HealthMonitor>,
     /// The `seq` of the last heartbeat sent for a node over HTTP.
     pub heartbeat_seq: Arc<AtomicU64>,
+    /// Cancelled when the gateway stops: streams that would never end (the event
+    /// stream) end then, so a graceful shutdown does not wait on them.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
-    /// State for a gateway named `instance_id`; its health memory starts empty
-    /// (see [`HealthMonitor::run`]).
-    pub fn new(client: ShoalClient, instance_id: String, health: HealthSettings) -> AppState {
+    /// State for a gateway named `instance_id` that stops at `shutdown`; its health
+    /// memory starts empty (see [`HealthMonitor::run`]).
+    pub fn new(
+        client: ShoalClient,
+        instance_id: String,
+        health: HealthSettings,
+        shutdown: CancellationToken,
+    ) -> AppState {
         AppState {
             health: Arc::new(HealthMonitor::new(client.clone(), instance_id, health)),
             client,
             heartbeat_seq: Arc::new(AtomicU64::new(0)),
+            shutdown,
         }
     }
 }
@@ -132,6 +141,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         ShoalClient::new(client, subjects),
         instance_id.clone(),
         settings,
+        shutdown.clone(),
     );
     let monitor = state.health.clone();
     let rounds = shutdown.clone();

@@ -157,3 +157,31 @@ async fn node_and_assignment_events_stream_until_the_client_goes() {
     .await
     .unwrap();
 }
+
+/// A stream that never ends must not hold a stopping gateway: on SIGTERM the
+/// event stream ends and the gateway exits 0 within its shutdown grace.
+#[tokio::test]
+async fn a_stopping_gateway_ends_the_event_stream_and_exits_cleanly() {
+    let mut stack = Stack::start().await.unwrap();
+    let response = stack
+        .http
+        .get(stack.url("/api/cluster/events"))
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut events = Events::new(response);
+    stack.gateway.terminate().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), events.next()).await;
+    assert!(
+        matches!(ended, Ok(None)),
+        "the event stream did not end when the gateway stopped: {ended:?}"
+    );
+    let status = stack
+        .gateway
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(status.success(), "the gateway exited with {status}");
+}

@@ -2,7 +2,7 @@
 //! subjects — `registry` (node events), `coordinator` (assignment events) and
 //! `leader` (leader changes) — each `data:` the event's JSON as published on NATS.
 //! The NATS subscriptions are made before the response starts, and dropped with
-//! the stream when the client goes.
+//! the stream when the client goes; the stream ends when the gateway stops.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -65,6 +65,9 @@ async fn events(
     nats.flush()
         .await
         .map_err(|e| ShoalError::unavailable(format!("cannot subscribe to events: {e}")))?;
-    Ok(Sse::new(futures::stream::select_all(streams))
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    let until_shutdown = state.shutdown.clone().cancelled_owned();
+    Ok(
+        Sse::new(futures::stream::select_all(streams).take_until(until_shutdown))
+            .keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+    )
 }
