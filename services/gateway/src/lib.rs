@@ -3,11 +3,13 @@
 //! One more NATS client: every route is a request on another service's subject
 //! (through [`ShoalClient`]), answered as JSON over HTTP. It serves the REST API the
 //! systems Shoal replaces offered (`/api/cluster/...`), health, live events (SSE), its
-//! own OpenAPI document, the control plane's metrics and the dashboard. It keeps no state but
-//! a memory of the replicas it has seen (for health), so any number may run.
+//! own OpenAPI document, the control plane's metrics and the dashboard. It keeps no
+//! state but a memory of the replicas it has seen (for health), so any number may
+//! run.
 //!
-//! Every route is in one table ([`routes::table`]), from which both the router and
-//! the OpenAPI document ([`openapi`]) are built.
+//! Every API route is in one table ([`routes::table`]), from which both the router
+//! and the OpenAPI document ([`openapi`]) are built; the dashboard's pages
+//! ([`dashboard`]) are merged beside them.
 
 pub mod dashboard;
 pub mod error;

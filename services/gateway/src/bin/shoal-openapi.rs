@@ -1,7 +1,7 @@
 //! Writes the gateway's OpenAPI document, or checks the committed one for drift.
 //!
-//!   shoal-openapi write [FILE]   write it (default: schemas/openapi.json)
-//!   shoal-openapi check [FILE]   exit 1 when FILE differs from what the routes build
+//!     shoal-openapi write [FILE]   write it (default: schemas/openapi.json)
+//!     shoal-openapi check [FILE]   exit 1 when FILE differs from what the routes build
 
 use std::path::PathBuf;
 use std::process::ExitCode;
