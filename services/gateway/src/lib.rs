@@ -113,10 +113,10 @@ impl AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    routes::router()
+    let served = routes::router()
         .merge(dashboard::routes())
-        .merge(metrics::routes())
-        .with_state(state)
+        .merge(metrics::routes());
+    routes::with_fallbacks(served).with_state(state)
 }
 
 /// Serves HTTP until `shutdown`, then lets in-flight requests finish.

@@ -365,6 +365,7 @@ fn cases() -> Vec<Case> {
             "bad_request",
             "does not take PUT",
         ),
+        case(M::DELETE, "/", 405, "bad_request", "does not take DELETE"),
         case(
             M::DELETE,
             "/api/cluster/stats",

@@ -32,9 +32,8 @@ pub fn table() -> Vec<Route> {
         .collect()
 }
 
-/// The table served: anything else is a 404 envelope, a method a path does not
-/// take a 405 envelope, and a body over [`shoal_protocol::MAX_PAYLOAD_BYTES`] a
-/// 413 envelope.
+/// The table served, a body over [`shoal_protocol::MAX_PAYLOAD_BYTES`] answered
+/// with a 413 envelope.
 pub fn router() -> Router<AppState> {
     table()
         .into_iter()
@@ -42,7 +41,13 @@ pub fn router() -> Router<AppState> {
             let path = route.path;
             router.route(path, route.into_handler())
         })
+        .layer(DefaultBodyLimit::max(shoal_protocol::MAX_PAYLOAD_BYTES))
+}
+
+/// `router` (with whatever was merged into it: the dashboard, metrics) answering a path no route serves
+/// with a 404 envelope and a method a path does not take with a 405 envelope.
+pub fn with_fallbacks(router: Router<AppState>) -> Router<AppState> {
+    router
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(shoal_protocol::MAX_PAYLOAD_BYTES))
 }
