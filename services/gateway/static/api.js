@@ -60,6 +60,18 @@ export async function request(method, path, body) {
 export const get = (path) => request('GET', path);
 export const post = (path, body) => request('POST', path, body);
 
+/** `/api/cluster/health`: its report whether healthy (200) or not (503). */
+export async function health() {
+  const path = '/api/cluster/health';
+  const { response, text } = await send('GET', path, { headers: { Accept: 'application/json' } });
+  if (response.status !== 200 && response.status !== 503) throw failure('GET', path, response, text);
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError('GET', path, response.status, 'bad_reply', 'the reply was not JSON');
+  }
+}
+
 /** `path` with the query parameters that have a value. */
 export function withQuery(path, params) {
   const query = new URLSearchParams();

@@ -3,7 +3,7 @@
 // events are missed), draws the coordinator's throughput and latency from /metrics,
 // and shows every API error on the page.
 
-import { api, metricsText } from './api.js';
+import { api, health, metricsText } from './api.js';
 import { LineChart } from './charts.js';
 import { METRICS, has, parse, quantileBetween, rate } from './metrics.js';
 import { clock, describeEvent, h, renderAssignments, renderHistory, renderNodes } from './views.js';
@@ -15,6 +15,9 @@ const SLOW_REFRESH_MS = 10000;
 /** Events arriving together trigger one refresh. */
 const EVENT_DEBOUNCE_MS = 200;
 const METRICS_POLL_MS = 3000;
+/** Health is asked this often (the gateway answers from its last check), so a
+ * crashed service shows within the gateway's 2 s. */
+const HEALTH_POLL_MS = 500;
 const CHART_POINTS = 60;
 const MAX_EVENTS = 100;
 
@@ -334,6 +337,19 @@ function startMetrics() {
   setInterval(poll, METRICS_POLL_MS);
 }
 
+// ---- health ----------------------------------------------------------------
+
+/** Shows the control plane's health: `healthy`, or `unhealthy` and its problems. */
+async function showHealth() {
+  const report = await tracked('health', health);
+  if (!report) return;
+  const el = $('health');
+  const problems = report.problems || [];
+  el.dataset.status = report.status;
+  el.className = `health ${report.status}`;
+  el.textContent = problems.length ? `${report.status}: ${problems.join('; ')}` : report.status;
+}
+
 // ---- start -----------------------------------------------------------------
 
 function start() {
@@ -347,6 +363,8 @@ function start() {
   // "last seen" and "assigned" read as ages: keep them current between refreshes.
   setInterval(() => { drawNodes(); drawAssignments(); }, 1000);
   startMetrics();
+  showHealth();
+  setInterval(showHealth, HEALTH_POLL_MS);
 }
 
 start();

@@ -10,6 +10,7 @@
 mod browser_support;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use browser_support::browser::{Browser, artefact};
@@ -247,6 +248,33 @@ async fn scenario(browser: &Browser, stack: &mut Stack) -> Result<()> {
             },
         )
         .await?;
+
+    // A crashed service shows in the page's health: the goal is 2 s; the page asks
+    // every 500 ms and the test reads the page every poll, hence the margin.
+    browser
+        .wait(
+            "the page to show the control plane healthy",
+            DEADLINE,
+            |p| (p.health == "healthy").then_some(()),
+        )
+        .await?;
+    let killed = Instant::now();
+    stack.kill_service("balancer")?;
+    let page = browser
+        .wait(
+            "the page to show the balancer's crash",
+            Duration::from_secs(3),
+            |p| {
+                (p.health.starts_with("unhealthy") && p.health.contains("balancer"))
+                    .then(|| p.clone())
+            },
+        )
+        .await?;
+    println!(
+        "balancer crash shown on the page after {:?}: {}",
+        killed.elapsed(),
+        page.health
+    );
     Ok(())
 }
 

@@ -22,6 +22,8 @@ pub struct Page {
     pub term: String,
     pub strategy: String,
     pub live: String,
+    /// The health indicator: `healthy`, or `unhealthy: <problems>`.
+    pub health: String,
     pub errors: Vec<String>,
     pub events: Vec<String>,
     /// The open history panel's rows, `None` while it is closed.
@@ -88,6 +90,7 @@ return {
   term: text(q(document, 'term')),
   strategy: q(document, 'strategy').value,
   live: text(q(document, 'live')),
+  health: text(q(document, 'health')),
   errors: all(document, 'error').map((e) => text(e.querySelector('span'))),
   events: all(document, 'event').map(text),
   history: shown(history)

@@ -16,7 +16,8 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub struct Stack {
     pub gateway: Gateway,
     pub nodes: BTreeMap<String, ServiceProcess>,
-    _services: Vec<ServiceProcess>,
+    /// registry, balancer, coordinator, by name.
+    services: BTreeMap<String, ServiceProcess>,
     /// Talks to the services over NATS, as the gateway does: the test's own view.
     pub shoal: ShoalClient,
     _pg: Postgres,
@@ -97,7 +98,11 @@ impl Stack {
         Ok(Stack {
             gateway,
             nodes,
-            _services: services,
+            services: ["registry", "balancer", "coordinator"]
+                .into_iter()
+                .map(String::from)
+                .zip(services)
+                .collect(),
             shoal,
             _pg: pg,
             _nats: nats,
@@ -114,6 +119,14 @@ impl Stack {
     /// kill -9 of node `id`'s announcer.
     pub fn kill_node(&mut self, id: &str) -> Result<()> {
         self.node(id)?.kill()
+    }
+
+    /// kill -9 of a service (`registry`, `balancer` or `coordinator`).
+    pub fn kill_service(&mut self, name: &str) -> Result<()> {
+        match self.services.get_mut(name) {
+            Some(service) => service.kill(),
+            None => bail!("no service {name} in this stack"),
+        }
     }
 
     /// Starts node `id`'s announcer again (after [`Stack::kill_node`]).
