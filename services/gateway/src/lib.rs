@@ -9,7 +9,7 @@
 //!
 //! Every API route is in one table ([`routes::table`]), from which both the router
 //! and the OpenAPI document ([`openapi`]) are built; the dashboard's pages
-//! ([`dashboard`]) are merged beside them.
+//! ([`dashboard`]) and `/metrics` are merged beside them.
 
 pub mod dashboard;
 pub mod error;
