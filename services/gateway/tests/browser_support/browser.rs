@@ -28,8 +28,6 @@ pub struct Page {
     pub events: Vec<String>,
     /// The open history panel's rows, `None` while it is closed.
     pub history: Option<Vec<HistoryRow>>,
-    /// The note shown instead of (or beside) the charts, if visible.
-    pub metrics_note: Option<String>,
     /// Points drawn in the throughput chart, `None` while it is hidden.
     pub throughput_points: Option<u32>,
 }
@@ -71,7 +69,6 @@ const all = (root, id) => [...root.querySelectorAll(`[data-testid="${id}"]`)];
 const text = (el) => (el ? el.textContent.trim() : '');
 const shown = (el) => Boolean(el) && el.checkVisibility();
 const history = q(document, 'history');
-const note = q(document, 'metrics-note');
 const chart = q(document, 'chart-throughput');
 return {
   nodes: all(document, 'node-row').map((r) => ({
@@ -100,7 +97,6 @@ return {
         candidates: all(r, 'candidate').map((c) => c.dataset.nodeId),
       }))
     : null,
-  metrics_note: shown(note) ? text(note) : null,
   throughput_points: shown(chart) ? Number(chart.dataset.points || 0) : null,
 };
 "#;

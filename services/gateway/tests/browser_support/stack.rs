@@ -140,7 +140,6 @@ pub struct Gateway {
     _process: ServiceProcess,
     /// Its base URL, `http://127.0.0.1:PORT`.
     pub url: String,
-    pub port: u16,
 }
 
 impl Gateway {
@@ -149,15 +148,9 @@ impl Gateway {
         let process = spawn(nats_url, "shoal-gateway", "gateway", &args, &[])?;
         process.wait_for_log("gateway ready", DEADLINE).await?;
         let url = ready_url(&process.log())?;
-        let port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("no port in the gateway's url {url}"))?;
         Ok(Gateway {
             _process: process,
             url,
-            port,
         })
     }
 }
