@@ -146,6 +146,23 @@ impl Cost {
     }
 }
 
+impl Cost {
+    /// Reports the share of one core each process used since [`Cost::start`]
+    /// (`{what}_cores_<process>`), over `elapsed`.
+    pub fn report_cores(self, report: &mut Report, what: &str, elapsed: std::time::Duration) {
+        let now = self.read_ticks();
+        let secs = elapsed.as_secs_f64().max(f64::EPSILON);
+        for (name, after) in &now {
+            let used = after.saturating_sub(self.ticks.get(name).copied().unwrap_or(0));
+            let cores = used as f64 / TICKS_PER_SEC / secs;
+            report.figure(
+                &format!("{what}_cores_{name}"),
+                (cores * 1000.0).round() / 1000.0,
+            );
+        }
+    }
+}
+
 fn round(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }

@@ -36,6 +36,9 @@ pub struct Stack {
     pub subjects: Subjects,
     /// The services' log level (`--service-log-level`).
     pub log_level: String,
+    /// Where the services' logs are copied when the stack is dropped (`--keep-logs`),
+    /// whether the run passed or failed.
+    keep_logs_in: Option<std::path::PathBuf>,
 }
 
 /// What to start in `--spawn` mode.
@@ -91,15 +94,12 @@ impl Stack {
         })?;
         let client =
             ShoalClient::new(nats_client, subjects.clone()).with_timeout(Duration::from_secs(5));
-        let mut stack = Stack {
-            database_url,
-            _nats: nats,
-            cluster,
-            kv_replicas: servers.min(3),
-            _postgres: postgres,
-            log_level: args.service_log_level.clone(),
-            ..Stack::unstarted(nats_url, client, subjects)
-        };
+        let mut stack = Stack::unstarted(args, nats_url, client, subjects);
+        stack.database_url = database_url;
+        stack._nats = nats;
+        stack.cluster = cluster;
+        stack.kv_replicas = servers.min(3);
+        stack._postgres = postgres;
         if args.spawn {
             if spawn.registry {
                 stack.registry = Some(stack.service("shoal-registry", "registry-1")?);
@@ -231,18 +231,16 @@ impl Stack {
         let nats_client = connect(&urls).await?;
         let client =
             ShoalClient::new(nats_client, subjects.clone()).with_timeout(Duration::from_secs(5));
-        Ok(Stack {
-            database_url: Some(database_url),
-            kv_replicas: cluster.servers.len().min(3),
-            cluster: Some(cluster),
-            _postgres: Some(postgres),
-            log_level: args.service_log_level.clone(),
-            ..Stack::unstarted(urls, client, subjects)
-        })
+        let mut stack = Stack::unstarted(args, urls, client, subjects);
+        stack.database_url = Some(database_url);
+        stack.kv_replicas = cluster.servers.len().min(3);
+        stack.cluster = Some(cluster);
+        stack._postgres = Some(postgres);
+        Ok(stack)
     }
 
     /// A stack reached at `nats_url` with nothing of its own started yet.
-    fn unstarted(nats_url: String, client: ShoalClient, subjects: Subjects) -> Stack {
+    fn unstarted(args: &Args, nats_url: String, client: ShoalClient, subjects: Subjects) -> Stack {
         Stack {
             nats_url,
             database_url: None,
@@ -257,12 +255,13 @@ impl Stack {
             real_node: None,
             client,
             subjects,
-            log_level: "warn".to_string(),
+            log_level: args.service_log_level.clone(),
+            keep_logs_in: args.keep_logs.clone(),
         }
     }
 
     /// Copies the log of every service started here into `dir` (`--keep-logs`).
-    pub fn keep_logs(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+    fn keep_logs(&self, dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let services = self
             .registry
@@ -396,4 +395,16 @@ pub async fn connect(urls: &str) -> anyhow::Result<async_nats::Client> {
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{urls:?} is not a NATS URL or a list of them"))?;
     Ok(async_nats::ConnectOptions::new().connect(addrs).await?)
+}
+
+impl Drop for Stack {
+    /// The logs are kept before the processes and their directories go, on every way
+    /// out of a scenario (a failed wait included).
+    fn drop(&mut self) {
+        if let Some(dir) = self.keep_logs_in.take()
+            && let Err(e) = self.keep_logs(&dir)
+        {
+            eprintln!("service logs not kept: {e:#}");
+        }
+    }
 }

@@ -5,7 +5,9 @@
 //!
 //! One task ticks over all nodes: the nodes are spread over slots of about 10 ms, so
 //! 10,000 nodes at 1 s cost 100 timer wake-ups a second, not 10,000 timers, and their
-//! heartbeats arrive evenly rather than in one burst. Metrics are synthetic but valid:
+//! heartbeats arrive evenly rather than in one burst. A node's first turn is its
+//! announce: the cluster starts as a fleet booting within one interval would, each
+//! node's first heartbeat one interval after its announce, however many there are. Metrics are synthetic but valid:
 //! by default each node random-walks its own ([`SimMetrics::Varied`]); with
 //! [`SimMetrics::Equal`] every node reports the same fixed values, so how evenly work
 //! spreads can be measured without the metrics tilting it. As on a real node, the
@@ -105,6 +107,8 @@ struct SimNode {
     identity: Identity,
     heartbeat_subject: Subject,
     state: SimState,
+    /// False until the node's first turn in the heartbeat loop has announced it.
+    announced: bool,
     seq: u64,
     agents: AgentSet,
     usage: Usage,
@@ -185,8 +189,8 @@ pub struct SimulatedCluster {
 }
 
 impl SimulatedCluster {
-    /// Subscribes to sync requests and agent notices, announces every node, and
-    /// starts heartbeating.
+    /// Subscribes to sync requests and agent notices, and starts the loop that
+    /// announces every node within the first interval and then heartbeats.
     pub async fn start(
         client: Client,
         subjects: Subjects,
@@ -234,6 +238,7 @@ impl SimulatedCluster {
                         started_at,
                     },
                     state: SimState::Running,
+                    announced: false,
                     seq: 0,
                     agents: AgentSet::default(),
                     usage: Usage::new(cfg.metrics, &mut rng),
@@ -271,7 +276,6 @@ impl SimulatedCluster {
             tokio::spawn(agents_loop(shared.clone(), notices, cancel.clone())),
             tokio::spawn(paced_loop(shared.clone(), cancel.clone())),
         ];
-        shared.announce_where(|_, _| true).await;
         let mut cluster = SimulatedCluster {
             shared,
             cancel,
@@ -361,6 +365,7 @@ impl SimulatedCluster {
             let mut nodes = self.shared.nodes();
             let node = &mut nodes[i];
             node.state = SimState::Running;
+            node.announced = true;
             node.seq = 0;
             node.agents = AgentSet::default();
             node.identity.started_at = Utc::now();
@@ -427,6 +432,20 @@ async fn heartbeat_loop(shared: Arc<Shared>, interval: Duration, cancel: Cancell
                 .step_by(slots as usize)
                 .filter(|n| n.state == SimState::Running)
             {
+                if !node.announced {
+                    node.announced = true;
+                    let announce = node.identity.announce();
+                    match wire::encode_announce(&announce) {
+                        Ok(payload) => batch.push((
+                            Subject::from(shared.subjects.node_announce(&announce.id)),
+                            payload,
+                        )),
+                        Err(e) => {
+                            warn!(node_id = %announce.id, error = %e, "simulated announce not sent")
+                        }
+                    }
+                    continue;
+                }
                 node.usage.step(&mut rng);
                 match wire::encode_heartbeat(&node.heartbeat()) {
                     Ok(payload) => batch.push((node.heartbeat_subject.clone(), payload)),

@@ -67,6 +67,11 @@ pub fn sync_wants(request: &SyncRequest, id: &str) -> bool {
     request.ids.is_empty() || request.ids.iter().any(|i| i == id)
 }
 
+/// Encodes an announce (the simulated cluster builds many per tick, then publishes).
+pub fn encode_announce(a: &Announce) -> Result<Bytes, Error> {
+    encode("an announce", a)
+}
+
 /// Encodes a heartbeat (the simulated cluster builds many per tick, then publishes).
 pub fn encode_heartbeat(hb: &Heartbeat) -> Result<Bytes, Error> {
     encode("a heartbeat", hb)

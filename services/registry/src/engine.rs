@@ -12,8 +12,8 @@ use async_nats::connection::State;
 use async_nats::jetstream::{self, kv};
 use chrono::Utc;
 use shoal_protocol::{Node, NodeEvent, NodeStatus, ShoalError, Subjects, SyncRequest};
-use shoal_runtime::JetStreamError;
 use shoal_runtime::kv::{BucketEvent, decode_member};
+use shoal_runtime::{JetStreamError, RateLog};
 use tokio::sync::Semaphore;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -30,36 +30,6 @@ const MAX_WRITES_IN_FLIGHT: usize = 256;
 const SYNC_BATCH: usize = 500;
 /// Attempts of a request's compare-and-set before giving up.
 const REQUEST_ATTEMPTS: usize = 8;
-
-/// Logs at most once per period, counting what it held back.
-pub struct RateLog {
-    period: Duration,
-    inner: Mutex<(Option<Instant>, u64)>,
-}
-
-impl RateLog {
-    pub fn new(period: Duration) -> RateLog {
-        RateLog {
-            period,
-            inner: Mutex::new((None, 0)),
-        }
-    }
-
-    /// `Some(suppressed)` when this occurrence should be logged.
-    pub fn admit(&self) -> Option<u64> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if inner
-            .0
-            .is_some_and(|at| now.duration_since(at) < self.period)
-        {
-            inner.1 += 1;
-            return None;
-        }
-        inner.0 = Some(now);
-        Some(std::mem::take(&mut inner.1))
-    }
-}
 
 pub struct Engine {
     state: Mutex<Membership>,
@@ -128,6 +98,7 @@ impl Engine {
     }
 
     fn spawn_write(self: &Arc<Self>, plan: Plan) {
+        self.metrics.writes_pending.inc();
         let engine = self.clone();
         // Boxed: a write may kick the member again, which spawns another write.
         let write: Pin<Box<dyn Future<Output = ()> + Send>> =
@@ -138,8 +109,14 @@ impl Engine {
     async fn write(self: Arc<Self>, plan: Plan) {
         let (outcome, error) = {
             let _permit = self.permits.acquire().await;
-            store::execute(&self.store, &plan).await
+            let started = Instant::now();
+            let done = store::execute(&self.store, &plan).await;
+            self.metrics
+                .write_seconds
+                .observe(started.elapsed().as_secs_f64());
+            done
         };
+        self.metrics.writes_pending.dec();
         if let Some(e) = error {
             self.metrics.nats_errors.inc();
             if let Some(suppressed) = self.write_log.admit() {

@@ -426,3 +426,44 @@ fn falling_silent_counts_whom_silence_would_condemn_and_grace_clears_it() {
     assert_eq!(m.falling_silent(t + S), 0);
     assert!(m.due(t + S, u + S).is_empty());
 }
+
+#[test]
+fn stats_and_pages_agree_with_the_served_nodes_without_copying_them_all() {
+    let c = Clock::new();
+    let mut m = Membership::new(Thresholds::default());
+    let (t, u) = c.at(0);
+    for (rev, id) in (1..).zip(["n3", "n1", "n5", "n2", "n4"]) {
+        m.on_announce(announce(id), t, u);
+        let plan = m.plan(id, t, u).expect("a join is written");
+        write(&mut m, &plan, rev, t);
+    }
+    // Heartbeats carry agent counts the stored records do not have yet.
+    let (t, u) = c.at(300);
+    for (agents, id) in (1..).zip(["n1", "n2", "n3"]) {
+        m.on_heartbeat(&heartbeat(id, 1, agents), t, u);
+    }
+    let all = m.list(&shoal_protocol::ListNodesRequest::default()).0;
+    let stats = m.stats(0);
+    assert_eq!(stats.total_nodes, all.len());
+    assert_eq!(
+        stats.total_agents,
+        all.iter().map(|n| u64::from(n.active_agents)).sum::<u64>()
+    );
+    assert_eq!(stats.total_agents, 6);
+    let page = |after: Option<&str>| {
+        m.list(&shoal_protocol::ListNodesRequest {
+            after: after.map(str::to_string),
+            limit: Some(2),
+            ..Default::default()
+        })
+    };
+    let (first, next) = page(None);
+    let ids: Vec<_> = first.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!((ids, next.as_deref()), (vec!["n1", "n2"], Some("n2")));
+    assert_eq!(first[1].active_agents, 2, "a page is served with live metrics");
+    let (second, next) = page(Some("n2"));
+    let ids: Vec<_> = second.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!((ids, next.as_deref()), (vec!["n3", "n4"], Some("n4")));
+    let (last, next) = page(Some("n4"));
+    assert_eq!((last.len(), next), (1, None));
+}

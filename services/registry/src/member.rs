@@ -173,6 +173,18 @@ impl Member {
         Some(node)
     }
 
+    /// The stored record and the agent count it is served with, for counting
+    /// without a copy.
+    pub fn counted(&self) -> Option<(&Node, u32)> {
+        let node = &self.stored.as_ref()?.node;
+        let agents = match (&self.live, self.heard_utc) {
+            _ if matches!(node.status, NodeStatus::Offline | NodeStatus::Left) => 0,
+            (Some(m), Some(_)) => m.active_agents,
+            _ => node.active_agents,
+        };
+        Some((node, agents))
+    }
+
     fn overlay(&self, node: &mut Node) {
         if let (Some(m), Some(seen)) = (&self.live, self.heard_utc) {
             model::apply_metrics(node, m, seen);

@@ -206,22 +206,31 @@ impl Membership {
         self.members.get(id)?.served()
     }
 
-    /// Members matching `filter`, sorted by id.
     /// The nodes matching `filter`, by id, from after `filter.after`, at most
-    /// `filter.limit`; and the id to continue after when more match.
+    /// `filter.limit`; and the id to continue after when more match. Only the page is
+    /// copied: the filters read the stored records, which the latest heartbeat's
+    /// metrics do not change.
     pub fn list(&self, filter: &ListNodesRequest) -> (Vec<Node>, Option<String>) {
         let after = filter.after.as_deref();
-        let mut nodes: Vec<Node> = self
+        let mut matching: Vec<(&String, &Member)> = self
             .members
             .iter()
             .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a))
-            .filter_map(|(_, m)| m.served())
-            .filter(|n| model::matches(n, filter))
+            .filter(|(_, m)| {
+                m.stored
+                    .as_ref()
+                    .is_some_and(|s| model::matches(&s.node, filter))
+            })
             .collect();
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
         let limit = filter.limit.map_or(usize::MAX, |l| l as usize);
-        let next = (nodes.len() > limit).then(|| nodes[limit - 1].id.clone());
-        nodes.truncate(limit);
+        let more = matching.len() > limit;
+        if more {
+            matching.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+            matching.truncate(limit);
+        }
+        matching.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let next = more.then(|| matching[limit - 1].0.clone());
+        let nodes = matching.iter().filter_map(|(_, m)| m.served()).collect();
         (nodes, next)
     }
 
@@ -248,7 +257,9 @@ impl Membership {
     }
 
     pub fn stats(&self, rejected_messages: u64) -> RegistryStats {
-        let nodes: Vec<Node> = self.members.values().filter_map(Member::served).collect();
-        model::stats(nodes.iter(), rejected_messages)
+        model::stats(
+            self.members.values().filter_map(Member::counted),
+            rejected_messages,
+        )
     }
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use shoal_protocol::{NodeEventKind, NodeStatus};
-use shoal_runtime::metrics::{Histogram, Metrics, Sample};
+use shoal_runtime::metrics::{Histogram, Metrics, Sample, latency_buckets};
 
 use crate::engine::Engine;
 
@@ -26,6 +27,11 @@ pub struct RegistryMetrics {
     pub rejected: Counter,
     /// Last heartbeat to suspect, and to offline.
     detection: Arc<[Histogram; 2]>,
+    /// Membership writes planned and not yet finished (queued for a permit, or in
+    /// flight): a join storm shows here first.
+    pub writes_pending: Gauge,
+    /// One membership write's compare-and-set, from its start to the bucket's answer.
+    pub write_seconds: Histogram,
     pub nats_errors: Counter,
 }
 
@@ -55,6 +61,15 @@ impl RegistryMetrics {
                 [NodeStatus::Suspect.as_str(), NodeStatus::Offline.as_str()],
                 DETECTION_BUCKETS.into_iter(),
             )),
+            writes_pending: metrics.gauge(
+                "membership_writes_pending",
+                "Membership writes planned and not finished: waiting for one of the bucket's write slots, or in flight",
+            ),
+            write_seconds: metrics.seconds(
+                "membership_write_duration",
+                "Time of one membership write (compare-and-set on the members bucket), from its start to the bucket's answer",
+                latency_buckets(),
+            ),
             nats_errors: metrics.nats_errors(),
         }
     }

@@ -181,25 +181,35 @@ pub fn matches(node: &Node, filter: &ListNodesRequest) -> bool {
             })
 }
 
-/// The REST API's cluster statistics over `nodes`.
-pub fn stats<'a>(nodes: impl Iterator<Item = &'a Node>, rejected_messages: u64) -> RegistryStats {
+/// The REST API's cluster statistics over `nodes`, each with the agent count it is
+/// served with (its latest heartbeat's): no node is copied to count it.
+pub fn stats<'a>(
+    nodes: impl Iterator<Item = (&'a Node, u32)>,
+    rejected_messages: u64,
+) -> RegistryStats {
     let mut s = RegistryStats {
         rejected_messages,
         ..RegistryStats::default()
     };
-    for node in nodes {
+    let mut by_role: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for (node, active_agents) in nodes {
         s.total_nodes += 1;
         s.healthy_nodes += usize::from(node.healthy);
         s.online_nodes += usize::from(node.status == NodeStatus::Online);
-        s.total_agents += u64::from(node.active_agents);
+        s.total_agents += u64::from(active_agents);
         s.max_agents += u64::from(node.max_agents);
-        *s.nodes_by_role
-            .entry(node.role.as_str().to_string())
-            .or_default() += 1;
-        *s.nodes_by_status
-            .entry(node.status.as_str().to_string())
-            .or_default() += 1;
+        *by_role.entry(node.role.as_str()).or_default() += 1;
+        *by_status.entry(node.status.as_str()).or_default() += 1;
     }
+    let named = |counts: BTreeMap<&str, usize>| {
+        counts
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    };
+    s.nodes_by_role = named(by_role);
+    s.nodes_by_status = named(by_status);
     s.utilization_pct = if s.max_agents == 0 {
         0.0
     } else {
@@ -308,7 +318,7 @@ pub(crate) mod tests {
         b.active_agents = 3;
         let mut c = from_announce(&announce("c"), Utc::now());
         set_status(&mut c, NodeStatus::Offline);
-        let s = stats([&a, &b, &c].into_iter(), 2);
+        let s = stats([&a, &b, &c].map(|n| (n, n.active_agents)).into_iter(), 2);
         assert_eq!((s.total_nodes, s.healthy_nodes, s.online_nodes), (3, 2, 2));
         assert_eq!((s.total_agents, s.max_agents), (8, 30));
         assert_eq!(s.utilization_pct, 26.7);

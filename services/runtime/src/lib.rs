@@ -8,6 +8,7 @@ pub mod error;
 pub mod jetstream;
 pub mod kv;
 pub mod metrics;
+mod rate_log;
 pub mod reach;
 pub mod retry;
 mod serve;
@@ -25,6 +26,7 @@ use tracing_subscriber::EnvFilter;
 
 pub use config::{CommonConfig, JetStreamArgs, NatsArgs, SystemAccountArgs};
 pub use error::{ConfigError, ConnectError, JetStreamContext, JetStreamError, NatsError};
+pub use rate_log::RateLog;
 pub use serve::{DrainableEndpoints, EndpointRequests, Endpoints, add_endpoint, serve};
 
 /// The version every service reports in `$SRV.INFO`.
@@ -144,6 +146,7 @@ pub async fn connect(cfg: &NatsArgs, connection_name: &str) -> Result<Client, Co
                 Event::Connected => info!("connected to nats"),
                 Event::Disconnected => warn!("disconnected from nats, reconnecting"),
                 Event::ClientError(e) => warn!(error = %e, "nats client error"),
+                Event::SlowConsumer(sid) => slow_consumer(sid),
                 other => info!(event = %other, "nats event"),
             }
         })
@@ -151,6 +154,26 @@ pub async fn connect(cfg: &NatsArgs, connection_name: &str) -> Result<Client, Co
         .await
         .map_err(ConnectError::Nats)?;
     Ok(client)
+}
+
+/// Messages this process's NATS client dropped because a subscription's queue was
+/// full (a slow consumer), since it started; `shoal_<service>_nats_slow_consumer_drops`.
+pub fn slow_consumer_drops() -> u64 {
+    SLOW_CONSUMER_DROPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static SLOW_CONSUMER_DROPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SLOW_CONSUMER_LOG: RateLog = RateLog::new(std::time::Duration::from_secs(5));
+
+/// The client reports each message it drops: counted, and logged at a bounded rate.
+fn slow_consumer(subscription: u64) {
+    let total = SLOW_CONSUMER_DROPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if let Some(suppressed) = SLOW_CONSUMER_LOG.admit() {
+        warn!(
+            subscription,
+            suppressed, total, "nats messages dropped: a subscription is not read fast enough"
+        );
+    }
 }
 
 /// A token cancelled on ctrl-c or SIGTERM.

@@ -35,11 +35,7 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     // Declared first: dropped after the processes inside them.
     let hosts = Hosts::new()?;
     let stack = hosts.stack(args).await?;
-    let outcome = drive(args, &hosts, &stack, report).await;
-    if let Some(dir) = &args.keep_logs {
-        stack.keep_logs(dir)?;
-    }
-    outcome
+    drive(args, &hosts, &stack, report).await
 }
 
 /// The cuts and the checker, on the started stack.

@@ -74,11 +74,17 @@ impl Metrics {
             nats_errors.clone(),
         );
         registry.register_collector(Box::new(readers::NatsConnection::new(client)));
-        Metrics {
+        let mut metrics = Metrics {
             kind,
             registry,
             nats_errors,
-        }
+        };
+        metrics.counter_fn(
+            "nats_slow_consumer_drops",
+            "Messages this process's NATS client dropped because a subscription was not read fast enough",
+            || crate::slow_consumer_drops() as f64,
+        );
+        metrics
     }
 
     pub fn kind(&self) -> ServiceKind {
