@@ -234,6 +234,18 @@ async fn bad_requests_get_distinct_errors() {
         assert_eq!(code(&e), Some(ErrorCode::BadRequest), "{e}");
         assert!(e.to_string().contains(says), "{says}: {e}");
     }
+    // spread_by adds its label to each selection: it must leave room for it.
+    let crowded = AssignRequest {
+        group: Some("g1".into()),
+        spread_by: Some("zone".into()),
+        labels: (0..64)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect(),
+        ..pinned("a1", "full")
+    };
+    let e = refuse(crowded).await;
+    assert_eq!(code(&e), Some(ErrorCode::BadRequest), "{e}");
+    assert!(e.to_string().contains("at most 63"), "{e}");
     // A move of an agent that is nowhere, or to a node that is not, is not_found.
     let e = shoal
         .move_agent(&shoal_protocol::MoveRequest {

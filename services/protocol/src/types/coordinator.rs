@@ -17,7 +17,10 @@ use crate::validate::{self, Validate};
 #[schemars(extend("allOf" = [
     {
         "if": { "properties": { "spread_by": { "type": "string" } }, "required": ["spread_by"] },
-        "then": { "properties": { "group": { "type": "string" } }, "required": ["group"] }
+        "then": {
+            "properties": { "group": { "type": "string" }, "labels": { "maxProperties": 63 } },
+            "required": ["group"]
+        }
     },
     {
         "if": { "properties": { "anti_affinity": { "const": true } }, "required": ["anti_affinity"] },
@@ -97,6 +100,7 @@ impl Validate for AssignRequest {
         }
         self.resources.as_ref().map_or(Ok(()), Validate::validate)?;
         validate_placement_rules(
+            &self.labels,
             self.group.as_deref(),
             self.spread_by.as_deref(),
             self.anti_affinity,
@@ -104,9 +108,10 @@ impl Validate for AssignRequest {
     }
 }
 
-/// `group` is an id, `spread_by` a label key; both `spread_by` and `anti_affinity`
-/// need a `group` to act on.
+/// `group` is an id, `spread_by` a label key (leaving room for its label among
+/// `labels`); both `spread_by` and `anti_affinity` need a `group` to act on.
 fn validate_placement_rules(
+    labels: &BTreeMap<String, String>,
     group: Option<&str>,
     spread_by: Option<&str>,
     anti_affinity: bool,
@@ -114,6 +119,14 @@ fn validate_placement_rules(
     validate::optional_id("group", group)?;
     if let Some(key) = spread_by {
         validate::label_key("spread_by", key)?;
+        if labels.len() >= validate::MAX_LABELS {
+            return Err(ShoalError::bad_request(format!(
+                "labels has {} entries: with spread_by, which adds its label to every selection, at most {}",
+                labels.len(),
+                validate::MAX_LABELS - 1
+            ))
+            .with_details(serde_json::json!({ "field": "labels" })));
+        }
     }
     let rule = match (spread_by, anti_affinity) {
         (Some(_), _) => "spread_by",
