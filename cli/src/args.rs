@@ -171,7 +171,7 @@ pub enum Command {
     },
     /// Assign an agent to a node (the balancer picks unless --node pins one).
     #[command(
-        after_help = "Examples:\n  shoal assign agent-1\n  shoal assign agent-2 --node node-3\n  shoal assign agent-3 --service web --label zone=eu-1"
+        after_help = "Examples:\n  shoal assign agent-1\n  shoal assign agent-2 --node node-3\n  shoal assign agent-3 --service web --label zone=eu-1\n  shoal assign web-1 --group web --spread-by zone\n  shoal assign db-1 --group db --anti-affinity"
     )]
     Assign {
         #[arg(value_parser = parse_id)]
@@ -184,6 +184,16 @@ pub enum Command {
         /// Pin to this node.
         #[arg(long, value_parser = parse_id)]
         node: Option<String>,
+        /// The agent's group, which --spread-by and --anti-affinity place it within.
+        #[arg(long, value_parser = parse_id)]
+        group: Option<String>,
+        /// A node label key (e.g. zone): spread the group's agents evenly over its
+        /// values. Nodes without the label are not eligible.
+        #[arg(long, requires = "group")]
+        spread_by: Option<String>,
+        /// No two agents of the group on one node.
+        #[arg(long, requires = "group")]
+        anti_affinity: bool,
     },
     /// Remove an agent's assignment.
     Unassign {
@@ -203,11 +213,14 @@ pub enum Command {
     /// Current assignments; `--status orphaned` (or `migrating`) lists the agents
     /// waiting for a node.
     #[command(
-        after_help = "Examples:\n  shoal assignments\n  shoal assignments --node node-1\n  shoal assignments --status orphaned"
+        after_help = "Examples:\n  shoal assignments\n  shoal assignments --node node-1\n  shoal assignments --status orphaned\n  shoal assignments --group web"
     )]
     Assignments {
         #[arg(long, value_parser = parse_id)]
         node: Option<String>,
+        /// Only agents of this group.
+        #[arg(long, value_parser = parse_id)]
+        group: Option<String>,
         /// Only assignments in this state.
         #[arg(long, value_parser = choice(&AssignmentStatus::ALL, AssignmentStatus::as_str))]
         status: Option<AssignmentStatus>,

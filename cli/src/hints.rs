@@ -33,6 +33,11 @@ fn names_a_node(e: &shoal_protocol::ShoalError) -> bool {
         .is_some_and(|d| d.get("node_id").is_some())
 }
 
+/// The group whose placement rules an error is about, if any.
+fn group_of(e: &shoal_protocol::ShoalError) -> Option<&str> {
+    e.details.as_ref()?.get("group")?.as_str()
+}
+
 /// The error as a user should read it: what happened, then what to try.
 pub fn explain(command: &Command, error: &ClientError) -> String {
     let service = service_of(command);
@@ -67,7 +72,15 @@ pub fn explain(command: &Command, error: &ClientError) -> String {
                 ErrorCode::Conflict => {
                     " — the node cannot take agents now; see its status with `shoal nodes`, or let the balancer pick (drop --node)"
                 }
-                ErrorCode::NoCapacity => " — see node status and capacity with `shoal nodes`",
+                ErrorCode::NoCapacity => match group_of(e) {
+                    Some(group) => {
+                        return format!(
+                            "{} ({}) — see where the group runs with `shoal assignments --group {group}`, and the nodes' labels and capacity with `shoal nodes`",
+                            e.message, e.code
+                        );
+                    }
+                    None => " — see node status and capacity with `shoal nodes`",
+                },
                 ErrorCode::NotLeader => " — a leader election is under way; retry in a few seconds (`shoal leader`)",
                 ErrorCode::Unavailable => " — a dependency is down; see `shoal status` and `shoal logs`",
                 ErrorCode::BadRequest | ErrorCode::Internal => "",
@@ -100,12 +113,35 @@ mod tests {
     }
 
     #[test]
+    fn a_group_rule_refusal_points_at_the_group() {
+        let assign = Command::Assign {
+            agent: "db-4".into(),
+            service: None,
+            labels: vec![],
+            node: None,
+            group: Some("db".into()),
+            spread_by: None,
+            anti_affinity: true,
+        };
+        let e = ShoalError::no_capacity(
+            "anti_affinity: all 4 node(s) with a free slot already run an agent of group \"db\"",
+        )
+        .with_details(serde_json::json!({ "group": "db" }));
+        let text = explain(&assign, &ClientError::Service(e));
+        assert!(text.starts_with("anti_affinity: all 4 node(s)"), "{text}");
+        assert!(text.contains("`shoal assignments --group db`"), "{text}");
+    }
+
+    #[test]
     fn every_pin_error_points_where_to_look() {
         let assign = Command::Assign {
             agent: "agent-9".into(),
             service: None,
             labels: vec![],
             node: Some("node-99".into()),
+            group: None,
+            spread_by: None,
+            anti_affinity: false,
         };
         let unknown_node = ShoalError::no_node("node-99");
         let text = explain(&assign, &ClientError::Service(unknown_node.clone()));

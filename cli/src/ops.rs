@@ -107,6 +107,9 @@ pub async fn run(
             service,
             labels,
             node,
+            group,
+            spread_by,
+            anti_affinity,
         } => {
             // An agent already placed is answered with its assignment, which carries
             // the request id that placed it: not this one.
@@ -119,6 +122,9 @@ pub async fn run(
                     node_id: node.clone(),
                     request_id: Some(request_id.clone()),
                     resources: None,
+                    group: group.clone(),
+                    spread_by: spread_by.clone(),
+                    anti_affinity: *anti_affinity,
                 })
                 .await?;
             let placed_now = assignment.request_id.as_deref() == Some(request_id.as_str());
@@ -167,11 +173,16 @@ pub async fn run(
                 format!("{} removed from {}", reply.agent_name, reply.node_id)
             })
         }
-        Command::Assignments { node, status } => {
+        Command::Assignments {
+            node,
+            group,
+            status,
+        } => {
             let assignments = client
                 .list_all_assignments(&ListAssignmentsRequest {
                     node_id: node.clone(),
                     status: *status,
+                    group: group.clone(),
                     ..Default::default()
                 })
                 .await?;

@@ -253,6 +253,7 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
                 node_id: None,
                 request_id: None,
                 resources: None,
+                ..AssignRequest::default()
             })
             .await
             .ok()
@@ -268,6 +269,7 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
             node_id: Some("node-3".into()),
             request_id: None,
             resources: None,
+            ..AssignRequest::default()
         })
         .await?;
     assert_eq!(pinned.node_id, "node-3");
@@ -383,6 +385,7 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
         node_id: Some("node-1".into()),
         request_id: None,
         resources: None,
+        ..AssignRequest::default()
     })?;
     let reply = tokio::time::timeout(
         Duration::from_secs(3),

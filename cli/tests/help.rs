@@ -52,6 +52,17 @@ fn choices_are_listed_and_common_commands_have_examples() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("possible values: online"), "{err}");
+    // Group rules need a group.
+    for rule in [&["--spread-by", "zone"][..], &["--anti-affinity"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["assign", "web-1"])
+            .args(rule)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--group <GROUP>"), "{err}");
+    }
 }
 
 /// Completions and man pages come from the same definitions as `--help`.

@@ -13,6 +13,7 @@ use tracing::info;
 use crate::commands::WriteRequest;
 use crate::context::Ctx;
 use crate::digest_check::DigestChecks;
+use crate::grouped::GroupQueue;
 use crate::guard::Guard;
 use crate::node_watch::NodeMessage;
 use crate::picker::Picker;
@@ -60,6 +61,8 @@ pub(crate) struct Leader {
     /// Doubles while the balancer refuses agents the membership says fit.
     pub(crate) retry_backoff: Duration,
     pub(crate) grace_logged: bool,
+    /// Groups with a placement in flight, and their requests waiting behind it.
+    pub(crate) groups: GroupQueue,
 }
 
 impl Leader {
@@ -85,6 +88,7 @@ impl Leader {
             next_sweep: Instant::now(),
             retry_backoff: RETRY_MIN,
             grace_logged: false,
+            groups: GroupQueue::default(),
         }
     }
 
@@ -125,6 +129,7 @@ impl Leader {
         while let Ok(message) = self.internal.try_recv() {
             message.refuse();
         }
+        self.groups.refuse_all();
         self.pipeline.finish().await;
     }
 

@@ -3,10 +3,12 @@
 //! - [`lease`]: the leader lease (KV `shoal_leader`, CAS renewals, handoff);
 //! - [`log`], [`append`], [`pipeline`], [`notifier`]: the fenced assignment log every
 //!   replica tails and only the leader appends to, and what follows each append;
-//! - [`state`], [`members`], [`failover`], [`guard`], [`digest_check`]: pure decisions;
+//! - [`state`], [`members`], [`failover`], [`constraints`], [`guard`],
+//!   [`digest_check`]: pure decisions;
 //! - [`members_feed`]: keeps [`members`] equal to the registry's bucket (I/O);
 //! - [`leader`]: a leader's term, with [`writes`] (its requests), [`reconcile`] (its
-//!   moves) and [`node_watch`] (announces and heartbeats it answers with syncs);
+//!   moves), [`grouped`] (placements following group rules) and [`node_watch`]
+//!   (announces and heartbeats it answers with syncs);
 //! - [`handlers`]: the endpoints;
 //! - [`history`], [`history_consumer`]: the Postgres ledger;
 //! - [`metrics`]: what it counts, served as Prometheus metrics.
@@ -15,10 +17,12 @@ pub mod append;
 pub mod commands;
 pub mod compaction;
 pub mod config;
+pub mod constraints;
 pub mod context;
 pub mod digest_check;
 pub mod error;
 pub mod failover;
+pub mod grouped;
 pub mod guard;
 pub mod handlers;
 pub mod history;
@@ -30,6 +34,7 @@ pub mod log;
 pub mod members;
 pub mod members_feed;
 pub mod metrics;
+pub mod move_kind;
 pub mod node_watch;
 pub mod notifier;
 pub mod picker;

@@ -113,6 +113,35 @@ impl Members {
         FreeSlots { nodes }
     }
 
+    /// The nodes that could take one more agent offering `service` and carrying
+    /// `labels`, other than `exclude`, counting the coordinator's own assignments
+    /// (`assigned`); by id.
+    pub fn candidates(
+        &self,
+        service: Option<&str>,
+        labels: &std::collections::BTreeMap<String, String>,
+        exclude: &[String],
+        assigned: impl Fn(&str) -> usize,
+    ) -> Vec<&Node> {
+        let mut nodes: Vec<&Node> = self
+            .nodes
+            .values()
+            .filter(|n| {
+                !exclude.contains(&n.id)
+                    && service.is_none_or(|s| n.has_service(s))
+                    && n.matches_labels(labels)
+                    && Members::refusal(n, assigned(&n.id)).is_none()
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        nodes
+    }
+
+    /// The node's record, if known.
+    pub fn get(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
     pub fn fate(&self, id: &str) -> Fate {
         match self.nodes.get(id) {
             None if self.loaded => Fate::Gone,

@@ -8,11 +8,13 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use shoal_protocol::{ErrorCode, SelectRequest};
+use shoal_protocol::{ErrorCode, SelectRequest, ShoalError};
 use tracing::{debug, info, warn};
 
+use crate::constraints::Rules;
 use crate::failover::{Move, plan_moves};
 use crate::leader::{Leader, RETRY_MIN};
+use crate::picker::Pick;
 use crate::pipeline::Reply;
 use crate::state::MoveKind;
 
@@ -48,8 +50,10 @@ impl Leader {
         }
         // Orphans are recorded as such first (the balancer stops counting them on
         // their dead node); then the balancer is asked for every placeable agent at
-        // once: one round trip for the batch instead of one per agent.
+        // once: one round trip for the batch instead of one per agent. Agents with
+        // group rules are placed after, one at a time, each seeing the last.
         let mut todo = Vec::new();
+        let mut grouped = Vec::new();
         for mv in moves {
             if !self.ctx.lease.is_leader() {
                 return;
@@ -79,57 +83,43 @@ impl Leader {
                     },
                     resources: current.resources,
                 };
-                todo.push((mv, request));
+                match Rules::of_assignment(&current) {
+                    Some(rules) => grouped.push((mv, request, rules)),
+                    None => todo.push((mv, request)),
+                }
             }
         }
-        if todo.is_empty() {
-            return;
-        }
-        let (moves, requests): (Vec<Move>, Vec<SelectRequest>) = todo.into_iter().unzip();
-        let picks = self.picker.pick_all(requests).await;
         let mut refused = 0usize;
-        for (mv, pick) in moves.into_iter().zip(picks) {
+        if !todo.is_empty() {
+            let (moves, requests): (Vec<Move>, Vec<SelectRequest>) = todo.into_iter().unzip();
+            let picks = self.picker.pick_all(requests).await;
+            for (mv, pick) in moves.into_iter().zip(picks) {
+                if !self.ctx.lease.is_leader() {
+                    return;
+                }
+                let placed = pick.and_then(|pick| {
+                    let count = self.state.count_on(&pick.node_id);
+                    if self.ctx.members.read(|m| m.refuses(&pick.node_id, count)) {
+                        // Picked before the node filled up or went away: ask again shortly.
+                        Err(ShoalError::no_capacity(
+                            "the pick is full, offline or draining",
+                        ))
+                    } else {
+                        Ok(pick)
+                    }
+                });
+                if !self.settle_move(&mv, placed) {
+                    refused += 1;
+                }
+            }
+        }
+        for (mv, request, rules) in grouped {
             if !self.ctx.lease.is_leader() {
                 return;
             }
-            let pick = match pick {
-                Ok(pick) => pick,
-                Err(e) => {
-                    if e.code == ErrorCode::NoCapacity {
-                        debug!(agent_name = %mv.agent_name, error = %e, "no node for agent yet");
-                    } else {
-                        warn!(agent_name = %mv.agent_name, from = %mv.from, error = %e, "cannot move agent yet");
-                    }
-                    refused += 1;
-                    self.wait(&mv);
-                    continue;
-                }
-            };
-            let count = self.state.count_on(&pick.node_id);
-            if self.ctx.members.read(|m| m.refuses(&pick.node_id, count)) {
-                // Picked before the node filled up or went away: ask again shortly.
+            let placed = self.pick_following(&rules, &mv.agent_name, &request).await;
+            if !self.settle_move(&mv, placed) {
                 refused += 1;
-                self.wait(&mv);
-                continue;
-            }
-            let change = self.state.move_change(
-                &self.author,
-                &mv.agent_name,
-                Some(&pick.node_id),
-                mv.kind,
-                Some(pick.why),
-                Utc::now(),
-            );
-            if let Some(change) = change {
-                info!(
-                    agent_name = %change.agent_name,
-                    from = %mv.from,
-                    to = change.node_id.as_deref().unwrap_or("-"),
-                    action = change.action.as_str(),
-                    reason = %change.reason,
-                    "moving agent"
-                );
-                self.record(change, Reply::None);
             }
         }
         // The membership said these fit but the balancer disagreed (its view trails
@@ -140,6 +130,43 @@ impl Leader {
         } else {
             self.retry_backoff = RETRY_MIN;
         }
+    }
+
+    /// Moves `mv`'s agent to its pick, or marks it waiting when there is none;
+    /// false then.
+    fn settle_move(&mut self, mv: &Move, pick: Result<Pick, ShoalError>) -> bool {
+        let pick = match pick {
+            Ok(pick) => pick,
+            Err(e) => {
+                if e.code == ErrorCode::NoCapacity {
+                    debug!(agent_name = %mv.agent_name, error = %e, "no node for agent yet");
+                } else {
+                    warn!(agent_name = %mv.agent_name, from = %mv.from, error = %e, "cannot move agent yet");
+                }
+                self.wait(mv);
+                return false;
+            }
+        };
+        let change = self.state.move_change(
+            &self.author,
+            &mv.agent_name,
+            Some(&pick.node_id),
+            mv.kind,
+            Some(pick.why),
+            Utc::now(),
+        );
+        if let Some(change) = change {
+            info!(
+                agent_name = %change.agent_name,
+                from = %mv.from,
+                to = change.node_id.as_deref().unwrap_or("-"),
+                action = change.action.as_str(),
+                reason = %change.reason,
+                "moving agent"
+            );
+            self.record(change, Reply::None);
+        }
+        true
     }
 
     /// Records that `mv`'s agent waits for a node (nothing if it already does, or if

@@ -77,6 +77,13 @@ pub struct Change {
     /// The agent's resource request, kept so that a move places it with the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// The agent's group and placement rules, kept so that a move follows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_by: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anti_affinity: bool,
 }
 
 impl Change {
@@ -227,6 +234,9 @@ mod tests {
                 }],
             }),
             resources: None,
+            group: None,
+            spread_by: None,
+            anti_affinity: false,
         }
     }
 

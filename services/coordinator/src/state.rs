@@ -9,6 +9,7 @@ use shoal_protocol::{
     ListAssignmentsRequest, ShoalError, UnassignReply,
 };
 
+pub use crate::move_kind::MoveKind;
 use crate::record::{Change, Explanation, LogRecord, new_event_id};
 use crate::snapshot::Snapshot;
 
@@ -45,6 +46,8 @@ pub struct State {
     by_node: HashMap<String, NodeAgents>,
     /// Agents waiting for a node (orphaned or migrating), by name.
     waiting: BTreeSet<String>,
+    /// Agents of each group, by name.
+    by_group: HashMap<String, BTreeSet<String>>,
     /// request_id → what that request produced.
     requests: HashMap<String, Answer>,
     request_order: VecDeque<String>,
@@ -120,6 +123,9 @@ impl State {
             labels: c.labels.clone(),
             request_id: c.request_id.clone(),
             resources: c.resources,
+            group: c.group.clone(),
+            spread_by: c.spread_by.clone(),
+            anti_affinity: c.anti_affinity,
         }
     }
 
@@ -139,6 +145,12 @@ impl State {
         node.names.insert(assignment.agent_name.clone());
         node.digest.add(&assignment.agent_name);
         self.set_waiting(&assignment.agent_name, assignment.status);
+        if let Some(group) = &assignment.group {
+            self.by_group
+                .entry(group.clone())
+                .or_default()
+                .insert(assignment.agent_name.clone());
+        }
         self.assignments
             .insert(assignment.agent_name.clone(), assignment);
     }
@@ -194,13 +206,22 @@ impl State {
 
     fn remove(&mut self, agent_name: &str) {
         self.waiting.remove(agent_name);
-        if let Some(old) = self.assignments.remove(agent_name)
-            && let Some(node) = self.by_node.get_mut(&old.node_id)
-        {
+        let Some(old) = self.assignments.remove(agent_name) else {
+            return;
+        };
+        if let Some(node) = self.by_node.get_mut(&old.node_id) {
             node.names.remove(agent_name);
             node.digest.remove(agent_name);
             if node.names.is_empty() {
                 self.by_node.remove(&old.node_id);
+            }
+        }
+        if let Some(group) = &old.group
+            && let Some(names) = self.by_group.get_mut(group)
+        {
+            names.remove(agent_name);
+            if names.is_empty() {
+                self.by_group.remove(group);
             }
         }
     }
@@ -262,7 +283,8 @@ impl State {
             .range((from, Bound::Unbounded))
             .map(|(_, a)| a)
             .filter(|a| filter.node_id.as_ref().is_none_or(|n| &a.node_id == n))
-            .filter(|a| filter.status.is_none_or(|s| a.status == s));
+            .filter(|a| filter.status.is_none_or(|s| a.status == s))
+            .filter(|a| filter.group.is_none() || a.group == filter.group);
         let page: Vec<Assignment> = matching.by_ref().take(limit).cloned().collect();
         let next = match (matching.next(), page.last()) {
             (Some(_), Some(last)) => Some(last.agent_name.clone()),
@@ -296,6 +318,14 @@ impl State {
         self.by_node
             .get(node_id)
             .map_or_else(DigestSum::default, |n| n.digest)
+    }
+
+    /// The agents of `group`, by name (waiting ones included).
+    pub fn group_members(&self, group: &str) -> impl Iterator<Item = &Assignment> {
+        self.by_group
+            .get(group)
+            .into_iter()
+            .flat_map(|names| names.iter().filter_map(|a| self.assignments.get(a)))
     }
 
     /// Agents waiting for a node, by name.
@@ -375,6 +405,9 @@ impl State {
             request_id: req.request_id.clone(),
             candidates,
             resources: req.resources,
+            group: req.group.clone(),
+            spread_by: req.spread_by.clone(),
+            anti_affinity: req.anti_affinity,
         }
     }
 
@@ -405,6 +438,9 @@ impl State {
             request_id: None,
             candidates: None,
             resources: current.resources,
+            group: current.group.clone(),
+            spread_by: current.spread_by.clone(),
+            anti_affinity: current.anti_affinity,
         })
     }
 
@@ -455,48 +491,10 @@ impl State {
             request_id: current.request_id.clone(),
             candidates,
             resources: current.resources,
+            group: current.group.clone(),
+            spread_by: current.spread_by.clone(),
+            anti_affinity: current.anti_affinity,
         })
-    }
-}
-
-/// Why an agent is moved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MoveKind {
-    /// Its node is offline or gone.
-    Orphan,
-    /// Its node is draining.
-    Drain,
-    /// An operator asked (`move`).
-    Operator,
-}
-
-impl MoveKind {
-    pub fn action(self) -> AssignmentAction {
-        match self {
-            MoveKind::Orphan => AssignmentAction::Orphaned,
-            MoveKind::Drain | MoveKind::Operator => AssignmentAction::Migrated,
-        }
-    }
-    pub fn reason(self) -> &'static str {
-        match self {
-            MoveKind::Orphan => "orphaned",
-            MoveKind::Drain => "drained",
-            MoveKind::Operator => "operator",
-        }
-    }
-    fn waiting_status(self) -> AssignmentStatus {
-        match self {
-            MoveKind::Orphan => AssignmentStatus::Orphaned,
-            MoveKind::Drain | MoveKind::Operator => AssignmentStatus::Migrating,
-        }
-    }
-
-    /// The kind of move that continues a waiting agent's wait.
-    pub fn resuming(status: AssignmentStatus) -> MoveKind {
-        match status {
-            AssignmentStatus::Migrating => MoveKind::Drain,
-            _ => MoveKind::Orphan,
-        }
     }
 }
 

@@ -14,6 +14,8 @@ use shoal_protocol::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::commands::not_leader;
+use crate::constraints::{self, Rules};
+use crate::grouped;
 use crate::leader::{Internal, Leader};
 use crate::picker::Pick;
 use crate::pipeline::Reply;
@@ -23,12 +25,21 @@ use crate::state::{MoveKind, State};
 /// How many balancer picks a request may try before giving up.
 pub(crate) const MAX_PICKS: u32 = 4;
 
-type AssignmentTx = oneshot::Sender<Result<Assignment, ShoalError>>;
+pub(crate) type AssignmentTx = oneshot::Sender<Result<Assignment, ShoalError>>;
 
 /// What a pick is for.
 pub enum Want {
     Assign(AssignRequest),
     Move(MoveRequest),
+}
+
+impl Want {
+    pub fn agent_name(&self) -> &str {
+        match self {
+            Want::Assign(req) => &req.agent_name,
+            Want::Move(req) => &req.agent_name,
+        }
+    }
 }
 
 /// A request waiting on (or back from) the balancer.
@@ -37,6 +48,10 @@ pub struct Placement {
     tx: AssignmentTx,
     attempt: u32,
     select: SelectRequest,
+    /// The selections to try next when this one finds no capacity.
+    alternatives: Vec<SelectRequest>,
+    /// The group whose next placement waits for this one.
+    group: Option<String>,
     result: Result<Pick, ShoalError>,
 }
 
@@ -46,7 +61,7 @@ impl Placement {
     }
 }
 
-fn no_assignment(agent_name: &str) -> ShoalError {
+pub(crate) fn no_assignment(agent_name: &str) -> ShoalError {
     ShoalError::not_found(format!("agent {agent_name:?} has no assignment"))
         .with_details(json!({ "agent_name": agent_name }))
 }
@@ -78,20 +93,17 @@ impl Leader {
             };
         }
         match req.node_id.clone() {
-            Some(pin) => match self.check_pin(&pin, None).await {
-                Ok(()) => self.commit_assign(req, tx, pin, "pinned", None),
-                Err(e) => drop(tx.send(Err(e))),
-            },
-            None => {
-                let select = SelectRequest {
-                    service: req.service.clone(),
-                    labels: req.labels.clone(),
-                    strategy: None,
-                    exclude: Vec::new(),
-                    resources: req.resources,
+            Some(pin) => {
+                let checked = match self.check_pin(&pin, None).await {
+                    Ok(()) => self.check_rules(Rules::of_request(&req), &req.agent_name, &pin),
+                    Err(e) => Err(e),
                 };
-                self.spawn_select(Want::Assign(req), tx, 1, select)
+                match checked {
+                    Ok(()) => self.commit_assign(req, tx, pin, "pinned", None),
+                    Err(e) => drop(tx.send(Err(e))),
+                }
             }
+            None => self.place(Want::Assign(req), tx),
         }
     }
 
@@ -112,21 +124,67 @@ impl Leader {
             Some(target) => {
                 // An agent waiting on its own node does not need a second slot there.
                 let itself = (target == current.node_id).then_some(1);
-                match self.check_pin(&target, itself).await {
+                let checked = match self.check_pin(&target, itself).await {
+                    Ok(()) => self.check_rules(
+                        Rules::of_assignment(&current),
+                        &current.agent_name,
+                        &target,
+                    ),
+                    Err(e) => Err(e),
+                };
+                match checked {
                     Ok(()) => self.commit_move(req, tx, target, None),
                     Err(e) => drop(tx.send(Err(e))),
                 }
             }
-            None => {
-                let select = SelectRequest {
+            None => self.place(Want::Move(req), tx),
+        }
+    }
+
+    /// Whether `node` follows the group rules of `agent`, if it has any.
+    fn check_rules(&self, rules: Option<Rules>, agent: &str, node: &str) -> Result<(), ShoalError> {
+        let Some(rules) = rules else {
+            return Ok(());
+        };
+        self.ctx
+            .members
+            .read(|m| constraints::check_node(&self.state, m, &rules, agent, node))
+    }
+
+    /// The selection `want` asks the balancer for before any group rule narrows it.
+    pub(crate) fn base_select(&self, want: &Want) -> Result<SelectRequest, ShoalError> {
+        Ok(match want {
+            Want::Assign(req) => SelectRequest {
+                service: req.service.clone(),
+                labels: req.labels.clone(),
+                strategy: None,
+                exclude: Vec::new(),
+                resources: req.resources,
+            },
+            Want::Move(req) => {
+                let current = self
+                    .state
+                    .get(&req.agent_name)
+                    .ok_or_else(|| no_assignment(&req.agent_name))?;
+                SelectRequest {
                     service: current.service.clone(),
                     labels: current.labels.clone(),
                     strategy: None,
                     exclude: vec![current.node_id.clone()],
                     resources: current.resources,
-                };
-                self.spawn_select(Want::Move(req), tx, 1, select)
+                }
             }
+        })
+    }
+
+    /// The group rules `want`'s agent follows, if any.
+    pub(crate) fn rules_of(&self, want: &Want) -> Option<Rules> {
+        match want {
+            Want::Assign(req) => Rules::of_request(req),
+            Want::Move(req) => self
+                .state
+                .get(&req.agent_name)
+                .and_then(Rules::of_assignment),
         }
     }
 
@@ -146,9 +204,18 @@ impl Leader {
         checked
     }
 
-    /// Asks the balancer from a task of its own; the answer comes back as
-    /// `Internal::Placed`.
-    fn spawn_select(&self, want: Want, tx: AssignmentTx, attempt: u32, select: SelectRequest) {
+    /// Asks the balancer for `select` from a task of its own (then for each of
+    /// `alternatives` in turn while none has capacity); the answer comes back as
+    /// `Internal::Placed`. `group`: the group whose placements wait for this one.
+    pub(crate) fn spawn_select(
+        &self,
+        want: Want,
+        tx: AssignmentTx,
+        attempt: u32,
+        select: SelectRequest,
+        alternatives: Vec<SelectRequest>,
+        group: Option<String>,
+    ) {
         let (picker, loopback) = (self.picker.clone(), self.loopback.clone());
         tokio::spawn(async move {
             let result = picker.pick(select.clone()).await;
@@ -157,6 +224,8 @@ impl Leader {
                 tx,
                 attempt,
                 select,
+                alternatives,
+                group,
                 result,
             };
             if let Err(mpsc::error::SendError(Internal::Placed(p))) =
@@ -168,40 +237,77 @@ impl Leader {
     }
 
     /// Checks the balancer's pick against the state as it is now (another request
-    /// may have placed or moved the same agent, or filled the node, meanwhile).
+    /// may have placed or moved the same agent, or filled the node, meanwhile); once
+    /// the request is answered, its group's next placement starts.
     pub(crate) fn placed(&mut self, p: Placement) {
+        let group = p.group.clone();
+        if self.settle(p)
+            && let Some(group) = group
+        {
+            self.release(&group);
+        }
+    }
+
+    /// Answers the request of `p`, or asks the balancer again (false then).
+    fn settle(&mut self, p: Placement) -> bool {
         let Placement {
             want,
             tx,
             attempt,
             mut select,
+            mut alternatives,
+            group,
             result,
         } = p;
         match &want {
             Want::Assign(req) => {
                 if let Some(existing) = self.state.existing(req) {
-                    return self.pipeline.after_pending(Reply::Assign(tx, existing));
+                    self.pipeline.after_pending(Reply::Assign(tx, existing));
+                    return true;
                 }
             }
             Want::Move(req) => {
                 if self.state.get(&req.agent_name).is_none() {
-                    return drop(tx.send(Err(no_assignment(&req.agent_name))));
+                    let _ = tx.send(Err(no_assignment(&req.agent_name)));
+                    return true;
                 }
             }
         }
         let pick = match result {
             Ok(pick) => pick,
-            Err(e) => return drop(tx.send(Err(e))),
+            Err(e) if e.code == ErrorCode::NoCapacity && !alternatives.is_empty() => {
+                let next = alternatives.remove(0);
+                self.spawn_select(want, tx, 1, next, alternatives, group);
+                return false;
+            }
+            Err(e) => {
+                let e = match &group {
+                    Some(g) if e.code == ErrorCode::NoCapacity => grouped::exhausted(g, &e),
+                    _ => e,
+                };
+                let _ = tx.send(Err(e));
+                return true;
+            }
         };
         let count = self.state.count_on(&pick.node_id);
-        if self.ctx.members.read(|m| m.refuses(&pick.node_id, count)) {
-            if attempt >= MAX_PICKS {
-                return drop(tx.send(Err(ShoalError::no_capacity(
-                    "the balancer's picks are all full, offline or draining",
-                ))));
+        let breaks = self
+            .check_rules(self.rules_of(&want), want.agent_name(), &pick.node_id)
+            .is_err();
+        if breaks || self.ctx.members.read(|m| m.refuses(&pick.node_id, count)) {
+            if attempt < MAX_PICKS {
+                select.exclude.push(pick.node_id);
+                self.spawn_select(want, tx, attempt + 1, select, alternatives, group);
+                return false;
             }
-            select.exclude.push(pick.node_id);
-            return self.spawn_select(want, tx, attempt + 1, select);
+            if !alternatives.is_empty() {
+                let next = alternatives.remove(0);
+                self.spawn_select(want, tx, 1, next, alternatives, group);
+                return false;
+            }
+            let _ = tx.send(Err(ShoalError::no_capacity(
+                "the balancer's picks are all full, offline or draining",
+            )));
+            return true;
         }
         match want {
             Want::Assign(req) => {
@@ -209,6 +315,7 @@ impl Leader {
             }
             Want::Move(req) => self.commit_move(req, tx, pick.node_id, Some(pick.why)),
         }
+        true
     }
 
     fn commit_assign(

@@ -212,6 +212,40 @@ async fn bad_requests_get_distinct_errors() {
     let e = refuse(greedy).await;
     assert_eq!(code(&e), Some(ErrorCode::BadRequest), "{e}");
     assert!(e.to_string().contains("resources.cpu"), "{e}");
+    // Group rules: a group is an id, spread_by a label key, and both rules need a
+    // group.
+    let long_key = "k".repeat(129);
+    let bad_rules = [
+        (Some(""), None, false, "group"),
+        (Some("a.b"), None, true, "group"),
+        (None, Some("zone"), false, "spread_by needs a group"),
+        (None, None, true, "anti_affinity needs a group"),
+        (Some("g1"), Some(" "), false, "spread_by"),
+        (Some("g1"), Some(long_key.as_str()), false, "spread_by"),
+    ];
+    for (group, spread_by, anti_affinity, says) in bad_rules {
+        let req = AssignRequest {
+            group: group.map(str::to_string),
+            spread_by: spread_by.map(str::to_string),
+            anti_affinity,
+            ..pinned("a1", "full")
+        };
+        let e = refuse(req).await;
+        assert_eq!(code(&e), Some(ErrorCode::BadRequest), "{e}");
+        assert!(e.to_string().contains(says), "{says}: {e}");
+    }
+    // spread_by adds its label to each selection: it must leave room for it.
+    let crowded = AssignRequest {
+        group: Some("g1".into()),
+        spread_by: Some("zone".into()),
+        labels: (0..64)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect(),
+        ..pinned("a1", "full")
+    };
+    let e = refuse(crowded).await;
+    assert_eq!(code(&e), Some(ErrorCode::BadRequest), "{e}");
+    assert!(e.to_string().contains("at most 63"), "{e}");
     // A move of an agent that is nowhere, or to a node that is not, is not_found.
     let e = shoal
         .move_agent(&shoal_protocol::MoveRequest {

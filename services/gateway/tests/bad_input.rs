@@ -110,6 +110,13 @@ fn cases() -> Vec<Case> {
         ),
         case(
             M::GET,
+            "/api/cluster/assignments?group=a%20b",
+            400,
+            "bad_request",
+            "group",
+        ),
+        case(
+            M::GET,
             "/api/cluster/history?since=yesterday",
             400,
             "bad_request",
@@ -246,6 +253,22 @@ fn cases() -> Vec<Case> {
             400,
             "bad_request",
             "resources.cpu",
+        ),
+        json_case(
+            M::POST,
+            "/api/cluster/assignments",
+            r#"{"agent_name":"a1","spread_by":"zone"}"#,
+            400,
+            "bad_request",
+            "spread_by needs a group",
+        ),
+        json_case(
+            M::POST,
+            "/api/cluster/assignments",
+            r#"{"agent_name":"a1","group":"g 1","anti_affinity":true}"#,
+            400,
+            "bad_request",
+            "group",
         ),
         json_case(
             M::POST,

@@ -213,13 +213,7 @@ pub fn labels(
         ));
     }
     for (k, v) in labels {
-        if longer_than(k, MAX_LABEL_KEY_LEN) {
-            return Err(field_error(
-                field,
-                format!("{field} key {k:?} is longer than {MAX_LABEL_KEY_LEN} characters"),
-            ));
-        }
-        non_empty_text(&format!("{field} key"), k)?;
+        label_key(&format!("{field} key"), k)?;
         if longer_than(v, MAX_LABEL_VALUE_LEN) {
             return Err(field_error(
                 field,
@@ -228,6 +222,18 @@ pub fn labels(
         }
     }
     Ok(())
+}
+
+/// A label key (of `labels`, or named by `spread_by`): 1 to [`MAX_LABEL_KEY_LEN`]
+/// characters, not blank.
+pub fn label_key(field: &str, key: &str) -> Result<(), ShoalError> {
+    if longer_than(key, MAX_LABEL_KEY_LEN) {
+        return Err(field_error(
+            field,
+            format!("{field} {key:?} is longer than {MAX_LABEL_KEY_LEN} characters"),
+        ));
+    }
+    non_empty_text(field, key)
 }
 
 /// A page size: 1 to `max` when given.

@@ -59,6 +59,9 @@ fn assignment() -> Assignment {
             cpu: 2.5,
             memory: 1.0,
         }),
+        group: Some("codex-pool".into()),
+        spread_by: Some("zone".into()),
+        anti_affinity: true,
     }
 }
 
@@ -285,6 +288,9 @@ fn samples() -> BTreeMap<&'static str, Value> {
             node_id: None,
             request_id: Some("r-1".into()),
             resources: None,
+            group: Some("codex-pool".into()),
+            spread_by: Some("zone".into()),
+            anti_affinity: true,
         }
     );
     sample!(
@@ -323,6 +329,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
         ListAssignmentsRequest {
             node_id: Some("node-1".into()),
             status: Some(AssignmentStatus::Orphaned),
+            group: Some("codex-pool".into()),
             after: Some("agent-0".into()),
             limit: Some(100),
         }

@@ -344,6 +344,9 @@ mod tests {
                 request_id: None,
                 candidates: None,
                 resources: None,
+                group: None,
+                spread_by: None,
+                anti_affinity: false,
             })
             .collect();
         LogRecord::of_changes(changes).encode().unwrap().to_vec()

@@ -26,7 +26,7 @@ pub fn routes() -> Vec<Route> {
             "/api/cluster/assignments",
             list,
             "listAssignments",
-            "List assignments, by node or status",
+            "List assignments, by node, status or group",
         )
         .describe(
             "A page of assignments sorted by agent name; when more match, `next` is \
@@ -43,8 +43,12 @@ pub fn routes() -> Vec<Route> {
         )
         .describe(
             "Answers the placement and why that node (`candidates`). A request_id makes \
-             retries safe; without one the gateway sets one for its own retries. 409: \
-             no node can take it, or the agent is placed elsewhere (move it instead).",
+             retries safe; without one the gateway sets one for its own retries. A \
+             `group` with `spread_by` (a node label key) spreads its agents evenly over \
+             that label's values; with `anti_affinity` no two share a node; every later \
+             move of the agent follows the same rules. 409: no node can take it (the \
+             message says which rule left none), or the agent is placed elsewhere (move \
+             it instead).",
         )
         .body::<AssignRequest>()
         .reply::<Placement>()

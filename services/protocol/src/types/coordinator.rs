@@ -14,6 +14,19 @@ use crate::validate::{self, Validate};
 
 /// `assign`: place an agent on a node.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("allOf" = [
+    {
+        "if": { "properties": { "spread_by": { "type": "string" } }, "required": ["spread_by"] },
+        "then": {
+            "properties": { "group": { "type": "string" }, "labels": { "maxProperties": 63 } },
+            "required": ["group"]
+        }
+    },
+    {
+        "if": { "properties": { "anti_affinity": { "const": true } }, "required": ["anti_affinity"] },
+        "then": { "properties": { "group": { "type": "string" } }, "required": ["group"] }
+    }
+]))]
 pub struct AssignRequest {
     #[schemars(pattern(crate::validate::ID_PATTERN))]
     pub agent_name: String,
@@ -35,6 +48,20 @@ pub struct AssignRequest {
     /// the node's observed per-agent average, or its configured default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// The agent's group: agents of one group are placed by its `spread_by` and
+    /// `anti_affinity`, now and whenever they are moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
+    pub group: Option<String>,
+    /// A node label key (such as `zone`): the group's agents are spread evenly over
+    /// the values of this label, the least-filled value first; nodes without the
+    /// label are not eligible. Requires `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = crate::validate::MAX_LABEL_KEY_LEN), pattern(crate::validate::NOT_BLANK_PATTERN))]
+    pub spread_by: Option<String>,
+    /// No two agents of the group on one node. Requires `group`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anti_affinity: bool,
 }
 
 /// What one agent is expected to use, in the units nodes report in heartbeats:
@@ -71,8 +98,48 @@ impl Validate for AssignRequest {
         if let Some(r) = &self.request_id {
             validate::non_empty_text("request_id", r)?;
         }
-        self.resources.as_ref().map_or(Ok(()), Validate::validate)
+        self.resources.as_ref().map_or(Ok(()), Validate::validate)?;
+        validate_placement_rules(
+            &self.labels,
+            self.group.as_deref(),
+            self.spread_by.as_deref(),
+            self.anti_affinity,
+        )
     }
+}
+
+/// `group` is an id, `spread_by` a label key (leaving room for its label among
+/// `labels`); both `spread_by` and `anti_affinity` need a `group` to act on.
+fn validate_placement_rules(
+    labels: &BTreeMap<String, String>,
+    group: Option<&str>,
+    spread_by: Option<&str>,
+    anti_affinity: bool,
+) -> Result<(), ShoalError> {
+    validate::optional_id("group", group)?;
+    if let Some(key) = spread_by {
+        validate::label_key("spread_by", key)?;
+        if labels.len() >= validate::MAX_LABELS {
+            return Err(ShoalError::bad_request(format!(
+                "labels has {} entries: with spread_by, which adds its label to every selection, at most {}",
+                labels.len(),
+                validate::MAX_LABELS - 1
+            ))
+            .with_details(serde_json::json!({ "field": "labels" })));
+        }
+    }
+    let rule = match (spread_by, anti_affinity) {
+        (Some(_), _) => "spread_by",
+        (None, true) => "anti_affinity",
+        (None, false) => return Ok(()),
+    };
+    if group.is_none() {
+        return Err(ShoalError::bad_request(format!(
+            "{rule} needs a group: it places the agent relative to the other agents of its group (add group)"
+        ))
+        .with_details(serde_json::json!({ "field": rule })));
+    }
+    Ok(())
 }
 
 /// `move`: move a placed agent to the named node, or to the balancer's pick among the
@@ -151,6 +218,14 @@ pub struct Assignment {
     pub request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// The agent's group and its placement rules, as assigned: every move of the
+    /// agent follows them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_by: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anti_affinity: bool,
 }
 
 /// `assignments.get`.
@@ -206,6 +281,10 @@ pub struct ListAssignmentsRequest {
     pub node_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<AssignmentStatus>,
+    /// Only agents of this group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(crate::validate::ID_PATTERN))]
+    pub group: Option<String>,
     /// Only agents whose name sorts after this one: the `next` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(crate::validate::ID_PATTERN))]
@@ -224,6 +303,7 @@ impl Validate for ListAssignmentsRequest {
     fn validate(&self) -> Result<(), ShoalError> {
         validate::optional_id("node_id", self.node_id.as_deref())?;
         validate::optional_id("after", self.after.as_deref())?;
+        validate::optional_id("group", self.group.as_deref())?;
         validate::page_limit("limit", self.limit, MAX_ASSIGNMENTS_PAGE)
     }
 }

@@ -1,0 +1,44 @@
+//! Why the leader moves an agent, and what each kind of move records.
+
+use shoal_protocol::{AssignmentAction, AssignmentStatus};
+
+/// Why an agent is moved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MoveKind {
+    /// Its node is offline or gone.
+    Orphan,
+    /// Its node is draining.
+    Drain,
+    /// An operator asked (`move`).
+    Operator,
+}
+
+impl MoveKind {
+    pub fn action(self) -> AssignmentAction {
+        match self {
+            MoveKind::Orphan => AssignmentAction::Orphaned,
+            MoveKind::Drain | MoveKind::Operator => AssignmentAction::Migrated,
+        }
+    }
+    pub fn reason(self) -> &'static str {
+        match self {
+            MoveKind::Orphan => "orphaned",
+            MoveKind::Drain => "drained",
+            MoveKind::Operator => "operator",
+        }
+    }
+    pub(crate) fn waiting_status(self) -> AssignmentStatus {
+        match self {
+            MoveKind::Orphan => AssignmentStatus::Orphaned,
+            MoveKind::Drain | MoveKind::Operator => AssignmentStatus::Migrating,
+        }
+    }
+
+    /// The kind of move that continues a waiting agent's wait.
+    pub fn resuming(status: AssignmentStatus) -> MoveKind {
+        match status {
+            AssignmentStatus::Migrating => MoveKind::Drain,
+            _ => MoveKind::Orphan,
+        }
+    }
+}
