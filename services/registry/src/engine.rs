@@ -297,6 +297,7 @@ impl Engine {
         let mut ticker = tokio::time::interval(th.tick());
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut outage = false;
+        let mut last_unknown_sweep = Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -331,9 +332,18 @@ impl Engine {
                 outage = true;
                 continue;
             }
+            // Unknown nodes are asked at most every 2 s each: looking for them once a
+            // second (not every tick) spares a pass over every member.
+            let look_for_unknown = now.duration_since(last_unknown_sweep) >= Duration::from_secs(1);
             let (plans, wanted) = {
                 let mut state = self.lock();
-                (state.due(now, Utc::now()), state.wanted_announces(now))
+                let wanted = if look_for_unknown {
+                    last_unknown_sweep = now;
+                    state.wanted_announces(now)
+                } else {
+                    Vec::new()
+                };
+                (state.due(now, Utc::now()), wanted)
             };
             for plan in plans {
                 self.spawn_write(plan);

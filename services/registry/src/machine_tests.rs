@@ -460,10 +460,50 @@ fn stats_and_pages_agree_with_the_served_nodes_without_copying_them_all() {
     let (first, next) = page(None);
     let ids: Vec<_> = first.iter().map(|n| n.id.as_str()).collect();
     assert_eq!((ids, next.as_deref()), (vec!["n1", "n2"], Some("n2")));
-    assert_eq!(first[1].active_agents, 2, "a page is served with live metrics");
+    assert_eq!(
+        first[1].active_agents, 2,
+        "a page is served with live metrics"
+    );
     let (second, next) = page(Some("n2"));
     let ids: Vec<_> = second.iter().map(|n| n.id.as_str()).collect();
     assert_eq!((ids, next.as_deref()), (vec!["n3", "n4"], Some("n4")));
     let (last, next) = page(Some("n4"));
     assert_eq!((last.len(), next), (1, None));
+}
+
+#[test]
+fn a_large_membership_stretches_its_snapshots_to_a_bounded_write_rate() {
+    // 20,000 nodes: snapshots every 20 to 30 s (at most 1,000 writes a second), not
+    // every 10 to 15 s.
+    let c = Clock::new();
+    let mut m = Membership::new(Thresholds::default());
+    let (t, u) = c.at(0);
+    let ids: Vec<String> = (0..20_000).map(|i| format!("n{i}")).collect();
+    for (rev, id) in (1..).zip(&ids) {
+        m.on_announce(announce(id), t, u);
+        let plan = m.plan(id, t, u).expect("a join is written");
+        write(&mut m, &plan, rev, t);
+    }
+    let mut snapshots = 0;
+    for second in 1..=31u64 {
+        let (t, u) = c.at(second * 1000);
+        for id in &ids {
+            let mut hb = heartbeat(id, second, 0);
+            hb.cpu_usage = second as f64;
+            m.on_heartbeat(&hb, t, u);
+        }
+        let plans = m.due(t, u);
+        if second < 20 {
+            assert!(plans.is_empty(), "a snapshot after {second} s");
+        }
+        snapshots += plans.len();
+        for plan in &plans {
+            m.finish(plan, Outcome::Written(1_000_000 + second), t);
+        }
+    }
+    assert_eq!(
+        snapshots,
+        ids.len(),
+        "each node snapshotted once within 30 s"
+    );
 }

@@ -137,8 +137,9 @@ pub struct Member {
     pub disconnected_at: Option<Instant>,
     pub announce: Option<Announce>,
     pub leave: Option<Leave>,
-    /// Spreads metrics snapshots of many nodes over time.
-    pub snapshot_offset: Duration,
+    /// Spreads metrics snapshots of many nodes over time: a snapshot is due after
+    /// `(1 + phase / 2)` snapshot periods, with `phase` in `0..1` from the id.
+    pub snapshot_phase: f64,
     pub writing: bool,
     pub dirty: bool,
     pub retry_at: Option<Instant>,
@@ -146,7 +147,7 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(id: &str, now: Instant, th: &Thresholds) -> Member {
+    pub fn new(id: &str, now: Instant) -> Member {
         Member {
             stored: None,
             seen_revision: 0,
@@ -158,7 +159,7 @@ impl Member {
             disconnected_at: None,
             announce: None,
             leave: None,
-            snapshot_offset: spread(id, th.metrics_snapshot / 2),
+            snapshot_phase: phase(id),
             writing: false,
             dirty: false,
             retry_at: None,
@@ -435,7 +436,7 @@ impl Member {
         }
         let capacity_changed = live.active_agents != stored.node.active_agents;
         let snapshot_due = now.saturating_duration_since(self.stored_at)
-            >= th.metrics_snapshot + self.snapshot_offset
+            >= th.metrics_snapshot.mul_f64(1.0 + self.snapshot_phase / 2.0)
             && model::metrics_differ(&stored.node, live);
         if !capacity_changed && !snapshot_due {
             return None;
@@ -509,11 +510,10 @@ fn change(kind: NodeEventKind, previous: NodeStatus, reason: &str) -> Change {
     }
 }
 
-/// A stable offset in `0..max` derived from `id`.
-fn spread(id: &str, max: Duration) -> Duration {
+/// A stable fraction in `0..1` derived from `id`.
+fn phase(id: &str) -> f64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     id.hash(&mut h);
-    let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(1);
-    Duration::from_millis(h.finish() % millis)
+    (h.finish() % 1_000_000) as f64 / 1_000_000.0
 }

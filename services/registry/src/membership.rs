@@ -23,6 +23,12 @@ pub enum HeartbeatOutcome {
     Unknown,
 }
 
+/// Metrics snapshots written per second at most, across the membership: a large
+/// cluster's snapshot period stretches (10 s up to 10,000 nodes, 50 s at 50,000)
+/// rather than its snapshots loading the bucket. Capacity and status changes are
+/// written at once whatever the size; live metrics are always served from memory.
+const SNAPSHOT_WRITES_PER_SEC: f64 = 1_000.0;
+
 /// How often one node is asked to announce itself again.
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 
@@ -43,10 +49,19 @@ impl Membership {
         &self.th
     }
 
+    /// The thresholds writes are planned with: the snapshot period stretched to
+    /// keep snapshot writes under [`SNAPSHOT_WRITES_PER_SEC`].
+    fn planning_thresholds(&self) -> Thresholds {
+        let floor = Duration::from_secs_f64(self.members.len() as f64 / SNAPSHOT_WRITES_PER_SEC);
+        Thresholds {
+            metrics_snapshot: self.th.metrics_snapshot.max(floor),
+            ..self.th
+        }
+    }
+
     fn member(&mut self, id: &str, now: Instant) -> &mut Member {
         if !self.members.contains_key(id) {
-            self.members
-                .insert(id.to_string(), Member::new(id, now, &self.th));
+            self.members.insert(id.to_string(), Member::new(id, now));
         }
         self.members.get_mut(id).expect("inserted above")
     }
@@ -116,13 +131,13 @@ impl Membership {
 
     /// The next write for one node, if any (see [`Member::plan`]).
     pub fn plan(&mut self, id: &str, now: Instant, now_utc: DateTime<Utc>) -> Option<Plan> {
-        let th = self.th;
+        let th = self.planning_thresholds();
         self.members.get_mut(id)?.plan(id, now, now_utc, &th)
     }
 
     /// Every write due now (time-driven transitions, snapshots, retries).
     pub fn due(&mut self, now: Instant, now_utc: DateTime<Utc>) -> Vec<Plan> {
-        let th = self.th;
+        let th = self.planning_thresholds();
         self.members
             .iter_mut()
             .filter_map(|(id, m)| m.plan(id, now, now_utc, &th))
