@@ -14,18 +14,21 @@ use crate::validate::{self, Validate};
 
 /// `assign`: place an agent on a node.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+// "spread_by and anti_affinity need a group" (and spread_by leaves room for its label
+// among `labels`), spelled without `if` or `not`: either the rule is off, or `group`
+// is a string.
 #[schemars(extend("allOf" = [
-    {
-        "if": { "properties": { "spread_by": { "type": "string" } }, "required": ["spread_by"] },
-        "then": {
+    { "anyOf": [
+        { "properties": { "spread_by": { "type": "null" } } },
+        {
             "properties": { "group": { "type": "string" }, "labels": { "maxProperties": 63 } },
             "required": ["group"]
         }
-    },
-    {
-        "if": { "properties": { "anti_affinity": { "const": true } }, "required": ["anti_affinity"] },
-        "then": { "properties": { "group": { "type": "string" } }, "required": ["group"] }
-    }
+    ] },
+    { "anyOf": [
+        { "properties": { "anti_affinity": { "const": false } } },
+        { "properties": { "group": { "type": "string" } }, "required": ["group"] }
+    ] }
 ]))]
 pub struct AssignRequest {
     #[schemars(pattern(crate::validate::ID_PATTERN))]
