@@ -144,9 +144,7 @@ impl Cost {
             );
         }
     }
-}
 
-impl Cost {
     /// Reports the share of one core each process used since [`Cost::start`]
     /// (`{what}_cores_<process>`), over `elapsed`.
     pub fn report_cores(self, report: &mut Report, what: &str, elapsed: std::time::Duration) {

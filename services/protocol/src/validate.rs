@@ -177,10 +177,15 @@ pub fn names(field: &str, values: &[String]) -> Result<(), ShoalError> {
 
 /// One name (a service): 1 to [`MAX_NAME_LEN`] characters, not blank.
 pub fn name(field: &str, value: &str) -> Result<(), ShoalError> {
-    if longer_than(value, MAX_NAME_LEN) {
+    bounded_text(field, value, MAX_NAME_LEN)
+}
+
+/// Text of 1 to `max` characters, not blank.
+fn bounded_text(field: &str, value: &str, max: usize) -> Result<(), ShoalError> {
+    if longer_than(value, max) {
         return Err(field_error(
             field,
-            format!("{field} {value:?} is longer than {MAX_NAME_LEN} characters"),
+            format!("{field} {value:?} is longer than {max} characters"),
         ));
     }
     non_empty_text(field, value)
@@ -227,13 +232,7 @@ pub fn labels(
 /// A label key (of `labels`, or named by `spread_by`): 1 to [`MAX_LABEL_KEY_LEN`]
 /// characters, not blank.
 pub fn label_key(field: &str, key: &str) -> Result<(), ShoalError> {
-    if longer_than(key, MAX_LABEL_KEY_LEN) {
-        return Err(field_error(
-            field,
-            format!("{field} {key:?} is longer than {MAX_LABEL_KEY_LEN} characters"),
-        ));
-    }
-    non_empty_text(field, key)
+    bounded_text(field, key, MAX_LABEL_KEY_LEN)
 }
 
 /// A page size: 1 to `max` when given.

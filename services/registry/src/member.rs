@@ -179,7 +179,7 @@ impl Member {
     pub fn counted(&self) -> Option<(&Node, u32)> {
         let node = &self.stored.as_ref()?.node;
         let agents = match (&self.live, self.heard_utc) {
-            _ if matches!(node.status, NodeStatus::Offline | NodeStatus::Left) => 0,
+            _ if model::runs_nothing(node.status) => 0,
             (Some(m), Some(_)) => m.active_agents,
             _ => node.active_agents,
         };

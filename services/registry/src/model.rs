@@ -148,11 +148,17 @@ pub fn is_alive(status: NodeStatus) -> bool {
     matches!(status, NodeStatus::Online | NodeStatus::Draining)
 }
 
+/// An offline or departed node runs nothing: its agents are moved off, whatever it
+/// last reported.
+pub fn runs_nothing(status: NodeStatus) -> bool {
+    matches!(status, NodeStatus::Offline | NodeStatus::Left)
+}
+
 /// Fields computed from others: healthy, capacity, load; an offline or departed
 /// node runs nothing (its agents are moved off), whatever it last reported.
 fn derive(node: &mut Node) {
     node.healthy = is_alive(node.status);
-    if matches!(node.status, NodeStatus::Offline | NodeStatus::Left) {
+    if runs_nothing(node.status) {
         node.active_agents = 0;
     }
     node.capacity = 1.0 - slot_share(node.active_agents, node.max_agents);
