@@ -274,6 +274,17 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<StrategyAction>,
     },
+    /// Even out agents across nodes: show the settings and spread, turn rebalancing
+    /// on or off, or run a round now (`--dry-run` prints the moves it would make).
+    /// Moves respect services, labels, capacity, pins and group rules, and are
+    /// recorded as `rebalanced`.
+    #[command(
+        after_help = "Examples:\n  shoal rebalance\n  shoal rebalance enable --max-moves-per-minute 600 --threshold 2\n  shoal rebalance now --dry-run\n  shoal rebalance disable"
+    )]
+    Rebalance {
+        #[command(subcommand)]
+        action: Option<crate::rebalance::RebalanceAction>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -426,6 +437,7 @@ mod tests {
             "assignments",
             "history",
             "strategy",
+            "rebalance",
         ] {
             assert!(help.contains(cmd), "{cmd} missing from --help");
         }

@@ -23,6 +23,9 @@ fn writes_through_leader(command: &Command) -> bool {
             | Command::Unassign { .. }
             | Command::Move { .. }
             | Command::Promote { .. }
+            | Command::Rebalance {
+                action: Some(crate::rebalance::RebalanceAction::Now { .. })
+            }
     )
 }
 

@@ -19,6 +19,7 @@ mod local;
 mod manual;
 mod ops;
 mod output;
+mod rebalance;
 mod up;
 mod watch;
 

@@ -254,6 +254,9 @@ pub async fn run(
                 format!("{}\n{} row(s)", t.render(), reply.count)
             })
         }
+        Command::Rebalance { action } => {
+            crate::rebalance::run(client, action.as_ref(), as_json).await?
+        }
         Command::Strategy { action } => {
             let reply = match action {
                 None => client.get_strategy().await?,

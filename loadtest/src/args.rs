@@ -28,6 +28,7 @@ discovery   time from a node's announce to being listed and selectable, percenti
 heartbeats  --nodes simulated nodes heartbeating: registry CPU and RSS, false suspect/offline\n  \
 failover    a fault a third of the way into a stream of assigns (--spawn), chosen with --kill: coordinator (kill -9 of\n              the leader), coordinator-stop (SIGSTOP it for --pause, then SIGCONT), coordinator-term (SIGTERM it),\n              promote (leader.promote to a follower), nats-server / nats-server-term (kill -9 / SIGTERM of the\n              nats-server leading the assignment log, with --nats-servers 3), none (no fault); reports the time to\n              the first acknowledged assign after the fault, time without a leader, client timeouts apart from\n              error replies, leadership changes, and verifies nothing acknowledged was lost or duplicated and that\n              no deposed leader's write was accepted after a newer term began\n  \
 partition   (--spawn, as root) cuts made under a stream of assigns on a 3-server cluster whose processes sit on\n              test hosts of their own (network namespaces), chosen with --cut, each held --cut-for: nats-server,\n              leader, registry, node; reports each cut's detection and the writes' stall, then checks the log,\n              Postgres history and every node's own agents\n  \
+join        (--spawn) --nodes nodes holding --agents agents, then as many nodes again join with rebalancing on\n              (--rebalance-rate moves a minute, --rebalance-threshold): time to even, moves against the fewest\n              possible, and checks that no agent waited for a node\n  \
 compaction  --changes assign+unassign changes on top of --agents kept (--spawn): log stream size, how soon a\n              coordinator started afterwards is ready (snapshot + tail), kill -9 of the leader to the next acknowledged assign"
 )]
 pub struct Args {
@@ -119,6 +120,15 @@ pub struct Args {
     /// under the churn.
     #[arg(long, env = "SHOAL_LOADTEST_AGENTS", default_value_t = 1000)]
     pub agents: u64,
+
+    /// Join scenario: the rebalance budget, in moves a minute (1 to 60000).
+    #[arg(long, env = "SHOAL_LOADTEST_REBALANCE_RATE", default_value_t = 6000, value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    pub rebalance_rate: u32,
+
+    /// Join scenario: the rebalance threshold, the agent-count spread (most minus
+    /// fewest agents per node) the cluster is evened to.
+    #[arg(long, env = "SHOAL_LOADTEST_REBALANCE_THRESHOLD", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rebalance_threshold: u32,
 
     /// Compaction scenario: changes to make (half assigns, half unassigns of the same
     /// agents) before a late replica starts.
@@ -296,6 +306,7 @@ pub enum Scenario {
     Failover,
     Compaction,
     Partition,
+    Join,
 }
 
 impl Args {

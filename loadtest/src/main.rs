@@ -41,6 +41,7 @@ async fn main() -> ExitCode {
         Scenario::Failover => scenarios::failover::run(&args, &mut report).await,
         Scenario::Compaction => scenarios::compaction::run(&args, &mut report).await,
         Scenario::Partition => scenarios::partition::run(&args, &mut report).await,
+        Scenario::Join => scenarios::join::run(&args, &mut report).await,
     };
     println!("{}", report.render());
     if let Err(e) = write_outputs(&args, &report, outcome.is_err()) {

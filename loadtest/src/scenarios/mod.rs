@@ -6,6 +6,7 @@ pub mod compaction;
 pub mod discovery;
 pub mod failover;
 pub mod heartbeats;
+pub mod join;
 pub mod partition;
 pub mod select;
 

@@ -287,7 +287,8 @@ impl View {
         let target = match ev.event {
             AssignmentAction::Assigned
             | AssignmentAction::Reassigned
-            | AssignmentAction::Migrated => ev.node_id.as_deref(),
+            | AssignmentAction::Migrated
+            | AssignmentAction::Rebalanced => ev.node_id.as_deref(),
             AssignmentAction::Unassigned | AssignmentAction::Orphaned => None,
         };
         if let Some(old) = previous.as_deref()

@@ -3,7 +3,8 @@
 //! only these; the leader's own messages stay inside [`crate::leader`].
 
 use shoal_protocol::{
-    AssignRequest, Assignment, MoveRequest, ShoalError, UnassignReply, UnassignRequest,
+    AssignRequest, Assignment, MoveRequest, RebalanceReport, ShoalError, UnassignReply,
+    UnassignRequest,
 };
 use tokio::sync::oneshot;
 
@@ -20,6 +21,8 @@ pub enum WriteRequest {
     Move(MoveRequest, oneshot::Sender<Result<Assignment, ShoalError>>),
     /// Ok once the lease is marked as handed to the named replica.
     Promote(String, oneshot::Sender<Result<(), ShoalError>>),
+    /// `rebalance.now`: true for a dry run.
+    Rebalance(bool, oneshot::Sender<Result<RebalanceReport, ShoalError>>),
 }
 
 /// What a write request gets when this replica no longer leads.
@@ -36,6 +39,7 @@ impl WriteRequest {
             }
             WriteRequest::Unassign(_, tx) => drop(tx.send(Err(not_leader()))),
             WriteRequest::Promote(_, tx) => drop(tx.send(Err(not_leader()))),
+            WriteRequest::Rebalance(_, tx) => drop(tx.send(Err(not_leader()))),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::log::Replica;
 use crate::members_feed::MembersFeed;
 use crate::metrics::CoordinatorMetrics;
 use crate::picker::Picker;
+use crate::rebalance_settings::RebalanceConfig;
 
 pub struct Ctx {
     pub cfg: Config,
@@ -28,6 +29,8 @@ pub struct Ctx {
     pub stream: stream::Stream,
     pub replica: Replica,
     pub members: MembersFeed,
+    /// The rebalance settings, followed in `shoal_config`.
+    pub rebalance: RebalanceConfig,
     pub lease: LeaseHandle,
     pub history: Option<Arc<HistoryStore>>,
     /// The snapshot bucket; the leader compacts the log into it when `compaction`.

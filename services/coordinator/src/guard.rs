@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::token_bucket::TokenBucket;
+
 #[derive(Debug)]
 pub struct Guard {
-    rate: f64,
-    tokens: f64,
-    refilled: Instant,
+    cap: TokenBucket,
     share: f64,
     paused: bool,
     grace_until: Option<Instant>,
@@ -18,9 +18,7 @@ impl Guard {
     /// `rate` reassignments per second (also the burst), pause above `share` offline.
     pub fn new(rate: u32, share: f64, now: Instant) -> Guard {
         Guard {
-            rate: f64::from(rate),
-            tokens: f64::from(rate),
-            refilled: now,
+            cap: TokenBucket::new(f64::from(rate), f64::from(rate), now),
             share,
             paused: false,
             grace_until: None,
@@ -62,15 +60,7 @@ impl Guard {
 
     /// Takes one reassignment token; `false` when the per-second cap is reached.
     pub fn take(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.cap.take(now)
     }
 }
 

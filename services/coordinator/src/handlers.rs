@@ -1,6 +1,7 @@
 //! The coordinator's endpoints. Reads (`assignments.get/list`, `leader.get`, `stats`,
-//! `history`) are answered by every replica from its tail of the log; writes
-//! (`assign`, `unassign`, `move`, `leader.promote`) are subscribed by the leader
+//! `history`, `rebalance.get`) are answered by every replica from its tail of the
+//! log, and so is `rebalance.set` (it writes `shoal_config`); writes (`assign`,
+//! `unassign`, `move`, `leader.promote`, `rebalance.now`) are subscribed by the leader
 //! alone, for the length of its term, and passed to the term's single decision loop.
 
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use bytes::Bytes;
 use shoal_protocol::{
     AgentNameRequest, AssignRequest, Assignment, AssignmentList, ClusterStats, Empty, Endpoint,
     ErrorCode, HistoryReply, HistoryRequest, LeaderReply, ListAssignmentsRequest, MoveRequest,
-    PromoteReply, PromoteRequest, ShoalError, UnassignReply, UnassignRequest, decode, size,
+    PromoteReply, PromoteRequest, RebalanceNowRequest, RebalanceReport, RebalanceSettings,
+    RebalanceStatus, RebalanceUpdate, ShoalError, UnassignReply, UnassignRequest, decode, size,
 };
 use shoal_runtime::{DrainableEndpoints, Endpoints};
 use tokio::sync::{mpsc, oneshot};
@@ -25,6 +27,7 @@ use crate::error::Error;
 use crate::guard::Guard;
 use crate::lease::LeaseHandle;
 use crate::metrics::CoordinatorMetrics;
+use crate::rebalance;
 
 /// Serves the read endpoints on this replica, on `tasks`, until `shutdown`.
 pub async fn serve_reads(
@@ -56,6 +59,20 @@ pub async fn serve_reads(
         .await?;
     endpoints
         .serve(Endpoint::CoordinatorHistory, shutdown, with(ctx, history))
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::CoordinatorRebalanceGet,
+            shutdown,
+            with(ctx, rebalance_get),
+        )
+        .await?;
+    endpoints
+        .serve(
+            Endpoint::CoordinatorRebalanceSet,
+            shutdown,
+            with(ctx, rebalance_set),
+        )
         .await?;
     Ok(())
 }
@@ -164,6 +181,30 @@ async fn history(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<HistoryReply, 
     })
 }
 
+async fn rebalance_get(ctx: Arc<Ctx>, m: Message) -> Result<RebalanceStatus, ShoalError> {
+    let _: Empty = decode(&m.payload)?;
+    catch_up(&ctx).await;
+    Ok(rebalance_status(&ctx, ctx.rebalance.current()))
+}
+
+/// Any replica stores the settings; every replica's watch then carries them to
+/// the leader.
+async fn rebalance_set(ctx: Arc<Ctx>, m: Message) -> Result<RebalanceStatus, ShoalError> {
+    let update: RebalanceUpdate = decode(&m.payload)?;
+    let settings = ctx.rebalance.update(&update).await?;
+    catch_up(&ctx).await;
+    Ok(rebalance_status(&ctx, settings))
+}
+
+fn rebalance_status(ctx: &Ctx, settings: RebalanceSettings) -> RebalanceStatus {
+    ctx.members.read(|members| {
+        let (offline, total) = members.offline_share();
+        let paused = Guard::is_mass_failure(ctx.cfg.mass_failure_share, offline, total);
+        ctx.replica
+            .read(|state| rebalance::status(settings, state, members, paused))
+    })
+}
+
 /// Serves the write endpoints on `tasks` until `stop` (the end of a term), each
 /// request on its own task (the leader pipelines the writes), passed to the term's
 /// decision loop through `commands`. Requests still arriving once the endpoints
@@ -203,6 +244,14 @@ pub async fn serve_writes(
                 stop,
                 not_leader,
                 to_leader(&leader, move_agent),
+            )
+            .await,
+        endpoints
+            .serve_until(
+                Endpoint::CoordinatorRebalanceNow,
+                stop,
+                not_leader,
+                to_leader(&leader, rebalance_now),
             )
             .await,
         endpoints
@@ -303,6 +352,17 @@ async fn unassign(
     };
     leader.metrics.unassigns.count(&result);
     result
+}
+
+async fn rebalance_now(
+    payload: Bytes,
+    leader: ToLeader,
+    _: Instant,
+) -> Result<RebalanceReport, ShoalError> {
+    let req: RebalanceNowRequest = decode(&payload)?;
+    leader
+        .ask(|tx| WriteRequest::Rebalance(req.dry_run, tx))
+        .await
 }
 
 async fn promote(

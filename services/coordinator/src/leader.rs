@@ -18,6 +18,7 @@ use crate::guard::Guard;
 use crate::node_watch::NodeMessage;
 use crate::picker::Picker;
 use crate::pipeline::{NodeSync, Pipeline, Reply};
+use crate::rebalance::{Budget, Settle};
 use crate::record::Change;
 use crate::state::{Author, State};
 use crate::writes::Placement;
@@ -63,6 +64,10 @@ pub(crate) struct Leader {
     pub(crate) grace_logged: bool,
     /// Groups with a placement in flight, and their requests waiting behind it.
     pub(crate) groups: GroupQueue,
+    /// Rebalance moves allowed now.
+    pub(crate) budget: Budget,
+    /// Whether nodes are still joining (or leaving).
+    pub(crate) settle: Settle,
 }
 
 impl Leader {
@@ -89,6 +94,8 @@ impl Leader {
             retry_backoff: RETRY_MIN,
             grace_logged: false,
             groups: GroupQueue::default(),
+            budget: Budget::new(ctx.rebalance.current().max_moves_per_minute, Instant::now()),
+            settle: Settle::default(),
         }
     }
 
@@ -103,6 +110,7 @@ impl Leader {
     ) -> bool {
         let failed = self.pipeline.failed();
         let mut changes = self.ctx.members.changes();
+        let mut settings = self.ctx.rebalance.changes();
         loop {
             let next_sweep = tokio::time::Instant::from_std(self.next_sweep);
             tokio::select! {
@@ -117,6 +125,7 @@ impl Leader {
                 Some(message) = self.internal.recv() => self.internal(message).await,
                 Some(message) = nodes.recv() => self.on_node(message),
                 _ = changes.changed() => self.reconcile().await,
+                Ok(()) = settings.changed() => self.reconcile().await,
                 _ = tokio::time::sleep_until(next_sweep) => self.reconcile().await,
             }
         }
@@ -143,6 +152,9 @@ impl Leader {
             WriteRequest::Move(req, tx) => self.move_agent(req, tx).await,
             WriteRequest::Promote(target, tx) => {
                 let _ = tx.send(self.promote(&target).await);
+            }
+            WriteRequest::Rebalance(dry_run, tx) => {
+                let _ = tx.send(self.rebalance_now(dry_run));
             }
         }
     }

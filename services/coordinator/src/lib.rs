@@ -8,12 +8,14 @@
 //! - [`members_feed`]: keeps [`members`] equal to the registry's bucket (I/O);
 //! - [`leader`]: a leader's term, with [`writes`] (its requests), [`reconcile`] (its
 //!   moves), [`grouped`] (placements following group rules) and [`node_watch`]
-//!   (announces and heartbeats it answers with syncs);
+//!   (announces and heartbeats it answers with syncs), [`rebalance`] (its moves that
+//!   even the cluster, planned by [`rebalance_plan`], set by [`rebalance_settings`]);
 //! - [`handlers`]: the endpoints;
 //! - [`history`], [`history_consumer`]: the Postgres ledger;
 //! - [`metrics`]: what it counts, served as Prometheus metrics.
 
 pub mod append;
+pub mod changes;
 pub mod commands;
 pub mod compaction;
 pub mod config;
@@ -39,11 +41,15 @@ pub mod node_watch;
 pub mod notifier;
 pub mod picker;
 pub mod pipeline;
+pub mod rebalance;
+pub mod rebalance_plan;
+pub mod rebalance_settings;
 pub mod reconcile;
 pub mod record;
 pub mod snapshot;
 pub mod state;
 pub mod term;
+pub mod token_bucket;
 pub mod writes;
 
 #[cfg(test)]
@@ -53,7 +59,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
-use shoal_protocol::{ServiceKind, ShoalClient};
+use shoal_protocol::{CONFIG_BUCKET, ServiceKind, ShoalClient};
 use shoal_runtime::Endpoints;
 use shoal_runtime::metrics::Metrics;
 use shoal_runtime::retry::until_ok;
@@ -69,6 +75,7 @@ use context::Ctx;
 use history::HistoryStore;
 use metrics::CoordinatorMetrics;
 use picker::Picker;
+use rebalance_settings::RebalanceConfig;
 
 /// Runs the coordinator until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
@@ -177,6 +184,14 @@ pub(crate) async fn open(
     } else {
         !cfg.snapshot_interval.is_zero()
     };
+    let Some(config) = until_ok(shutdown, "opening the config bucket", || {
+        shoal_runtime::kv::open_or_create(&js, CONFIG_BUCKET, cfg.jetstream.kv_replicas)
+    })
+    .await
+    else {
+        return Ok(None);
+    };
+    let rebalance = RebalanceConfig::follow(config, background.clone());
     let Some(lease_kv) = until_ok(shutdown, "opening the lease bucket", || {
         lease::open_bucket(&js, cfg.lease_ttl, cfg.jetstream.kv_replicas)
     })
@@ -236,6 +251,7 @@ pub(crate) async fn open(
         stream,
         replica,
         members,
+        rebalance,
         lease,
         history,
         snapshots,

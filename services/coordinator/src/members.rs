@@ -137,6 +137,11 @@ impl Members {
         nodes
     }
 
+    /// Every known node.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
     /// The node's record, if known.
     pub fn get(&self, id: &str) -> Option<&Node> {
         self.nodes.get(id)

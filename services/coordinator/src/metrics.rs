@@ -27,6 +27,8 @@ pub struct CoordinatorMetrics {
     pub append_seconds: Histogram,
     pub append_batch: Histogram,
     pub takeovers: Counter,
+    /// Agents this replica moved, as leader, to even the cluster.
+    pub rebalanced: Counter,
     pub postgres_errors: Counter,
     pub nats_errors: Counter,
     pub history: HistoryProgress,
@@ -71,6 +73,10 @@ impl CoordinatorMetrics {
             takeovers: metrics.counter(
                 "takeovers",
                 "Terms this replica started as leader",
+            ),
+            rebalanced: metrics.counter(
+                "rebalance_moves",
+                "Agents this replica moved, as leader, to even the cluster (rebalanced)",
             ),
             postgres_errors: metrics.counter(
                 "postgres_errors",

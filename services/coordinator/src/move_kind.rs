@@ -11,6 +11,9 @@ pub enum MoveKind {
     Drain,
     /// An operator asked (`move`).
     Operator,
+    /// A rebalance evens the cluster: straight from one node to another, never
+    /// waiting in between.
+    Rebalance,
 }
 
 impl MoveKind {
@@ -18,6 +21,7 @@ impl MoveKind {
         match self {
             MoveKind::Orphan => AssignmentAction::Orphaned,
             MoveKind::Drain | MoveKind::Operator => AssignmentAction::Migrated,
+            MoveKind::Rebalance => AssignmentAction::Rebalanced,
         }
     }
     pub fn reason(self) -> &'static str {
@@ -25,12 +29,15 @@ impl MoveKind {
             MoveKind::Orphan => "orphaned",
             MoveKind::Drain => "drained",
             MoveKind::Operator => "operator",
+            MoveKind::Rebalance => "rebalanced",
         }
     }
     pub(crate) fn waiting_status(self) -> AssignmentStatus {
         match self {
             MoveKind::Orphan => AssignmentStatus::Orphaned,
-            MoveKind::Drain | MoveKind::Operator => AssignmentStatus::Migrating,
+            MoveKind::Drain | MoveKind::Operator | MoveKind::Rebalance => {
+                AssignmentStatus::Migrating
+            }
         }
     }
 

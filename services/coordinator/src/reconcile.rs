@@ -45,8 +45,12 @@ impl Leader {
             info!(window = ?self.ctx.cfg.detection_window, "new term: judging no node dead for one detection window");
             self.grace_logged = true;
         }
-        if moves.is_empty() || self.guard.paused() {
+        if self.guard.paused() {
             return;
+        }
+        if moves.is_empty() {
+            // Nothing must move: even the cluster, if asked to.
+            return self.rebalance_round(now);
         }
         // Orphans are recorded as such first (the balancer stops counting them on
         // their dead node); then the balancer is asked for every placeable agent at

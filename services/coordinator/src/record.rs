@@ -84,6 +84,9 @@ pub struct Change {
     pub spread_by: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anti_affinity: bool,
+    /// The node was named by the request (a pin): a rebalance leaves the agent there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 impl Change {
@@ -237,6 +240,7 @@ mod tests {
             group: None,
             spread_by: None,
             anti_affinity: false,
+            pinned: false,
         }
     }
 

@@ -32,6 +32,9 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_id: Option<String>,
     pub reassignments: u64,
+    /// Rebalance moves (absent from snapshots written before rebalancing existed).
+    #[serde(default)]
+    pub rebalanced: u64,
     pub assignments: Vec<Assignment>,
     /// Remembered request ids of assigns and moves and what they produced, oldest
     /// first.

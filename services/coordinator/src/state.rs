@@ -3,14 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use chrono::{DateTime, Utc};
 use shoal_protocol::{
     AssignRequest, Assignment, AssignmentAction, AssignmentStatus, DigestSum,
-    ListAssignmentsRequest, ShoalError, UnassignReply,
+    ListAssignmentsRequest, UnassignReply,
 };
 
 pub use crate::move_kind::MoveKind;
-use crate::record::{Change, Explanation, LogRecord, new_event_id};
+use crate::record::{Change, LogRecord};
 use crate::snapshot::Snapshot;
 
 /// How many `request_id`s are remembered for idempotent retries.
@@ -58,6 +57,8 @@ pub struct State {
     leader_id: Option<String>,
     /// Changes that moved an agent off a failed or draining node.
     reassignments: u64,
+    /// Changes that moved an agent to even the cluster.
+    rebalanced: u64,
 }
 
 impl State {
@@ -83,6 +84,9 @@ impl State {
         ) && c.node_id.is_some()
         {
             self.reassignments += 1;
+        }
+        if c.action == AssignmentAction::Rebalanced {
+            self.rebalanced += 1;
         }
         match (&c.action, &c.node_id) {
             (AssignmentAction::Unassigned, _) => {
@@ -126,6 +130,7 @@ impl State {
             group: c.group.clone(),
             spread_by: c.spread_by.clone(),
             anti_affinity: c.anti_affinity,
+            pinned: c.pinned,
         }
     }
 
@@ -163,6 +168,7 @@ impl State {
             epoch: self.epoch,
             leader_id: self.leader_id.clone(),
             reassignments: self.reassignments,
+            rebalanced: self.rebalanced,
             assignments: self.assignments.values().cloned().collect(),
             requests: self.remembered(|a| match a {
                 Answer::Placed(p) => Some(p),
@@ -182,6 +188,7 @@ impl State {
             epoch: snapshot.epoch,
             leader_id: snapshot.leader_id,
             reassignments: snapshot.reassignments,
+            rebalanced: snapshot.rebalanced,
             ..State::default()
         };
         for assignment in snapshot.assignments {
@@ -263,6 +270,9 @@ impl State {
     }
     pub fn reassignments(&self) -> u64 {
         self.reassignments
+    }
+    pub fn rebalanced(&self) -> u64 {
+        self.rebalanced
     }
 
     pub fn get(&self, agent_name: &str) -> Option<&Assignment> {
@@ -378,123 +388,6 @@ impl State {
             Answer::Unassigned(u) => Some(u),
             Answer::Placed(_) => None,
         }
-    }
-
-    /// The change placing a new agent on `node_id`.
-    pub fn assign_change(
-        author: &Author,
-        req: &AssignRequest,
-        node_id: &str,
-        reason: &str,
-        candidates: Option<Explanation>,
-        at: DateTime<Utc>,
-    ) -> Change {
-        Change {
-            event_id: new_event_id(),
-            action: AssignmentAction::Assigned,
-            agent_name: req.agent_name.clone(),
-            node_id: Some(node_id.to_string()),
-            previous_node_id: None,
-            status: AssignmentStatus::Running,
-            reason: reason.to_string(),
-            leader_id: author.leader_id.clone(),
-            epoch: author.epoch,
-            at,
-            service: req.service.clone(),
-            labels: req.labels.clone(),
-            request_id: req.request_id.clone(),
-            candidates,
-            resources: req.resources,
-            group: req.group.clone(),
-            spread_by: req.spread_by.clone(),
-            anti_affinity: req.anti_affinity,
-        }
-    }
-
-    /// The change removing `agent_name`; `not_found` if it has no assignment.
-    pub fn unassign_change(
-        &self,
-        author: &Author,
-        agent_name: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Change, ShoalError> {
-        let current = self.assignments.get(agent_name).ok_or_else(|| {
-            ShoalError::not_found(format!("agent {agent_name:?} has no assignment"))
-                .with_details(serde_json::json!({ "agent_name": agent_name }))
-        })?;
-        Ok(Change {
-            event_id: new_event_id(),
-            action: AssignmentAction::Unassigned,
-            agent_name: agent_name.to_string(),
-            node_id: None,
-            previous_node_id: Some(current.node_id.clone()),
-            status: current.status,
-            reason: "requested".to_string(),
-            leader_id: author.leader_id.clone(),
-            epoch: author.epoch,
-            at,
-            service: current.service.clone(),
-            labels: current.labels.clone(),
-            request_id: None,
-            candidates: None,
-            resources: current.resources,
-            group: current.group.clone(),
-            spread_by: current.spread_by.clone(),
-            anti_affinity: current.anti_affinity,
-        })
-    }
-
-    /// The change moving `agent_name` off its node: to `to`, or, with `to` `None`,
-    /// marking it as waiting for one. `None` if there is nothing to record (no such
-    /// agent, or already marked waiting).
-    pub fn move_change(
-        &self,
-        author: &Author,
-        agent_name: &str,
-        to: Option<&str>,
-        kind: MoveKind,
-        candidates: Option<Explanation>,
-        at: DateTime<Utc>,
-    ) -> Option<Change> {
-        let current = self.assignments.get(agent_name)?;
-        let waiting = kind.waiting_status();
-        if to.is_none() && current.status == waiting {
-            return None;
-        }
-        // An agent that already waited and is now placed is "reassigned"; an
-        // operator's move is always "migrated".
-        let action = match (to, current.status, kind) {
-            (_, _, MoveKind::Operator) => kind.action(),
-            (Some(_), AssignmentStatus::Orphaned | AssignmentStatus::Migrating, _) => {
-                AssignmentAction::Reassigned
-            }
-            _ => kind.action(),
-        };
-
-        Some(Change {
-            event_id: new_event_id(),
-            action,
-            agent_name: agent_name.to_string(),
-            node_id: to.map(str::to_string),
-            previous_node_id: Some(current.node_id.clone()),
-            status: if to.is_some() {
-                AssignmentStatus::Running
-            } else {
-                waiting
-            },
-            reason: kind.reason().to_string(),
-            leader_id: author.leader_id.clone(),
-            epoch: author.epoch,
-            at,
-            service: current.service.clone(),
-            labels: current.labels.clone(),
-            request_id: current.request_id.clone(),
-            candidates,
-            resources: current.resources,
-            group: current.group.clone(),
-            spread_by: current.spread_by.clone(),
-            anti_affinity: current.anti_affinity,
-        })
     }
 }
 

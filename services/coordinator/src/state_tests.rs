@@ -1,6 +1,7 @@
 //! Tests of the assignment state machine.
 
 use super::*;
+use chrono::Utc;
 use shoal_protocol::ErrorCode;
 
 fn author() -> Author {

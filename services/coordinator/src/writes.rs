@@ -351,6 +351,7 @@ impl Leader {
             return drop(tx.send(Err(no_assignment(&req.agent_name))));
         };
         change.request_id = req.request_id;
+        change.pinned = req.node_id.is_some();
         let assignment = State::placed(&change);
         if self.record(change, Reply::Assign(tx, assignment)) {
             self.slot_freed();

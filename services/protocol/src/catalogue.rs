@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::ErrorEnvelope;
 use crate::subjects::{Endpoint, Subjects};
-use crate::types::{Empty, balancer::*, coordinator::*, node::*, registry::*};
+use crate::types::{Empty, balancer::*, coordinator::*, node::*, rebalance::*, registry::*};
 
 /// Gives unsigned integers their largest value (`maximum`) as well as their
 /// smallest: schemars leaves it out for 32- and 64-bit ones, and without it a
@@ -88,6 +88,11 @@ pub fn message_schemas() -> BTreeMap<&'static str, Schema> {
         AssignmentEvent,
         LeaderChanged,
         ClusterStats,
+        RebalanceSettings,
+        RebalanceUpdate,
+        RebalanceStatus,
+        RebalanceNowRequest,
+        RebalanceReport,
         Empty,
         ErrorEnvelope,
     )
@@ -192,6 +197,21 @@ fn endpoint_messages(e: Endpoint) -> (&'static str, &'static str, &'static str) 
             "assignment history from Postgres",
         ),
         CoordinatorStats => ("Empty", "ClusterStats", "cluster statistics"),
+        CoordinatorRebalanceGet => (
+            "Empty",
+            "RebalanceStatus",
+            "the rebalance settings and how even the cluster is",
+        ),
+        CoordinatorRebalanceSet => (
+            "RebalanceUpdate",
+            "RebalanceStatus",
+            "change the rebalance settings (kept in shoal_config, followed by every coordinator)",
+        ),
+        CoordinatorRebalanceNow => (
+            "RebalanceNowRequest",
+            "RebalanceReport",
+            "one rebalance round at once, or its plan with dry_run (leader only)",
+        ),
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::subjects::{Endpoint, ServiceKind, Subjects};
-use crate::types::{Empty, balancer::*, coordinator::*, node::Node, registry::*};
+use crate::types::{Empty, balancer::*, coordinator::*, node::Node, rebalance::*, registry::*};
 use crate::{ErrorCode, ShoalError};
 
 #[derive(Debug, thiserror::Error)]
@@ -340,6 +340,24 @@ impl ShoalClient {
     }
     pub async fn balancer_stats(&self) -> Result<BalancerStats, ClientError> {
         self.call(Endpoint::BalancerStats, &Empty {}).await
+    }
+    pub async fn rebalance_status(&self) -> Result<RebalanceStatus, ClientError> {
+        self.call(Endpoint::CoordinatorRebalanceGet, &Empty {})
+            .await
+    }
+    pub async fn set_rebalance(
+        &self,
+        update: &RebalanceUpdate,
+    ) -> Result<RebalanceStatus, ClientError> {
+        self.call(Endpoint::CoordinatorRebalanceSet, update).await
+    }
+    /// One rebalance round now (only the leader answers), or its plan (`dry_run`).
+    pub async fn rebalance_now(&self, dry_run: bool) -> Result<RebalanceReport, ClientError> {
+        self.call(
+            Endpoint::CoordinatorRebalanceNow,
+            &RebalanceNowRequest { dry_run },
+        )
+        .await
     }
     /// Fills in a `request_id` when there is none, so the retries this client makes
     /// cannot assign twice.

@@ -32,7 +32,7 @@ pub use discover::ServiceInstance;
 pub use error::{ErrorCode, ErrorEnvelope, ShoalError};
 pub use reply::{respond, respond_to};
 pub use subjects::{Endpoint, NodeSubjectKind, ServiceKind, Subjects};
-pub use types::{Empty, balancer::*, coordinator::*, node::*, registry::*};
+pub use types::{Empty, balancer::*, coordinator::*, node::*, rebalance::*, registry::*};
 pub use validate::Validate;
 
 /// The KV bucket holding membership (key = node id).
@@ -52,6 +52,10 @@ pub fn kv_stream(bucket: &str) -> String {
 /// Key of the cluster balancing strategy in [`CONFIG_BUCKET`]; the value is
 /// `{"strategy": "<name>"}`.
 pub const STRATEGY_KEY: &str = "balancer.strategy";
+
+/// Key of the rebalance settings in [`CONFIG_BUCKET`]; the value is a
+/// [`RebalanceSettings`].
+pub const REBALANCE_KEY: &str = "coordinator.rebalance";
 /// The JetStream stream holding the coordinator's fenced assignment log.
 pub const LOG_STREAM: &str = "SHOAL_ASSIGNMENTS";
 /// The durable consumer of [`LOG_STREAM`] that copies it into Postgres.

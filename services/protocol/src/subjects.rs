@@ -91,10 +91,13 @@ pub enum Endpoint {
     CoordinatorLeaderPromote,
     CoordinatorHistory,
     CoordinatorStats,
+    CoordinatorRebalanceGet,
+    CoordinatorRebalanceSet,
+    CoordinatorRebalanceNow,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 21] = [
+    pub const ALL: [Endpoint; 24] = [
         Endpoint::RegistryNodesList,
         Endpoint::RegistryNodesGet,
         Endpoint::RegistryNodesRegister,
@@ -116,6 +119,9 @@ impl Endpoint {
         Endpoint::CoordinatorLeaderPromote,
         Endpoint::CoordinatorHistory,
         Endpoint::CoordinatorStats,
+        Endpoint::CoordinatorRebalanceGet,
+        Endpoint::CoordinatorRebalanceSet,
+        Endpoint::CoordinatorRebalanceNow,
     ];
 
     pub fn service(self) -> ServiceKind {
@@ -138,7 +144,10 @@ impl Endpoint {
             | CoordinatorLeaderGet
             | CoordinatorLeaderPromote
             | CoordinatorHistory
-            | CoordinatorStats => ServiceKind::Coordinator,
+            | CoordinatorStats
+            | CoordinatorRebalanceGet
+            | CoordinatorRebalanceSet
+            | CoordinatorRebalanceNow => ServiceKind::Coordinator,
         }
     }
 
@@ -167,6 +176,9 @@ impl Endpoint {
             CoordinatorLeaderPromote => "leader.promote",
             CoordinatorHistory => "history",
             CoordinatorStats => "stats",
+            CoordinatorRebalanceGet => "rebalance.get",
+            CoordinatorRebalanceSet => "rebalance.set",
+            CoordinatorRebalanceNow => "rebalance.now",
         }
     }
 

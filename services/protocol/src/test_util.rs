@@ -79,6 +79,11 @@ pub fn samples() -> Vec<(&'static str, Value)> {
             "HistoryRequest",
             json!({"agent_name": "a1", "node_id": "n1", "since": at, "until": at, "limit": 10}),
         ),
+        (
+            "RebalanceUpdate",
+            json!({"enabled": true, "max_moves_per_minute": 120, "threshold": 3}),
+        ),
+        ("RebalanceNowRequest", json!({"dry_run": true})),
         ("Empty", json!({})),
     ]
 }
@@ -104,6 +109,8 @@ pub fn decode_as(name: &str, payload: &[u8]) -> Result<(), ShoalError> {
         "ListAssignmentsRequest" => decode::<ListAssignmentsRequest>(payload).map(drop),
         "PromoteRequest" => decode::<PromoteRequest>(payload).map(drop),
         "HistoryRequest" => decode::<HistoryRequest>(payload).map(drop),
+        "RebalanceUpdate" => decode::<RebalanceUpdate>(payload).map(drop),
+        "RebalanceNowRequest" => decode::<RebalanceNowRequest>(payload).map(drop),
         "Empty" => decode::<Empty>(payload).map(drop),
         other => panic!("no decoder for {other}"),
     }

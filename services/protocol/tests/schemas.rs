@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 use shoal_protocol::catalogue::{check_schemas, message_schemas, write_schemas};
 use shoal_protocol::*;
 
+#[path = "schemas/rebalance.rs"]
+mod rebalance;
+
 fn committed_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas")
 }
@@ -62,6 +65,7 @@ fn assignment() -> Assignment {
         group: Some("codex-pool".into()),
         spread_by: Some("zone".into()),
         anti_affinity: true,
+        pinned: true,
     }
 }
 
@@ -435,6 +439,7 @@ fn samples() -> BTreeMap<&'static str, Value> {
         }
     );
     sample!(Empty, Empty {});
+    out.extend(rebalance::samples());
     sample!(
         ErrorEnvelope,
         ShoalError::no_capacity("no online node offers service \"gpu\"")

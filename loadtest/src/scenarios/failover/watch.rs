@@ -147,7 +147,12 @@ impl Seen {
                 }
                 self.placed.insert(agent.to_string(), node.to_string());
             }
-            (AssignmentAction::Reassigned | AssignmentAction::Migrated, Some(node)) => {
+            (
+                AssignmentAction::Reassigned
+                | AssignmentAction::Migrated
+                | AssignmentAction::Rebalanced,
+                Some(node),
+            ) => {
                 let from = change.previous_node_id.as_deref();
                 if let (Some(on), Some(from)) = (on, from)
                     && on != from
@@ -347,6 +352,7 @@ mod tests {
                 group: None,
                 spread_by: None,
                 anti_affinity: false,
+                pinned: false,
             })
             .collect();
         LogRecord::of_changes(changes).encode().unwrap().to_vec()

@@ -229,6 +229,10 @@ pub struct Assignment {
     pub spread_by: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anti_affinity: bool,
+    /// Placed on a node the request named (`assign` with `node_id`, `move` with
+    /// `node_id`): a rebalance leaves it there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }
 
 /// `assignments.get`.
@@ -372,6 +376,8 @@ pub enum AssignmentAction {
     Orphaned,
     Reassigned,
     Migrated,
+    /// Moved by a rebalance to even the cluster (`previous_node_id` → `node_id`).
+    Rebalanced,
 }
 
 impl AssignmentAction {
@@ -382,6 +388,7 @@ impl AssignmentAction {
             AssignmentAction::Orphaned => "orphaned",
             AssignmentAction::Reassigned => "reassigned",
             AssignmentAction::Migrated => "migrated",
+            AssignmentAction::Rebalanced => "rebalanced",
         }
     }
 }

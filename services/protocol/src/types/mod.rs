@@ -4,6 +4,7 @@
 pub mod balancer;
 pub mod coordinator;
 pub mod node;
+pub mod rebalance;
 pub mod registry;
 
 use schemars::JsonSchema;
@@ -37,4 +38,6 @@ no_validation!(
     coordinator::PromoteReply,
     coordinator::HistoryReply,
     coordinator::ClusterStats,
+    rebalance::RebalanceStatus,
+    rebalance::RebalanceReport,
 );
