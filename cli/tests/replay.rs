@@ -133,6 +133,7 @@ async fn replay_sets_every_strategy_beside_the_real_history() -> Result<()> {
             "no {name} row in\n{table}"
         );
     }
+    println!("{table}");
     let again = stack.text(&["replay", "--strategy", "all"]).await?;
     assert_eq!(table, again, "the same history and seed");
     let picture = std::fs::read_to_string(&svg)?;
