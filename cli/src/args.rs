@@ -241,6 +241,15 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// What if the balancer had used another strategy? Replays the assignment
+    /// history (arrivals, departures, failures, drains and moves, in order) through
+    /// the balancer's own selection under the strategy, in process, and compares it
+    /// with what really happened: spread of agents over time, moves, and the
+    /// decisions that would have differed.
+    #[command(
+        after_help = "Examples:\n  shoal replay --strategy least_agents\n  shoal replay --strategy all --since 2h\n  shoal replay --strategy all --since 2026-02-10T08:00:00Z --until 2026-02-10T09:00:00Z\n  shoal replay --strategy weighted --seed 7 --nodes-from-history\n  shoal replay --strategy all --svg spread.svg\n  shoal --json replay --strategy random"
+    )]
+    Replay(crate::replay::ReplayArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  shoal completions bash > ~/.local/share/bash-completion/completions/shoal\n  shoal completions zsh > ~/.zfunc/_shoal\n  shoal completions fish > ~/.config/fish/completions/shoal.fish"
@@ -301,7 +310,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration such as 500ms, 3s or 1m ({e})"))
 }
 
-fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+pub(crate) fn parse_since(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&chrono::Utc));
     }

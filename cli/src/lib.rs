@@ -20,6 +20,7 @@ mod manual;
 mod ops;
 mod output;
 mod rebalance;
+mod replay;
 mod up;
 mod watch;
 
@@ -118,18 +119,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Watch { refreshes } = &cli.command {
         return watch::watch(&client, *refreshes, cli.json).await;
     }
+    if let Command::Replay(args) = &cli.command {
+        return match replay::run(&client, args, cli.json).await {
+            Err(replay::Error::Client(e)) => Err(failure(&cli.command, e)),
+            other => Ok(other?),
+        };
+    }
     let result = ops::run(&client, &cli.command, cli.json).await;
     // Flush anything published before exiting.
     let _ = nats.flush().await;
-    result.map_err(|e| {
-        anyhow::Error::new(Failure {
-            code: e.code().to_string(),
-            message: explain(&cli.command, &e),
-            details: match &e {
-                ClientError::Service(service) => service.details.clone(),
-                _ => None,
-            },
-        })
+    result.map_err(|e| failure(&cli.command, e))
+}
+
+/// A request of `command` that failed, with what to try next.
+fn failure(command: &Command, e: ClientError) -> anyhow::Error {
+    anyhow::Error::new(Failure {
+        code: e.code().to_string(),
+        message: explain(command, &e),
+        details: match &e {
+            ClientError::Service(service) => service.details.clone(),
+            _ => None,
+        },
     })
 }
 

@@ -229,6 +229,7 @@ pub async fn run(
                     since: *since,
                     until: None,
                     limit: Some(*limit),
+                    before: None,
                 })
                 .await?;
             render(as_json, &reply, || {
@@ -264,7 +265,7 @@ pub async fn run(
             };
             render(as_json, &reply, || format!("strategy: {}", reply.strategy))
         }
-        // Local control-plane commands, `watch` and the generated documentation are
+        // Local control-plane commands, `watch`, `replay` and the generated documentation are
         // dispatched before any request is made (see `crate::run`).
         Command::Up { .. }
         | Command::Status
@@ -274,6 +275,7 @@ pub async fn run(
         | Command::Down
         | Command::Logs { .. }
         | Command::Watch { .. }
+        | Command::Replay(_)
         | Command::Completions { .. }
         | Command::Man { .. } => {
             return Ok(());

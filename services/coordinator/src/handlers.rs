@@ -174,11 +174,7 @@ async fn history(ctx: Arc<Ctx>, m: async_nats::Message) -> Result<HistoryReply, 
     let store = ctx.history.as_ref().ok_or_else(|| {
         ShoalError::unavailable("this coordinator has no --database-url: history is not kept")
     })?;
-    let history = store.query(&req).await?;
-    Ok(HistoryReply {
-        count: history.len(),
-        history,
-    })
+    store.page(&req).await
 }
 
 async fn rebalance_get(ctx: Arc<Ctx>, m: Message) -> Result<RebalanceStatus, ShoalError> {

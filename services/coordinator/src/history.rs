@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, PoolConfig, Runtime, Timeouts};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::Value;
-use shoal_protocol::{AssignmentAction, HistoryEntry, HistoryRequest, ShoalError};
+use shoal_protocol::{
+    AssignmentAction, HistoryCursor, HistoryEntry, HistoryReply, HistoryRequest, ShoalError,
+};
 use tokio_postgres::NoTls;
 use tokio_postgres::types::{Json, ToSql};
 
@@ -180,14 +182,33 @@ impl HistoryStore {
         Ok(inserted)
     }
 
-    /// Rows matching `req`, newest first.
-    pub async fn query(&self, req: &HistoryRequest) -> Result<Vec<HistoryEntry>, ShoalError> {
+    /// A page of the rows matching `req`, newest first; when the page is full, its
+    /// `next` is where the older rows go on.
+    pub async fn page(&self, req: &HistoryRequest) -> Result<HistoryReply, ShoalError> {
+        let limit = req.limit.unwrap_or(DEFAULT_LIMIT);
+        let history = self.query(req, limit).await?;
+        let full = history.len() >= limit as usize;
+        Ok(HistoryReply {
+            count: history.len(),
+            next: history.last().filter(|_| full).map(HistoryCursor::of),
+            history,
+        })
+    }
+
+    /// At most `limit` rows matching `req`, newest first.
+    async fn query(
+        &self,
+        req: &HistoryRequest,
+        limit: u32,
+    ) -> Result<Vec<HistoryEntry>, ShoalError> {
         let unavailable = |e: HistoryError| {
             self.errors.inc();
             ShoalError::unavailable(format!("history database: {e}"))
         };
         let client = self.client().await.map_err(unavailable)?;
-        let limit = i64::from(req.limit.unwrap_or(DEFAULT_LIMIT));
+        let limit = i64::from(limit);
+        let before_seq = req.before.map(|c| c.log_seq as i64);
+        let before_index = req.before.map(|c| c.log_index as i32);
         let rows = client
             .query(
                 "SELECT log_seq, event_id, agent_name, node_id, previous_node_id, action, reason, \
@@ -196,6 +217,7 @@ impl HistoryStore {
                  AND ($2::text IS NULL OR node_id = $2 OR previous_node_id = $2) \
                  AND ($3::timestamptz IS NULL OR at >= $3) \
                  AND ($4::timestamptz IS NULL OR at < $4) \
+                 AND ($6::bigint IS NULL OR (log_seq, log_index) < ($6, $7::integer)) \
                  ORDER BY log_seq DESC, log_index DESC LIMIT $5",
                 &[
                     &req.agent_name,
@@ -203,6 +225,8 @@ impl HistoryStore {
                     &req.since,
                     &req.until,
                     &limit,
+                    &before_seq,
+                    &before_index,
                 ],
             )
             .await

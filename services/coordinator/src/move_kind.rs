@@ -1,6 +1,6 @@
 //! Why the leader moves an agent, and what each kind of move records.
 
-use shoal_protocol::{AssignmentAction, AssignmentStatus};
+use shoal_protocol::{AssignmentAction, AssignmentStatus, move_reason};
 
 /// Why an agent is moved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,10 +26,10 @@ impl MoveKind {
     }
     pub fn reason(self) -> &'static str {
         match self {
-            MoveKind::Orphan => "orphaned",
-            MoveKind::Drain => "drained",
-            MoveKind::Operator => "operator",
-            MoveKind::Rebalance => "rebalanced",
+            MoveKind::Orphan => move_reason::ORPHANED,
+            MoveKind::Drain => move_reason::DRAINED,
+            MoveKind::Operator => move_reason::OPERATOR,
+            MoveKind::Rebalance => move_reason::REBALANCED,
         }
     }
     pub(crate) fn waiting_status(self) -> AssignmentStatus {

@@ -145,4 +145,45 @@ async fn history_catches_up_exactly_once_after_a_postgres_outage() {
     agents.dedup();
     assert_eq!(agents.len(), 50);
     assert!(agents.iter().all(|a| a.starts_with("burst-")), "{agents:?}");
+
+    // Paged with `before`, 7 rows at a time (pages end inside the burst's batched
+    // records): every row once, newest first, and a last page without `next`.
+    let mut paged: Vec<(u64, u32)> = Vec::new();
+    let mut before = None;
+    loop {
+        let page = shoal
+            .history(&HistoryRequest {
+                limit: Some(7),
+                before,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        paged.extend(page.history.iter().map(|h| (h.log_seq, h.log_index)));
+        match page.next {
+            Some(next) => {
+                assert_eq!(page.count, 7);
+                assert_eq!(
+                    (next.log_seq, next.log_index),
+                    *paged.last().unwrap(),
+                    "next is the page's oldest row"
+                );
+                before = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(paged.len(), acknowledged);
+    assert!(paged.windows(2).all(|w| w[0] > w[1]), "{paged:?}");
+    let refused = shoal
+        .history(&HistoryRequest {
+            before: Some(shoal_protocol::HistoryCursor {
+                log_seq: 0,
+                log_index: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("before.log_seq"), "{refused}");
 }

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shoal_protocol::validate::{self, Validate};
-use shoal_protocol::{Assignment, HistoryRequest, LeaderInfo, ShoalError, Strategy};
+use shoal_protocol::{Assignment, HistoryCursor, HistoryRequest, LeaderInfo, ShoalError, Strategy};
 
 /// `{"success": true}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -134,7 +134,8 @@ pub struct Placement {
     pub candidates: Option<Value>,
 }
 
-/// `GET /api/cluster/history` filters: `agent`, `node`, `since`, `until`, `limit`.
+/// `GET /api/cluster/history` filters: `agent`, `node`, `since`, `until`, `limit`,
+/// and the page cursor `before_seq`, `before_index`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryQuery {
     /// Only this agent's rows.
@@ -163,6 +164,14 @@ pub struct HistoryQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = shoal_protocol::MAX_HISTORY_LIMIT))]
     pub limit: Option<u32>,
+    /// Only rows older than this position: the `log_seq` of the previous page's
+    /// `next`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub before_seq: Option<u64>,
+    /// With `before_seq`: the `log_index` of the previous page's `next` (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_index: Option<u32>,
 }
 
 impl From<HistoryQuery> for HistoryRequest {
@@ -173,6 +182,10 @@ impl From<HistoryQuery> for HistoryRequest {
             since: q.since,
             until: q.until,
             limit: q.limit,
+            before: q.before_seq.map(|log_seq| HistoryCursor {
+                log_seq,
+                log_index: q.before_index.unwrap_or(0),
+            }),
         }
     }
 }
@@ -181,6 +194,18 @@ impl Validate for HistoryQuery {
     fn validate(&self) -> Result<(), ShoalError> {
         validate::optional_id("agent", self.agent.as_deref())?;
         validate::optional_id("node", self.node.as_deref())?;
+        if self.before_index.is_some() && self.before_seq.is_none() {
+            return Err(ShoalError::bad_request(
+                "before_index needs before_seq: pass both from the previous page's next",
+            )
+            .with_details(serde_json::json!({ "field": "before_index" })));
+        }
+        if self.before_seq == Some(0) {
+            return Err(ShoalError::bad_request(
+                "before_seq must be at least 1: the log's first record is 1",
+            )
+            .with_details(serde_json::json!({ "field": "before_seq" })));
+        }
         validate::page_limit("limit", self.limit, shoal_protocol::MAX_HISTORY_LIMIT)
     }
 }

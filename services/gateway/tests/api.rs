@@ -312,6 +312,35 @@ async fn the_usage_guides_flow_works_over_http() {
         .unwrap();
     assert!(history["count"].as_u64().unwrap() >= 1, "{history}");
     assert_eq!(history["history"][0]["action"], "assigned", "{history}");
+    // A full page says where the older rows go on, one row at a time here (the
+    // three assigns reach the history within moments).
+    let (page, older) = wait_for("two pages of history", LONG, || async {
+        let page = stack
+            .ok(Method::GET, "/api/cluster/history?limit=1", None)
+            .await
+            .ok()?;
+        let next = page["next"].clone();
+        let path = format!(
+            "/api/cluster/history?limit=1&before_seq={}&before_index={}",
+            next["log_seq"], next["log_index"]
+        );
+        let older = stack.ok(Method::GET, &path, None).await.ok()?;
+        (older["count"] == 1).then_some((page, older))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        page["next"]["log_seq"], page["history"][0]["log_seq"],
+        "{page}"
+    );
+    let (newer, older_row) = (&page["history"][0], &older["history"][0]);
+    let position = |r: &Value| (r["log_seq"].as_u64(), r["log_index"].as_u64());
+    assert!(position(older_row) < position(newer), "{older_row} {newer}");
+    let none = stack
+        .ok(Method::GET, "/api/cluster/history?before_seq=1", None)
+        .await
+        .unwrap();
+    assert_eq!(none["count"], 0, "{none}");
 
     // Unregister node-3: gone.
     let reply = stack

@@ -137,6 +137,20 @@ fn cases() -> Vec<Case> {
             "agent",
         ),
         case(
+            M::GET,
+            "/api/cluster/history?before_index=2",
+            400,
+            "bad_request",
+            "before_seq",
+        ),
+        case(
+            M::GET,
+            "/api/cluster/history?before_seq=0",
+            400,
+            "bad_request",
+            "before_seq",
+        ),
+        case(
             M::POST,
             "/api/cluster/balance?strategy=fastest",
             400,

@@ -375,6 +375,10 @@ fn samples() -> BTreeMap<&'static str, Value> {
             since: Some(at),
             until: None,
             limit: Some(50),
+            before: Some(HistoryCursor {
+                log_seq: 40,
+                log_index: 2,
+            }),
         }
     );
     sample!(
@@ -395,6 +399,10 @@ fn samples() -> BTreeMap<&'static str, Value> {
                 candidates: Some(json!([{"node_id": "node-2", "score": 1.0}])),
             }],
             count: 1,
+            next: Some(HistoryCursor {
+                log_seq: 12,
+                log_index: 0,
+            }),
         }
     );
     sample!(

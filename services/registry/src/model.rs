@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use shoal_protocol::{
-    Announce, ListNodesRequest, Node, NodeRole, NodeStatus, RegisterNodeRequest, RegistryStats,
-    format_uptime, load_score, slot_share,
+    Announce, ListNodesRequest, Node, NodeStatus, RegisterNodeRequest, RegistryStats, load_score,
+    slot_share,
 };
 
 /// The metrics of the last heartbeat.
@@ -15,33 +15,8 @@ pub use shoal_protocol::NodeMetrics as Metrics;
 /// A fresh node record for a node that announced itself.
 pub fn from_announce(a: &Announce, now: DateTime<Utc>) -> Node {
     let mut node = Node {
-        id: a.id.clone(),
-        hostname: String::new(),
-        ip_address: String::new(),
-        port: 0,
-        address: String::new(),
-        role: NodeRole::Worker,
-        status: NodeStatus::Online,
-        healthy: true,
-        active_agents: 0,
-        max_agents: 0,
-        capacity: 1.0,
-        load: 0.0,
-        cpu_usage: 0.0,
-        memory_usage: 0.0,
-        disk_usage: 0.0,
-        load_average: 0.0,
-        uptime: format_uptime(0),
-        uptime_s: 0,
-        last_seen: now,
-        services: Vec::new(),
-        labels: BTreeMap::new(),
-        version: String::new(),
-        features: Vec::new(),
         started_at: a.started_at,
-        draining: false,
-        manual: false,
-        heartbeat_interval: None,
+        ..Node::blank(&a.id, now)
     };
     apply_identity(&mut node, a);
     node
@@ -227,6 +202,8 @@ pub fn stats<'a>(
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use shoal_protocol::NodeRole;
+
     use super::*;
 
     pub fn announce(id: &str) -> Announce {

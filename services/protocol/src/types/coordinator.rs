@@ -418,6 +418,33 @@ pub struct HistoryRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10_000))]
     pub limit: Option<u32>,
+    /// Only rows older than this position: the `next` of the previous page, to page
+    /// through a history longer than one reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<HistoryCursor>,
+}
+
+/// A position in the history, `(log_seq, log_index)`: the order of its rows.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub struct HistoryCursor {
+    /// A log sequence; the log's first record is 1.
+    #[schemars(range(min = 1))]
+    pub log_seq: u64,
+    /// A position within that log record.
+    #[serde(default)]
+    pub log_index: u32,
+}
+
+impl HistoryCursor {
+    /// The position of `entry`.
+    pub fn of(entry: &HistoryEntry) -> HistoryCursor {
+        HistoryCursor {
+            log_seq: entry.log_seq,
+            log_index: entry.log_index,
+        }
+    }
 }
 
 pub const MAX_HISTORY_LIMIT: u32 = 10_000;
@@ -426,6 +453,12 @@ impl Validate for HistoryRequest {
     fn validate(&self) -> Result<(), ShoalError> {
         validate::optional_id("agent_name", self.agent_name.as_deref())?;
         validate::optional_id("node_id", self.node_id.as_deref())?;
+        if self.before.is_some_and(|c| c.log_seq == 0) {
+            return Err(ShoalError::bad_request(
+                "before.log_seq must be at least 1: the log's first record is 1",
+            )
+            .with_details(serde_json::json!({ "field": "before.log_seq" })));
+        }
         validate::page_limit("limit", self.limit, MAX_HISTORY_LIMIT)
     }
 }
@@ -457,10 +490,25 @@ pub struct HistoryEntry {
     pub candidates: Option<Value>,
 }
 
+/// The `reason` of a history row that moves an agent off its node.
+pub mod move_reason {
+    /// Its node went offline or is gone.
+    pub const ORPHANED: &str = "orphaned";
+    /// Its node is draining.
+    pub const DRAINED: &str = "drained";
+    /// An operator asked (`move`).
+    pub const OPERATOR: &str = "operator";
+    /// A rebalance evened the cluster.
+    pub const REBALANCED: &str = "rebalanced";
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryReply {
     pub history: Vec<HistoryEntry>,
     pub count: usize,
+    /// Set when the page is full: pass it as `before` for the older rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<HistoryCursor>,
 }
 
 /// `<prefix>.coordinator.events.<agent_name>`.

@@ -404,6 +404,40 @@ pub struct Node {
 }
 
 impl Node {
+    /// A record of `id` with nothing known yet, as of `now`: an online worker with no
+    /// address, metrics, agent slots, services or labels.
+    pub fn blank(id: &str, now: DateTime<Utc>) -> Node {
+        Node {
+            id: id.to_string(),
+            hostname: String::new(),
+            ip_address: String::new(),
+            port: 0,
+            address: String::new(),
+            role: NodeRole::Worker,
+            status: NodeStatus::Online,
+            healthy: true,
+            active_agents: 0,
+            max_agents: 0,
+            capacity: 1.0,
+            load: 0.0,
+            cpu_usage: 0.0,
+            memory_usage: 0.0,
+            disk_usage: 0.0,
+            load_average: 0.0,
+            uptime: format_uptime(0),
+            uptime_s: 0,
+            last_seen: now,
+            services: Vec::new(),
+            labels: BTreeMap::new(),
+            version: String::new(),
+            features: Vec::new(),
+            started_at: now,
+            draining: false,
+            manual: false,
+            heartbeat_interval: None,
+        }
+    }
+
     pub fn has_service(&self, service: &str) -> bool {
         self.services.iter().any(|s| s == service)
     }
