@@ -305,6 +305,25 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
     })
     .await?;
 
+    // Rebalance settings: written by a coordinator into `shoal_config`, read back by
+    // any replica; a dry run is a leader request.
+    let enabled = ops
+        .set_rebalance(&shoal_protocol::RebalanceUpdate {
+            enabled: Some(true),
+            ..Default::default()
+        })
+        .await?;
+    assert!(enabled.settings.enabled);
+    let plan = ops.rebalance_now(true).await?;
+    assert!(plan.dry_run);
+    let disabled = ops
+        .set_rebalance(&shoal_protocol::RebalanceUpdate {
+            enabled: Some(false),
+            ..Default::default()
+        })
+        .await?;
+    assert!(!disabled.settings.enabled);
+
     // History rows come through the durable consumer into Postgres.
     let rows = wait_for("the pinned agent's history", DEADLINE, || async {
         let h = ops
@@ -326,6 +345,15 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
                 && r.node_id.as_deref() == Some("node-3"))
     );
 
+    // The leader snapshotted and purged the log as its user (before the promotion
+    // below: a term that ends mid-compaction leaves the purge to the next leader,
+    // which compacts only once enough new records arrive).
+    wait_for("the leader to have compacted the log", DEADLINE, || {
+        let logs: String = plane.coordinators.iter().map(|c| c.log()).collect();
+        async move { logs.contains("log compacted").then_some(()) }
+    })
+    .await?;
+
     // Promotion: coordinator to coordinator, over the per-instance subjects.
     let other = if first_leader.coordinator_id == "coordinator-1" {
         "coordinator-2"
@@ -338,13 +366,7 @@ async fn per_role_users_run_the_flow_and_confine_nodes() -> Result<()> {
     .await?;
     assert_eq!(promoted.leader.coordinator_id, other);
     ops.undrain_node("node-3").await?;
-    // The leader snapshotted and purged the log as its user; the follower, started
-    // again, loads the snapshot.
-    wait_for("a leader to have compacted the log", DEADLINE, || {
-        let logs: String = plane.coordinators.iter().map(|c| c.log()).collect();
-        async move { logs.contains("log compacted").then_some(()) }
-    })
-    .await?;
+    // The follower, started again, loads the snapshot the first leader wrote.
     let follower = &mut plane.coordinators[usize::from(other == "coordinator-1")];
     follower.kill()?;
     follower.respawn()?;

@@ -135,7 +135,7 @@ pub struct Placement {
 }
 
 /// `GET /api/cluster/history` filters: `agent`, `node`, `since`, `until`, `limit`,
-/// and the page cursor `before_seq`, `before_index`.
+/// and the page cursor `before`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryQuery {
     /// Only this agent's rows.
@@ -164,28 +164,39 @@ pub struct HistoryQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = shoal_protocol::MAX_HISTORY_LIMIT))]
     pub limit: Option<u32>,
-    /// Only rows older than this position: the `log_seq` of the previous page's
-    /// `next`.
+    /// Only rows older than this position, the previous page's `next` written as
+    /// `<log_seq>.<log_index>` (a bare `<log_seq>` means index 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
-    pub before_seq: Option<u64>,
-    /// With `before_seq`: the `log_index` of the previous page's `next` (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before_index: Option<u32>,
+    #[schemars(pattern(r"^[1-9][0-9]{0,17}(\.[0-9]{1,9})?$"))]
+    pub before: Option<String>,
+}
+
+impl HistoryQuery {
+    /// The page cursor in `before`, or `None` when it is absent or not
+    /// `<log_seq>[.<log_index>]` with `log_seq` at least 1.
+    fn cursor(&self) -> Option<HistoryCursor> {
+        let before = self.before.as_deref()?;
+        let (seq, index) = match before.split_once('.') {
+            Some((seq, index)) => (seq, index.parse().ok()?),
+            None => (before, 0),
+        };
+        let log_seq: u64 = seq.parse().ok()?;
+        (log_seq >= 1).then_some(HistoryCursor {
+            log_seq,
+            log_index: index,
+        })
+    }
 }
 
 impl From<HistoryQuery> for HistoryRequest {
     fn from(q: HistoryQuery) -> HistoryRequest {
         HistoryRequest {
+            before: q.cursor(),
             agent_name: q.agent,
             node_id: q.node,
             since: q.since,
             until: q.until,
             limit: q.limit,
-            before: q.before_seq.map(|log_seq| HistoryCursor {
-                log_seq,
-                log_index: q.before_index.unwrap_or(0),
-            }),
         }
     }
 }
@@ -194,17 +205,12 @@ impl Validate for HistoryQuery {
     fn validate(&self) -> Result<(), ShoalError> {
         validate::optional_id("agent", self.agent.as_deref())?;
         validate::optional_id("node", self.node.as_deref())?;
-        if self.before_index.is_some() && self.before_seq.is_none() {
+        if self.before.is_some() && self.cursor().is_none() {
             return Err(ShoalError::bad_request(
-                "before_index needs before_seq: pass both from the previous page's next",
+                "before must be <log_seq>.<log_index> from the previous page's next \
+                 (log_seq at least 1), e.g. before=42.0",
             )
-            .with_details(serde_json::json!({ "field": "before_index" })));
-        }
-        if self.before_seq == Some(0) {
-            return Err(ShoalError::bad_request(
-                "before_seq must be at least 1: the log's first record is 1",
-            )
-            .with_details(serde_json::json!({ "field": "before_seq" })));
+            .with_details(serde_json::json!({ "field": "before" })));
         }
         validate::page_limit("limit", self.limit, shoal_protocol::MAX_HISTORY_LIMIT)
     }

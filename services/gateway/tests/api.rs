@@ -321,7 +321,7 @@ async fn the_usage_guides_flow_works_over_http() {
             .ok()?;
         let next = page["next"].clone();
         let path = format!(
-            "/api/cluster/history?limit=1&before_seq={}&before_index={}",
+            "/api/cluster/history?limit=1&before={}.{}",
             next["log_seq"], next["log_index"]
         );
         let older = stack.ok(Method::GET, &path, None).await.ok()?;
@@ -337,7 +337,7 @@ async fn the_usage_guides_flow_works_over_http() {
     let position = |r: &Value| (r["log_seq"].as_u64(), r["log_index"].as_u64());
     assert!(position(older_row) < position(newer), "{older_row} {newer}");
     let none = stack
-        .ok(Method::GET, "/api/cluster/history?before_seq=1", None)
+        .ok(Method::GET, "/api/cluster/history?before=1", None)
         .await
         .unwrap();
     assert_eq!(none["count"], 0, "{none}");

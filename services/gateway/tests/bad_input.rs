@@ -138,17 +138,17 @@ fn cases() -> Vec<Case> {
         ),
         case(
             M::GET,
-            "/api/cluster/history?before_index=2",
+            "/api/cluster/history?before=2.x",
             400,
             "bad_request",
-            "before_seq",
+            "before",
         ),
         case(
             M::GET,
-            "/api/cluster/history?before_seq=0",
+            "/api/cluster/history?before=0",
             400,
             "bad_request",
-            "before_seq",
+            "log_seq at least 1",
         ),
         case(
             M::POST,
