@@ -206,14 +206,13 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let mut identity_checked = Instant::now();
     let mut change_pacer = Pacer::new(CHANGE_HEARTBEAT_EVERY);
     let mut was_connected = true;
-    // The server numbers each connection: a new number means the client reconnected,
-    // even so quickly that no tick saw it disconnected (a connection the server
-    // dropped while the link was down, noticed only once the link is back). Notices
-    // sent meanwhile are lost: announcing again gets the node a sync. The first
-    // connection, if it is made after the start, is no reconnection: the start
+    // Each connection the client makes is counted: a new one past the first means it
+    // reconnected, even so quickly that no tick saw it disconnected (a connection the
+    // server dropped while the link was down, noticed only once the link is back).
+    // Notices sent meanwhile are lost: announcing again gets the node a sync. The
+    // first connection, made before or after the start, is no reconnection: the start
     // announce was queued for it.
-    let mut connection =
-        (client.connection_state() == State::Connected).then(|| client.server_info().client_id);
+    let mut connections_seen = shoal_runtime::connections();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -226,10 +225,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
                     was_connected = false;
                     continue;
                 }
-                let now_connection = client.server_info().client_id;
-                let reconnected = connection.is_some_and(|c| !was_connected || c != now_connection);
+                let connections = shoal_runtime::connections();
+                let reconnected = connections > connections_seen.max(1);
                 was_connected = true;
-                connection = Some(now_connection);
+                connections_seen = connections;
                 if reconnected {
                     node.announce("reconnected").await;
                 }

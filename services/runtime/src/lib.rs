@@ -143,7 +143,10 @@ pub async fn connect(cfg: &NatsArgs, connection_name: &str) -> Result<Client, Co
         .max_reconnects(None)
         .event_callback(|event| async move {
             match event {
-                Event::Connected => info!("connected to nats"),
+                Event::Connected => {
+                    CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    info!("connected to nats")
+                }
                 Event::Disconnected => warn!("disconnected from nats, reconnecting"),
                 Event::ClientError(e) => warn!(error = %e, "nats client error"),
                 Event::SlowConsumer(sid) => slow_consumer(sid),
@@ -155,6 +158,16 @@ pub async fn connect(cfg: &NatsArgs, connection_name: &str) -> Result<Client, Co
         .map_err(ConnectError::Nats)?;
     Ok(client)
 }
+
+/// Connections the NATS clients of this process made (first and re-made) since it
+/// started. A rise past the first means a reconnection, even one so quick that no
+/// poll of the connection state saw the client disconnected, and even where the new
+/// server numbers its clients as the old one did.
+pub fn connections() -> u64 {
+    CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Messages this process's NATS client dropped because a subscription's queue was
 /// full (a slow consumer), since it started; `shoal_<service>_nats_slow_consumer_drops`.
