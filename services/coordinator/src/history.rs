@@ -11,7 +11,7 @@ use shoal_protocol::{
     AssignmentAction, HistoryCursor, HistoryEntry, HistoryReply, HistoryRequest, ShoalError,
 };
 use tokio_postgres::NoTls;
-use tokio_postgres::types::{Json, ToSql};
+use tokio_postgres::types::Json;
 
 use crate::error::Error;
 use crate::record::{Change, Explanation};
@@ -56,7 +56,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
 ];
 
-/// Rows per INSERT statement: 12 parameters each, well under Postgres's 65,535.
+/// Rows per INSERT statement, bounding one statement's size.
 const ROWS_PER_INSERT: usize = 1_000;
 
 /// Serialises concurrent replicas migrating the same database.
@@ -255,79 +255,81 @@ impl HistoryStore {
     }
 }
 
-async fn insert_chunk(client: &tokio_postgres::Client, rows: &[Row]) -> Result<u64, HistoryError> {
-    const COLUMNS: usize = 12;
-    let values: Vec<RowValues> = rows.iter().map(RowValues::from).collect();
-    let mut sql = String::from(
-        "INSERT INTO assignment_history (log_seq, log_index, event_id, agent_name, node_id, \
-         previous_node_id, action, reason, leader_id, epoch, at, candidates) VALUES ",
-    );
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(values.len() * COLUMNS);
-    for (i, v) in values.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for k in 1..=COLUMNS {
-            if k > 1 {
-                sql.push(',');
-            }
-            sql.push_str(&format!("${}", i * COLUMNS + k));
-        }
-        sql.push(')');
-        params.extend([
-            &v.log_seq as &(dyn ToSql + Sync),
-            &v.log_index,
-            &v.event_id,
-            &v.agent_name,
-            &v.node_id,
-            &v.previous_node_id,
-            &v.action,
-            &v.reason,
-            &v.leader_id,
-            &v.epoch,
-            &v.at,
-            &v.candidates,
-        ]);
-    }
-    sql.push_str(" ON CONFLICT DO NOTHING");
+/// One statement for any number of rows, prepared once per connection: the rows go
+/// as one array per column. (A statement of `VALUES` rows differs with each batch's
+/// size, so Postgres parsed and planned each one afresh.)
+const INSERT_ROWS: &str = "INSERT INTO assignment_history (log_seq, log_index, event_id, \
+     agent_name, node_id, previous_node_id, action, reason, leader_id, epoch, at, candidates) \
+     SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[], $11::timestamptz[], \
+     $12::jsonb[]) ON CONFLICT DO NOTHING";
+
+async fn insert_chunk(
+    client: &deadpool_postgres::Object,
+    rows: &[Row],
+) -> Result<u64, HistoryError> {
+    let statement = client
+        .prepare_cached(INSERT_ROWS)
+        .await
+        .map_err(query("preparing the history insert"))?;
+    let c = Columns::of(rows);
     client
-        .execute(&sql, &params)
+        .execute(
+            &statement,
+            &[
+                &c.log_seq,
+                &c.log_index,
+                &c.event_id,
+                &c.agent_name,
+                &c.node_id,
+                &c.previous_node_id,
+                &c.action,
+                &c.reason,
+                &c.leader_id,
+                &c.epoch,
+                &c.at,
+                &c.candidates,
+            ],
+        )
         .await
         .map_err(query("inserting history rows"))
 }
 
-struct RowValues {
-    log_seq: i64,
-    log_index: i32,
-    event_id: String,
-    agent_name: String,
-    node_id: Option<String>,
-    previous_node_id: Option<String>,
-    action: String,
-    reason: String,
-    leader_id: String,
-    epoch: i64,
-    at: DateTime<Utc>,
-    candidates: Option<Json<Explanation>>,
+/// The rows' values, one array per column.
+#[derive(Default)]
+struct Columns<'a> {
+    log_seq: Vec<i64>,
+    log_index: Vec<i32>,
+    event_id: Vec<&'a str>,
+    agent_name: Vec<&'a str>,
+    node_id: Vec<Option<&'a str>>,
+    previous_node_id: Vec<Option<&'a str>>,
+    action: Vec<&'static str>,
+    reason: Vec<&'a str>,
+    leader_id: Vec<&'a str>,
+    epoch: Vec<i64>,
+    at: Vec<DateTime<Utc>>,
+    candidates: Vec<Option<Json<&'a Explanation>>>,
 }
 
-impl From<&Row> for RowValues {
-    fn from(r: &Row) -> RowValues {
-        let c = &r.change;
-        RowValues {
-            log_seq: r.log_seq as i64,
-            log_index: r.log_index as i32,
-            event_id: c.event_id.clone(),
-            agent_name: c.agent_name.clone(),
-            node_id: c.node_id.clone(),
-            previous_node_id: c.previous_node_id.clone(),
-            action: c.action.as_str().to_string(),
-            reason: c.reason.clone(),
-            leader_id: c.leader_id.clone(),
-            epoch: c.epoch as i64,
-            at: c.at,
-            candidates: c.candidates.clone().map(Json),
+impl<'a> Columns<'a> {
+    fn of(rows: &'a [Row]) -> Columns<'a> {
+        let mut c = Columns::default();
+        for r in rows {
+            let ch = &r.change;
+            c.log_seq.push(r.log_seq as i64);
+            c.log_index.push(r.log_index as i32);
+            c.event_id.push(&ch.event_id);
+            c.agent_name.push(&ch.agent_name);
+            c.node_id.push(ch.node_id.as_deref());
+            c.previous_node_id.push(ch.previous_node_id.as_deref());
+            c.action.push(ch.action.as_str());
+            c.reason.push(&ch.reason);
+            c.leader_id.push(&ch.leader_id);
+            c.epoch.push(ch.epoch as i64);
+            c.at.push(ch.at);
+            c.candidates.push(ch.candidates.as_ref().map(Json));
         }
+        c
     }
 }
