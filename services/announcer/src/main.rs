@@ -1,3 +1,5 @@
+//! The announcer binary: parses its flags and runs the service (see the library).
+
 use shoal_announcer::{Config, run};
 use shoal_protocol::ServiceKind;
 

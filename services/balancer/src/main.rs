@@ -1,3 +1,5 @@
+//! The balancer binary: parses its flags and runs the service (see the library).
+
 use shoal_balancer::{Config, run};
 use shoal_protocol::ServiceKind;
 

@@ -1,3 +1,5 @@
+//! The coordinator binary: parses its flags and runs the service (see the library).
+
 use shoal_coordinator::{Config, run};
 use shoal_protocol::ServiceKind;
 

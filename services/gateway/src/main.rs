@@ -1,3 +1,5 @@
+//! The gateway binary: parses its flags and runs the service (see the library).
+
 use shoal_gateway::{Config, run};
 use shoal_protocol::ServiceKind;
 

@@ -1,3 +1,5 @@
+//! The registry binary: parses its flags and runs the service (see the library).
+
 use shoal_protocol::ServiceKind;
 use shoal_registry::{Config, run};
 
