@@ -26,7 +26,7 @@ use crate::record::LogRecord;
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("encoding the record: {0}")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] crate::record::RecordError),
     /// The log did not end where this writer expected: another leader appended (an
     /// epoch-start record), so this writer is fenced.
     #[error("refused by the log: {0}")]

@@ -1,5 +1,7 @@
-//! What the fenced assignment log holds: one JSON record per message. Only
-//! coordinators write and read it; history rows and events are derived from it.
+//! What the fenced assignment log holds: one record per message. Only coordinators
+//! write and read it; history rows and events are derived from it. Records are
+//! written in a compact binary form (MessagePack, fields by name, behind a two-byte
+//! header); records written as JSON by earlier versions are still read.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -105,46 +107,125 @@ impl Change {
 }
 
 impl Change {
-    /// The change's JSON, as it goes into a record (see [`LogRecord::of_encoded`]).
-    pub fn encode(&self) -> Result<Bytes, serde_json::Error> {
-        serde_json::to_vec(self).map(Bytes::from)
+    /// The change's encoding, as it goes into a record (see [`LogRecord::of_encoded`]).
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        Ok(Bytes::from(rmp_serde::to_vec_named(self)?))
+    }
+}
+
+/// Why a record could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("encoding a log record: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+    #[error("decoding a log record: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("decoding a JSON log record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("a log record of unknown kind {0} (written by a newer version?)")]
+    Kind(u8),
+    #[error("a log record in binary format version {0} (written by a newer version?)")]
+    Version(u8),
+    #[error("a log record of {0} bytes, too short for its header")]
+    Short(usize),
+}
+
+/// The first byte of a binary record (a JSON record starts with `{`), then the
+/// format's version.
+const BINARY: [u8; 2] = [0, 1];
+
+/// The byte after [`BINARY`]: what the record is.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Kind {
+    EpochStart = 0,
+    Change = 1,
+    /// A MessagePack array of changes.
+    Changes = 2,
+}
+
+impl Kind {
+    fn header(self, capacity: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(capacity + 3);
+        out.extend_from_slice(&BINARY);
+        out.push(self as u8);
+        out
     }
 }
 
 impl LogRecord {
-    pub fn encode(&self) -> Result<Bytes, serde_json::Error> {
-        serde_json::to_vec(self).map(Bytes::from)
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        let out = match self {
+            LogRecord::EpochStart(e) => {
+                let mut out = Kind::EpochStart.header(64);
+                rmp_serde::encode::write_named(&mut out, e)?;
+                out
+            }
+            LogRecord::Change(c) => {
+                let mut out = Kind::Change.header(256);
+                rmp_serde::encode::write_named(&mut out, c)?;
+                out
+            }
+            LogRecord::Changes(c) => {
+                let encoded = c
+                    .changes
+                    .iter()
+                    .map(Change::encode)
+                    .collect::<Result<Vec<_>, _>>()?;
+                return Ok(LogRecord::of_encoded(&encoded));
+            }
+        };
+        Ok(Bytes::from(out))
     }
 
     /// The bytes of the record [`LogRecord::of_changes`] makes, from changes already
     /// encoded with [`Change::encode`]: each change is encoded once, when the leader
     /// decides it (and measured then), not again per record.
     pub fn of_encoded(changes: &[Bytes]) -> Bytes {
-        let mut out = Vec::with_capacity(changes.iter().map(|c| c.len() + 1).sum::<usize>() + 32);
-        match changes {
-            // `{"type":"change",` + the change's own fields.
-            [one] if one.first() == Some(&b'{') => {
-                out.extend_from_slice(br#"{"type":"change","#);
-                out.extend_from_slice(&one[1..]);
+        let size = changes.iter().map(Bytes::len).sum::<usize>() + 5;
+        let out = match changes {
+            [one] => {
+                let mut out = Kind::Change.header(size);
+                out.extend_from_slice(one);
+                out
             }
             _ => {
-                out.extend_from_slice(br#"{"type":"changes","changes":["#);
-                for (i, c) in changes.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
+                let mut out = Kind::Changes.header(size);
+                let count = u32::try_from(changes.len()).unwrap_or(u32::MAX);
+                rmp::encode::write_array_len(&mut out, count)
+                    .expect("writing to a Vec does not fail");
+                for c in changes {
                     out.extend_from_slice(c);
                 }
-                out.extend_from_slice(b"]}");
+                out
             }
-        }
+        };
         Bytes::from(out)
+    }
+
+    /// Decodes a binary record, or a JSON one written by an earlier version.
+    pub fn decode(payload: &[u8]) -> Result<LogRecord, RecordError> {
+        match payload {
+            [0, 1, kind, body @ ..] => match *kind {
+                k if k == Kind::EpochStart as u8 => {
+                    Ok(LogRecord::EpochStart(rmp_serde::from_slice(body)?))
+                }
+                k if k == Kind::Change as u8 => Ok(LogRecord::Change(rmp_serde::from_slice(body)?)),
+                k if k == Kind::Changes as u8 => Ok(LogRecord::Changes(Changes {
+                    changes: rmp_serde::from_slice(body)?,
+                })),
+                other => Err(RecordError::Kind(other)),
+            },
+            [0] | [0, 1] => Err(RecordError::Short(payload.len())),
+            [0, version, ..] => Err(RecordError::Version(*version)),
+            _ => Ok(LogRecord::decode_json(payload)?),
+        }
     }
 
     /// Reads the `type` tag first, then the record as its own struct: serde's
     /// internally tagged enums buffer the whole record before decoding it, which
     /// showed up in profiles of the tail.
-    pub fn decode(payload: &[u8]) -> Result<LogRecord, serde_json::Error> {
+    fn decode_json(payload: &[u8]) -> Result<LogRecord, serde_json::Error> {
         #[derive(Deserialize)]
         struct Tag<'a> {
             #[serde(rename = "type", borrow)]
@@ -200,7 +281,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn records_round_trip_with_a_type_tag() {
+    fn records_round_trip_and_json_records_of_earlier_versions_still_read() {
         let record = LogRecord::EpochStart(EpochStart {
             event_id: "e1".into(),
             leader_id: "c1".into(),
@@ -208,9 +289,12 @@ mod tests {
             at: Utc::now(),
         });
         let bytes = record.encode().unwrap();
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(v["type"], "epoch_start");
+        assert_eq!(bytes[..2], BINARY);
         assert_eq!(LogRecord::decode(&bytes).unwrap(), record);
+        let json = serde_json::to_vec(&record).unwrap();
+        let v: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["type"], "epoch_start");
+        assert_eq!(LogRecord::decode(&json).unwrap(), record);
     }
 
     fn change(agent: &str) -> Change {
@@ -245,7 +329,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_round_trips_in_order_and_a_single_change_keeps_its_old_form() {
+    fn a_batch_round_trips_in_order_and_a_single_change_is_a_change_record() {
         let batch = LogRecord::of_changes(vec![change("a"), change("b"), change("c")]);
         let decoded = LogRecord::decode(&batch.encode().unwrap()).unwrap();
         assert_eq!(decoded, batch);
@@ -255,15 +339,19 @@ mod tests {
             .map(|c| c.agent_name.as_str())
             .collect();
         assert_eq!(names, ["a", "b", "c"]);
+        let json = serde_json::to_vec(&batch).unwrap();
+        assert_eq!(LogRecord::decode(&json).unwrap(), batch);
 
         let single = LogRecord::of_changes(vec![change("a")]);
-        let v: Value = serde_json::from_slice(&single.encode().unwrap()).unwrap();
-        assert_eq!(v["type"], "change");
-        assert_eq!(v["candidates"]["chosen"], "n1");
-        assert_eq!(
-            LogRecord::decode(&single.encode().unwrap()).unwrap(),
-            single
+        let decoded = LogRecord::decode(&single.encode().unwrap()).unwrap();
+        assert!(
+            matches!(&decoded, LogRecord::Change(c) if c.candidates.as_ref().unwrap().chosen == "n1")
         );
+        assert_eq!(decoded, single);
+        let json = serde_json::to_vec(&single).unwrap();
+        let v: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["type"], "change");
+        assert_eq!(LogRecord::decode(&json).unwrap(), single);
     }
 
     #[test]
@@ -275,15 +363,14 @@ mod tests {
             LogRecord::decode(&batch).unwrap(),
             LogRecord::of_changes(changes.clone())
         );
+        assert_eq!(
+            batch,
+            LogRecord::of_changes(changes.clone()).encode().unwrap()
+        );
         let single = LogRecord::of_encoded(&encoded[..1]);
         assert_eq!(
-            serde_json::from_slice::<Value>(&single).unwrap(),
-            serde_json::from_slice::<Value>(
-                &LogRecord::of_changes(vec![changes[0].clone()])
-                    .encode()
-                    .unwrap()
-            )
-            .unwrap()
+            LogRecord::decode(&single).unwrap(),
+            LogRecord::of_changes(vec![changes[0].clone()])
         );
     }
 
@@ -292,5 +379,18 @@ mod tests {
         assert!(LogRecord::decode(br#"{"type":"compaction"}"#).is_err());
         assert!(LogRecord::decode(br#"{"event_id":"e"}"#).is_err());
         assert!(LogRecord::decode(b"not json").is_err());
+        assert!(matches!(
+            LogRecord::decode(&[0, 1, 9, 0x90]),
+            Err(RecordError::Kind(9))
+        ));
+        assert!(matches!(
+            LogRecord::decode(&[0]),
+            Err(RecordError::Short(1))
+        ));
+        assert!(matches!(
+            LogRecord::decode(&[0, 7, 1]),
+            Err(RecordError::Version(7))
+        ));
+        assert!(LogRecord::decode(&[0, 1, 1, 0xc1]).is_err());
     }
 }

@@ -210,7 +210,8 @@ pub fn pinned(agent: &str, node: &str) -> AssignRequest {
     }
 }
 
-/// Every record in the assignment log, as JSON, with its sequence.
+/// Every record in the assignment log, decoded as the coordinators decode it and
+/// shown as JSON, with its sequence.
 pub async fn log_records(client: &async_nats::Client) -> Result<Vec<(u64, serde_json::Value)>> {
     let js = jetstream::new(client.clone());
     let stream = js.get_stream(shoal_protocol::LOG_STREAM).await?;
@@ -232,7 +233,8 @@ pub async fn log_records(client: &async_nats::Client) -> Result<Vec<(u64, serde_
             .info()
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .stream_sequence;
-        out.push((seq, serde_json::from_slice(&m.payload)?));
+        let record = shoal_coordinator::record::LogRecord::decode(&m.payload)?;
+        out.push((seq, serde_json::to_value(&record)?));
         if seq >= last {
             break;
         }
