@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, kv};
 use async_nats::{Client, Message};
 use futures::StreamExt;
 use shoal_protocol::{
-    AssignmentEvent, AssignmentStatus, BalancerStats, CONFIG_BUCKET, Empty, Endpoint, Heartbeat,
+    AssignmentEvents, AssignmentStatus, BalancerStats, CONFIG_BUCKET, Empty, Endpoint, Heartbeat,
     ListAssignmentsRequest, MEMBERS_BUCKET, SelectBatchReply, SelectBatchRequest, SelectOutcome,
     SelectReply, SelectRequest, ServiceKind, ShoalClient, ShoalError, Strategy, StrategyMessage,
     Subjects, decode,
@@ -101,7 +101,7 @@ pub(crate) async fn run(
             .map_err(|source| NatsError::subscribe(subject, source))
     };
     let heartbeats = subscribe(subjects.node_heartbeat_all()).await?;
-    let events = subscribe(subjects.coordinator_events_all()).await?;
+    let placements = subscribe(subjects.coordinator_placements()).await?;
 
     let tasks = tokio_util::task::TaskTracker::new();
     tasks.spawn(watch_members(members, shared.clone(), shutdown.clone()));
@@ -116,7 +116,11 @@ pub(crate) async fn run(
         shared.clone(),
         shutdown.clone(),
     ));
-    tasks.spawn(follow_assignments(events, shared.clone(), shutdown.clone()));
+    tasks.spawn(follow_assignments(
+        placements,
+        shared.clone(),
+        shutdown.clone(),
+    ));
     // A balancer on a nats-server cut off from the rest answers nobody: it moves.
     tasks.spawn(shoal_runtime::reach::keep_to_majority(
         client.clone(),
@@ -355,8 +359,13 @@ async fn follow_assignments(
             _ = shutdown.cancelled() => return,
             msg = events.next() => match msg { Some(msg) => msg, None => return },
         };
-        match decode::<AssignmentEvent>(&msg.payload) {
-            Ok(ev) => shared.view().apply_assignment(&ev, Instant::now()),
+        match decode::<AssignmentEvents>(&msg.payload) {
+            Ok(feed) => {
+                let (mut view, now) = (shared.view(), Instant::now());
+                for ev in &feed.events {
+                    view.apply_assignment(ev, now);
+                }
+            }
             Err(e) => {
                 debug!(subject = %msg.subject, error = %e.message, "bad assignment event; ignored")
             }

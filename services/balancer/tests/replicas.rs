@@ -11,8 +11,8 @@ use chrono::Utc;
 use common::{Cluster, DEADLINE, put_node, ten_nodes};
 use futures::StreamExt;
 use shoal_protocol::{
-    AssignmentAction, AssignmentEvent, Endpoint, ErrorCode, Heartbeat, NodeStatus, SelectReply,
-    SelectRequest, Strategy, Subjects,
+    AssignmentAction, AssignmentEvent, AssignmentEvents, Endpoint, ErrorCode, Heartbeat,
+    NodeStatus, SelectReply, SelectRequest, Strategy, Subjects,
 };
 use shoal_testkit::wait_for;
 
@@ -265,11 +265,12 @@ async fn heartbeats_and_assignment_events_shape_the_choice() -> Result<()> {
     };
     for agent in ["agent-a", "agent-b"] {
         let ev = event(AssignmentAction::Assigned, agent);
+        let feed = AssignmentEvents { events: vec![ev] };
         cluster
             .client
             .publish(
-                subjects.coordinator_event(agent),
-                serde_json::to_vec(&ev)?.into(),
+                subjects.coordinator_placements(),
+                serde_json::to_vec(&feed)?.into(),
             )
             .await?;
     }
@@ -295,12 +296,14 @@ async fn heartbeats_and_assignment_events_shape_the_choice() -> Result<()> {
         assert_eq!(err.service_code(), Some(ErrorCode::NoCapacity), "{err}");
         assert!(err.to_string().contains("full"), "{err}");
     }
-    let ev = event(AssignmentAction::Unassigned, "agent-a");
+    let feed = AssignmentEvents {
+        events: vec![event(AssignmentAction::Unassigned, "agent-a")],
+    };
     cluster
         .client
         .publish(
-            subjects.coordinator_event("agent-a"),
-            serde_json::to_vec(&ev)?.into(),
+            subjects.coordinator_placements(),
+            serde_json::to_vec(&feed)?.into(),
         )
         .await?;
     for id in &cluster.ids {

@@ -1,8 +1,10 @@
-//! What a leader publishes once a change is in the log: the assignment event (the
-//! balancer counts agents from these), start/stop notices to the nodes, and the
-//! `sync` notices that tell a node every agent it runs, split to fit the server's
-//! max payload.
+//! What a leader publishes once a record is in the log: each change's assignment
+//! event, the record's events together on the placements feed (the balancer counts
+//! agents from it: one delivery per record), start/stop notices to the nodes, and
+//! the `sync` notices that tell a node every agent it runs, split to fit the
+//! server's max payload.
 
+use bytes::Bytes;
 use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use shoal_protocol::{AgentChange, AgentNotice, AgentSync, Subjects};
@@ -58,9 +60,47 @@ impl Notifier {
         debug!(node_id = %sync.node_id, agents = sync.agents.len(), parts = count, "sync sent");
     }
 
-    pub async fn changed(&self, c: &Change) {
-        self.publish(self.subjects.coordinator_event(&c.agent_name), &c.event())
-            .await;
+    async fn publish_bytes(&self, subject: String, body: Bytes) {
+        if let Err(e) = self.client.publish(subject, body).await {
+            self.nats_errors.inc();
+            debug!(error = %e, "event not published");
+        }
+    }
+
+    /// Publishes what follows the changes of one written record, in order: their
+    /// events on the placements feed, then each change's own event and notices.
+    /// Each event is encoded once for both.
+    pub async fn written(&self, changes: &[Change]) {
+        let events: Vec<Option<Bytes>> = changes
+            .iter()
+            .map(|c| match serde_json::to_vec(&c.event()) {
+                Ok(body) => Some(Bytes::from(body)),
+                Err(e) => {
+                    warn!(agent_name = %c.agent_name, error = %e, "event not encoded");
+                    None
+                }
+            })
+            .collect();
+        let budget = self
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(FEED_OVERHEAD);
+        for part in feed_parts(events.iter().flatten(), budget) {
+            self.publish_bytes(self.subjects.coordinator_placements(), part)
+                .await;
+        }
+        for (change, event) in changes.iter().zip(events) {
+            if let Some(event) = event {
+                self.publish_bytes(self.subjects.coordinator_event(&change.agent_name), event)
+                    .await;
+            }
+            self.notify_nodes(change).await;
+        }
+    }
+
+    /// The start and stop notices of one change.
+    async fn notify_nodes(&self, c: &Change) {
         let notice = |node_id: &str| AgentChange {
             agent_name: c.agent_name.clone(),
             node_id: node_id.to_string(),
@@ -87,6 +127,33 @@ impl Notifier {
             .await;
         }
     }
+}
+
+/// Room a placements message needs besides its events (`{"events":[` and `]}`).
+const FEED_OVERHEAD: usize = 16;
+
+/// `{"events":[...]}` messages holding `events` in order, each within `budget` bytes
+/// (an event bigger than that alone still goes, by itself).
+fn feed_parts<'a>(events: impl Iterator<Item = &'a Bytes>, budget: usize) -> Vec<Bytes> {
+    let mut parts = Vec::new();
+    let mut part: Vec<u8> = Vec::new();
+    for event in events {
+        if !part.is_empty() && part.len() + 1 + event.len() > budget {
+            part.extend_from_slice(b"]}");
+            parts.push(Bytes::from(std::mem::take(&mut part)));
+        }
+        if part.is_empty() {
+            part.extend_from_slice(br#"{"events":["#);
+        } else {
+            part.push(b',');
+        }
+        part.extend_from_slice(event);
+    }
+    if !part.is_empty() {
+        part.extend_from_slice(b"]}");
+        parts.push(Bytes::from(part));
+    }
+    parts
 }
 
 /// Room a sync notice needs besides its agent names (field names, ids, the digest,
@@ -129,5 +196,36 @@ mod tests {
         // One name over the budget still goes, alone.
         let long = vec!["x".repeat(600), "y".into()];
         assert_eq!(split_by_size(&long, 1000).len(), 2);
+    }
+
+    #[test]
+    fn the_placements_feed_keeps_every_event_in_order_within_the_budget() {
+        use shoal_protocol::{AssignmentAction, AssignmentEvent, AssignmentEvents};
+        let events: Vec<AssignmentEvent> = (0..50)
+            .map(|i| AssignmentEvent {
+                event: AssignmentAction::Assigned,
+                agent_name: format!("agent-{i:03}"),
+                node_id: Some("n1".into()),
+                previous_node_id: None,
+                reason: "balanced".into(),
+                epoch: 1,
+                at: Utc::now(),
+                resources: None,
+            })
+            .collect();
+        let encoded: Vec<Bytes> = events
+            .iter()
+            .map(|e| Bytes::from(serde_json::to_vec(e).unwrap()))
+            .collect();
+        let parts = feed_parts(encoded.iter(), 1000);
+        assert!(parts.len() > 1);
+        let mut decoded = Vec::new();
+        for part in &parts {
+            assert!(part.len() <= 1000 + 2, "{}", part.len());
+            let feed: AssignmentEvents = serde_json::from_slice(part).unwrap();
+            decoded.extend(feed.events);
+        }
+        assert_eq!(decoded, events);
+        assert!(feed_parts(std::iter::empty(), 1000).is_empty());
     }
 }

@@ -380,9 +380,7 @@ async fn collect(
                             .append_seconds
                             .observe(sent_at.elapsed().as_secs_f64());
                         drop(slot);
-                        for change in &changes {
-                            notifier.changed(change).await;
-                        }
+                        notifier.written(&changes).await;
                         replies.into_iter().for_each(Reply::succeed);
                     }
                     Err(e) => {

@@ -343,6 +343,12 @@ impl Subjects {
         format!("{}.coordinator.events.*", self.prefix)
     }
 
+    /// The events of each log record in one message, in log order: what the balancer
+    /// counts placements from (one delivery per record instead of one per agent).
+    pub fn coordinator_placements(&self) -> String {
+        format!("{}.coordinator.placements", self.prefix)
+    }
+
     /// Published by a coordinator when it wins or loses the leader lease.
     pub fn coordinator_leader_changed(&self) -> String {
         format!("{}.coordinator.leader.changed", self.prefix)

@@ -419,6 +419,24 @@ fn samples() -> BTreeMap<&'static str, Value> {
         }
     );
     sample!(
+        AssignmentEvents,
+        AssignmentEvents {
+            events: vec![AssignmentEvent {
+                event: AssignmentAction::Assigned,
+                agent_name: "codex-2".into(),
+                node_id: Some("node-1".into()),
+                previous_node_id: None,
+                reason: "balanced".into(),
+                epoch: 7,
+                at,
+                resources: Some(Resources {
+                    cpu: 2.5,
+                    memory: 1.0,
+                }),
+            }],
+        }
+    );
+    sample!(
         LeaderChanged,
         LeaderChanged {
             leader: Some(leader()),
@@ -569,6 +587,7 @@ fn asyncapi_lists_every_subject_with_publishers_and_subscribers() {
         "shoal.node.{node_id}.heartbeat",
         "shoal.registry.events.{node_id}",
         "shoal.coordinator.events.{agent_name}",
+        "shoal.coordinator.placements",
     ] {
         assert!(
             channels.values().any(|c| c["address"] == subject),

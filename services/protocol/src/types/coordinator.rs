@@ -532,6 +532,15 @@ pub struct AssignmentEvent {
 
 impl Validate for AssignmentEvent {}
 
+/// `<prefix>.coordinator.placements`: the events of one log record, in log order (a
+/// record whose events would not fit one message is sent as several, in order).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AssignmentEvents {
+    pub events: Vec<AssignmentEvent>,
+}
+
+impl Validate for AssignmentEvents {}
+
 /// `<prefix>.coordinator.leader.changed`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LeaderChanged {
