@@ -81,6 +81,31 @@ async fn publish(js: &jetstream::Context, subject: &str) -> Result<u64> {
     Ok(ack.sequence)
 }
 
+/// Publishes through a server that may have just joined: it may not know yet where
+/// the stream's subjects go ("no stream found for given subject"), so the publish is
+/// tried again until the stream acks it. Its message id makes a retry after a lost
+/// ack store nothing twice.
+async fn publish_through_new_member(js: &jetstream::Context, subject: &str) -> Result<u64> {
+    let id = format!("{subject}-first");
+    wait_for(
+        &format!("the stream to ack {subject}"),
+        DEADLINE,
+        || async {
+            let message = jetstream::message::PublishMessage::build()
+                .payload("x".into())
+                .message_id(&id);
+            let ack = js
+                .send_publish(subject.to_string(), message)
+                .await
+                .ok()?
+                .await
+                .ok()?;
+            (ack.stream == STREAM).then_some(ack.sequence)
+        },
+    )
+    .await
+}
+
 /// The server leading [`STREAM`] as `js` is told, if it has one.
 async fn stream_leader(js: &jetstream::Context) -> Option<String> {
     let mut stream = js.get_stream(STREAM).await.ok()?;
@@ -168,7 +193,10 @@ async fn a_cluster_with_a_member_in_a_namespace_forms_and_replicates() -> Result
     wait_for_peers(s3, &["s1", "s2"], DEADLINE).await?;
 
     let through_s3 = js(&pinned_client(s3).await?);
-    assert_eq!(publish(&through_s3, "orders.1").await?, 1);
+    assert_eq!(
+        publish_through_new_member(&through_s3, "orders.1").await?,
+        1
+    );
     let jsz = s3.monitor_json("/jsz?streams=true").await?;
     assert_eq!(jsz["streams"].as_u64(), Some(1), "{jsz}");
     let via_s1 = jetstream::new(cluster.client().await?);
