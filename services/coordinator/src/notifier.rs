@@ -24,24 +24,24 @@ pub struct Notifier {
 
 impl Notifier {
     async fn publish<T: serde::Serialize>(&self, subject: String, message: &T) {
-        let body = match serde_json::to_vec(message) {
-            Ok(body) => body,
-            Err(e) => return warn!(subject, error = %e, "notice not encoded"),
-        };
-        if let Err(e) = self.client.publish(subject, body.into()).await {
-            self.nats_errors.inc();
-            debug!(error = %e, "event not published");
+        match serde_json::to_vec(message) {
+            Ok(body) => self.publish_bytes(subject, body.into()).await,
+            Err(e) => warn!(subject, error = %e, "notice not encoded"),
         }
+    }
+
+    /// Bytes one message may carry, less `overhead`.
+    fn payload_budget(&self, overhead: usize) -> usize {
+        self.client
+            .server_info()
+            .max_payload
+            .saturating_sub(overhead)
     }
 
     /// Sends `sync`, split into parts that each fit the server's max payload.
     pub async fn sync(&self, sync: &NodeSync) {
         let subject = self.subjects.node_agents(&sync.node_id);
-        let budget = self
-            .client
-            .server_info()
-            .max_payload
-            .saturating_sub(SYNC_OVERHEAD);
+        let budget = self.payload_budget(SYNC_OVERHEAD);
         let parts = split_by_size(&sync.agents, budget);
         let count = u32::try_from(parts.len()).unwrap_or(u32::MAX);
         let at = Utc::now();
@@ -81,11 +81,7 @@ impl Notifier {
                 }
             })
             .collect();
-        let budget = self
-            .client
-            .server_info()
-            .max_payload
-            .saturating_sub(FEED_OVERHEAD);
+        let budget = self.payload_budget(FEED_OVERHEAD);
         for part in feed_parts(events.iter().flatten(), budget) {
             self.publish_bytes(self.subjects.coordinator_placements(), part)
                 .await;
