@@ -87,6 +87,22 @@ pub struct Args {
     #[arg(long, env = "SHOAL_DATABASE_URL")]
     pub database_url: Option<String>,
 
+    /// `discovery`: nodes that announce all at once after the one-by-one probes
+    /// (0: none), each timed from its announce until the balancer selects it.
+    #[arg(long, env = "SHOAL_LOADTEST_ANNOUNCE_STORM", default_value_t = 1_000)]
+    pub announce_storm: usize,
+
+    /// With --spawn: registry replicas to start (`heartbeats` scenario).
+    #[arg(long, env = "SHOAL_LOADTEST_REGISTRIES", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub registries: u16,
+
+    /// With --spawn: heartbeat partitions shared among the registry replicas; above
+    /// 1, the private nats-server maps heartbeats into them and each replica hears
+    /// its share only. 1: every replica hears every heartbeat.
+    #[arg(long, env = "SHOAL_HEARTBEAT_PARTITIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(shoal_protocol::partition::MAX_PARTITIONS)))]
+    pub heartbeat_partitions: u32,
+
     /// Subject prefix of the stack under test.
     #[arg(long, env = "SHOAL_PREFIX", default_value = "shoal")]
     pub prefix: String,

@@ -27,6 +27,10 @@ pub struct Stack {
     kv_replicas: usize,
     _postgres: Option<Postgres>,
     pub registry: Option<ServiceProcess>,
+    /// Registry replicas past the first (`--registries`).
+    pub more_registries: Vec<ServiceProcess>,
+    /// Heartbeat partitions of the spawned registries (`--heartbeat-partitions`).
+    heartbeat_partitions: u32,
     pub balancer: Option<ServiceProcess>,
     pub coordinators: Vec<Coordinator>,
     pub nodes: Option<SimulatedCluster>,
@@ -73,12 +77,27 @@ impl Stack {
         let servers = usize::from(args.nats_servers);
         let (nats, cluster, postgres, nats_url, database_url) = if args.spawn {
             eprintln!("starting a private stack ({servers} nats-server, postgres, services)…");
+            let partitions = args.heartbeat_partitions;
             let (nats, cluster, url) = if servers > 1 {
+                if partitions > 1 {
+                    anyhow::bail!(
+                        "--heartbeat-partitions above 1 needs --nats-servers 1: the private cluster has no mapping"
+                    );
+                }
                 let cluster = NatsCluster::start(servers).await?;
                 let url = cluster.urls();
                 (None, Some(cluster), url)
             } else {
-                let nats = NatsServer::start().await?;
+                let extra_config = if partitions > 1 {
+                    shoal_protocol::partition::heartbeat_mapping_config(&subjects, partitions)
+                } else {
+                    String::new()
+                };
+                let nats = NatsServer::start_with(shoal_testkit::NatsOptions {
+                    extra_config,
+                    ..Default::default()
+                })
+                .await?;
                 let url = nats.url();
                 (Some(nats), None, url)
             };
@@ -103,6 +122,10 @@ impl Stack {
         if args.spawn {
             if spawn.registry {
                 stack.registry = Some(stack.service("shoal-registry", "registry-1")?);
+                for i in 2..=args.registries {
+                    let replica = stack.service("shoal-registry", &format!("registry-{i}"))?;
+                    stack.more_registries.push(replica);
+                }
             }
             if spawn.balancer {
                 stack.balancer = Some(stack.service("shoal-balancer", "balancer-1")?);
@@ -150,6 +173,9 @@ impl Stack {
             if let Some(p) = p {
                 ids.push((name.to_string(), p.pid(), false));
             }
+        }
+        for (i, p) in self.more_registries.iter().enumerate() {
+            ids.push((format!("registry_{}", i + 2), p.pid(), false));
         }
         for c in &self.coordinators {
             ids.push(("coordinators".to_string(), c.process.pid(), false));
@@ -209,6 +235,12 @@ impl Stack {
         if let Some(db) = &self.database_url {
             env.push(("SHOAL_DATABASE_URL".to_string(), db.clone()));
         }
+        if bin == "shoal-registry" {
+            env.push((
+                "SHOAL_HEARTBEAT_PARTITIONS".to_string(),
+                self.heartbeat_partitions.to_string(),
+            ));
+        }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         match netns {
             Some(netns) => ServiceProcess::spawn_in(netns, instance, &binary(bin)?, &[], &env),
@@ -249,6 +281,8 @@ impl Stack {
             kv_replicas: 1,
             _postgres: None,
             registry: None,
+            more_registries: Vec::new(),
+            heartbeat_partitions: args.heartbeat_partitions,
             balancer: None,
             coordinators: Vec::new(),
             nodes: None,
@@ -266,6 +300,7 @@ impl Stack {
         let services = self
             .registry
             .iter()
+            .chain(&self.more_registries)
             .chain(self.balancer.iter())
             .chain(self.coordinators.iter().map(|c| &c.process))
             .chain(self.real_node.iter());

@@ -1,10 +1,11 @@
 //! `heartbeats`: --nodes simulated nodes join at once (each announces within the
-//! first second) and heartbeat every second for --duration. Reported: how soon all
-//! are online; every process's CPU (share of one core, the simulator's apart, as it
-//! shares the machine); the registry's RSS from /proc; from the registry's own
-//! metrics, the heartbeats it accepted, the messages its NATS client dropped and its
-//! membership writes' latency. Every suspect or offline event for a node that never
-//! stopped is a false alarm.
+//! first second) and heartbeat every second for --duration, into --registries
+//! replicas sharing --heartbeat-partitions. Reported: how soon all are online; every
+//! process's CPU (share of one core, the simulator's apart, as it shares the
+//! machine); each registry's CPU and RSS from /proc; from the registries' own
+//! metrics, the heartbeats they accepted, the messages their NATS clients dropped and
+//! their membership writes' latency. Every suspect or offline event for a node that
+//! never stopped is a false alarm.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,12 +32,17 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
 
 pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let mut stack = Stack::open(args, Spawn::REGISTRY_ONLY).await?;
-    let pid = match &stack.registry {
-        Some(p) => p.pid(),
-        None => anyhow::bail!(
+    let pids: Vec<u32> = stack
+        .registry
+        .iter()
+        .chain(&stack.more_registries)
+        .map(|p| p.pid())
+        .collect();
+    if pids.is_empty() {
+        anyhow::bail!(
             "the heartbeats scenario reads the registry's CPU from /proc: run it with --spawn"
-        ),
-    };
+        );
+    }
     let alarms = Arc::new(AtomicU64::new(0));
     let mut events = stack
         .client
@@ -63,18 +69,31 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let duration = args.duration.unwrap_or(Duration::from_secs(60));
     let before = registry_counters(&stack).await;
     let cost = Cost::start(&stack).await;
-    let (ticks0, t0) = (cpu_ticks(pid)?, Instant::now());
+    let ticks0 = pids
+        .iter()
+        .map(|&p| cpu_ticks(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let t0 = Instant::now();
     let bar = indicatif::ProgressBar::new(duration.as_secs());
-    let mut peak_rss = rss_mib(pid)?;
-    while t0.elapsed() < duration {
+    let mut peak_rss = 0f64;
+    loop {
+        for &pid in &pids {
+            peak_rss = peak_rss.max(rss_mib(pid)?);
+        }
+        if t0.elapsed() >= duration {
+            break;
+        }
         // Sampling cadence for RSS and the progress bar, not synchronisation.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        peak_rss = peak_rss.max(rss_mib(pid)?);
         bar.set_position(t0.elapsed().as_secs());
     }
     bar.finish_and_clear();
     let elapsed = t0.elapsed();
-    let cores = (cpu_ticks(pid)? - ticks0) as f64 / 100.0 / elapsed.as_secs_f64();
+    let mut each = Vec::new();
+    for (&pid, ticks0) in pids.iter().zip(ticks0) {
+        each.push((cpu_ticks(pid)? - ticks0) as f64 / 100.0 / elapsed.as_secs_f64());
+    }
+    let cores = each.iter().copied().fold(0.0, f64::max);
     if let Some(cost) = cost {
         cost.report_cores(report, "steady", elapsed);
     }
@@ -91,6 +110,14 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             (after.write_seconds / after.writes * 1e4).round() / 10.0,
         );
     }
+    report.figure("registries", pids.len());
+    report.figure("heartbeat_partitions", args.heartbeat_partitions);
+    report.figure(
+        "registry_cpu_cores_each",
+        each.iter()
+            .map(|c| (c * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>(),
+    );
     report.figure("registry_cpu_cores", (cores * 1000.0).round() / 1000.0);
     report.figure("registry_rss_mib_peak", (peak_rss * 10.0).round() / 10.0);
     report.figure("false_suspect_or_offline_events", false_alarms);
@@ -109,12 +136,16 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         ),
     );
     report.goal(
-        "registry < 1 core",
+        "each registry < 1 core",
         cores < 1.0,
-        format!("{cores:.3} cores at {} heartbeats/s", args.nodes),
+        format!(
+            "{cores:.3} cores at most, {} replicas at {} heartbeats/s",
+            pids.len(),
+            args.nodes
+        ),
     );
     report.goal(
-        "registry RSS < 500 MiB",
+        "each registry's RSS < 500 MiB",
         peak_rss < 500.0,
         format!("{peak_rss:.1} MiB peak"),
     );
@@ -130,13 +161,22 @@ struct RegistryCounters {
     write_seconds: f64,
 }
 
-/// Reads the spawned registry's counters over NATS (zeros where it does not answer).
+/// Reads the spawned registries' counters over NATS, summed (zeros where one does
+/// not answer).
 async fn registry_counters(stack: &Stack) -> RegistryCounters {
-    let Ok(text) = stack
-        .client
-        .metrics(ServiceKind::Registry, "registry-1")
-        .await
-    else {
+    let mut sum = RegistryCounters::default();
+    for i in 1..=1 + stack.more_registries.len() {
+        let one = replica_counters(stack, &format!("registry-{i}")).await;
+        sum.heartbeats += one.heartbeats;
+        sum.dropped += one.dropped;
+        sum.writes += one.writes;
+        sum.write_seconds += one.write_seconds;
+    }
+    sum
+}
+
+async fn replica_counters(stack: &Stack, instance: &str) -> RegistryCounters {
+    let Ok(text) = stack.client.metrics(ServiceKind::Registry, instance).await else {
         return RegistryCounters::default();
     };
     let value = |name: &str| {

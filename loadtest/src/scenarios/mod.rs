@@ -4,6 +4,7 @@ pub mod assign;
 pub mod burst;
 pub mod compaction;
 pub mod discovery;
+mod discovery_storm;
 pub mod failover;
 pub mod heartbeats;
 pub mod join;

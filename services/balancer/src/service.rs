@@ -100,7 +100,11 @@ pub(crate) async fn run(
             .await
             .map_err(|source| NatsError::subscribe(subject, source))
     };
-    let heartbeats = subscribe(subjects.node_heartbeat_all()).await?;
+    // Heartbeats as published, and as mapped into partitions where the server does.
+    let heartbeats = futures::stream::select(
+        subscribe(subjects.node_heartbeat_all()).await?,
+        subscribe(subjects.node_heartbeat_partitioned_all()).await?,
+    );
     let placements = subscribe(subjects.coordinator_placements()).await?;
 
     let tasks = tokio_util::task::TaskTracker::new();
@@ -323,7 +327,7 @@ async fn watch_strategy(config: kv::Store, shared: Arc<Shared>, shutdown: Cancel
 }
 
 async fn follow_heartbeats(
-    mut heartbeats: async_nats::Subscriber,
+    mut heartbeats: impl futures::Stream<Item = async_nats::Message> + Unpin,
     subjects: Subjects,
     shared: Arc<Shared>,
     shutdown: CancellationToken,

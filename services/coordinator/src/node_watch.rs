@@ -43,8 +43,13 @@ pub async fn spawn(
 ) -> Result<(), async_nats::SubscribeError> {
     let announces = client.subscribe(subjects.node_announce_all()).await?;
     let heartbeats = client.subscribe(subjects.node_heartbeat_all()).await?;
+    // Where the server maps heartbeats into partitions (shoal_protocol::partition).
+    let partitioned = client
+        .subscribe(subjects.node_heartbeat_partitioned_all())
+        .await?;
     tasks.spawn(async move {
-        let mut both = futures::stream::select(announces, heartbeats);
+        let mut both =
+            futures::stream::select(announces, futures::stream::select(heartbeats, partitioned));
         let mut dropped = 0u64;
         loop {
             let message = tokio::select! {

@@ -112,7 +112,7 @@ pub enum Kind {
 pub struct Operation {
     /// A stable identifier (camelCase), used as the AsyncAPI channel/operation id.
     pub id: String,
-    /// The subject, with `{node_id}` / `{agent_name}` placeholders.
+    /// The subject, with `{node_id}` / `{agent_name}` / `{partition}` placeholders.
     pub subject: String,
     pub kind: Kind,
     pub publishers: &'static [&'static str],
@@ -269,6 +269,14 @@ pub fn catalogue(subjects: &Subjects) -> Vec<Operation> {
             "a node's metrics, every interval",
         ),
         publish(
+            "nodeHeartbeatPartitioned",
+            format!("{}.{{partition}}", subjects.node_heartbeat(NODE)),
+            &["nats-server mapping"],
+            &["registry", "balancer", "coordinator"],
+            "Heartbeat",
+            "the same heartbeat where the server maps heartbeats into partitions shared by the registry replicas (shoal-registry --print-heartbeat-mapping)",
+        ),
+        publish(
             "nodeLeave",
             subjects.node_leave(NODE),
             &["announcer"],
@@ -359,6 +367,10 @@ pub fn asyncapi() -> Value {
         for (placeholder, what) in [
             ("node_id", "the node's id"),
             ("agent_name", "the agent's name"),
+            (
+                "partition",
+                "the heartbeat partition the server mapped the node id to",
+            ),
         ] {
             if op.subject.contains(&format!("{{{placeholder}}}")) {
                 params.insert(placeholder.into(), json!({ "description": what }));

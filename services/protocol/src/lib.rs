@@ -7,7 +7,8 @@
 //! - [`ShoalClient`]: request/reply with timeout and retries, and service discovery
 //!   ([`discover`]);
 //! - [`catalogue`]: the subject catalogue from which `schemas/` is generated;
-//! - [`connection`]: the names processes give their NATS connections.
+//! - [`connection`]: the names processes give their NATS connections;
+//! - [`partition`]: how heartbeats are partitioned across registry replicas.
 
 pub mod catalogue;
 pub mod client;
@@ -16,6 +17,7 @@ pub mod decode;
 pub mod digest;
 pub mod discover;
 pub mod error;
+pub mod partition;
 pub mod reply;
 pub mod size;
 pub mod subjects;
@@ -42,6 +44,10 @@ pub const LEADER_BUCKET: &str = "shoal_leader";
 pub const LEADER_KEY: &str = "coordinator";
 /// The KV bucket holding cluster settings such as the balancing strategy.
 pub const CONFIG_BUCKET: &str = "shoal_config";
+/// The KV bucket where registry replicas announce themselves (key = instance id),
+/// each key expiring unless refreshed: from it every replica derives who owns which
+/// heartbeat partition ([`partition`]).
+pub const REGISTRY_REPLICAS_BUCKET: &str = "shoal_registry_replicas";
 
 /// The JetStream stream behind a KV bucket (`KV_<bucket>`), for the requests that
 /// name the stream (its info, as the NATS permissions in compose/nats/auth.conf

@@ -307,7 +307,8 @@ impl Subjects {
         self.node("*", NodeSubjectKind::Leave)
     }
 
-    /// Splits `<prefix>.node.<id>.<kind>` into the id and the kind.
+    /// Splits `<prefix>.node.<id>.<kind>` into the id and the kind; a heartbeat may
+    /// carry its partition after the kind (`….heartbeat.<p>`).
     pub fn parse_node_subject<'a>(&self, subject: &'a str) -> Option<(&'a str, NodeSubjectKind)> {
         let rest = subject
             .strip_prefix(self.prefix.as_str())?
@@ -316,6 +317,13 @@ impl Subjects {
         let kind = match kind {
             "announce" => NodeSubjectKind::Announce,
             "heartbeat" => NodeSubjectKind::Heartbeat,
+            // As mapped to a partition (crate::partition).
+            k if k
+                .strip_prefix("heartbeat.")
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) =>
+            {
+                NodeSubjectKind::Heartbeat
+            }
             "leave" => NodeSubjectKind::Leave,
             "agents" => NodeSubjectKind::Agents,
             _ => return None,
@@ -408,6 +416,12 @@ mod tests {
             s.parse_node_subject("x.node.n-7.heartbeat"),
             Some(("n-7", NodeSubjectKind::Heartbeat))
         );
+        assert_eq!(
+            s.parse_node_subject("x.node.n-7.heartbeat.12"),
+            Some(("n-7", NodeSubjectKind::Heartbeat))
+        );
+        assert_eq!(s.parse_node_subject("x.node.n-7.heartbeat.x"), None);
+        assert_eq!(s.parse_node_subject("x.node.n-7.leave.1"), None);
         assert_eq!(s.parse_node_subject("x.node.n-7.other"), None);
         assert_eq!(s.parse_node_subject("y.node.n-7.leave"), None);
     }

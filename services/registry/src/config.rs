@@ -42,6 +42,19 @@ pub struct Config {
     #[arg(long, env = "SHOAL_METRICS_SNAPSHOT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub metrics_snapshot: Duration,
 
+    /// Heartbeat partitions shared among the registry replicas; 1 (the default):
+    /// every replica hears and judges every node. Above 1, the nats-server must map
+    /// `<prefix>.node.*.heartbeat` into as many partitions (`shoal-registry
+    /// --print-heartbeat-mapping` prints the block to add), and each replica hears and
+    /// judges only its share, handed over as replicas come and go.
+    #[arg(long, env = "SHOAL_HEARTBEAT_PARTITIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(shoal_protocol::partition::MAX_PARTITIONS)))]
+    pub heartbeat_partitions: u32,
+
+    /// Print the nats-server `mappings` block for --heartbeat-partitions and exit.
+    #[arg(long)]
+    pub print_heartbeat_mapping: bool,
+
     #[command(flatten)]
     pub jetstream: JetStreamArgs,
 

@@ -8,8 +8,10 @@ use std::time::Instant;
 use async_nats::{Message, Subscriber};
 use chrono::Utc;
 use futures::StreamExt;
+use shoal_protocol::partition::partition_of;
 use shoal_protocol::{Announce, Heartbeat, Leave, NodeSubjectKind, ShoalError};
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::engine::Engine;
 use crate::membership::HeartbeatOutcome;
@@ -43,7 +45,17 @@ where
     Some(value)
 }
 
-pub async fn heartbeats(engine: Arc<Engine>, mut sub: Subscriber, shutdown: CancellationToken) {
+/// Heartbeats from one subscription. With `partitions` above one, a heartbeat of a
+/// node this replica does not judge is dropped after decoding: it arrives that way
+/// only while partitions change hands, or when the nats-server does not map
+/// heartbeats into the same number of partitions (logged).
+pub async fn heartbeats(
+    engine: Arc<Engine>,
+    mut sub: Subscriber,
+    partitions: u32,
+    shutdown: CancellationToken,
+) {
+    let misrouted = shoal_runtime::RateLog::new(std::time::Duration::from_secs(30));
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -54,6 +66,24 @@ pub async fn heartbeats(engine: Arc<Engine>, mut sub: Subscriber, shutdown: Canc
         else {
             continue;
         };
+        if partitions > 1 {
+            let expected = partition_of(&hb.id, partitions).to_string();
+            let mapped = message.subject.rsplit_once('.').map(|(_, p)| p);
+            if mapped != Some(expected.as_str())
+                && let Some(suppressed) = misrouted.admit()
+            {
+                warn!(
+                    subject = message.subject.as_str(),
+                    expected_partition = %expected,
+                    partitions,
+                    suppressed,
+                    "heartbeat not mapped to its partition: map the nats-server's heartbeats into --heartbeat-partitions partitions"
+                );
+            }
+            if !engine.lock().owns(&hb.id) {
+                continue;
+            }
+        }
         engine.metrics.heartbeats.inc();
         let outcome = engine.lock().on_heartbeat(&hb, Instant::now(), Utc::now());
         if outcome == HeartbeatOutcome::Kick {

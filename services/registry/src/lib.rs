@@ -1,7 +1,9 @@
 //! shoal-registry: keeps cluster membership and node health.
 //!
-//! Every replica hears every node message (plain subscriptions) and keeps last-seen
-//! times in memory; membership lives in the KV bucket `shoal_members` (key = node id,
+//! Every replica hears every announce and goodbye (plain subscriptions), and the
+//! heartbeats of every node or, with `--heartbeat-partitions` above one, of its share
+//! of the partitions ([`partitions`]); it keeps last-seen times in memory and judges
+//! the nodes whose heartbeats it hears; membership lives in the KV bucket `shoal_members` (key = node id,
 //! value = `shoal_protocol::Node`), written only on change — join, status change,
 //! metadata or capacity change, and a metrics snapshot every `--metrics-snapshot` —
 //! with compare-and-set on the revision, so when replicas detect the same transition
@@ -18,6 +20,7 @@ pub mod member;
 pub mod membership;
 mod metrics;
 pub mod model;
+mod partitions;
 mod store;
 
 #[cfg(test)]
@@ -66,14 +69,30 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
     let js = jetstream::new(client.clone());
     let store = store::open_with_retry(&js, cfg.jetstream.kv_replicas, &shutdown).await?;
 
-    // Subscribed before the bucket is read, so nothing said meanwhile is lost.
-    let heartbeats = subscribe(&client, subjects.node_heartbeat_all()).await?;
+    let partitions = cfg.heartbeat_partitions;
+    let replicas_bucket = if partitions > 1 {
+        Some(partitions::open_bucket(&js, cfg.jetstream.kv_replicas).await?)
+    } else {
+        None
+    };
+    // Subscribed before the bucket is read, so nothing said meanwhile is lost. The
+    // unmapped subject is heard whether or not heartbeats are partitioned: a server
+    // without the mapping still delivers there. The partitions' subjects are heard
+    // here when this replica judges them all, else as it owns them.
+    let mut heartbeats = vec![subscribe(&client, subjects.node_heartbeat_all()).await?];
+    if partitions == 1 {
+        heartbeats.push(subscribe(&client, subjects.node_heartbeat_partitioned_all()).await?);
+    }
     let announces = subscribe(&client, subjects.node_announce_all()).await?;
     let leaves = subscribe(&client, subjects.node_leave_all()).await?;
 
     let mut metrics = Metrics::new(ServiceKind::Registry, &client);
     let engine = Arc::new(Engine::new(
-        Membership::new(th),
+        if partitions > 1 {
+            Membership::partitioned(th, partitions)
+        } else {
+            Membership::new(th)
+        },
         store,
         client.clone(),
         subjects.clone(),
@@ -170,11 +189,29 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Re
         .serve_metrics(metrics, cfg.common.metrics_listen, &shutdown)
         .await?;
 
-    tasks.spawn(ingest::heartbeats(
-        engine.clone(),
-        heartbeats,
-        shutdown.clone(),
-    ));
+    for sub in heartbeats {
+        tasks.spawn(ingest::heartbeats(
+            engine.clone(),
+            sub,
+            partitions,
+            shutdown.clone(),
+        ));
+    }
+    match replicas_bucket {
+        Some(bucket) => {
+            tasks.spawn(partitions::share(
+                engine.clone(),
+                bucket,
+                instance_id.clone(),
+                partitions,
+                tasks.clone(),
+                shutdown.clone(),
+            ));
+        }
+        None => {
+            engine.metrics.partitions_owned.set(1);
+        }
+    }
     tasks.spawn(ingest::lifecycle(
         engine.clone(),
         announces,

@@ -1,10 +1,16 @@
 //! Every node a replica knows, keyed by id: what comes in (heartbeats, announces,
 //! goodbyes, advisories, bucket entries) and what goes out (plans, views). Pure.
+//!
+//! Members are kept by heartbeat partition ([`shoal_protocol::partition`]). A replica
+//! follows every member in the bucket, but judges (plans writes for, asks to
+//! announce) only the members of the partitions it owns; with one partition it owns
+//! everything.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use shoal_protocol::partition::partition_of;
 use shoal_protocol::{
     Announce, Heartbeat, Leave, ListNodesRequest, Node, NodeStatus, RegistryStats,
 };
@@ -33,16 +39,89 @@ const SNAPSHOT_WRITES_PER_SEC: f64 = 1_000.0;
 const SYNC_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Membership {
-    members: HashMap<String, Member>,
+    /// Members by partition, then by id.
+    parts: Vec<HashMap<String, Member>>,
+    /// Which partitions this replica judges.
+    owned: Vec<bool>,
     th: Thresholds,
 }
 
 impl Membership {
+    /// One partition, owned: this replica judges every member.
     pub fn new(th: Thresholds) -> Membership {
+        let mut m = Membership::partitioned(th, 1);
+        m.owned = vec![true];
+        m
+    }
+
+    /// `partitions` partitions, none owned until [`Self::set_owned`].
+    pub fn partitioned(th: Thresholds, partitions: u32) -> Membership {
+        let n = partitions.max(1) as usize;
         Membership {
-            members: HashMap::new(),
+            parts: (0..n).map(|_| HashMap::new()).collect(),
+            owned: vec![false; n],
             th,
         }
+    }
+
+    fn partition(&self, id: &str) -> usize {
+        partition_of(id, self.parts.len() as u32) as usize
+    }
+
+    /// Whether this replica judges `id`.
+    pub fn owns(&self, id: &str) -> bool {
+        self.owned[self.partition(id)]
+    }
+
+    /// The partitions this replica judges from now on. Members of a partition it
+    /// gains count their silence from `now`: their heartbeats went to another replica
+    /// until now. Returns the partitions gained.
+    pub fn set_owned(&mut self, owned: &[bool], now: Instant) -> Vec<u32> {
+        let mut gained = Vec::new();
+        for (p, (&was, &is)) in self.owned.iter().zip(owned).enumerate() {
+            if is && !was {
+                gained.push(p as u32);
+                for m in self.parts[p].values_mut() {
+                    m.grace_from = m.grace_from.max(now);
+                }
+            }
+        }
+        self.owned = owned.to_vec();
+        gained
+    }
+
+    fn get(&self, id: &str) -> Option<&Member> {
+        self.parts[self.partition(id)].get(id)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Member> {
+        let p = self.partition(id);
+        self.parts[p].get_mut(id)
+    }
+
+    fn all(&self) -> impl Iterator<Item = (&String, &Member)> {
+        self.parts.iter().flatten()
+    }
+
+    /// The members of the partitions this replica owns.
+    fn judged_mut(&mut self) -> impl Iterator<Item = (&String, &mut Member)> {
+        self.parts
+            .iter_mut()
+            .zip(&self.owned)
+            .filter(|(_, owned)| **owned)
+            .flat_map(|(part, _)| part.iter_mut())
+    }
+
+    fn judged(&self) -> impl Iterator<Item = &Member> {
+        self.parts
+            .iter()
+            .zip(&self.owned)
+            .filter(|(_, owned)| **owned)
+            .flat_map(|(part, _)| part.values())
+    }
+
+    fn len(&self) -> usize {
+        self.parts.iter().map(HashMap::len).sum()
     }
 
     pub fn thresholds(&self) -> &Thresholds {
@@ -52,7 +131,7 @@ impl Membership {
     /// The thresholds writes are planned with: the snapshot period stretched to
     /// keep snapshot writes under [`SNAPSHOT_WRITES_PER_SEC`].
     fn planning_thresholds(&self) -> Thresholds {
-        let floor = Duration::from_secs_f64(self.members.len() as f64 / SNAPSHOT_WRITES_PER_SEC);
+        let floor = Duration::from_secs_f64(self.len() as f64 / SNAPSHOT_WRITES_PER_SEC);
         Thresholds {
             metrics_snapshot: self.th.metrics_snapshot.max(floor),
             ..self.th
@@ -60,10 +139,11 @@ impl Membership {
     }
 
     fn member(&mut self, id: &str, now: Instant) -> &mut Member {
-        if !self.members.contains_key(id) {
-            self.members.insert(id.to_string(), Member::new(id, now));
+        let part = &mut self.parts[partition_of(id, self.owned.len() as u32) as usize];
+        if !part.contains_key(id) {
+            part.insert(id.to_string(), Member::new(id, now));
         }
-        self.members.get_mut(id).expect("inserted above")
+        part.get_mut(id).expect("inserted above")
     }
 
     /// The hot path: no allocation for a known node, no I/O.
@@ -103,7 +183,7 @@ impl Membership {
 
     /// False for a node this replica does not know.
     pub fn on_leave(&mut self, leave: Leave) -> bool {
-        match self.members.get_mut(&leave.id) {
+        match self.get_mut(&leave.id) {
             Some(m) if m.stored.is_some() => {
                 m.announce = None;
                 m.leave = Some(leave);
@@ -115,7 +195,7 @@ impl Membership {
 
     /// A node's NATS connection closed. False for a node this replica does not know.
     pub fn on_disconnect(&mut self, id: &str, now: Instant) -> bool {
-        match self.members.get_mut(id) {
+        match self.get_mut(id) {
             Some(m) if m.stored.is_some() => {
                 m.disconnected_at = Some(now);
                 true
@@ -129,24 +209,27 @@ impl Membership {
         self.member(id, now).apply_entry(revision, node, now);
     }
 
-    /// The next write for one node, if any (see [`Member::plan`]).
+    /// The next write for one node this replica judges, if any (see [`Member::plan`]).
     pub fn plan(&mut self, id: &str, now: Instant, now_utc: DateTime<Utc>) -> Option<Plan> {
+        if !self.owns(id) {
+            return None;
+        }
         let th = self.planning_thresholds();
-        self.members.get_mut(id)?.plan(id, now, now_utc, &th)
+        self.get_mut(id)?.plan(id, now, now_utc, &th)
     }
 
-    /// Every write due now (time-driven transitions, snapshots, retries).
+    /// Every write due now among the members this replica judges (time-driven
+    /// transitions, snapshots, retries).
     pub fn due(&mut self, now: Instant, now_utc: DateTime<Utc>) -> Vec<Plan> {
         let th = self.planning_thresholds();
-        self.members
-            .iter_mut()
+        self.judged_mut()
             .filter_map(|(id, m)| m.plan(id, now, now_utc, &th))
             .collect()
     }
 
     /// See [`Member::finish`].
     pub fn finish(&mut self, plan: &Plan, outcome: Outcome, now: Instant) -> bool {
-        match self.members.get_mut(&plan.id) {
+        match self.get_mut(&plan.id) {
             Some(m) => m.finish(plan, outcome, now),
             None => false,
         }
@@ -159,16 +242,16 @@ impl Membership {
 
     /// A delete made outside the planner succeeded.
     pub fn deleted(&mut self, id: &str, now: Instant) {
-        if let Some(m) = self.members.get_mut(id) {
+        if let Some(m) = self.get_mut(id) {
             m.stored = None;
             m.stored_at = now;
         }
     }
 
-    /// How many members silence alone would condemn now ([`Member::falls_silent`]).
+    /// How many judged members silence alone would condemn now
+    /// ([`Member::falls_silent`]).
     pub fn falling_silent(&self, now: Instant) -> usize {
-        self.members
-            .values()
+        self.judged()
             .filter(|m| m.falls_silent(now, &self.th))
             .count()
     }
@@ -176,32 +259,36 @@ impl Membership {
     /// After this replica could not hear anything (its own NATS outage), silence is
     /// counted afresh.
     pub fn grace_all(&mut self, now: Instant) {
-        for m in self.members.values_mut() {
+        for m in self.parts.iter_mut().flat_map(HashMap::values_mut) {
             m.grace_from = now;
         }
     }
 
-    /// Nodes heartbeating without being members, to ask to announce (each at most
-    /// every 2 s); forgets unknown nodes silent for longer than the offline threshold.
+    /// Judged nodes heartbeating without being members, to ask to announce (each at
+    /// most every 2 s); forgets unknown nodes silent for longer than the offline
+    /// threshold.
     pub fn wanted_announces(&mut self, now: Instant) -> Vec<String> {
         let offline_after = self.th.offline_after;
-        self.members.retain(|_, m| {
-            m.stored.is_some()
-                || m.writing
-                || m.announce.is_some()
-                || m.heard_at
-                    .is_some_and(|h| now.saturating_duration_since(h) <= offline_after)
-                || now.saturating_duration_since(m.stored_at) <= offline_after
-        });
+        for part in &mut self.parts {
+            part.retain(|_, m| {
+                m.stored.is_some()
+                    || m.writing
+                    || m.announce.is_some()
+                    || m.heard_at
+                        .is_some_and(|h| now.saturating_duration_since(h) <= offline_after)
+                    || now.saturating_duration_since(m.stored_at) <= offline_after
+            });
+        }
+        let suspect_after = self.th.suspect_after;
         let mut wanted = Vec::new();
-        for (id, m) in &mut self.members {
+        for (id, m) in self.judged_mut() {
             let unknown = match &m.stored {
                 None => m.announce.is_none() && m.heard_at.is_some(),
                 Some(s) => s.node.status == shoal_protocol::NodeStatus::Left,
             };
             let heard_recently = m
                 .heard_at
-                .is_some_and(|h| now.saturating_duration_since(h) <= self.th.suspect_after);
+                .is_some_and(|h| now.saturating_duration_since(h) <= suspect_after);
             let asked_recently = m
                 .sync_asked_at
                 .is_some_and(|at| now.saturating_duration_since(at) < SYNC_EVERY);
@@ -214,11 +301,11 @@ impl Membership {
     }
 
     pub fn stored(&self, id: &str) -> Option<Stored> {
-        self.members.get(id)?.stored.clone()
+        self.get(id)?.stored.clone()
     }
 
     pub fn served(&self, id: &str) -> Option<Node> {
-        self.members.get(id)?.served()
+        self.get(id)?.served()
     }
 
     /// The nodes matching `filter`, by id, from after `filter.after`, at most
@@ -228,8 +315,7 @@ impl Membership {
     pub fn list(&self, filter: &ListNodesRequest) -> (Vec<Node>, Option<String>) {
         let after = filter.after.as_deref();
         let mut matching: Vec<(&String, &Member)> = self
-            .members
-            .iter()
+            .all()
             .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a))
             .filter(|(_, m)| {
                 m.stored
@@ -252,7 +338,7 @@ impl Membership {
     /// How many members have each status, in [`NodeStatus::ALL`]'s order.
     pub fn count_by_status(&self) -> [usize; NodeStatus::ALL.len()] {
         let mut counts = [0; NodeStatus::ALL.len()];
-        for m in self.members.values() {
+        for (_, m) in self.all() {
             if let Some(s) = &m.stored
                 && let Some(i) = NodeStatus::ALL.iter().position(|&x| x == s.node.status)
             {
@@ -264,16 +350,16 @@ impl Membership {
 
     /// When the member was last heard from (a heartbeat or an announce).
     pub fn heard_at(&self, id: &str) -> Option<Instant> {
-        self.members.get(id)?.heard_at
+        self.get(id)?.heard_at
     }
 
     pub fn count(&self) -> usize {
-        self.members.values().filter(|m| m.stored.is_some()).count()
+        self.all().filter(|(_, m)| m.stored.is_some()).count()
     }
 
     pub fn stats(&self, rejected_messages: u64) -> RegistryStats {
         model::stats(
-            self.members.values().filter_map(Member::counted),
+            self.all().filter_map(|(_, m)| m.counted()),
             rejected_messages,
         )
     }

@@ -33,6 +33,8 @@ pub struct RegistryMetrics {
     /// One membership write's compare-and-set, from its start to the bucket's answer.
     pub write_seconds: Histogram,
     pub nats_errors: Counter,
+    /// Heartbeat partitions this replica judges.
+    pub partitions_owned: Gauge,
 }
 
 impl RegistryMetrics {
@@ -71,6 +73,10 @@ impl RegistryMetrics {
                 latency_buckets(),
             ),
             nats_errors: metrics.nats_errors(),
+            partitions_owned: metrics.gauge(
+                "partitions_owned",
+                "Heartbeat partitions this replica judges (all of them when heartbeats are not partitioned)",
+            ),
         }
     }
 
