@@ -32,16 +32,15 @@ async fn main() -> ExitCode {
     }
     let name = format!("{:?}", args.scenario).to_lowercase();
     let mut report = Report::new(&name);
-    let outcome = match args.scenario {
-        Scenario::Assign => scenarios::assign::run(&args, &mut report).await,
-        Scenario::Burst => scenarios::burst::run(&args, &mut report).await,
-        Scenario::Select => scenarios::select::run(&args, &mut report).await,
-        Scenario::Discovery => scenarios::discovery::run(&args, &mut report).await,
-        Scenario::Heartbeats => scenarios::heartbeats::run(&args, &mut report).await,
-        Scenario::Failover => scenarios::failover::run(&args, &mut report).await,
-        Scenario::Compaction => scenarios::compaction::run(&args, &mut report).await,
-        Scenario::Partition => scenarios::partition::run(&args, &mut report).await,
-        Scenario::Join => scenarios::join::run(&args, &mut report).await,
+    // Ctrl-C or SIGTERM ends the run by dropping it, and with it the private
+    // stack: every process it started is stopped, every directory removed.
+    let interrupted = shoal_runtime::shutdown_on_signals();
+    let outcome = tokio::select! {
+        outcome = run(&args, &mut report) => outcome,
+        _ = interrupted.cancelled() => {
+            eprintln!("interrupted: stopping what this run started…");
+            Err(anyhow::anyhow!("interrupted"))
+        }
     };
     println!("{}", report.render());
     if let Err(e) = write_outputs(&args, &report, outcome.is_err()) {
@@ -65,6 +64,20 @@ async fn main() -> ExitCode {
             ExitCode::from(GOALS_MISSED)
         }
         Ok(()) => ExitCode::SUCCESS,
+    }
+}
+
+async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    match args.scenario {
+        Scenario::Assign => scenarios::assign::run(args, report).await,
+        Scenario::Burst => scenarios::burst::run(args, report).await,
+        Scenario::Select => scenarios::select::run(args, report).await,
+        Scenario::Discovery => scenarios::discovery::run(args, report).await,
+        Scenario::Heartbeats => scenarios::heartbeats::run(args, report).await,
+        Scenario::Failover => scenarios::failover::run(args, report).await,
+        Scenario::Compaction => scenarios::compaction::run(args, report).await,
+        Scenario::Partition => scenarios::partition::run(args, report).await,
+        Scenario::Join => scenarios::join::run(args, report).await,
     }
 }
 

@@ -204,10 +204,16 @@ fn discovery_scenario_times_announce_to_selectable() {
         "3",
         "--requests",
         "10",
+        "--announce-storm",
+        "50",
     ]);
     assert_eq!(
         measurement(&report, "announce → balancer selects it")["ok"],
         10
+    );
+    assert_eq!(
+        measurement(&report, "50 at once: announce → balancer selects it")["ok"],
+        50
     );
 }
 
@@ -223,6 +229,29 @@ fn heartbeats_scenario_reads_registry_cpu_and_finds_no_false_alarm() {
     ]);
     assert!(report["figures"]["registry_cpu_cores"].is_number());
     assert_eq!(report["figures"]["false_suspect_or_offline_events"], 0);
+}
+
+#[test]
+fn heartbeats_scenario_shares_partitions_among_registries() {
+    let report = run(&[
+        "--scenario",
+        "heartbeats",
+        "--nodes",
+        "200",
+        "--duration",
+        "3s",
+        "--registries",
+        "2",
+        "--heartbeat-partitions",
+        "4",
+    ]);
+    let figures = &report["figures"];
+    assert_eq!(figures["registries"], 2);
+    assert_eq!(
+        figures["registry_cpu_cores_each"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(figures["false_suspect_or_offline_events"], 0);
 }
 
 /// A short failover run against 3 simulated nodes and 4 clients, with `--kill

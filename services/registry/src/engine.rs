@@ -19,6 +19,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backlog::Backlog;
 use crate::member::{Change, Outcome, Plan};
 use crate::membership::Membership;
 use crate::metrics::RegistryMetrics;
@@ -43,6 +44,10 @@ pub struct Engine {
     pub metrics: RegistryMetrics,
     reject_log: RateLog,
     write_log: RateLog,
+    drop_log: RateLog,
+    /// How far behind the heartbeat readers are.
+    pub backlog: Backlog,
+    backlog_log: RateLog,
 }
 
 impl Engine {
@@ -64,6 +69,9 @@ impl Engine {
             metrics,
             reject_log: RateLog::new(Duration::from_secs(5)),
             write_log: RateLog::new(Duration::from_secs(5)),
+            drop_log: RateLog::new(Duration::from_secs(5)),
+            backlog: Backlog::default(),
+            backlog_log: RateLog::new(Duration::from_secs(5)),
         }
     }
 
@@ -298,6 +306,7 @@ impl Engine {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut outage = false;
         let mut last_unknown_sweep = Instant::now();
+        let mut drops = shoal_runtime::slow_consumer_drops();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -322,6 +331,33 @@ impl Engine {
                 info!("the cluster is reachable again: liveness judged afresh");
             }
             let now = Instant::now();
+            // Messages this replica's client dropped may have been heartbeats: until it
+            // hears without dropping, silence is no evidence. Counted afresh, it keeps
+            // an overload from turning into false suspects, whose writes would load it
+            // further.
+            let dropped = shoal_runtime::slow_consumer_drops();
+            if dropped > drops {
+                if let Some(suppressed) = self.drop_log.admit() {
+                    warn!(
+                        dropped = dropped - drops,
+                        suppressed, "nats messages dropped: silence is judged afresh"
+                    );
+                }
+                drops = dropped;
+                self.lock().grace_all(now);
+            }
+            // Heartbeats queued unread are not silence: judged once they are read.
+            let behind = self.backlog.behind(now);
+            if behind > th.interval / 2 {
+                self.metrics.judgement_postponed.inc();
+                if let Some(suppressed) = self.backlog_log.admit() {
+                    warn!(
+                        behind_ms = behind.as_millis() as u64,
+                        suppressed, "heartbeats queued unread: judgement postponed"
+                    );
+                }
+                continue;
+            }
             // Before silence condemns anyone, this replica makes sure it is not the
             // one cut off: its link silently dead, or its server in the minority.
             let falling = self.lock().falling_silent(now);

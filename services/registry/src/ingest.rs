@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use async_nats::{Message, Subscriber};
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use shoal_protocol::partition::partition_of;
 use shoal_protocol::{Announce, Heartbeat, Leave, NodeSubjectKind, ShoalError};
 use tokio_util::sync::CancellationToken;
@@ -56,11 +56,26 @@ pub async fn heartbeats(
     shutdown: CancellationToken,
 ) {
     let misrouted = shoal_runtime::RateLog::new(std::time::Duration::from_secs(30));
+    let reader = engine.backlog.reader(Instant::now());
     loop {
-        let message = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            m = sub.next() => match m { Some(m) => m, None => return },
+        if shutdown.is_cancelled() {
+            return;
+        }
+        // A queued message is read at once; only an empty queue is waited on, and
+        // the reader says so (see crate::backlog).
+        let message = match sub.next().now_or_never() {
+            Some(m) => m,
+            None => {
+                reader.waiting();
+                let m = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    m = sub.next() => m,
+                };
+                reader.woke(Instant::now());
+                m
+            }
         };
+        let Some(message) = message else { return };
         let Some(hb) =
             accept::<Heartbeat, _>(&engine, &message, NodeSubjectKind::Heartbeat, |h| &h.id)
         else {
@@ -80,20 +95,35 @@ pub async fn heartbeats(
                     "heartbeat not mapped to its partition: map the nats-server's heartbeats into --heartbeat-partitions partitions"
                 );
             }
-            if !engine.lock().owns(&hb.id) {
+        }
+        let outcome = {
+            let mut state = engine.lock();
+            if partitions > 1 && !state.owns(&hb.id) {
                 continue;
             }
-        }
+            state.on_heartbeat(&hb, Instant::now(), Utc::now())
+        };
         engine.metrics.heartbeats.inc();
-        let outcome = engine.lock().on_heartbeat(&hb, Instant::now(), Utc::now());
         if outcome == HeartbeatOutcome::Kick {
             engine.kick(&hb.id);
         }
     }
 }
 
+/// Whether this replica judges the node a message comes from (true for a subject
+/// that names none: [`accept`] refuses and counts it).
+fn judged(engine: &Engine, message: &Message) -> bool {
+    match engine.subjects.parse_node_subject(&message.subject) {
+        Some((id, _)) => engine.lock().owns(id),
+        None => true,
+    }
+}
+
 /// Announces and goodbyes: each updates memory, then the member is planned at once
-/// (a join is written without waiting for the next tick).
+/// (a join is written without waiting for the next tick). Those of nodes another
+/// replica judges are left to it, undecoded: its write reaches this replica through
+/// the bucket, and if it dies first, the node's heartbeats reach the next owner as
+/// an unknown node's, which asks it to announce again.
 pub async fn lifecycle(
     engine: Arc<Engine>,
     mut announces: Subscriber,
@@ -105,6 +135,9 @@ pub async fn lifecycle(
             _ = shutdown.cancelled() => return,
             m = announces.next() => {
                 let Some(message) = m else { return };
+                if !judged(&engine, &message) {
+                    continue;
+                }
                 if let Some(a) = accept::<Announce, _>(&engine, &message, NodeSubjectKind::Announce, |a| &a.id) {
                     engine.metrics.announces.inc();
                     let id = a.id.clone();
@@ -114,6 +147,9 @@ pub async fn lifecycle(
             }
             m = leaves.next() => {
                 let Some(message) = m else { return };
+                if !judged(&engine, &message) {
+                    continue;
+                }
                 if let Some(l) = accept::<Leave, _>(&engine, &message, NodeSubjectKind::Leave, |l| &l.id) {
                     engine.metrics.leaves.inc();
                     let id = l.id.clone();

@@ -12,6 +12,7 @@
 //! by a watch. See [`member`] for the status machine.
 
 mod advisory;
+mod backlog;
 mod config;
 mod engine;
 mod handlers;

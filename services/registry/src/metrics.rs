@@ -35,6 +35,8 @@ pub struct RegistryMetrics {
     pub nats_errors: Counter,
     /// Heartbeat partitions this replica judges.
     pub partitions_owned: Gauge,
+    /// Ticks that judged nothing because heartbeats were queued unread.
+    pub judgement_postponed: Counter,
 }
 
 impl RegistryMetrics {
@@ -73,6 +75,10 @@ impl RegistryMetrics {
                 latency_buckets(),
             ),
             nats_errors: metrics.nats_errors(),
+            judgement_postponed: metrics.counter(
+                "judgement_postponed",
+                "Ticks (10 a second) at which this replica judged no node because its heartbeat readers were over half an interval behind",
+            ),
             partitions_owned: metrics.gauge(
                 "partitions_owned",
                 "Heartbeat partitions this replica judges (all of them when heartbeats are not partitioned)",
