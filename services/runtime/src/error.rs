@@ -35,6 +35,12 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("--log-level {level:?} is neither a level nor a tracing directive list")]
+    LogLevel {
+        level: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
 }
 
 impl ConfigError {

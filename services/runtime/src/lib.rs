@@ -32,11 +32,13 @@ pub use serve::{DrainableEndpoints, EndpointRequests, Endpoints, add_endpoint, s
 /// The version every service reports in `$SRV.INFO`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Sets up logging: human text by default, JSON lines with `--log-json`.
-pub fn init_tracing(cfg: &CommonConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.log_level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// Sets up logging: human text by default, JSON lines with `--log-json`. RUST_LOG,
+/// when set and valid, wins over `--log-level`, which must parse.
+pub fn init_tracing(cfg: &CommonConfig) -> Result<(), ConfigError> {
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(filter) => filter,
+        Err(_) => log_filter(&cfg.log_level)?,
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -48,6 +50,28 @@ pub fn init_tracing(cfg: &CommonConfig) {
     } else {
         builder.try_init()
     };
+    Ok(())
+}
+
+/// The filter `--log-level` asks for.
+fn log_filter(level: &str) -> Result<EnvFilter, ConfigError> {
+    EnvFilter::try_new(level)
+        .map(|f| quiet_client(f, level))
+        .map_err(|source| ConfigError::LogLevel {
+            level: level.to_string(),
+            source,
+        })
+}
+
+/// async-nats logs every event it reports at info, a line for each message a slow
+/// subscription drops among them; [`connect`] logs those events itself, at a bounded
+/// rate. So unless `level` asks for debug, or names the client, the client speaks at
+/// warn.
+fn quiet_client(filter: EnvFilter, level: &str) -> EnvFilter {
+    if level.contains("async_nats") || level.contains("debug") || level.contains("trace") {
+        return filter;
+    }
+    filter.add_directive("async_nats=warn".parse().expect("a constant directive"))
 }
 
 /// The machine's host name, or `localhost` when it cannot be read.
@@ -254,7 +278,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Into<anyhow::Error>,
 {
-    init_tracing(cfg);
+    init_tracing(cfg)?;
     let client = connect(&cfg.nats, connection_name).await?;
     let shutdown = shutdown_on_signals();
     info!(service = kind.service_name(), version = VERSION, nats_url = %cfg.nats.nats_url, "starting");
@@ -276,4 +300,33 @@ where
         info!(service = kind.service_name(), "stopped");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_speaks_at_warn_unless_debug_or_named() {
+        let quiet = |level: &str| {
+            quiet_client(EnvFilter::try_new(level).unwrap(), level)
+                .to_string()
+                .contains("async_nats=warn")
+        };
+        assert!(quiet("info"));
+        assert!(quiet("warn"));
+        assert!(quiet("shoal_registry=info,info"));
+        assert!(!quiet("debug"));
+        assert!(!quiet("info,async_nats=info"));
+    }
+
+    #[test]
+    fn a_log_level_that_does_not_parse_is_refused_by_name() {
+        let e = log_filter("info,shoal=[").unwrap_err();
+        assert!(
+            e.to_string().contains("--log-level \"info,shoal=[\""),
+            "{e}"
+        );
+        assert!(log_filter("shoal_registry=debug,warn").is_ok());
+    }
 }
