@@ -184,6 +184,11 @@ impl Stack {
         ids
     }
 
+    /// The registry replicas started here: `registry-1`, then `--registries` more.
+    pub fn registries(&self) -> impl Iterator<Item = &ServiceProcess> {
+        self.registry.iter().chain(&self.more_registries)
+    }
+
     /// Monitoring ports of the nats-servers started here.
     pub fn monitor_ports(&self) -> Vec<u16> {
         self.cluster
@@ -298,9 +303,7 @@ impl Stack {
     fn keep_logs(&self, dir: &std::path::Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let services = self
-            .registry
-            .iter()
-            .chain(&self.more_registries)
+            .registries()
             .chain(self.balancer.iter())
             .chain(self.coordinators.iter().map(|c| &c.process))
             .chain(self.real_node.iter());

@@ -217,34 +217,30 @@ fn discovery_scenario_times_announce_to_selectable() {
     );
 }
 
-#[test]
-fn heartbeats_scenario_reads_registry_cpu_and_finds_no_false_alarm() {
-    let report = run(&[
+/// A 3 s heartbeats run of 200 nodes, with `extra` flags.
+fn heartbeats(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
         "--scenario",
         "heartbeats",
         "--nodes",
         "200",
         "--duration",
         "3s",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+#[test]
+fn heartbeats_scenario_reads_registry_cpu_and_finds_no_false_alarm() {
+    let report = heartbeats(&[]);
     assert!(report["figures"]["registry_cpu_cores"].is_number());
     assert_eq!(report["figures"]["false_suspect_or_offline_events"], 0);
 }
 
 #[test]
 fn heartbeats_scenario_shares_partitions_among_registries() {
-    let report = run(&[
-        "--scenario",
-        "heartbeats",
-        "--nodes",
-        "200",
-        "--duration",
-        "3s",
-        "--registries",
-        "2",
-        "--heartbeat-partitions",
-        "4",
-    ]);
+    let report = heartbeats(&["--registries", "2", "--heartbeat-partitions", "4"]);
     let figures = &report["figures"];
     assert_eq!(figures["registries"], 2);
     assert_eq!(

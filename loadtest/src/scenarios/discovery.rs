@@ -34,41 +34,15 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         let id = format!("{prefix}{i}");
         let mut events = nats.subscribe(subjects.registry_event(&id)).await?;
         nats.flush().await?;
-        let announce = Announce {
-            id: id.clone(),
-            hostname: id.clone(),
-            ip_address: "127.0.0.1".into(),
-            port: 0,
-            role: NodeRole::Worker,
-            services: vec!["probe".into()],
-            labels: BTreeMap::from([("probe".to_string(), id.clone())]),
-            max_agents: 1,
-            version: "loadtest".into(),
-            features: vec![],
-            started_at: Utc::now(),
-            heartbeat_interval: None,
-        };
-        let heartbeat = Heartbeat {
-            id: id.clone(),
-            seq: 1,
-            cpu_usage: 1.0,
-            memory_usage: 1.0,
-            disk_usage: 1.0,
-            load_average: 0.0,
-            active_agents: 0,
-            uptime_s: 0,
-            sent_at: Utc::now(),
-            agents_digest: None,
-        };
         let sent = Instant::now();
         nats.publish(
             subjects.node_announce(&id),
-            Bytes::from(serde_json::to_vec(&announce)?),
+            Bytes::from(serde_json::to_vec(&announce(&id))?),
         )
         .await?;
         nats.publish(
             subjects.node_heartbeat(&id),
-            Bytes::from(serde_json::to_vec(&heartbeat)?),
+            Bytes::from(serde_json::to_vec(&heartbeat(&id))?),
         )
         .await?;
         let joined = tokio::time::timeout(Duration::from_secs(5), async {
@@ -89,10 +63,7 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             Err("no joined event within 5s".to_string())
         };
         listed.record(sent.elapsed(), &result);
-        let request = SelectRequest {
-            labels: BTreeMap::from([("probe".to_string(), id.clone())]),
-            ..Default::default()
-        };
+        let request = by_label(&id);
         let deadline = sent + Duration::from_secs(5);
         let result = loop {
             if stack
@@ -109,14 +80,9 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             tokio::task::yield_now().await;
         };
         selectable.record(sent.elapsed(), &result);
-        let leave = Leave {
-            id: id.clone(),
-            reason: Some("probe done".into()),
-            sent_at: Utc::now(),
-        };
         nats.publish(
             subjects.node_leave(&id),
-            Bytes::from(serde_json::to_vec(&leave)?),
+            Bytes::from(serde_json::to_vec(&leave(&id))?),
         )
         .await?;
         bar.inc(1);
@@ -139,4 +105,53 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         super::discovery_storm::run(&stack, args.announce_storm, report).await?;
     }
     Ok(())
+}
+
+/// A probe node's announce: one slot, labelled with its own id, so a selection by
+/// that label ([`by_label`]) picks it alone.
+pub(super) fn announce(id: &str) -> Announce {
+    Announce {
+        id: id.to_string(),
+        hostname: id.to_string(),
+        ip_address: "127.0.0.1".into(),
+        port: 0,
+        role: NodeRole::Worker,
+        services: vec!["probe".into()],
+        labels: BTreeMap::from([("probe".to_string(), id.to_string())]),
+        max_agents: 1,
+        version: "loadtest".into(),
+        features: vec![],
+        started_at: Utc::now(),
+        heartbeat_interval: None,
+    }
+}
+
+pub(super) fn heartbeat(id: &str) -> Heartbeat {
+    Heartbeat {
+        id: id.to_string(),
+        seq: 1,
+        cpu_usage: 1.0,
+        memory_usage: 1.0,
+        disk_usage: 1.0,
+        load_average: 0.0,
+        active_agents: 0,
+        uptime_s: 0,
+        sent_at: Utc::now(),
+        agents_digest: None,
+    }
+}
+
+pub(super) fn by_label(id: &str) -> SelectRequest {
+    SelectRequest {
+        labels: BTreeMap::from([("probe".to_string(), id.to_string())]),
+        ..Default::default()
+    }
+}
+
+pub(super) fn leave(id: &str) -> Leave {
+    Leave {
+        id: id.to_string(),
+        reason: Some("probe done".into()),
+        sent_at: Utc::now(),
+    }
 }

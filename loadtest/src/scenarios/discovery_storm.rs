@@ -4,17 +4,15 @@
 //! node not yet seen, by its own label) as fast as the answers come, so a figure is
 //! late by at most one batch's round trip.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::Utc;
 use futures::StreamExt;
-use shoal_protocol::{
-    Announce, Heartbeat, Leave, MAX_SELECT_BATCH, NodeEvent, NodeEventKind, NodeRole,
-    SelectBatchRequest, SelectRequest,
-};
+use shoal_protocol::{MAX_SELECT_BATCH, NodeEvent, NodeEventKind, SelectBatchRequest};
+
+use super::discovery::{announce, by_label, heartbeat, leave};
 
 use crate::measure::Recorder;
 use crate::report::Report;
@@ -22,45 +20,6 @@ use crate::stack::Stack;
 
 /// How long a node may take before it counts as not discovered.
 const GIVE_UP: Duration = Duration::from_secs(10);
-
-fn announce(id: &str) -> Announce {
-    Announce {
-        id: id.to_string(),
-        hostname: id.to_string(),
-        ip_address: "127.0.0.1".into(),
-        port: 0,
-        role: NodeRole::Worker,
-        services: vec!["probe".into()],
-        labels: BTreeMap::from([("probe".to_string(), id.to_string())]),
-        max_agents: 1,
-        version: "loadtest".into(),
-        features: vec![],
-        started_at: Utc::now(),
-        heartbeat_interval: None,
-    }
-}
-
-fn heartbeat(id: &str) -> Heartbeat {
-    Heartbeat {
-        id: id.to_string(),
-        seq: 1,
-        cpu_usage: 1.0,
-        memory_usage: 1.0,
-        disk_usage: 1.0,
-        load_average: 0.0,
-        active_agents: 0,
-        uptime_s: 0,
-        sent_at: Utc::now(),
-        agents_digest: None,
-    }
-}
-
-fn by_label(id: &str) -> SelectRequest {
-    SelectRequest {
-        labels: BTreeMap::from([("probe".to_string(), id.to_string())]),
-        ..Default::default()
-    }
-}
 
 pub async fn run(stack: &Stack, count: usize, report: &mut Report) -> anyhow::Result<()> {
     let prefix = super::run_prefix("storm");
@@ -136,14 +95,9 @@ pub async fn run(stack: &Stack, count: usize, report: &mut Report) -> anyhow::Re
     };
     watcher.abort();
     for id in &ids {
-        let leave = Leave {
-            id: id.clone(),
-            reason: Some("probe done".into()),
-            sent_at: Utc::now(),
-        };
         nats.publish(
             subjects.node_leave(id),
-            Bytes::from(serde_json::to_vec(&leave)?),
+            Bytes::from(serde_json::to_vec(&leave(id))?),
         )
         .await?;
     }

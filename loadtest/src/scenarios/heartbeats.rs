@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use shoal_protocol::{NodeEvent, NodeEventKind, ServiceKind};
+use shoal_testkit::metric_sum;
 
 use crate::args::Args;
 use crate::cost::{Cost, cpu_ticks};
@@ -32,12 +33,7 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
 
 pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let mut stack = Stack::open(args, Spawn::REGISTRY_ONLY).await?;
-    let pids: Vec<u32> = stack
-        .registry
-        .iter()
-        .chain(&stack.more_registries)
-        .map(|p| p.pid())
-        .collect();
+    let pids: Vec<u32> = stack.registries().map(|p| p.pid()).collect();
     if pids.is_empty() {
         anyhow::bail!(
             "the heartbeats scenario reads the registry's CPU from /proc: run it with --spawn"
@@ -164,31 +160,21 @@ struct RegistryCounters {
 /// Reads the spawned registries' counters over NATS, summed (zeros where one does
 /// not answer).
 async fn registry_counters(stack: &Stack) -> RegistryCounters {
-    let mut sum = RegistryCounters::default();
-    for i in 1..=1 + stack.more_registries.len() {
-        let one = replica_counters(stack, &format!("registry-{i}")).await;
-        sum.heartbeats += one.heartbeats;
-        sum.dropped += one.dropped;
-        sum.writes += one.writes;
-        sum.write_seconds += one.write_seconds;
+    let mut text = String::new();
+    for replica in stack.registries() {
+        if let Ok(one) = stack
+            .client
+            .metrics(ServiceKind::Registry, replica.name())
+            .await
+        {
+            text.push_str(&one);
+        }
     }
-    sum
-}
-
-async fn replica_counters(stack: &Stack, instance: &str) -> RegistryCounters {
-    let Ok(text) = stack.client.metrics(ServiceKind::Registry, instance).await else {
-        return RegistryCounters::default();
-    };
-    let value = |name: &str| {
-        text.lines()
-            .filter_map(|l| l.strip_prefix(name))
-            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
+    let value = |name: &str| metric_sum(&text, name);
     RegistryCounters {
-        heartbeats: value("shoal_registry_heartbeats_received_total "),
-        dropped: value("shoal_registry_nats_slow_consumer_drops_total "),
-        writes: value("shoal_registry_membership_write_duration_seconds_count "),
-        write_seconds: value("shoal_registry_membership_write_duration_seconds_sum "),
+        heartbeats: value("shoal_registry_heartbeats_received_total"),
+        dropped: value("shoal_registry_nats_slow_consumer_drops_total"),
+        writes: value("shoal_registry_membership_write_duration_seconds_count"),
+        write_seconds: value("shoal_registry_membership_write_duration_seconds_sum"),
     }
 }

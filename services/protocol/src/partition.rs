@@ -41,16 +41,11 @@ impl Subjects {
 /// The `mappings` entry (source, destination) that partitions heartbeats across
 /// `partitions`, for a nats-server account's configuration.
 pub fn heartbeat_mapping(subjects: &Subjects, partitions: u32) -> (String, String) {
-    let source = subjects.node_heartbeat_all();
-    let prefix = source
-        .strip_suffix(".*.heartbeat")
-        .expect("node_heartbeat_all ends in .*.heartbeat");
-    let prefix = prefix
-        .strip_suffix(".node")
-        .expect("node subjects are <prefix>.node.…");
-    let destination =
-        format!("{prefix}.node.{{{{wildcard(1)}}}}.heartbeat.{{{{partition({partitions},1)}}}}");
-    (source, destination)
+    let destination = format!(
+        "{}.{{{{partition({partitions},1)}}}}",
+        subjects.node_heartbeat("{{wildcard(1)}}")
+    );
+    (subjects.node_heartbeat_all(), destination)
 }
 
 /// [`heartbeat_mapping`] as a nats-server configuration block.

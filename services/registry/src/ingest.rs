@@ -10,6 +10,7 @@ use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 use shoal_protocol::partition::partition_of;
 use shoal_protocol::{Announce, Heartbeat, Leave, NodeSubjectKind, ShoalError};
+use shoal_runtime::RateLog;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -46,7 +47,7 @@ where
 }
 
 /// Heartbeats from one subscription. With `partitions` above one, a heartbeat of a
-/// node this replica does not judge is dropped after decoding: it arrives that way
+/// node this replica does not judge is dropped: it arrives that way
 /// only while partitions change hands, or when the nats-server does not map
 /// heartbeats into the same number of partitions (logged).
 pub async fn heartbeats(
@@ -55,7 +56,7 @@ pub async fn heartbeats(
     partitions: u32,
     shutdown: CancellationToken,
 ) {
-    let misrouted = shoal_runtime::RateLog::new(std::time::Duration::from_secs(30));
+    let misrouted = RateLog::new(std::time::Duration::from_secs(30));
     let reader = engine.backlog.reader(Instant::now());
     loop {
         if shutdown.is_cancelled() {
@@ -76,26 +77,15 @@ pub async fn heartbeats(
             }
         };
         let Some(message) = message else { return };
+        if partitions > 1 {
+            check_mapping(&engine, &message, partitions, &misrouted);
+        }
         let Some(hb) =
             accept::<Heartbeat, _>(&engine, &message, NodeSubjectKind::Heartbeat, |h| &h.id)
         else {
             continue;
         };
-        if partitions > 1 {
-            let expected = partition_of(&hb.id, partitions).to_string();
-            let mapped = message.subject.rsplit_once('.').map(|(_, p)| p);
-            if mapped != Some(expected.as_str())
-                && let Some(suppressed) = misrouted.admit()
-            {
-                warn!(
-                    subject = message.subject.as_str(),
-                    expected_partition = %expected,
-                    partitions,
-                    suppressed,
-                    "heartbeat not mapped to its partition: map the nats-server's heartbeats into --heartbeat-partitions partitions"
-                );
-            }
-        }
+        // Ownership is checked under the one lock the heartbeat takes anyway.
         let outcome = {
             let mut state = engine.lock();
             if partitions > 1 && !state.owns(&hb.id) {
@@ -116,6 +106,31 @@ fn judged(engine: &Engine, message: &Message) -> bool {
     match engine.subjects.parse_node_subject(&message.subject) {
         Some((id, _)) => engine.lock().owns(id),
         None => true,
+    }
+}
+
+/// Says (at a bounded rate) when the server did not map a heartbeat to its node's
+/// partition: a partitioned replica then hears heartbeats it does not judge, and
+/// misses some it does.
+fn check_mapping(engine: &Engine, message: &Message, partitions: u32, misrouted: &RateLog) {
+    let subject = message.subject.as_str();
+    let Some((id, _)) = engine.subjects.parse_node_subject(subject) else {
+        return;
+    };
+    let expected = partition_of(id, partitions);
+    let mapped = subject
+        .rsplit_once('.')
+        .and_then(|(_, p)| p.parse::<u32>().ok());
+    if mapped != Some(expected)
+        && let Some(suppressed) = misrouted.admit()
+    {
+        warn!(
+            subject,
+            expected_partition = expected,
+            partitions,
+            suppressed,
+            "heartbeat not mapped to its partition: map the nats-server's heartbeats into --heartbeat-partitions partitions"
+        );
     }
 }
 

@@ -28,6 +28,8 @@ mod store;
 mod machine_tests;
 #[cfg(test)]
 mod pace_tests;
+#[cfg(test)]
+mod partition_tests;
 
 use std::future::Ready;
 use std::sync::Arc;

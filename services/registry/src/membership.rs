@@ -75,19 +75,16 @@ impl Membership {
 
     /// The partitions this replica judges from now on. Members of a partition it
     /// gains count their silence from `now`: their heartbeats went to another replica
-    /// until now. Returns the partitions gained.
-    pub fn set_owned(&mut self, owned: &[bool], now: Instant) -> Vec<u32> {
-        let mut gained = Vec::new();
+    /// until now.
+    pub fn set_owned(&mut self, owned: &[bool], now: Instant) {
         for (p, (&was, &is)) in self.owned.iter().zip(owned).enumerate() {
             if is && !was {
-                gained.push(p as u32);
                 for m in self.parts[p].values_mut() {
                     m.grace_from = m.grace_from.max(now);
                 }
             }
         }
         self.owned = owned.to_vec();
-        gained
     }
 
     fn get(&self, id: &str) -> Option<&Member> {
@@ -139,7 +136,8 @@ impl Membership {
     }
 
     fn member(&mut self, id: &str, now: Instant) -> &mut Member {
-        let part = &mut self.parts[partition_of(id, self.owned.len() as u32) as usize];
+        let p = self.partition(id);
+        let part = &mut self.parts[p];
         if !part.contains_key(id) {
             part.insert(id.to_string(), Member::new(id, now));
         }

@@ -77,6 +77,13 @@ async fn live_replicas(store: &kv::Store) -> Result<Vec<String>, JetStreamError>
         .jetstream("listing the registry replicas")
 }
 
+/// Which partitions the subscriptions cover, as [`owned`] says which are wanted.
+fn held(subscribed: &BTreeMap<u32, CancellationToken>, partitions: u32) -> Vec<bool> {
+    (0..partitions)
+        .map(|p| subscribed.contains_key(&p))
+        .collect()
+}
+
 /// Keeps this replica's share of the partitions until `shutdown`: its key fresh, its
 /// ownership and its heartbeat subscriptions in step with the live replicas.
 pub async fn share(
@@ -90,7 +97,6 @@ pub async fn share(
     let mut ticker = tokio::time::interval(REFRESH);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut subscribed: BTreeMap<u32, CancellationToken> = BTreeMap::new();
-    let mut current = vec![false; partitions as usize];
     let log = RateLog::new(Duration::from_secs(5));
     let value = bytes::Bytes::from(partitions.to_string());
     loop {
@@ -115,47 +121,46 @@ pub async fn share(
                 continue;
             }
         };
-        let mut wanted = owned(&live, &me, partitions);
-        if wanted == current {
+        let wanted = owned(&live, &me, partitions);
+        if wanted == held(&subscribed, partitions) {
             continue;
         }
-        for (p, want) in wanted.iter_mut().enumerate() {
-            let p = p as u32;
-            match (*want, subscribed.contains_key(&p)) {
-                (true, false) => {
-                    // Subscribed before owning, so the heartbeats flow when judging starts.
-                    let subject = engine.subjects.node_heartbeat_partition(p);
-                    match engine.client.subscribe(subject.clone()).await {
-                        Ok(sub) => {
-                            let token = shutdown.child_token();
-                            tasks.spawn(ingest::heartbeats(
-                                engine.clone(),
-                                sub,
-                                partitions,
-                                token.clone(),
-                            ));
-                            subscribed.insert(p, token);
-                        }
-                        Err(e) => {
-                            engine.metrics.nats_errors.inc();
-                            warn!(subject, error = %e, "partition not subscribed, retrying");
-                            *want = false;
-                        }
-                    }
+        for (p, &want) in (0..partitions).zip(&wanted) {
+            if !want {
+                if let Some(token) = subscribed.remove(&p) {
+                    token.cancel();
                 }
-                (false, true) => {
-                    if let Some(token) = subscribed.remove(&p) {
-                        token.cancel();
-                    }
+                continue;
+            }
+            if subscribed.contains_key(&p) {
+                continue;
+            }
+            // Subscribed before owning, so the heartbeats flow when judging starts.
+            let subject = engine.subjects.node_heartbeat_partition(p);
+            match engine.client.subscribe(subject.clone()).await {
+                Ok(sub) => {
+                    let token = shutdown.child_token();
+                    tasks.spawn(ingest::heartbeats(
+                        engine.clone(),
+                        sub,
+                        partitions,
+                        token.clone(),
+                    ));
+                    subscribed.insert(p, token);
                 }
-                _ => {}
+                Err(e) => {
+                    engine.metrics.nats_errors.inc();
+                    warn!(subject, error = %e, "partition not subscribed, retrying");
+                }
             }
         }
-        engine.lock().set_owned(&wanted, Instant::now());
+        // Owned: the partitions whose heartbeats this replica now hears.
+        engine
+            .lock()
+            .set_owned(&held(&subscribed, partitions), Instant::now());
         let mine: Vec<u32> = subscribed.keys().copied().collect();
         engine.metrics.partitions_owned.set(mine.len() as i64);
         info!(owned = ?mine, replicas = live.len().max(1), partitions, "heartbeat partitions changed hands");
-        current = wanted;
     }
     for token in subscribed.values() {
         token.cancel();

@@ -11,25 +11,19 @@ use anyhow::{Context, Result};
 use shoal_announcer::sim::{SimConfig, SimulatedCluster};
 use shoal_protocol::partition::{heartbeat_mapping_config, partition_of};
 use shoal_protocol::{NodeEventKind, ServiceKind, ShoalClient, Subjects};
-use shoal_testkit::{NatsOptions, NatsServer, wait_for};
+use shoal_testkit::{NatsOptions, NatsServer, metric_sum, wait_for};
 
 use common::*;
 
 const PARTITIONS: u32 = 6;
 const NODES: usize = 60;
 
-/// One sample of a registry's metric (0 when absent or unanswered).
+/// A registry's metric, summed over its samples (0 when unanswered).
 async fn metric(c: &ShoalClient, instance: &str, name: &str) -> f64 {
-    let Ok(text) = c.metrics(ServiceKind::Registry, instance).await else {
-        return 0.0;
-    };
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with(' ') || r.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    match c.metrics(ServiceKind::Registry, instance).await {
+        Ok(text) => metric_sum(&text, name),
+        Err(_) => 0.0,
+    }
 }
 
 async fn owned(c: &ShoalClient, instance: &str) -> f64 {

@@ -114,6 +114,7 @@
 
 pub mod compose;
 mod connz;
+mod exposition;
 pub mod http;
 pub mod micro;
 mod nats;
@@ -132,6 +133,7 @@ mod wait;
 
 pub use compose::ComposeStack;
 pub use connz::Connection;
+pub use exposition::metric_sum;
 pub use nats::{NatsServer, nats_server_binary, nats_server_binary_from};
 pub use nats_cluster::NatsCluster;
 pub use nats_config::NatsOptions;
