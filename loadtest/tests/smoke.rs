@@ -193,6 +193,13 @@ fn select_scenario_measures_engine_and_service() {
             .unwrap()
             > 0.0
     );
+    assert_eq!(report["figures"]["engine_join"]["nodes"], 50);
+    assert!(
+        report["figures"]["engine_join"]["seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 }
 
 #[test]

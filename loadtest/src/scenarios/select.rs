@@ -38,6 +38,15 @@ pub async fn run(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         );
     }
 
+    // The engine taking in every node in random id order.
+    let nodes = args.nodes;
+    let join = tokio::task::spawn_blocking(move || shoal_balancer::bench::join_time(nodes)).await?;
+    eprintln!("in-process join of {nodes} nodes: {join:?}");
+    report.figure(
+        "engine_join",
+        serde_json::json!({ "nodes": nodes, "seconds": join.as_secs_f64() }),
+    );
+
     // Through NATS against the balancer service.
     let stack = Stack::with_nodes(args, Spawn::NO_COORDINATOR).await?;
     let (load, limit) = (args.load(), args.limit());

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use shoal_protocol::{Node, SelectRequest, Strategy};
 
@@ -81,6 +82,21 @@ pub fn synthetic_view(nodes: usize, strategy: Strategy, seed: u64) -> View {
         view.upsert(node, now);
     }
     view
+}
+
+/// Times a view taking in `nodes` nodes in random id order, as a balancer does
+/// when it starts against a large cluster or the cluster joins all at once.
+pub fn join_time(nodes: usize) -> Duration {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut order: Vec<usize> = (0..nodes).collect();
+    order.shuffle(&mut rng);
+    let mut view = View::with_seed(Settings::default(), 7);
+    let started = Instant::now();
+    for n in order {
+        let node = synthetic_node(&format!("node-{n:06}"), 100, 1, 10.0, 10.0);
+        view.upsert(node, started);
+    }
+    started.elapsed()
 }
 
 /// Times `selections` selections under `strategy` on a view of `nodes` nodes. Every

@@ -10,10 +10,13 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod bench;
+mod counters;
 pub mod estimate;
 mod explain;
 pub mod fenwick;
 mod metrics;
+mod ordered;
+mod orders;
 mod pool;
 pub mod score;
 mod select;

@@ -44,8 +44,8 @@ pub(crate) fn register_view(metrics: &mut Metrics, shared: &Arc<Shared>) {
             Strategy::ALL
                 .iter()
                 .map(|strategy| {
-                    let n = view.counters.by_strategy.get(strategy.as_str());
-                    Sample::new(strategy.as_str(), n.copied().unwrap_or(0) as f64)
+                    let n = view.counters.picked_by(*strategy);
+                    Sample::new(strategy.as_str(), n as f64)
                 })
                 .collect()
         },

@@ -2,14 +2,45 @@
 //! service), kept up to date as nodes change so a selection never has to scan or
 //! allocate per node:
 //!
-//! - `rr`: eligible nodes sorted by id, for round robin (every replica cycles over the
-//!   same order) and uniform random draws;
-//! - `by_agents` / `by_load`: ordered sets, whose first entries are the minima;
+//! - `rr`: eligible nodes sorted by id, with positions, for round robin (every
+//!   replica cycles over the same order) and uniform random draws;
+//! - `by_agents` / `by_load`: ordered sets ([`Ordered`]), whose first entries are the
+//!   minima, kept only while a strategy reads them ([`crate::orders`]);
 //! - `weights`: a Fenwick tree of free slots by node slot, for weighted draws.
 
-use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::fenwick::Fenwick;
+use crate::ordered::Ordered;
+use crate::orders::Order;
+
+/// A node's place in id order: the id's first 16 bytes, big-endian and zero-padded,
+/// then the id. Comparing the pair orders exactly as comparing the ids, and the
+/// prefix decides almost every comparison without reading the id from the heap.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IdKey(u128, Arc<str>);
+
+impl IdKey {
+    pub fn new(id: &str) -> IdKey {
+        IdKey(prefix(id), Arc::from(id))
+    }
+
+    #[cfg(test)]
+    pub fn as_str(&self) -> &str {
+        &self.1
+    }
+
+    fn cmp_id(&self, id: &str, id_prefix: u128) -> std::cmp::Ordering {
+        self.0.cmp(&id_prefix).then_with(|| (*self.1).cmp(id))
+    }
+}
+
+fn prefix(id: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = id.len().min(16);
+    bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u128::from_be_bytes(bytes)
+}
 
 /// What a node is indexed under while it is eligible.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -23,22 +54,51 @@ pub struct Keys {
 
 #[derive(Debug, Default)]
 pub struct Pool {
-    /// (node id, slot), sorted by node id.
-    pub rr: Vec<(String, usize)>,
+    /// (node id, slot), sorted by node id; always settled.
+    pub rr: Ordered<(IdKey, usize)>,
     /// Position in `rr` of the next round-robin turn. Insertions and removals before
     /// it shift it along, so membership churn neither skips nor repeats a node (a node
     /// joining right before the next turn, in id order, takes that turn).
     pub cursor: usize,
-    pub by_agents: BTreeSet<(u32, usize)>,
-    pub by_load: BTreeSet<(u64, usize)>,
+    pub by_agents: Option<Ordered<(u32, usize)>>,
+    pub by_load: Option<Ordered<(u64, usize)>>,
     pub weights: Fenwick,
 }
 
 impl Pool {
-    pub fn new(slots: usize) -> Pool {
-        Pool {
+    /// An empty pool over `slots` slots, keeping `orders`.
+    pub fn new(slots: usize, orders: impl Iterator<Item = Order>) -> Pool {
+        let mut pool = Pool {
             weights: Fenwick::with_len(slots),
             ..Pool::default()
+        };
+        for order in orders {
+            pool.keep(order, |_| unreachable!("an empty pool has no nodes"));
+        }
+        pool
+    }
+
+    /// Builds `order` from the keys of the pool's nodes, if it is not kept yet.
+    pub fn keep(&mut self, order: Order, keys: impl Fn(usize) -> Keys) {
+        let slots = self.rr.iter().map(|&(_, i)| i);
+        match order {
+            Order::Agents if self.by_agents.is_none() => {
+                let entries = slots.map(|i| (keys(i).agents, i)).collect();
+                self.by_agents = Some(Ordered::from_unsorted(entries));
+            }
+            Order::Load if self.by_load.is_none() => {
+                let entries = slots.map(|i| (keys(i).load_bits, i)).collect();
+                self.by_load = Some(Ordered::from_unsorted(entries));
+            }
+            Order::Agents | Order::Load => {}
+        }
+    }
+
+    /// Stops keeping `order`.
+    pub fn forget(&mut self, order: Order) {
+        match order {
+            Order::Agents => self.by_agents = None,
+            Order::Load => self.by_load = None,
         }
     }
 
@@ -47,24 +107,32 @@ impl Pool {
     }
 
     pub fn position(&self, id: &str) -> Result<usize, usize> {
-        self.rr.binary_search_by(|(x, _)| x.as_str().cmp(id))
+        let id_prefix = prefix(id);
+        self.rr.search_by(|(x, _)| x.cmp_id(id, id_prefix))
     }
 
-    /// Moves `slot` from `old` to `new` keys; `None` means not eligible.
+    /// The slot of the node at position `pos` of the id order.
+    pub fn slot_at(&self, pos: usize) -> usize {
+        self.rr.get(pos).expect("position within the pool").1
+    }
+
+    /// Moves `slot` from `old` to `new` keys; `None` means not eligible. An index
+    /// whose key did not change is not touched.
     pub fn update(&mut self, slot: usize, id: &str, old: Option<&Keys>, new: Option<&Keys>) {
-        if let Some(o) = old {
-            self.by_agents.remove(&(o.agents, slot));
-            self.by_load.remove(&(o.load_bits, slot));
+        let agents = |k: Option<&Keys>| k.map(|k| (k.agents, slot));
+        let load = |k: Option<&Keys>| k.map(|k| (k.load_bits, slot));
+        if let Some(order) = &mut self.by_agents {
+            move_key(order, agents(old), agents(new));
         }
-        if let Some(n) = new {
-            self.by_agents.insert((n.agents, slot));
-            self.by_load.insert((n.load_bits, slot));
+        if let Some(order) = &mut self.by_load {
+            move_key(order, load(old), load(new));
         }
         self.weights.set(slot, new.map_or(0, |n| u64::from(n.free)));
         match (old.is_some(), new.is_some()) {
             (false, true) => {
                 if let Err(pos) = self.position(id) {
-                    self.rr.insert(pos, (id.to_string(), slot));
+                    self.rr.insert((IdKey::new(id), slot));
+                    self.rr.settle();
                     if pos < self.cursor {
                         self.cursor += 1;
                     }
@@ -72,7 +140,9 @@ impl Pool {
             }
             (true, false) => {
                 if let Ok(pos) = self.position(id) {
-                    self.rr.remove(pos);
+                    let entry = self.rr.get(pos).cloned().expect("found at pos");
+                    self.rr.remove(&entry);
+                    self.rr.settle();
                     if pos < self.cursor {
                         self.cursor -= 1;
                     }
@@ -80,6 +150,18 @@ impl Pool {
             }
             _ => {}
         }
+    }
+}
+
+fn move_key<K: Ord + Copy>(set: &mut Ordered<K>, old: Option<K>, new: Option<K>) {
+    if old == new {
+        return;
+    }
+    if let Some(o) = old {
+        set.remove(&o);
+    }
+    if let Some(n) = new {
+        set.insert(n);
     }
 }
 
@@ -96,30 +178,71 @@ mod tests {
     }
 
     #[test]
+    fn id_keys_order_as_the_ids_do() {
+        let ids = [
+            "",
+            "a",
+            "a\0",
+            "a\0\0b",
+            "a\u{1}",
+            "ab",
+            "node-000001",
+            "node-000010",
+            "node-0000000000000001",
+            "node-0000000000000001a",
+            "node-00000000000000010",
+            "node-000000000000001",
+            "zz",
+            "é",
+        ];
+        for x in ids {
+            for y in ids {
+                assert_eq!(
+                    IdKey::new(x).cmp(&IdKey::new(y)),
+                    x.cmp(y),
+                    "{x:?} vs {y:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn cursor_keeps_pointing_at_the_same_next_node() {
-        let mut p = Pool::new(4);
+        let mut p = Pool::new(4, Order::ALL.into_iter());
         for (slot, id) in ["a", "c", "e"].iter().enumerate() {
             p.update(slot, id, None, Some(&keys(1)));
         }
         p.cursor = 1; // next turn: "c"
         p.update(3, "b", None, Some(&keys(1)));
         assert_eq!(
-            p.rr[p.cursor].0, "b",
+            p.rr.get(p.cursor).unwrap().0.as_str(),
+            "b",
             "a node joining just before the next turn takes it"
         );
         p.update(1, "c", Some(&keys(1)), None);
         p.update(0, "a", Some(&keys(1)), None);
         assert_eq!(
-            p.rr[p.cursor].0, "b",
+            p.rr.get(p.cursor).unwrap().0.as_str(),
+            "b",
             "removals before the cursor shift it back"
         );
         p.update(3, "b", Some(&keys(1)), None);
         assert_eq!(
-            p.rr[p.cursor].0, "e",
+            p.rr.get(p.cursor).unwrap().0.as_str(),
+            "e",
             "the removed node's successor is next"
         );
         p.update(3, "b", None, Some(&keys(2)));
         assert_eq!(p.weights.total(), 17);
-        assert_eq!(p.by_agents.len(), 2);
+        assert_eq!(p.by_agents.as_ref().map(Ordered::len), Some(2));
+        p.forget(Order::Agents);
+        p.keep(Order::Agents, |_| keys(2));
+        assert_eq!(
+            p.by_agents
+                .as_ref()
+                .map(|o| o.iter().copied().collect::<Vec<_>>()),
+            Some(vec![(2, 2), (2, 3)]),
+            "a rebuilt order holds the eligible nodes"
+        );
     }
 }

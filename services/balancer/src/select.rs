@@ -9,6 +9,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use shoal_protocol::{Candidate, SelectReply, SelectRequest, ShoalError, Strategy};
 
+use crate::ordered::Ordered;
 use crate::pool::Pool;
 use crate::slot::Slot;
 use crate::view::View;
@@ -31,8 +32,8 @@ impl Filter<'_> {
         self.labels.is_empty() && self.exclude.is_empty()
     }
 
-    fn accepts(&self, slot: &Slot, i: usize) -> bool {
-        !self.exclude.contains(&i) && slot.node.matches_labels(self.labels)
+    fn accepts<'s>(&self, slot: impl FnOnce() -> &'s Slot, i: usize) -> bool {
+        self.is_trivial() || (!self.exclude.contains(&i) && slot().node.matches_labels(self.labels))
     }
 }
 
@@ -51,6 +52,8 @@ impl View {
     pub fn select(&mut self, req: &SelectRequest, now: Instant) -> Result<SelectReply, ShoalError> {
         self.expire(now);
         let strategy = req.strategy.unwrap_or(self.settings.strategy);
+        self.read_order(strategy, now);
+        self.forget_unread_orders(now);
         let filter = Filter {
             labels: &req.labels,
             exclude: req
@@ -81,12 +84,7 @@ impl View {
         let node = slot.live_node();
         let cost = slot.cost(req.resources, self.settings.agent_cost);
         self.record_pick(choice.slot, now, cost);
-        self.counters.selections += 1;
-        *self
-            .counters
-            .by_strategy
-            .entry(strategy.as_str().to_string())
-            .or_default() += 1;
+        self.counters.picked(strategy);
         Ok(SelectReply {
             node_id: node.id.clone(),
             node,
@@ -100,16 +98,18 @@ impl View {
         let pool = &self.pools[p];
         let slots = &self.slots;
         let slot = |i: usize| slots[i].as_ref().expect("indexed slot is occupied");
-        let ok = |i: usize| filter.accepts(slot(i), i);
+        let ok = |i: usize| filter.accepts(|| slot(i), i);
         match strategy {
             Strategy::RoundRobin => round_robin(pool, &ok, cap),
             Strategy::LeastAgents => first_matching(
-                pool.by_agents.iter().map(|&(a, i)| (i, f64::from(a))),
+                kept(&pool.by_agents)
+                    .iter()
+                    .map(|&(a, i)| (i, f64::from(a))),
                 &ok,
                 cap,
             ),
             Strategy::LeastLoaded => first_matching(
-                pool.by_load
+                kept(&pool.by_load)
                     .iter()
                     .map(|&(bits, i)| (i, f64::from_bits(bits))),
                 &ok,
@@ -130,6 +130,11 @@ impl View {
     }
 }
 
+/// An order [`View::read_order`] made sure of.
+fn kept<K>(order: &Option<Ordered<K>>) -> &Ordered<K> {
+    order.as_ref().expect("the order a strategy reads is kept")
+}
+
 /// Uniform draw: the `rr` position of an accepted node. With a filter, a few draws
 /// are tried before falling back to a uniform pick among all accepted nodes; either
 /// way each accepted node is equally likely.
@@ -148,11 +153,14 @@ fn random_pos(
     }
     for _ in 0..DRAWS {
         let pos = rng.random_range(0..n);
-        if ok(pool.rr[pos].1) {
+        if ok(pool.slot_at(pos)) {
             return Some(pos);
         }
     }
-    let accepted: Vec<usize> = (0..n).filter(|&pos| ok(pool.rr[pos].1)).collect();
+    let accepted: Vec<usize> = (pool.rr.iter().enumerate())
+        .filter(|(_, (_, i))| ok(*i))
+        .map(|(pos, _)| pos)
+        .collect();
     (!accepted.is_empty()).then(|| accepted[rng.random_range(0..accepted.len())])
 }
 
@@ -189,11 +197,9 @@ fn round_robin(pool: &Pool, ok: &dyn Fn(usize) -> bool, cap: usize) -> Option<Ch
     let mut chosen = None;
     let mut candidates = Vec::with_capacity(cap.min(n));
     let mut extra = 0;
-    for k in 0..n {
-        let pos = (start + k) % n;
-        let i = pool.rr[pos].1;
+    for (k, &(_, i)) in pool.rr.ring_from(start).enumerate() {
         if ok(i) {
-            chosen.get_or_insert(pos);
+            chosen.get_or_insert((start + k) % n);
             // Score: turns until this node's turn (0 = now).
             candidates.push((i, candidates.len() as f64));
             if candidates.len() >= cap {
@@ -208,7 +214,7 @@ fn round_robin(pool: &Pool, ok: &dyn Fn(usize) -> bool, cap: usize) -> Option<Ch
     }
     let pos = chosen?;
     Some(Choice {
-        slot: pool.rr[pos].1,
+        slot: candidates[0].0,
         candidates,
         next_cursor: Some(pos + 1),
     })
@@ -252,14 +258,13 @@ fn window(
     score: impl Fn(usize) -> f64,
 ) -> Choice {
     let n = pool.len();
-    let chosen = pool.rr[pos].1;
+    let chosen = pool.slot_at(pos);
     let mut candidates = vec![(chosen, score(chosen))];
     let limit = n.min(cap * (EXTRA_SCAN_FACTOR + 1));
-    for k in 1..limit {
+    for &(_, i) in pool.rr.ring_from(pos).take(limit).skip(1) {
         if candidates.len() >= cap {
             break;
         }
-        let i = pool.rr[(pos + k) % n].1;
         if ok(i) {
             candidates.push((i, score(i)));
         }

@@ -4,19 +4,20 @@
 //! and the per-pool indexes the strategies use. The service feeds it; nothing here
 //! does I/O and every method takes the time, so it is unit-tested directly.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shoal_protocol::{
-    AssignmentAction, AssignmentEvent, BalancerStats, Heartbeat, LoadSpread, Node, NodeMetrics,
-    Resources, Strategy,
+    AssignmentAction, AssignmentEvent, BalancerStats, Heartbeat, Node, NodeMetrics, Resources,
+    Strategy,
 };
 
-use crate::estimate::{Decay, load_of};
+use crate::counters::Counters;
+use crate::estimate::Decay;
+use crate::orders::{Kept, Order};
 use crate::pool::Pool;
-use crate::score::load_score;
 use crate::slot::{Slot, record_has_metrics};
 
 /// How long a node's heartbeat metrics win over the metrics in its membership record
@@ -61,13 +62,6 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub selections: u64,
-    pub by_strategy: BTreeMap<String, u64>,
-    pub no_capacity: u64,
-}
-
 pub struct View {
     pub(crate) settings: Settings,
     pub(crate) slots: Vec<Option<Slot>>,
@@ -90,6 +84,8 @@ pub struct View {
     early_limit: usize,
     pub(crate) rng: StdRng,
     pub(crate) counters: Counters,
+    /// The ordered indexes the pools keep.
+    pub(crate) kept: Kept,
 }
 
 impl View {
@@ -103,13 +99,14 @@ impl View {
     }
 
     fn with_rng(settings: Settings, rng: StdRng) -> View {
-        View {
+        let strategy = settings.strategy;
+        let mut view = View {
             settings,
             slots: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
             by_id: HashMap::new(),
-            pools: vec![Pool::new(0)],
+            pools: vec![Pool::new(0, std::iter::empty())],
             pool_of_service: HashMap::new(),
             assignments: HashMap::new(),
             assigned: HashMap::new(),
@@ -118,7 +115,12 @@ impl View {
             early_limit: EARLY_LIMIT,
             rng,
             counters: Counters::default(),
+            kept: Kept::default(),
+        };
+        if let Some(order) = Order::of(strategy) {
+            view.keep_order(order);
         }
+        view
     }
 
     pub fn strategy(&self) -> Strategy {
@@ -127,6 +129,9 @@ impl View {
 
     /// Returns whether the strategy changed.
     pub fn set_strategy(&mut self, strategy: Strategy) -> bool {
+        if let Some(order) = Order::of(strategy) {
+            self.keep_order(order);
+        }
         std::mem::replace(&mut self.settings.strategy, strategy) != strategy
     }
 
@@ -152,7 +157,7 @@ impl View {
         BalancerStats {
             strategy: self.settings.strategy,
             selections: self.counters.selections,
-            selections_by_strategy: self.counters.by_strategy.clone(),
+            selections_by_strategy: self.counters.by_strategy(),
             no_capacity: self.counters.no_capacity,
             round_robin_index: self.pools[0].cursor as u64,
             nodes: self.by_id.len(),
@@ -164,30 +169,6 @@ impl View {
                 .count(),
             estimated_load: self.load_spread(),
         }
-    }
-
-    /// How far apart the eligible nodes' estimated loads are, with what one more
-    /// agent without a resource request would add to the least loaded one.
-    fn load_spread(&self) -> Option<LoadSpread> {
-        let pool = &self.pools[0];
-        let &(min_bits, min_slot) = pool.by_load.first()?;
-        let &(max_bits, _) = pool.by_load.last()?;
-        let slot = self.slot(min_slot);
-        let n = &slot.node;
-        let agents = slot.agents();
-        let slot_step = load_score(n.cpu_usage, n.memory_usage, agents + 1, n.max_agents)
-            - load_score(n.cpu_usage, n.memory_usage, agents, n.max_agents);
-        Some(LoadSpread {
-            min: f64::from_bits(min_bits),
-            max: f64::from_bits(max_bits),
-            agent_cost: load_of(slot.cost(None, self.settings.agent_cost)) + slot_step,
-            pending: self
-                .slots
-                .iter()
-                .flatten()
-                .map(|s| s.pending.len() as u64)
-                .sum(),
-        })
     }
 
     pub(crate) fn slot(&self, i: usize) -> &Slot {
@@ -437,7 +418,8 @@ impl View {
             let p = match self.pool_of_service.get(s) {
                 Some(&p) => p,
                 None => {
-                    self.pools.push(Pool::new(self.slots.len()));
+                    let kept = self.kept.orders();
+                    self.pools.push(Pool::new(self.slots.len(), kept));
                     let p = self.pools.len() - 1;
                     self.pool_of_service.insert(s.clone(), p);
                     p
