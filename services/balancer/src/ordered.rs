@@ -15,7 +15,7 @@
 use std::cmp::Ordering;
 
 /// Most entries in one block; a full block splits in two halves.
-const BLOCK: usize = 64;
+const BLOCK: usize = 256;
 
 #[derive(Clone, Debug)]
 pub struct Ordered<K> {

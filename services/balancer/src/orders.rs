@@ -1,6 +1,7 @@
-//! Which ordered indexes the pools keep. Every pick and every heartbeat moves its
-//! node in each kept order, and at 100,000 nodes that is most of a pick's cost, so
-//! an order is kept only while something reads it: the cluster strategy's order
+//! Which ordered indexes the pools keep (the orders by agents and by load, and the
+//! free-slot weights). Every pick and every heartbeat moves its node in each kept
+//! one, and at 100,000 nodes that is most of a pick's cost, so an index is kept
+//! only while something reads it: the cluster strategy's order
 //! always, another strategy's order for [`ORDER_KEEP`] after a request last named
 //! that strategy. An order that was dropped is rebuilt from the eligible nodes' keys
 //! when it is read again (a sort: milliseconds at 100,000 nodes).
@@ -23,17 +24,20 @@ pub enum Order {
     Agents,
     /// By estimated load: `least_loaded` and the stats' load spread.
     Load,
+    /// Free slots as draw weights: `weighted`.
+    Free,
 }
 
 impl Order {
-    pub const ALL: [Order; 2] = [Order::Agents, Order::Load];
+    pub const ALL: [Order; 3] = [Order::Agents, Order::Load, Order::Free];
 
     /// The order `strategy` picks from, if it picks from one.
     pub fn of(strategy: Strategy) -> Option<Order> {
         match strategy {
             Strategy::LeastAgents => Some(Order::Agents),
             Strategy::LeastLoaded => Some(Order::Load),
-            Strategy::RoundRobin | Strategy::Random | Strategy::Weighted => None,
+            Strategy::Weighted => Some(Order::Free),
+            Strategy::RoundRobin | Strategy::Random => None,
         }
     }
 }
@@ -41,8 +45,8 @@ impl Order {
 /// The orders kept, and when requests last read them.
 #[derive(Debug, Default)]
 pub(crate) struct Kept {
-    kept: [bool; 2],
-    read_at: [Option<Instant>; 2],
+    kept: [bool; Order::ALL.len()],
+    read_at: [Option<Instant>; Order::ALL.len()],
 }
 
 impl Kept {
@@ -193,6 +197,14 @@ mod tests {
         let much_later = later + 10 * ORDER_KEEP;
         assert_eq!(pick(&mut v, None, much_later), "c");
         assert!(v.kept.keeps(Order::Load) && !v.kept.keeps(Order::Agents));
+        assert!(!v.kept.keeps(Order::Free));
+        // Weighted draws rebuild the weights: only nodes with free slots are drawn.
+        v.upsert(synthetic_node("a", 10, 10, 30.0, 20.0), much_later);
+        let mut drawn: Vec<String> = (0..2)
+            .map(|_| pick(&mut v, Some(Strategy::Weighted), much_later))
+            .collect();
+        drawn.sort();
+        assert_eq!(drawn, ["b", "c"], "b and c had one free slot each, a none");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   replica cycles over the same order) and uniform random draws;
 //! - `by_agents` / `by_load`: ordered sets ([`Ordered`]), whose first entries are the
 //!   minima, kept only while a strategy reads them ([`crate::orders`]);
-//! - `weights`: a Fenwick tree of free slots by node slot, for weighted draws.
+//! - `weights`: a Fenwick tree of free slots by node slot, for weighted draws, kept
+//!   likewise.
 
 use std::sync::Arc;
 
@@ -62,14 +63,16 @@ pub struct Pool {
     pub cursor: usize,
     pub by_agents: Option<Ordered<(u32, usize)>>,
     pub by_load: Option<Ordered<(u64, usize)>>,
-    pub weights: Fenwick,
+    pub weights: Option<Fenwick>,
+    /// Slots in the view: the length of `weights`.
+    slots: usize,
 }
 
 impl Pool {
     /// An empty pool over `slots` slots, keeping `orders`.
     pub fn new(slots: usize, orders: impl Iterator<Item = Order>) -> Pool {
         let mut pool = Pool {
-            weights: Fenwick::with_len(slots),
+            slots,
             ..Pool::default()
         };
         for order in orders {
@@ -90,7 +93,24 @@ impl Pool {
                 let entries = slots.map(|i| (keys(i).load_bits, i)).collect();
                 self.by_load = Some(Ordered::from_unsorted(entries));
             }
-            Order::Agents | Order::Load => {}
+            Order::Free if self.weights.is_none() => {
+                let mut weights = Fenwick::with_len(self.slots);
+                for i in slots {
+                    weights.set(i, u64::from(keys(i).free));
+                }
+                self.weights = Some(weights);
+            }
+            Order::Agents | Order::Load | Order::Free => {}
+        }
+    }
+
+    /// The view has `slots` slots now (it only grows).
+    pub fn grow(&mut self, slots: usize) {
+        self.slots = slots;
+        if let Some(weights) = &mut self.weights {
+            while weights.len() < slots {
+                weights.push();
+            }
         }
     }
 
@@ -99,6 +119,7 @@ impl Pool {
         match order {
             Order::Agents => self.by_agents = None,
             Order::Load => self.by_load = None,
+            Order::Free => self.weights = None,
         }
     }
 
@@ -127,7 +148,9 @@ impl Pool {
         if let Some(order) = &mut self.by_load {
             move_key(order, load(old), load(new));
         }
-        self.weights.set(slot, new.map_or(0, |n| u64::from(n.free)));
+        if let Some(weights) = &mut self.weights {
+            weights.set(slot, new.map_or(0, |n| u64::from(n.free)));
+        }
         match (old.is_some(), new.is_some()) {
             (false, true) => {
                 if let Err(pos) = self.position(id) {
@@ -233,7 +256,7 @@ mod tests {
             "the removed node's successor is next"
         );
         p.update(3, "b", None, Some(&keys(2)));
-        assert_eq!(p.weights.total(), 17);
+        assert_eq!(p.weights.as_ref().map(Fenwick::total), Some(17));
         assert_eq!(p.by_agents.as_ref().map(Ordered::len), Some(2));
         p.forget(Order::Agents);
         p.keep(Order::Agents, |_| keys(2));

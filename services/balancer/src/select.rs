@@ -9,7 +9,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use shoal_protocol::{Candidate, SelectReply, SelectRequest, ShoalError, Strategy};
 
-use crate::ordered::Ordered;
+use crate::fenwick::Fenwick;
 use crate::pool::Pool;
 use crate::slot::Slot;
 use crate::view::View;
@@ -124,15 +124,16 @@ impl View {
                 let pos = weighted_pos(pool, &ok, filter.is_trivial(), &mut self.rng, |i| {
                     pool.position(&slot(i).node.id).ok()
                 })?;
-                Some(window(pool, pos, &ok, cap, |i| pool.weights.get(i) as f64))
+                let weights = kept(&pool.weights);
+                Some(window(pool, pos, &ok, cap, |i| weights.get(i) as f64))
             }
         }
     }
 }
 
-/// An order [`View::read_order`] made sure of.
-fn kept<K>(order: &Option<Ordered<K>>) -> &Ordered<K> {
-    order.as_ref().expect("the order a strategy reads is kept")
+/// An index [`View::read_order`] made sure of.
+fn kept<T>(index: &Option<T>) -> &T {
+    index.as_ref().expect("the order a strategy reads is kept")
 }
 
 /// Uniform draw: the `rr` position of an accepted node. With a filter, a few draws
@@ -174,18 +175,19 @@ fn weighted_pos(
     rng: &mut StdRng,
     position: impl Fn(usize) -> Option<usize>,
 ) -> Option<usize> {
-    let total = pool.weights.total();
+    let weights = kept(&pool.weights);
+    let total = weights.total();
     if total == 0 {
         return None;
     }
     let tries = if trivial { 1 } else { DRAWS };
     for _ in 0..tries {
-        let i = pool.weights.find(rng.random_range(0..total))?;
+        let i = weights.find(rng.random_range(0..total))?;
         if trivial || ok(i) {
             return position(i);
         }
     }
-    weighted_scan(pool, ok, rng)
+    weighted_scan(pool, weights, ok, rng)
 }
 
 fn round_robin(pool: &Pool, ok: &dyn Fn(usize) -> bool, cap: usize) -> Option<Choice> {
@@ -278,12 +280,17 @@ fn window(
 
 /// Weighted draw among accepted nodes only, by a scan: the fallback when the filter
 /// rejects most of the pool.
-fn weighted_scan(pool: &Pool, ok: &dyn Fn(usize) -> bool, rng: &mut StdRng) -> Option<usize> {
+fn weighted_scan(
+    pool: &Pool,
+    weights: &Fenwick,
+    ok: &dyn Fn(usize) -> bool,
+    rng: &mut StdRng,
+) -> Option<usize> {
     let total: u64 = pool
         .rr
         .iter()
         .filter(|(_, i)| ok(*i))
-        .map(|(_, i)| pool.weights.get(*i))
+        .map(|(_, i)| weights.get(*i))
         .sum();
     if total == 0 {
         return None;
@@ -293,7 +300,7 @@ fn weighted_scan(pool: &Pool, ok: &dyn Fn(usize) -> bool, rng: &mut StdRng) -> O
         if !ok(*i) {
             continue;
         }
-        let w = pool.weights.get(*i);
+        let w = weights.get(*i);
         if target < w {
             return Some(pos);
         }

@@ -451,9 +451,7 @@ impl View {
                 self.slots.push(Some(slot));
                 self.generations.push(0);
                 for pool in &mut self.pools {
-                    while pool.weights.len() < self.slots.len() {
-                        pool.weights.push();
-                    }
+                    pool.grow(self.slots.len());
                 }
                 self.slots.len() - 1
             }
