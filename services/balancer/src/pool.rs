@@ -26,7 +26,6 @@ impl IdKey {
         IdKey(prefix(id), Arc::from(id))
     }
 
-    #[cfg(test)]
     pub fn as_str(&self) -> &str {
         &self.1
     }

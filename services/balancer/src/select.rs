@@ -41,7 +41,7 @@ impl Filter<'_> {
 /// (the chosen node is always first).
 pub(crate) struct Choice {
     pub slot: usize,
-    pub candidates: Vec<(usize, f64)>,
+    pub candidates: Vec<Candidate>,
     /// Round robin only: where its cursor moves.
     pub next_cursor: Option<usize>,
 }
@@ -72,14 +72,7 @@ impl View {
         if let Some(cursor) = choice.next_cursor {
             self.pools[pool].cursor = cursor;
         }
-        let candidates = choice
-            .candidates
-            .iter()
-            .map(|&(i, score)| Candidate {
-                node_id: self.slot(i).node.id.clone(),
-                score,
-            })
-            .collect();
+        let candidates = choice.candidates;
         let slot = self.slot(choice.slot);
         let node = slot.live_node();
         let cost = slot.cost(req.resources, self.settings.agent_cost);
@@ -99,6 +92,7 @@ impl View {
         let slots = &self.slots;
         let slot = |i: usize| slots[i].as_ref().expect("indexed slot is occupied");
         let ok = |i: usize| filter.accepts(|| slot(i), i);
+        let name = |i: usize| slot(i).node.id.clone();
         match strategy {
             Strategy::RoundRobin => round_robin(pool, &ok, cap),
             Strategy::LeastAgents => first_matching(
@@ -107,6 +101,7 @@ impl View {
                     .map(|&(a, i)| (i, f64::from(a))),
                 &ok,
                 cap,
+                &name,
             ),
             Strategy::LeastLoaded => first_matching(
                 kept(&pool.by_load)
@@ -114,6 +109,7 @@ impl View {
                     .map(|&(bits, i)| (i, f64::from_bits(bits))),
                 &ok,
                 cap,
+                &name,
             ),
             Strategy::Random => {
                 let pos = random_pos(pool, &ok, filter.is_trivial(), &mut self.rng)?;
@@ -199,11 +195,14 @@ fn round_robin(pool: &Pool, ok: &dyn Fn(usize) -> bool, cap: usize) -> Option<Ch
     let mut chosen = None;
     let mut candidates = Vec::with_capacity(cap.min(n));
     let mut extra = 0;
-    for (k, &(_, i)) in pool.rr.ring_from(start).enumerate() {
-        if ok(i) {
-            chosen.get_or_insert((start + k) % n);
-            // Score: turns until this node's turn (0 = now).
-            candidates.push((i, candidates.len() as f64));
+    for (k, (id, i)) in pool.rr.ring_from(start).enumerate() {
+        if ok(*i) {
+            chosen.get_or_insert(((start + k) % n, *i));
+            candidates.push(Candidate {
+                node_id: id.as_str().to_owned(),
+                // Turns until this node's turn (0 = now).
+                score: candidates.len() as f64,
+            });
             if candidates.len() >= cap {
                 break;
             }
@@ -214,9 +213,9 @@ fn round_robin(pool: &Pool, ok: &dyn Fn(usize) -> bool, cap: usize) -> Option<Ch
             }
         }
     }
-    let pos = chosen?;
+    let (pos, slot) = chosen?;
     Some(Choice {
-        slot: candidates[0].0,
+        slot,
         candidates,
         next_cursor: Some(pos + 1),
     })
@@ -227,12 +226,18 @@ fn first_matching(
     ordered: impl Iterator<Item = (usize, f64)>,
     ok: &dyn Fn(usize) -> bool,
     cap: usize,
+    name: &dyn Fn(usize) -> String,
 ) -> Option<Choice> {
+    let mut chosen = None;
     let mut candidates = Vec::new();
     let mut extra = 0;
     for (i, score) in ordered {
         if ok(i) {
-            candidates.push((i, score));
+            chosen.get_or_insert(i);
+            candidates.push(Candidate {
+                node_id: name(i),
+                score,
+            });
             if candidates.len() >= cap {
                 break;
             }
@@ -244,7 +249,7 @@ fn first_matching(
         }
     }
     Some(Choice {
-        slot: candidates.first()?.0,
+        slot: chosen?,
         candidates,
         next_cursor: None,
     })
@@ -261,14 +266,18 @@ fn window(
 ) -> Choice {
     let n = pool.len();
     let chosen = pool.slot_at(pos);
-    let mut candidates = vec![(chosen, score(chosen))];
+    let mut candidates = Vec::with_capacity(cap);
     let limit = n.min(cap * (EXTRA_SCAN_FACTOR + 1));
-    for &(_, i) in pool.rr.ring_from(pos).take(limit).skip(1) {
+    for (k, (id, i)) in pool.rr.ring_from(pos).take(limit).enumerate() {
         if candidates.len() >= cap {
             break;
         }
-        if ok(i) {
-            candidates.push((i, score(i)));
+        // The drawn node first, whatever the filter (the draw already applied it).
+        if k == 0 || ok(*i) {
+            candidates.push(Candidate {
+                node_id: id.as_str().to_owned(),
+                score: score(*i),
+            });
         }
     }
     Choice {
