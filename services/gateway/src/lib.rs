@@ -119,8 +119,24 @@ pub fn app(state: AppState) -> Router {
     routes::with_fallbacks(served).with_state(state)
 }
 
+impl Config {
+    /// Refuses the common flags the gateway has no use for, rather than ignoring
+    /// them: `--metrics-listen` (the gateway has no metrics of its own; it serves
+    /// the whole control plane's at `GET /metrics` on `--http-listen`).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        match self.common.metrics_listen {
+            Some(addr) => Err(ConfigError::Invalid(format!(
+                "--metrics-listen {addr}: the gateway has no metrics of its own; it serves \
+                 the whole control plane's at GET /metrics on --http-listen"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Serves HTTP until `shutdown`, then lets in-flight requests finish.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> Result<(), Error> {
+    cfg.check()?;
     let subjects = cfg.common.subjects()?;
     let instance_id = cfg.common.instance_id()?;
     let _service =

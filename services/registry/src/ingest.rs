@@ -121,9 +121,11 @@ fn check_mapping(engine: &Engine, message: &Message, partitions: u32, misrouted:
     let mapped = subject
         .rsplit_once('.')
         .and_then(|(_, p)| p.parse::<u32>().ok());
-    if mapped != Some(expected)
-        && let Some(suppressed) = misrouted.admit()
-    {
+    if mapped == Some(expected) {
+        return;
+    }
+    engine.metrics.heartbeats_unmapped.inc();
+    if let Some(suppressed) = misrouted.admit() {
         warn!(
             subject,
             expected_partition = expected,

@@ -37,6 +37,7 @@ pub struct RegistryMetrics {
     pub partitions_owned: Gauge,
     /// Ticks that judged nothing because heartbeats were queued unread.
     pub judgement_postponed: Counter,
+    pub heartbeats_unmapped: Counter,
 }
 
 impl RegistryMetrics {
@@ -78,6 +79,10 @@ impl RegistryMetrics {
             judgement_postponed: metrics.counter(
                 "judgement_postponed",
                 "Ticks (10 a second) at which this replica judged no node because its heartbeat readers were over half an interval behind",
+            ),
+            heartbeats_unmapped: metrics.counter(
+                "heartbeats_unmapped",
+                "Heartbeats this partitioned replica received on a subject the nats-server did not map to the node's partition: the server's mapping is missing or has another partition count",
             ),
             partitions_owned: metrics.gauge(
                 "partitions_owned",

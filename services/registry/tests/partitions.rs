@@ -187,6 +187,10 @@ async fn without_the_servers_mapping_partitioned_replicas_still_judge_every_node
         r1.log().contains("heartbeat not mapped to its partition"),
         "the replica says the server does not map heartbeats"
     );
+    assert!(
+        metric(&c, "r1", "shoal_registry_heartbeats_unmapped_total").await > 0.0,
+        "and counts them, for an alert"
+    );
     drop(sim);
     Ok(())
 }
