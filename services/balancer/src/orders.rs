@@ -42,47 +42,33 @@ impl Order {
     }
 }
 
-/// The orders kept, and when requests last read them.
-#[derive(Debug, Default)]
-pub(crate) struct Kept {
-    kept: [bool; Order::ALL.len()],
-    read_at: [Option<Instant>; Order::ALL.len()],
-}
-
-impl Kept {
-    pub fn keeps(&self, order: Order) -> bool {
-        self.kept[order as usize]
-    }
-
-    /// The kept orders.
-    pub fn orders(&self) -> impl Iterator<Item = Order> + '_ {
-        Order::ALL.into_iter().filter(|&o| self.keeps(o))
-    }
-}
-
 impl View {
+    /// Whether the pools keep `order` (they all keep the same ones).
+    pub(crate) fn keeps(&self, order: Order) -> bool {
+        self.pools[0].keeps(order)
+    }
+
     /// Makes every pool keep `order`, building it where it was dropped.
     pub(crate) fn keep_order(&mut self, order: Order) {
-        if self.kept.keeps(order) {
+        if self.keeps(order) {
             return;
         }
         let slots = &self.slots;
         for pool in &mut self.pools {
-            pool.keep(order, |i| {
+            pool.keep(order, slots.len(), |i| {
                 slots[i]
                     .as_ref()
                     .and_then(|s| s.keys)
                     .expect("a node in a pool is eligible")
             });
         }
-        self.kept.kept[order as usize] = true;
     }
 
     /// A selection at `now` is about to read the order of `strategy`.
     pub(crate) fn read_order(&mut self, strategy: Strategy, now: Instant) {
         if let Some(order) = Order::of(strategy) {
             self.keep_order(order);
-            self.kept.read_at[order as usize] = Some(now);
+            self.order_read_at[order as usize] = Some(now);
         }
     }
 
@@ -91,15 +77,14 @@ impl View {
     pub(crate) fn forget_unread_orders(&mut self, now: Instant) {
         let wanted = Order::of(self.settings.strategy);
         for order in Order::ALL {
-            let recent = self.kept.read_at[order as usize]
+            let recent = self.order_read_at[order as usize]
                 .is_some_and(|at| now.saturating_duration_since(at) < ORDER_KEEP);
-            if Some(order) == wanted || recent || !self.kept.keeps(order) {
+            if Some(order) == wanted || recent || !self.keeps(order) {
                 continue;
             }
             for pool in &mut self.pools {
                 pool.forget(order);
             }
-            self.kept.kept[order as usize] = false;
         }
     }
 
@@ -175,17 +160,17 @@ mod tests {
     fn an_order_is_kept_while_read_and_rebuilt_right_when_read_again() {
         let t0 = Instant::now();
         let mut v = view(Strategy::RoundRobin, t0);
-        assert!(Order::ALL.iter().all(|&o| !v.kept.keeps(o)));
+        assert!(Order::ALL.iter().all(|&o| !v.keeps(o)));
 
         // A request naming least_agents builds the order from the current keys.
         assert_eq!(pick(&mut v, Some(Strategy::LeastAgents), t0), "b");
-        assert!(v.kept.keeps(Order::Agents) && !v.kept.keeps(Order::Load));
+        assert!(v.keeps(Order::Agents) && !v.keeps(Order::Load));
         assert_eq!(pick(&mut v, Some(Strategy::LeastAgents), t0), "b");
 
         // Unread for ORDER_KEEP under a round-robin cluster: dropped.
         let later = t0 + ORDER_KEEP + Duration::from_secs(1);
         pick(&mut v, None, later);
-        assert!(!v.kept.keeps(Order::Agents));
+        assert!(!v.keeps(Order::Agents));
 
         // Changes while it is dropped are seen when it is rebuilt: b is now the
         // busiest, a the emptiest.
@@ -196,8 +181,8 @@ mod tests {
         v.set_strategy(Strategy::LeastLoaded);
         let much_later = later + 10 * ORDER_KEEP;
         assert_eq!(pick(&mut v, None, much_later), "c");
-        assert!(v.kept.keeps(Order::Load) && !v.kept.keeps(Order::Agents));
-        assert!(!v.kept.keeps(Order::Free));
+        assert!(v.keeps(Order::Load) && !v.keeps(Order::Agents));
+        assert!(!v.keeps(Order::Free));
         // Weighted draws rebuild the weights: only nodes with free slots are drawn.
         v.upsert(synthetic_node("a", 10, 10, 30.0, 20.0), much_later);
         let mut drawn: Vec<String> = (0..2)

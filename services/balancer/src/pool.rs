@@ -63,25 +63,21 @@ pub struct Pool {
     pub by_agents: Option<Ordered<(u32, usize)>>,
     pub by_load: Option<Ordered<(u64, usize)>>,
     pub weights: Option<Fenwick>,
-    /// Slots in the view: the length of `weights`.
-    slots: usize,
 }
 
 impl Pool {
     /// An empty pool over `slots` slots, keeping `orders`.
     pub fn new(slots: usize, orders: impl Iterator<Item = Order>) -> Pool {
-        let mut pool = Pool {
-            slots,
-            ..Pool::default()
-        };
+        let mut pool = Pool::default();
         for order in orders {
-            pool.keep(order, |_| unreachable!("an empty pool has no nodes"));
+            pool.keep(order, slots, |_| unreachable!("an empty pool has no nodes"));
         }
         pool
     }
 
-    /// Builds `order` from the keys of the pool's nodes, if it is not kept yet.
-    pub fn keep(&mut self, order: Order, keys: impl Fn(usize) -> Keys) {
+    /// Builds `order` from the keys of the pool's nodes, if it is not kept yet; the
+    /// view has `slot_count` slots.
+    pub fn keep(&mut self, order: Order, slot_count: usize, keys: impl Fn(usize) -> Keys) {
         let slots = self.rr.iter().map(|&(_, i)| i);
         match order {
             Order::Agents if self.by_agents.is_none() => {
@@ -93,7 +89,7 @@ impl Pool {
                 self.by_load = Some(Ordered::from_unsorted(entries));
             }
             Order::Free if self.weights.is_none() => {
-                let mut weights = Fenwick::with_len(self.slots);
+                let mut weights = Fenwick::with_len(slot_count);
                 for i in slots {
                     weights.set(i, u64::from(keys(i).free));
                 }
@@ -105,11 +101,19 @@ impl Pool {
 
     /// The view has `slots` slots now (it only grows).
     pub fn grow(&mut self, slots: usize) {
-        self.slots = slots;
         if let Some(weights) = &mut self.weights {
             while weights.len() < slots {
                 weights.push();
             }
+        }
+    }
+
+    /// Whether `order` is kept.
+    pub fn keeps(&self, order: Order) -> bool {
+        match order {
+            Order::Agents => self.by_agents.is_some(),
+            Order::Load => self.by_load.is_some(),
+            Order::Free => self.weights.is_some(),
         }
     }
 
@@ -258,7 +262,7 @@ mod tests {
         assert_eq!(p.weights.as_ref().map(Fenwick::total), Some(17));
         assert_eq!(p.by_agents.as_ref().map(Ordered::len), Some(2));
         p.forget(Order::Agents);
-        p.keep(Order::Agents, |_| keys(2));
+        p.keep(Order::Agents, 4, |_| keys(2));
         assert_eq!(
             p.by_agents
                 .as_ref()

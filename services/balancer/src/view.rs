@@ -16,7 +16,7 @@ use shoal_protocol::{
 
 use crate::counters::Counters;
 use crate::estimate::Decay;
-use crate::orders::{Kept, Order};
+use crate::orders::Order;
 use crate::pool::Pool;
 use crate::slot::{Slot, record_has_metrics};
 
@@ -84,8 +84,8 @@ pub struct View {
     early_limit: usize,
     pub(crate) rng: StdRng,
     pub(crate) counters: Counters,
-    /// The ordered indexes the pools keep.
-    pub(crate) kept: Kept,
+    /// When a request last read each [`Order`] (the cluster strategy's needs none).
+    pub(crate) order_read_at: [Option<Instant>; Order::ALL.len()],
 }
 
 impl View {
@@ -115,7 +115,7 @@ impl View {
             early_limit: EARLY_LIMIT,
             rng,
             counters: Counters::default(),
-            kept: Kept::default(),
+            order_read_at: [None; Order::ALL.len()],
         };
         if let Some(order) = Order::of(strategy) {
             view.keep_order(order);
@@ -418,8 +418,10 @@ impl View {
             let p = match self.pool_of_service.get(s) {
                 Some(&p) => p,
                 None => {
-                    let kept = self.kept.orders();
-                    self.pools.push(Pool::new(self.slots.len(), kept));
+                    let kept: Vec<Order> =
+                        Order::ALL.into_iter().filter(|&o| self.keeps(o)).collect();
+                    self.pools
+                        .push(Pool::new(self.slots.len(), kept.into_iter()));
                     let p = self.pools.len() - 1;
                     self.pool_of_service.insert(s.clone(), p);
                     p
