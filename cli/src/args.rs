@@ -260,9 +260,11 @@ pub enum Command {
     #[command(after_help = "Examples:\n  shoal man ~/.local/share/man/man1\n  man shoal-assign")]
     Man { dir: std::path::PathBuf },
     /// Send one NATS request to any Shoal subject and print the reply, as
-    /// `nats req` does; an error envelope fails the command.
+    /// `nats req` does; an error envelope fails the command. An instance's metrics
+    /// subject (`<prefix>.<service>.instance.<id>.metrics`) prints its OpenMetrics
+    /// text.
     #[command(
-        after_help = "Examples:\n  shoal request shoal.registry.nodes.list '{\"status\":\"online\"}'\n  shoal request shoal.registry.stats\n  shoal request shoal.coordinator.assign '{\"agent_name\":\"a1\",\"service\":\"wrapper\"}'"
+        after_help = "Examples:\n  shoal request shoal.registry.nodes.list '{\"status\":\"online\"}'\n  shoal request shoal.registry.stats\n  shoal request shoal.coordinator.assign '{\"agent_name\":\"a1\",\"service\":\"wrapper\"}'\n  shoal request shoal.coordinator.instance.coordinator-1.metrics"
     )]
     Request {
         /// The subject, e.g. shoal.registry.stats (`shoal services` and

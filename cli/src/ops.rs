@@ -59,6 +59,10 @@ pub async fn run(
                 )
             })
         }
+        // Metrics endpoints answer with OpenMetrics text, printed as it came.
+        Command::Request { subject, .. } if Subjects::is_metrics(subject) => {
+            client.call_text(subject).await?
+        }
         Command::Request { subject, body } => {
             let reply: serde_json::Value = client.call_subject(subject, body).await?;
             json(&reply)

@@ -65,6 +65,17 @@ async fn up_then_operate_then_down() -> Result<()> {
         .await?;
     assert!(!not_json.status.success());
     assert!(String::from_utf8_lossy(&not_json.stderr).contains("not JSON"));
+    // A metrics subject answers with OpenMetrics text, printed as it came.
+    let metrics = stack
+        .run(&["request", "shoal.registry.instance.registry.metrics"])
+        .await?;
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    assert!(metrics.status.success(), "{metrics:?}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"shoal_registry_nodes{status="online"} 3"#)),
+        "{text}"
+    );
     let services: Vec<serde_json::Value> = stack.json(&["services"]).await?;
     let instances: BTreeSet<&str> = services
         .iter()

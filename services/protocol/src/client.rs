@@ -181,16 +181,25 @@ impl ShoalClient {
         service: ServiceKind,
         instance_id: &str,
     ) -> Result<String, ClientError> {
-        let subject = self.subjects.metrics(service, instance_id);
-        let message = self.send(&subject, bytes::Bytes::new()).await?;
+        self.call_text(&self.subjects.metrics(service, instance_id))
+            .await
+    }
+
+    /// The text answer of an endpoint that replies with text rather than JSON (a
+    /// metrics endpoint), asked once with an empty body; an error envelope is an
+    /// error.
+    pub async fn call_text(&self, subject: &str) -> Result<String, ClientError> {
+        let message = self.send(subject, bytes::Bytes::new()).await?;
         let headers = message.headers.as_ref();
         if headers.is_some_and(|h| h.get(NATS_SERVICE_ERROR_CODE).is_some())
             && let Some(e) = ShoalError::from_reply(headers, &message.payload)
         {
             return Err(ClientError::Service(e));
         }
-        String::from_utf8(message.payload.to_vec())
-            .map_err(|source| ClientError::NotText { subject, source })
+        String::from_utf8(message.payload.to_vec()).map_err(|source| ClientError::NotText {
+            subject: subject.to_string(),
+            source,
+        })
     }
 
     async fn send(

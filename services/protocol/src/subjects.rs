@@ -208,6 +208,9 @@ impl NodeSubjectKind {
     }
 }
 
+/// The last token of an instance's metrics subject.
+const METRICS_TOKEN: &str = "metrics";
+
 /// Builds subjects under a prefix (default `shoal`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subjects {
@@ -268,11 +271,18 @@ impl Subjects {
     /// (OpenMetrics text): `<prefix>.<service>.instance.<instance_id>.metrics`.
     pub fn metrics(&self, service: ServiceKind, instance_id: &str) -> String {
         format!(
-            "{}.{}.instance.{}.metrics",
+            "{}.{}.instance.{}.{METRICS_TOKEN}",
             self.prefix,
             service.token(),
             instance_id
         )
+    }
+
+    /// Whether `subject` is an instance's metrics subject (under any prefix): its
+    /// reply is OpenMetrics text, not JSON.
+    pub fn is_metrics(subject: &str) -> bool {
+        let mut tokens = subject.rsplit('.');
+        tokens.next() == Some(METRICS_TOKEN) && tokens.nth(1) == Some("instance")
     }
 
     fn node(&self, id: &str, kind: NodeSubjectKind) -> String {
@@ -397,6 +407,13 @@ mod tests {
             s.metrics(ServiceKind::Coordinator, "c-1"),
             "shoal.coordinator.instance.c-1.metrics"
         );
+        assert!(Subjects::is_metrics(
+            &s.metrics(ServiceKind::Registry, "registry")
+        ));
+        assert!(Subjects::is_metrics("other.balancer.instance.b.metrics"));
+        assert!(!Subjects::is_metrics("shoal.registry.stats"));
+        assert!(!Subjects::is_metrics("shoal.node.metrics.heartbeat"));
+        assert!(!Subjects::is_metrics("metrics"));
     }
 
     #[test]
