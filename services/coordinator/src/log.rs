@@ -1,5 +1,7 @@
 //! The fenced assignment log: one JetStream stream. Every replica tails it into its
-//! [`State`]; the leader appends to it through [`crate::append`].
+//! [`State`]; the leader appends to it through [`crate::append`]. While a replica
+//! leads, it applies its own records as they are acknowledged ([`Feeding`]) and its
+//! tail drops its consumer: the log then delivers each record to one tail fewer.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -11,7 +13,7 @@ use futures::StreamExt;
 use shoal_protocol::{LOG_STREAM, Subjects};
 use shoal_runtime::retry::resume;
 use shoal_runtime::{JetStreamContext, JetStreamError};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -67,19 +69,112 @@ pub async fn open_stream(
     .await
 }
 
-/// A replica's copy of the current assignments, fed by the tail.
+/// A replica's copy of the current assignments, fed by the tail (or, while this
+/// replica leads, by its own acknowledged appends).
 #[derive(Clone)]
 pub struct Replica {
     state: Arc<RwLock<State>>,
     applied: watch::Receiver<u64>,
+    /// The sequence of the last record applied, for the tail and the leader's feed.
+    advance: Arc<watch::Sender<u64>>,
+    /// True while the leader feeds this replica: the tail then holds no consumer.
+    fed: Arc<watch::Sender<bool>>,
     /// Makes the tail drop its consumer and follow the log again from where it is.
     restart: Arc<Notify>,
+}
+
+/// A leader's hold on its own replica: the records it hands over are applied in
+/// log order by a task of their own (the leader's replies never wait on a reader
+/// of the state), and the tail follows the log again once this is dropped (or once
+/// a record arrives out of order, e.g. after another writer's).
+pub struct Feeding {
+    replica: Replica,
+    records: mpsc::UnboundedSender<(u64, LogRecord)>,
+}
+
+impl Feeding {
+    /// Hands over `record`, acknowledged at `seq`.
+    pub fn feed(&self, seq: u64, record: LogRecord) {
+        let _ = self.records.send((seq, record));
+    }
+}
+
+impl Replica {
+    /// Applies the leader's records in the order handed over: one already applied is
+    /// ignored, and one past the next hands the replica back to the tail.
+    async fn apply_own(self, mut records: mpsc::UnboundedReceiver<(u64, LogRecord)>) {
+        while let Some((seq, record)) = records.recv().await {
+            let next = apply_next(&self.state, &self.advance, seq, Some(&record));
+            if let Next::Gap { expected } = next {
+                debug!(
+                    expected,
+                    got = seq,
+                    "a record is missing before the leader's own: following the log"
+                );
+                self.fed.send_replace(false);
+            }
+        }
+    }
+}
+
+impl Drop for Feeding {
+    fn drop(&mut self) {
+        self.replica.fed.send_replace(false);
+    }
+}
+
+/// What applying one record did.
+enum Next {
+    Applied,
+    /// At or below the last applied: nothing to do.
+    Already,
+    /// Records before it are missing.
+    Gap {
+        expected: u64,
+    },
+}
+
+/// Applies `record` at `seq` if it follows the last applied (an unreadable record,
+/// `None`, is passed over); the check and the apply hold the state's lock, so the
+/// tail and the leader's feed never apply a record twice or out of order.
+fn apply_next(
+    state: &RwLock<State>,
+    advance: &watch::Sender<u64>,
+    seq: u64,
+    record: Option<&LogRecord>,
+) -> Next {
+    let mut state = state.write().unwrap_or_else(|p| p.into_inner());
+    let expected = *advance.borrow() + 1;
+    if seq < expected {
+        return Next::Already;
+    }
+    if seq > expected {
+        return Next::Gap { expected };
+    }
+    if let Some(record) = record {
+        state.apply(seq, record);
+    }
+    advance.send_replace(seq);
+    Next::Applied
 }
 
 impl Replica {
     /// Reads the state (never across an await).
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.state.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Starts feeding this replica from the leader's acknowledged appends: the tail
+    /// drops its consumer until the returned hold is dropped.
+    pub fn lead(&self) -> Feeding {
+        self.fed.send_replace(true);
+        let (records, handed) = mpsc::unbounded_channel();
+        // Ends once the hold is dropped and what it handed over is applied.
+        tokio::spawn(self.clone().apply_own(handed));
+        Feeding {
+            replica: self.clone(),
+            records,
+        }
     }
 
     /// Restarts the tail's consumer: after a lost NATS server the old one may be
@@ -125,13 +220,17 @@ pub fn spawn_tail(
     shutdown: CancellationToken,
 ) -> Replica {
     let state = Arc::new(RwLock::new(State::default()));
-    let (applied_tx, applied_rx) = watch::channel(0);
+    let (advance, applied) = watch::channel(0);
+    let (fed, fed_rx) = watch::channel(false);
     let restart = Arc::new(Notify::new());
     let replica = Replica {
         state: state.clone(),
-        applied: applied_rx,
+        applied,
+        advance: Arc::new(advance),
+        fed: Arc::new(fed),
         restart: restart.clone(),
     };
+    let advance = replica.advance.clone();
     tokio::spawn(async move {
         let tail = Tail {
             load_snapshot: AtomicBool::new(snapshots.is_some()),
@@ -139,7 +238,8 @@ pub fn spawn_tail(
             subjects,
             snapshots,
             state,
-            applied: applied_tx,
+            applied: advance,
+            fed: fed_rx,
             restart,
         };
         resume(&shutdown, "following the assignment log", || tail.session()).await;
@@ -153,7 +253,9 @@ struct Tail {
     subjects: Subjects,
     snapshots: Option<ObjectStore>,
     state: Arc<RwLock<State>>,
-    applied: watch::Sender<u64>,
+    applied: Arc<watch::Sender<u64>>,
+    /// True while the leader feeds the state.
+    fed: watch::Receiver<bool>,
     restart: Arc<Notify>,
     /// The snapshot is (re)loaded before tailing: at start, and after the log was
     /// compacted past the tail.
@@ -165,6 +267,15 @@ impl Tail {
     /// is asked to restart, or finds the log compacted past it (both end the session
     /// for a new one to start at once).
     async fn session(&self) -> Result<(), LogError> {
+        let mut fed = self.fed.clone();
+        if *fed.borrow_and_update() {
+            // The leader applies its own records: no consumer until it stops.
+            tokio::select! {
+                _ = fed.wait_for(|fed| !*fed) => {}
+                _ = self.restart.notified() => {}
+            }
+            return Ok(());
+        }
         if self.load_snapshot.load(Ordering::Relaxed)
             && let Some(store) = &self.snapshots
         {
@@ -177,6 +288,10 @@ impl Tail {
         tokio::select! {
             _ = self.restart.notified() => {
                 debug!(from, "log tail restarted on request");
+                Ok(())
+            }
+            _ = fed.wait_for(|fed| *fed) => {
+                debug!(from, "this replica leads: it applies its own records");
                 Ok(())
             }
             r = tail_from(&self.stream, &self.subjects, from, &self.state, &self.applied) => match r {
@@ -302,17 +417,11 @@ async fn tail_from(
             .info()
             .jetstream("reading a log record's metadata")?
             .stream_sequence;
-        let expected = *applied.borrow() + 1;
-        if seq > expected {
+        let record = LogRecord::decode(&message.payload)
+            .inspect_err(|e| warn!(seq, error = %e, "unreadable log record skipped"))
+            .ok();
+        if let Next::Gap { expected } = apply_next(state, applied, seq, record.as_ref()) {
             return Err(TailError::Gap { expected, got: seq });
         }
-        match LogRecord::decode(&message.payload) {
-            Ok(record) => state
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .apply(seq, &record),
-            Err(e) => warn!(seq, error = %e, "unreadable log record skipped"),
-        }
-        applied.send_replace(seq);
     }
 }

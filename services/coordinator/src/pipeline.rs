@@ -1,7 +1,8 @@
 //! The leader's write pipeline: changes queue in decision order and go to the log
 //! in records of many changes (group commit), and their effects (events, node
 //! notices, the reply) run in log order once each append is acknowledged — nothing
-//! is acknowledged to a client before it is in the log.
+//! is acknowledged to a client before it is in the log. Each acknowledged record
+//! also goes to the leader's own replica, which does not read it back from the log.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::append::{AppendError, Appender, LogTarget, Pending};
+use crate::log::Feeding;
 use crate::metrics::CoordinatorMetrics;
 use crate::notifier::Notifier;
-use crate::record::{Change, LogRecord};
+use crate::record::{Change, Changes, LogRecord};
 
 /// What to answer once the change is in the log.
 pub enum Reply {
@@ -122,10 +124,11 @@ pub struct Pipeline {
 impl Pipeline {
     /// `budget`: the bytes one log record may take (under the server's max payload).
     /// Appends are confirmed (sent again while unanswered) for as long as `term`
-    /// lasts, and for `grace` after it ends.
+    /// lasts, and for `grace` after it ends; each confirmed record goes to `feeding`.
     pub fn new(
         appender: Appender,
         notifier: Notifier,
+        feeding: Feeding,
         budget: usize,
         term: CancellationToken,
         grace: Duration,
@@ -139,7 +142,7 @@ impl Pipeline {
             grace,
             metrics,
         };
-        let writer = tokio::spawn(write(rx, appender, notifier, budget, confirm));
+        let writer = tokio::spawn(write(rx, appender, notifier, feeding, budget, confirm));
         Pipeline {
             inputs: tx,
             failed,
@@ -218,6 +221,7 @@ async fn write(
     mut inputs: mpsc::UnboundedReceiver<Input>,
     mut appender: Appender,
     notifier: Notifier,
+    feeding: Feeding,
     budget: usize,
     confirm: Confirm,
 ) {
@@ -228,6 +232,7 @@ async fn write(
         collected,
         failed.clone(),
         notifier,
+        feeding,
         confirm.clone(),
     ));
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -328,11 +333,13 @@ impl Confirm {
     }
 }
 
-/// Confirms each append in log order, then publishes its effects and answers.
+/// Confirms each append in log order, then publishes its effects, hands it to the
+/// leader's replica and answers.
 async fn collect(
     mut items: mpsc::UnboundedReceiver<Item>,
     failed: CancellationToken,
     notifier: Notifier,
+    feeding: Feeding,
     confirm: Arc<Confirm>,
 ) {
     // What the writer has sent that is not confirmed yet, in log order.
@@ -374,13 +381,14 @@ async fn collect(
                     })
                     .collect();
                 match confirm.confirm(pending, &mut later).await {
-                    Ok(_) => {
+                    Ok(seq) => {
                         confirm
                             .metrics
                             .append_seconds
                             .observe(sent_at.elapsed().as_secs_f64());
                         drop(slot);
                         notifier.written(&changes).await;
+                        feeding.feed(seq, LogRecord::Changes(Changes { changes }));
                         replies.into_iter().for_each(Reply::succeed);
                     }
                     Err(e) => {

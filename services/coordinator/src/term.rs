@@ -233,6 +233,9 @@ async fn begin(
         {
             Ok(seq) => {
                 state.apply(seq, &record);
+                // From here the replica takes this term's records from the pipeline.
+                let feeding = ctx.replica.lead();
+                feeding.feed(seq, record.clone());
                 let appender = appender_at(seq);
                 let budget = shoal_protocol::size::budget(ctx.client.server_info().max_payload);
                 let notifier = Notifier {
@@ -243,6 +246,7 @@ async fn begin(
                 let pipeline = Pipeline::new(
                     appender,
                     notifier,
+                    feeding,
                     budget,
                     term.clone(),
                     ctx.cfg.jetstream_timeout,

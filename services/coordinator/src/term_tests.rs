@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use chrono::Utc;
 use clap::Parser;
+use futures::TryStreamExt;
 use shoal_protocol::{
     AssignRequest, ClientError, ErrorCode, LOG_STREAM, MEMBERS_BUCKET, Node, ServiceKind,
     ShoalClient, Strategy, Subjects,
@@ -223,6 +224,50 @@ async fn a_fenced_term_steps_down_writes_nothing_more_and_says_not_leader() {
         .unwrap();
     let log = records(&c).await;
     assert_eq!(log.len() as u64, usurped_at, "{log:?}");
+    // Its replica, fed by its own appends while it led, follows the log again (alone,
+    // it may then lead the term after the usurper's).
+    shoal_testkit::wait_for(
+        "the replica to read the usurper's term",
+        DEADLINE,
+        || async { (replica.ctx.replica.read(|s| s.epoch()) >= 99).then_some(()) },
+    )
+    .await
+    .unwrap();
+    replica.stop().await;
+}
+
+#[tokio::test]
+async fn a_leader_applies_its_own_records_without_reading_them_back() {
+    let nats = NatsServer::start().await.unwrap();
+    let c = nats.client().await.unwrap();
+    nodes(&c, &[("n1", 1000)]).await;
+    let replica = Replica::start(&nats, "c1").await;
+    replica.serving().await;
+    let shoal = client(&c);
+    for i in 0..50 {
+        let name = format!("agent-{i}");
+        shoal.assign(&agent(&name, Some("n1"))).await.unwrap();
+    }
+    let last = log::log_end(&replica.ctx.stream).await.unwrap();
+    shoal_testkit::wait_for(
+        "the leader's replica to hold every write",
+        DEADLINE,
+        || async {
+            let held = replica.ctx.replica.read(|s| (s.last_seq(), s.len()));
+            (held == (last, 50)).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    // No consumer delivered the leader's records: its tail let go of its consumer
+    // when the term began.
+    let consumers: Vec<_> = replica.ctx.stream.consumers().try_collect().await.unwrap();
+    for info in &consumers {
+        assert!(
+            info.delivered.stream_sequence < last,
+            "a consumer read the log to its end: {info:?}"
+        );
+    }
     replica.stop().await;
 }
 
