@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 
 use crate::ErrorEnvelope;
 use crate::subjects::{Endpoint, Subjects};
-use crate::types::{Empty, balancer::*, coordinator::*, node::*, rebalance::*, registry::*};
+use crate::types::{
+    Empty, balancer::*, coordinator::*, history::*, node::*, rebalance::*, registry::*,
+};
 
 /// Gives unsigned integers their largest value (`maximum`) as well as their
 /// smallest: schemars leaves it out for 32- and 64-bit ones, and without it a

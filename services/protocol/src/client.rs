@@ -11,7 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::subjects::{Endpoint, ServiceKind, Subjects};
-use crate::types::{Empty, balancer::*, coordinator::*, node::Node, rebalance::*, registry::*};
+use crate::types::{
+    Empty, balancer::*, coordinator::*, history::*, node::Node, rebalance::*, registry::*,
+};
 use crate::{ErrorCode, ShoalError};
 
 #[derive(Debug, thiserror::Error)]

@@ -34,7 +34,9 @@ pub use discover::ServiceInstance;
 pub use error::{ErrorCode, ErrorEnvelope, ShoalError};
 pub use reply::{respond, respond_to};
 pub use subjects::{Endpoint, NodeSubjectKind, ServiceKind, Subjects};
-pub use types::{Empty, balancer::*, coordinator::*, node::*, rebalance::*, registry::*};
+pub use types::{
+    Empty, balancer::*, coordinator::*, history::*, node::*, rebalance::*, registry::*,
+};
 pub use validate::Validate;
 
 /// The KV bucket holding membership (key = node id).

@@ -129,6 +129,7 @@ mod process;
 pub mod replicas;
 mod routez;
 mod server_errors;
+mod service;
 mod wait;
 
 pub use compose::ComposeStack;
@@ -139,8 +140,8 @@ pub use nats_cluster::NatsCluster;
 pub use nats_config::NatsOptions;
 pub use netns::NetNs;
 pub use postgres::Postgres;
-pub use process::{ServiceProcess, binary};
 pub use replicas::{is_error_envelope, request_all, request_json, request_random, wait_all_agree};
 pub use routez::Route;
 pub use server_errors::ServerErrors;
+pub use service::{ServiceProcess, binary};
 pub use wait::{try_wait_for, wait_for};

@@ -22,7 +22,8 @@ use anyhow::{Context, Result, bail, ensure};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Pid, Uid};
 
-use crate::process::{CommandSpec, ServiceProcess, stat_fields};
+use crate::process::{CommandSpec, stat_fields};
+use crate::service::ServiceProcess;
 
 /// Namespaces are `shoal-<pid>-<start time>-<counter>`.
 const NS_PREFIX: &str = "shoal-";

@@ -3,6 +3,7 @@
 
 pub mod balancer;
 pub mod coordinator;
+pub mod history;
 pub mod node;
 pub mod rebalance;
 pub mod registry;
@@ -36,7 +37,7 @@ no_validation!(
     coordinator::AssignmentList,
     coordinator::LeaderReply,
     coordinator::PromoteReply,
-    coordinator::HistoryReply,
+    history::HistoryReply,
     coordinator::ClusterStats,
     rebalance::RebalanceStatus,
     rebalance::RebalanceReport,
