@@ -74,9 +74,8 @@ pub async fn open_stream(
 #[derive(Clone)]
 pub struct Replica {
     state: Arc<RwLock<State>>,
-    applied: watch::Receiver<u64>,
-    /// The sequence of the last record applied, for the tail and the leader's feed.
-    advance: Arc<watch::Sender<u64>>,
+    /// The sequence of the last record applied (by the tail or the leader's feed).
+    applied: Arc<watch::Sender<u64>>,
     /// True while the leader feeds this replica: the tail then holds no consumer.
     fed: Arc<watch::Sender<bool>>,
     /// Makes the tail drop its consumer and follow the log again from where it is.
@@ -104,8 +103,9 @@ impl Replica {
     /// ignored, and one past the next hands the replica back to the tail.
     async fn apply_own(self, mut records: mpsc::UnboundedReceiver<(u64, LogRecord)>) {
         while let Some((seq, record)) = records.recv().await {
-            let next = apply_next(&self.state, &self.advance, seq, Some(&record));
-            if let Next::Gap { expected } = next {
+            if let Err(Gap { expected }) =
+                apply_next(&self.state, &self.applied, seq, Some(&record))
+            {
                 debug!(
                     expected,
                     got = seq,
@@ -123,39 +123,33 @@ impl Drop for Feeding {
     }
 }
 
-/// What applying one record did.
-enum Next {
-    Applied,
-    /// At or below the last applied: nothing to do.
-    Already,
-    /// Records before it are missing.
-    Gap {
-        expected: u64,
-    },
+/// Records before the one offered are missing: `expected` comes next.
+struct Gap {
+    expected: u64,
 }
 
 /// Applies `record` at `seq` if it follows the last applied (an unreadable record,
-/// `None`, is passed over); the check and the apply hold the state's lock, so the
-/// tail and the leader's feed never apply a record twice or out of order.
+/// `None`, is passed over; one already applied is ignored); the check and the apply
+/// hold the state's lock, so the tail and the leader's feed never apply a record
+/// twice or out of order.
 fn apply_next(
     state: &RwLock<State>,
-    advance: &watch::Sender<u64>,
+    applied: &watch::Sender<u64>,
     seq: u64,
     record: Option<&LogRecord>,
-) -> Next {
+) -> Result<(), Gap> {
     let mut state = state.write().unwrap_or_else(|p| p.into_inner());
-    let expected = *advance.borrow() + 1;
-    if seq < expected {
-        return Next::Already;
-    }
+    let expected = *applied.borrow() + 1;
     if seq > expected {
-        return Next::Gap { expected };
+        return Err(Gap { expected });
     }
-    if let Some(record) = record {
-        state.apply(seq, record);
+    if seq == expected {
+        if let Some(record) = record {
+            state.apply(seq, record);
+        }
+        applied.send_replace(seq);
     }
-    advance.send_replace(seq);
-    Next::Applied
+    Ok(())
 }
 
 impl Replica {
@@ -192,7 +186,7 @@ impl Replica {
         let Ok(Ok(last)) = end else {
             return false;
         };
-        let mut applied = self.applied.clone();
+        let mut applied = self.applied.subscribe();
         matches!(
             tokio::time::timeout(deadline, applied.wait_for(|a| *a >= last)).await,
             Ok(Ok(_))
@@ -201,7 +195,7 @@ impl Replica {
 
     /// Waits until the tail has applied `seq`, then returns a copy of the state.
     pub async fn snapshot_at(&self, seq: u64, deadline: Duration) -> Option<State> {
-        let mut applied = self.applied.clone();
+        let mut applied = self.applied.subscribe();
         tokio::time::timeout(deadline, applied.wait_for(|a| *a >= seq))
             .await
             .ok()?
@@ -220,17 +214,14 @@ pub fn spawn_tail(
     shutdown: CancellationToken,
 ) -> Replica {
     let state = Arc::new(RwLock::new(State::default()));
-    let (advance, applied) = watch::channel(0);
-    let (fed, fed_rx) = watch::channel(false);
     let restart = Arc::new(Notify::new());
     let replica = Replica {
         state: state.clone(),
-        applied,
-        advance: Arc::new(advance),
-        fed: Arc::new(fed),
+        applied: Arc::new(watch::Sender::new(0)),
+        fed: Arc::new(watch::Sender::new(false)),
         restart: restart.clone(),
     };
-    let advance = replica.advance.clone();
+    let (applied, fed) = (replica.applied.clone(), replica.fed.subscribe());
     tokio::spawn(async move {
         let tail = Tail {
             load_snapshot: AtomicBool::new(snapshots.is_some()),
@@ -238,8 +229,8 @@ pub fn spawn_tail(
             subjects,
             snapshots,
             state,
-            applied: advance,
-            fed: fed_rx,
+            applied,
+            fed,
             restart,
         };
         resume(&shutdown, "following the assignment log", || tail.session()).await;
@@ -420,7 +411,7 @@ async fn tail_from(
         let record = LogRecord::decode(&message.payload)
             .inspect_err(|e| warn!(seq, error = %e, "unreadable log record skipped"))
             .ok();
-        if let Next::Gap { expected } = apply_next(state, applied, seq, record.as_ref()) {
+        if let Err(Gap { expected }) = apply_next(state, applied, seq, record.as_ref()) {
             return Err(TailError::Gap { expected, got: seq });
         }
     }

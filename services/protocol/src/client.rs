@@ -192,12 +192,7 @@ impl ShoalClient {
     /// error.
     pub async fn call_text(&self, subject: &str) -> Result<String, ClientError> {
         let message = self.send(subject, bytes::Bytes::new()).await?;
-        let headers = message.headers.as_ref();
-        if headers.is_some_and(|h| h.get(NATS_SERVICE_ERROR_CODE).is_some())
-            && let Some(e) = ShoalError::from_reply(headers, &message.payload)
-        {
-            return Err(ClientError::Service(e));
-        }
+        flagged_error(message.headers.as_ref(), &message.payload)?;
         String::from_utf8(message.payload.to_vec()).map_err(|source| ClientError::NotText {
             subject: subject.to_string(),
             source,
@@ -511,10 +506,7 @@ pub fn decode_reply<Rep: DeserializeOwned>(
     headers: Option<&async_nats::HeaderMap>,
     payload: &[u8],
 ) -> Result<Rep, ClientError> {
-    let flagged = headers.is_some_and(|h| h.get(NATS_SERVICE_ERROR_CODE).is_some());
-    if flagged && let Some(e) = ShoalError::from_reply(headers, payload) {
-        return Err(ClientError::Service(e));
-    }
+    flagged_error(headers, payload)?;
     serde_json::from_slice(payload).map_err(|e| match ShoalError::from_reply(None, payload) {
         Some(service_error) => ClientError::Service(service_error),
         None => ClientError::BadReply {
@@ -522,6 +514,21 @@ pub fn decode_reply<Rep: DeserializeOwned>(
             source: e,
         },
     })
+}
+
+/// The error envelope of a reply its headers flag as an error (`Nats-Service-Error-Code`).
+fn flagged_error(
+    headers: Option<&async_nats::HeaderMap>,
+    payload: &[u8],
+) -> Result<(), ClientError> {
+    let flagged = headers.is_some_and(|h| h.get(NATS_SERVICE_ERROR_CODE).is_some());
+    match flagged
+        .then(|| ShoalError::from_reply(headers, payload))
+        .flatten()
+    {
+        Some(e) => Err(ClientError::Service(e)),
+        None => Ok(()),
+    }
 }
 
 /// Repeats `attempt` (which must carry the same `request_id` each time) through

@@ -14,14 +14,13 @@ use crate::http;
 use crate::nats_config::{NatsOptions, Network, Ports, config, connect_ip};
 use crate::netns::NetNs;
 use crate::ports::free_ports;
-use crate::process::{CommandSpec, Proc, log_file, with_log};
+use crate::process::{CommandSpec, Proc, log_file};
 use crate::wait::try_wait_for;
 
 pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(20);
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
 pub(crate) const START_ATTEMPTS: usize = 3;
 const PANIC_TAIL_LINES: usize = 50;
-pub(crate) const ERROR_TAIL_LINES: usize = 30;
 const MISSING: &str = "nats-server not found: run scripts/deps.sh (or set SHOAL_NATS_SERVER)";
 
 /// The checkout's root, where `scripts/deps.sh` puts `.shoal/tools/`.
@@ -298,16 +297,7 @@ impl NatsServer {
             }
         })
         .await;
-        result.map_err(|e| self.with_log_tail(e))
-    }
-
-    fn with_log_tail(&self, e: anyhow::Error) -> anyhow::Error {
-        let header = format!(
-            "last lines of the log of {} ({})",
-            self.proc.name(),
-            self.proc.log_path().display()
-        );
-        with_log(e, &header, &self.proc.log_tail(ERROR_TAIL_LINES))
+        result.map_err(|e| self.proc.with_log_tail(e))
     }
 }
 

@@ -6,13 +6,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::nats::{
-    ERROR_TAIL_LINES, NatsServer, READY_DEADLINE, START_ATTEMPTS, healthz_ok, nats_server_binary,
-};
+use crate::nats::{NatsServer, READY_DEADLINE, START_ATTEMPTS, healthz_ok, nats_server_binary};
 use crate::nats_config::{NatsOptions, Network, Ports};
 use crate::netns::NetNs;
 use crate::ports::free_ports;
-use crate::process::with_log;
+use crate::process::{ERROR_TAIL_LINES, with_log};
 use crate::wait::try_wait_for;
 
 const ANY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);

@@ -13,7 +13,7 @@ use tokio_postgres::NoTls;
 
 use crate::pgdata::{make_data_dir, scratch_dir};
 use crate::ports::free_port;
-use crate::process::{CommandSpec, Proc, log_file, with_log};
+use crate::process::{CommandSpec, Proc, log_file};
 use crate::wait::try_wait_for;
 
 const FALLBACK_BINDIR: &str = "/usr/lib/postgresql/15/bin";
@@ -21,7 +21,6 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
 const START_ATTEMPTS: usize = 3;
 const PANIC_TAIL_LINES: usize = 50;
-const ERROR_TAIL_LINES: usize = 30;
 
 /// A Postgres server of its own: data directory, unix socket directory and log
 /// in one temporary directory (on tmpfs when there is room), listening on a
@@ -204,14 +203,7 @@ impl Postgres {
             }
         })
         .await;
-        result.map_err(|e| {
-            let header = format!(
-                "last lines of the log of {} ({})",
-                self.proc.name(),
-                self.proc.log_path().display()
-            );
-            with_log(e, &header, &self.proc.log_tail(ERROR_TAIL_LINES))
-        })
+        result.map_err(|e| self.proc.with_log_tail(e))
     }
 }
 

@@ -19,6 +19,8 @@ const DROP_EXIT_DEADLINE: Duration = Duration::from_secs(5);
 const PAUSE_DEADLINE: Duration = Duration::from_secs(5);
 const KILL_CHILDREN_DEADLINE: Duration = Duration::from_secs(5);
 const EXEC_DEADLINE: Duration = Duration::from_secs(5);
+/// Log lines shown with an error from a process.
+pub(crate) const ERROR_TAIL_LINES: usize = 30;
 
 /// How a child is (re)started; kept so the same command can run again after a
 /// kill or stop.
@@ -331,6 +333,16 @@ impl Proc {
 
     pub fn log(&self) -> String {
         read_log(&self.log_path)
+    }
+
+    /// `e` with the last [`ERROR_TAIL_LINES`] lines of this process's log folded in.
+    pub(crate) fn with_log_tail(&self, e: anyhow::Error) -> anyhow::Error {
+        let header = format!(
+            "last lines of the log of {} ({})",
+            self.name(),
+            self.log_path().display()
+        );
+        with_log(e, &header, &self.log_tail(ERROR_TAIL_LINES))
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

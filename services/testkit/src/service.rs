@@ -10,11 +10,10 @@ use anyhow::{Context, Result, anyhow};
 use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
-use crate::process::{CommandSpec, Proc, file_stem, log_file, with_log};
+use crate::process::{CommandSpec, Proc, file_stem, log_file};
 use crate::wait::try_wait_for;
 
 const SERVICE_PANIC_TAIL_LINES: usize = 200;
-const ERROR_TAIL_LINES: usize = 30;
 
 /// A Shoal service binary (or any command) run as a child process, its stdout
 /// and stderr captured in a log file in its own temporary directory.
@@ -87,16 +86,7 @@ impl ServiceProcess {
     /// Waits for the process to exit; `Err` if it is still running at the deadline.
     pub async fn wait_exit(&mut self, deadline: Duration) -> Result<ExitStatus> {
         let result = self.proc.wait_exit(deadline).await;
-        result.map_err(|e| self.with_log_tail(e))
-    }
-
-    fn with_log_tail(&self, e: anyhow::Error) -> anyhow::Error {
-        let header = format!(
-            "last lines of the log of {} ({})",
-            self.proc.name(),
-            self.proc.log_path().display()
-        );
-        with_log(e, &header, &self.proc.log_tail(ERROR_TAIL_LINES))
+        result.map_err(|e| self.proc.with_log_tail(e))
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -154,7 +144,7 @@ impl ServiceProcess {
             std::future::ready(outcome)
         })
         .await;
-        result.map_err(|e| self.with_log_tail(e))
+        result.map_err(|e| self.proc.with_log_tail(e))
     }
 
     /// Runs the same command again (after it was killed or exited), appending
